@@ -1,0 +1,119 @@
+"""Reference executor: runs a SpikeGraph step by step with dense torch ops (float64).
+
+This is the oracle the other backends are compared against. Per-op rules live in
+``_RULES`` keyed by op class; the neuron update comes from :mod:`snncc.neuron`.
+Nodes whose value cannot change over time (synapses fed only by a direct-encoded
+analog input) are evaluated once and reused at every step.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from snncc import neuron as nrn
+from snncc.ir.graph import SpikeGraph
+from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout
+from snncc.runtime import RunResult, check_input
+
+
+def _t(a):
+    return None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.float64)
+
+
+def _dense(op, xs, _):
+    return F.linear(xs[0], _t(op.weight), _t(op.bias))
+
+
+def _conv(op, xs, _):
+    return F.conv2d(xs[0], _t(op.weight), _t(op.bias), stride=op.stride, padding=op.padding)
+
+
+def _pool(op, xs, _):
+    x = xs[0]
+    if op.mode == "max":
+        return F.max_pool2d(x, op.kernel, op.stride, op.padding)
+    avg = F.avg_pool2d(x, op.kernel, op.stride, op.padding, count_include_pad=True)
+    return avg if op.mode == "avg" else avg * (op.kernel[0] * op.kernel[1])
+
+
+def _sum(op, xs, _):
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
+    return out
+
+
+def _neuron(op, xs, state):
+    leaky, inv_tau, v_th, v_reset, v_rest, soft = op.params.scalars()
+    current = _sum(op, xs, state)
+    v = state.get("v")
+    if v is None:
+        v = torch.full_like(current, v_rest)
+    s, state["v"] = nrn.step(v, current, leaky, inv_tau, v_th, v_reset, v_rest, soft)
+    return s.to(torch.float64)
+
+
+_RULES = {
+    Dense: _dense,
+    Conv: _conv,
+    Pool: _pool,
+    Flatten: lambda op, xs, _: xs[0].flatten(1),
+    Neuron: _neuron,
+    Add: _sum,
+    Readout: lambda op, xs, _: xs[0],
+}
+
+
+def _static_nodes(graph: SpikeGraph, direct_inputs) -> set:
+    static = set(direct_inputs)
+    for n in graph.order():
+        ports = graph.inputs(n)
+        if ports and not isinstance(graph.op(n), (Neuron, Readout)) and \
+                all(p.delay == 0 and p.src in static for p in ports):
+            static.add(n)
+    return static
+
+
+def run(graph: SpikeGraph, x, timesteps: int, record: bool = False) -> RunResult:
+    x = check_input(graph, x, timesteps)
+    types = graph.infer()
+    order = graph.order()
+    for n in order:
+        if type(graph.op(n)) not in _RULES and not isinstance(graph.op(n), Input):
+            raise NotImplementedError(f"torch backend has no rule for op {type(graph.op(n)).__name__} ({n})")
+    (inp,) = graph.input_nodes
+    direct = x.ndim == 1 + len(types[inp].shape)
+    xt = torch.as_tensor(x, dtype=torch.float64)
+    static = _static_nodes(graph, [inp] if direct else [])
+    batch = x.shape[0]
+    values, prev, states = {}, {}, {n: {} for n in order}
+    activity = {n: 0.0 for n in order}
+    trains = {n: [] for n in graph.populations()} if record else {}
+    (out,) = graph.output_nodes
+    readout = None
+    with torch.no_grad():
+        for t in range(timesteps):
+            current = {}
+            for n in order:
+                op = graph.op(n)
+                if n in static and n in values:
+                    current[n] = values[n]
+                elif isinstance(op, Input):
+                    current[n] = xt if direct else xt[:, t]
+                else:
+                    xs = [current[p.src] if p.delay == 0 else
+                          prev.get(p.src, torch.zeros((batch, *types[p.src].shape), dtype=torch.float64))
+                          for p in graph.inputs(n)]
+                    current[n] = _RULES[type(op)](op, xs, states[n])
+                activity[n] += float(current[n].sum())
+                if n in trains:
+                    trains[n].append(current[n].to(torch.uint8).numpy())
+            values = {n: v for n, v in current.items() if n in static}
+            prev = current
+            readout = current[out] if readout is None else readout + current[out]
+    output = readout.numpy()
+    if graph.op(out).mode == "mean":
+        output = output / timesteps
+    return RunResult(output=output, timesteps=timesteps, batch=batch, activity=activity,
+                     trains={n: np.stack(v) for n, v in trains.items()})

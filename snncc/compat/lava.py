@@ -1,0 +1,90 @@
+"""Make lava-nc 0.10.0 importable on Python >= 3.11 without touching site-packages.
+
+lava/magma/compiler/var_model.py declares dataclass fields such as
+``x: ByteEncoder = ByteEncoder()``. Since 3.11, dataclasses reject any
+unhashable default (a dataclass instance with eq=True has __hash__ = None),
+so importing anything from lava fails. We intercept exactly that one module
+and rewrite those defaults to ``field(default_factory=ByteEncoder)``.
+"""
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import re
+import sys
+import types
+
+TARGET = "lava.magma.compiler.var_model"
+# `name: ByteEncoder = ByteEncoder()` on a single line, keeping indentation.
+_DEFAULT_RE = re.compile(r"^(\s+\w+\s*:\s*ByteEncoder\s*)=\s*ByteEncoder\(\)[ \t]*$", re.M)
+_DC_IMPORT_RE = re.compile(r"^from dataclasses import ([\w ,]+)$", re.M)
+
+
+class LavaUnavailable(RuntimeError):
+    """lava-nc is missing or cannot be imported."""
+
+
+def rewrite_source(src: str) -> str:
+    """Return src with `= ByteEncoder()` field defaults made default_factory."""
+    new, n = _DEFAULT_RE.subn(r"\1= field(default_factory=ByteEncoder)", src)
+    if n == 0:
+        return src
+    m = _DC_IMPORT_RE.search(new)
+    if m and "field" in [s.strip() for s in m.group(1).split(",")]:
+        return new
+    if m:  # extend the existing import in place so line numbers stay intact
+        return new[: m.end()] + ", field" + new[m.end():]
+    # Fallback: import after any __future__ imports (they must come first).
+    fut = list(re.finditer(r"^from __future__ import .*$", new, re.M))
+    at = fut[-1].end() + 1 if fut else 0
+    return new[:at] + "from dataclasses import field\n" + new[at:]
+
+
+class _PatchedLoader(importlib.machinery.SourceFileLoader):
+    # Always compile from the rewritten source; never use/write the .pyc cache
+    # (a cached .pyc would hold the unpatched code).
+    def get_code(self, fullname):
+        src = self.get_source(fullname)
+        return compile(rewrite_source(src), self.path, "exec", dont_inherit=True)
+
+    def set_data(self, path, data, *, _mode=0o666):
+        pass
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname != TARGET:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+            return None
+        loader = _PatchedLoader(fullname, spec.origin)
+        src = loader.get_source(fullname)
+        if rewrite_source(src) == src:
+            return None  # already fixed upstream: let the normal machinery load it
+        return importlib.util.spec_from_file_location(fullname, spec.origin, loader=loader)
+
+
+def install() -> None:
+    """Install the import hook once; no-op before 3.11 (old dataclasses accept it)."""
+    if sys.version_info < (3, 11) or any(isinstance(f, _Finder) for f in sys.meta_path):
+        return
+    sys.meta_path.insert(0, _Finder())
+
+
+def import_lava() -> types.SimpleNamespace:
+    """Install the shim and return the Lava classes snncc uses."""
+    install()
+    try:
+        from lava.magma.core.run_conditions import RunSteps
+        from lava.magma.core.run_configs import Loihi2SimCfg
+        from lava.proc.dense.process import Dense
+        from lava.proc.io.sink import RingBuffer as SinkRingBuffer
+        from lava.proc.io.source import RingBuffer as SourceRingBuffer
+        from lava.proc.lif.process import LIF
+    except ImportError as e:
+        raise LavaUnavailable(f"lava-nc is not importable ({e}); pip install lava-nc") from e
+    return types.SimpleNamespace(LIF=LIF, Dense=Dense, SourceRingBuffer=SourceRingBuffer,
+                                 SinkRingBuffer=SinkRingBuffer, Loihi2SimCfg=Loihi2SimCfg,
+                                 RunSteps=RunSteps)

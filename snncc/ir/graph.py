@@ -1,0 +1,140 @@
+"""SpikeGraph: a typed directed graph of ops (networkx inside, a small API outside).
+
+Edges run from a producer to an input port of a consumer. An edge with
+``delay=1`` delivers the producer's value from the previous time step (zero at
+t=0): this is how recurrence is expressed, and delayed edges are ignored when
+ordering nodes, so a recurrent graph still has a well-defined evaluation order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from snncc.ir.ops import OP_TYPES, Input, Neuron, Readout, is_synapse
+from snncc.ir.types import GraphError, TensorType
+
+
+@dataclass(frozen=True)
+class Port:
+    src: str
+    delay: int = 0
+
+
+class SpikeGraph:
+    def __init__(self, name: str = "snn", metadata: dict | None = None):
+        self.name = name
+        self.metadata = dict(metadata or {})
+        self._g = nx.MultiDiGraph()
+        self._inputs: dict[str, list[Port]] = {}
+        self._types: dict[str, TensorType] | None = None
+
+    # -- construction ---------------------------------------------------
+    def add(self, name: str, op, inputs=()) -> str:
+        if name in self._g:
+            raise GraphError(f"duplicate node name {name!r}")
+        if not isinstance(op, OP_TYPES):
+            raise GraphError(f"node {name!r}: {type(op).__name__} is not a spike-graph op")
+        ports = [p if isinstance(p, Port) else Port(p) for p in inputs]
+        self._g.add_node(name, op=op)
+        self._inputs[name] = []
+        for p in ports:
+            self.connect(p.src, name, p.delay)
+        return name
+
+    def connect(self, src: str, dst: str, delay: int = 0) -> None:
+        """Append an input port to ``dst`` (used for recurrent edges added after both nodes)."""
+        for n in (src, dst):
+            if n not in self._g:
+                raise GraphError(f"edge {src!r} -> {dst!r}: unknown node {n!r}")
+        if delay not in (0, 1):
+            raise GraphError(f"edge {src!r} -> {dst!r}: delay must be 0 or 1, got {delay}")
+        self._g.add_edge(src, dst, port=len(self._inputs[dst]), delay=delay)
+        self._inputs[dst].append(Port(src, delay))
+        self._types = None
+
+    # -- queries --------------------------------------------------------
+    def __contains__(self, name) -> bool:
+        return name in self._g
+
+    def __len__(self) -> int:
+        return self._g.number_of_nodes()
+
+    def op(self, name: str):
+        return self._g.nodes[name]["op"]
+
+    def inputs(self, name: str) -> list[Port]:
+        return list(self._inputs[name])
+
+    def consumers(self, name: str) -> list[str]:
+        return sorted({dst for _, dst in self._g.out_edges(name)}, key=self.order().index)
+
+    def order(self) -> list[str]:
+        """Evaluation order: topological over non-delayed edges, ties by insertion order."""
+        dag = nx.DiGraph()
+        dag.add_nodes_from(self._g.nodes)
+        dag.add_edges_from((u, v) for u, v, d in self._g.edges(data=True) if d["delay"] == 0)
+        if not nx.is_directed_acyclic_graph(dag):
+            cycle = nx.find_cycle(dag)
+            raise GraphError(f"cycle without a delayed edge through {cycle[0][0]!r}")
+        index = {n: i for i, n in enumerate(self._g.nodes)}
+        return list(nx.lexicographical_topological_sort(dag, key=index.get))
+
+    def nodes(self, op_type=None) -> list[str]:
+        return [n for n in self.order() if op_type is None or isinstance(self.op(n), op_type)]
+
+    @property
+    def input_nodes(self) -> list[str]:
+        return self.nodes(Input)
+
+    @property
+    def output_nodes(self) -> list[str]:
+        return self.nodes(Readout)
+
+    def synapses(self) -> list[str]:
+        return [n for n in self.order() if is_synapse(self.op(n))]
+
+    def populations(self) -> list[str]:
+        return self.nodes(Neuron)
+
+    # -- typing ---------------------------------------------------------
+    def infer(self) -> dict[str, TensorType]:
+        """Infer every node's output type; raises GraphError naming the offending node."""
+        if self._types is not None:
+            return self._types
+        order = self.order()
+        if not self.input_nodes:
+            raise GraphError("graph has no Input node")
+        if len(self.output_nodes) != 1:
+            raise GraphError(f"graph must have exactly one Readout node, found {len(self.output_nodes)}")
+        # Pass 1 types each node from the inputs already typed (a delayed edge may come
+        # from a later node); pass 2 re-checks every node with all of its inputs.
+        for n in order:
+            lo, hi = self.op(n).arity
+            if len(self._inputs[n]) < lo or (hi is not None and len(self._inputs[n]) > hi):
+                raise GraphError(f"node {n!r}: {type(self.op(n)).__name__} takes "
+                                 f"{lo}..{hi if hi is not None else 'n'} inputs, got {len(self._inputs[n])}")
+        types: dict[str, TensorType] = {}
+        for n in order:
+            known = [types[p.src] for p in self._inputs[n] if p.src in types]
+            if len(known) < len(self._inputs[n]) and not known:
+                raise GraphError(f"node {n!r}: only delayed inputs from later nodes; a recurrent edge "
+                                 f"must enter a node that also has a same-step input")
+            types[n] = self.op(n).infer(n, known)
+        for n in order:
+            full = self.op(n).infer(n, [types[p.src] for p in self._inputs[n]])
+            if full != types[n]:
+                raise GraphError(f"node {n!r}: recurrent input changes its type from {types[n]} to {full}")
+        self._types = types
+        return types
+
+    def type_of(self, name: str) -> TensorType:
+        return self.infer()[name]
+
+    def summary(self) -> str:
+        types = self.infer()
+        lines = [f"graph {self.name!r}: {len(self)} nodes"]
+        for n in self.order():
+            srcs = ", ".join(p.src + ("@t-1" if p.delay else "") for p in self._inputs[n])
+            lines.append(f"  {n:<16} {type(self.op(n)).__name__:<8} ({srcs}) -> {types[n]}")
+        return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""Spike-graph operations: small frozen dataclasses that infer their output type.
+
+Adding a node type means: write its dataclass here with an ``infer`` method and
+list it in :data:`OP_TYPES`. Serialization, validation and every backend look
+ops up by class, and backends refuse (by name) any op they have no rule for.
+
+Shapes are per sample, channel-first, without batch or time axes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from snncc.ir.types import GraphError, Kind, TensorType
+from snncc.neuron import NeuronParams
+
+
+def _conv_out(size: int, k: int, s: int, p: int) -> int:
+    return (size + 2 * p - k) // s + 1
+
+
+def _same_shapes(name: str, types: list[TensorType]) -> tuple:
+    shapes = {t.shape for t in types}
+    if len(shapes) != 1:
+        raise GraphError(f"node {name!r}: inputs have different shapes {sorted(map(list, shapes))}")
+    return types[0].shape
+
+
+def _summed_kind(types: list[TensorType]) -> Kind:
+    """Kind of an element-wise sum: spikes add up to counts, anything analog stays analog."""
+    kinds = {t.kind for t in types}
+    if Kind.ANALOG in kinds:
+        return Kind.ANALOG
+    return Kind.COUNT
+
+
+@dataclass(frozen=True, eq=False)
+class Input:
+    """Network input. ``encoding='direct'``: the analog sample is presented at every step.
+    ``encoding='spike'``: the input is already a binary spike train (B, T, *shape)."""
+
+    shape: tuple
+    encoding: str = "direct"
+    arity = (0, 0)
+
+    def infer(self, name, types):
+        if self.encoding not in ("direct", "spike"):
+            raise GraphError(f"node {name!r}: unknown input encoding {self.encoding!r}")
+        kind = Kind.ANALOG if self.encoding == "direct" else Kind.SPIKE
+        return TensorType(kind, tuple(int(d) for d in self.shape))
+
+
+@dataclass(frozen=True, eq=False)
+class Dense:
+    """Fully connected synapse: current = weight @ x + bias. weight: (out, in)."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+    arity = (1, 1)
+    is_synapse = True
+
+    def infer(self, name, types):
+        (t,) = types
+        out_f, in_f = self.weight.shape
+        if t.shape != (in_f,):
+            raise GraphError(f"node {name!r}: dense expects input shape [{in_f}], got {list(t.shape)}")
+        if self.bias is not None and self.bias.shape != (out_f,):
+            raise GraphError(f"node {name!r}: bias shape {list(self.bias.shape)} != [{out_f}]")
+        return TensorType(Kind.ANALOG, (out_f,))
+
+    def flops(self, in_type, out_type) -> int:
+        return int(self.weight.shape[0] * self.weight.shape[1])
+
+
+@dataclass(frozen=True, eq=False)
+class Conv:
+    """2-D convolution synapse (cross-correlation, groups=1). weight: (C_out, C_in, kh, kw)."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    arity = (1, 1)
+    is_synapse = True
+
+    def infer(self, name, types):
+        (t,) = types
+        c_out, c_in, kh, kw = self.weight.shape
+        if len(t.shape) != 3 or t.shape[0] != c_in:
+            raise GraphError(f"node {name!r}: conv expects input [{c_in}, H, W], got {list(t.shape)}")
+        ho = _conv_out(t.shape[1], kh, self.stride[0], self.padding[0])
+        wo = _conv_out(t.shape[2], kw, self.stride[1], self.padding[1])
+        if ho <= 0 or wo <= 0:
+            raise GraphError(f"node {name!r}: kernel larger than padded input {list(t.shape)}")
+        return TensorType(Kind.ANALOG, (c_out, ho, wo))
+
+    def flops(self, in_type, out_type) -> int:
+        c_out, c_in, kh, kw = self.weight.shape
+        return int(kh * kw * out_type.shape[1] * out_type.shape[2] * c_in * c_out)
+
+
+@dataclass(frozen=True, eq=False)
+class Pool:
+    """2-D pooling. max of spikes is an OR (stays SPIKE); sum of spikes is a COUNT;
+    avg is ANALOG (sum / k*k, padding counted)."""
+
+    mode: str
+    kernel: tuple
+    stride: tuple
+    padding: tuple = (0, 0)
+    arity = (1, 1)
+
+    def infer(self, name, types):
+        (t,) = types
+        if self.mode not in ("max", "avg", "sum"):
+            raise GraphError(f"node {name!r}: unknown pooling mode {self.mode!r}")
+        if len(t.shape) != 3:
+            raise GraphError(f"node {name!r}: pooling expects [C, H, W], got {list(t.shape)}")
+        ho = _conv_out(t.shape[1], self.kernel[0], self.stride[0], self.padding[0])
+        wo = _conv_out(t.shape[2], self.kernel[1], self.stride[1], self.padding[1])
+        if ho <= 0 or wo <= 0:
+            raise GraphError(f"node {name!r}: pooling window larger than input {list(t.shape)}")
+        kind = {"max": t.kind, "sum": _summed_kind([t]), "avg": Kind.ANALOG}[self.mode]
+        return TensorType(kind, (t.shape[0], ho, wo))
+
+
+@dataclass(frozen=True, eq=False)
+class Flatten:
+    """Reshape to a vector (C-order); values and kind unchanged."""
+
+    arity = (1, 1)
+
+    def infer(self, name, types):
+        (t,) = types
+        return TensorType(t.kind, (t.size,))
+
+
+@dataclass(frozen=True, eq=False)
+class Neuron:
+    """A LIF/IF population. It integrates the sum of all its inputs: synaptic currents
+    and/or identity spike paths (a Spike-ResNet shortcut)."""
+
+    params: NeuronParams = field(default_factory=NeuronParams)
+    arity = (1, None)
+
+    def infer(self, name, types):
+        return TensorType(Kind.SPIKE, _same_shapes(name, types))
+
+
+@dataclass(frozen=True, eq=False)
+class Add:
+    """Element-wise sum (a SEW spike ADD or an MS membrane shortcut)."""
+
+    arity = (2, None)
+
+    def infer(self, name, types):
+        return TensorType(_summed_kind(types), _same_shapes(name, types))
+
+
+@dataclass(frozen=True, eq=False)
+class Readout:
+    """Network output, accumulated over the T steps.
+    'count': spike counts of a population (prediction = argmax, which equals BSD's
+    cosine similarity to one-hot label codes). 'mean': time-averaged analog value
+    (e.g. a synapse's current used directly as logits: an analog readout)."""
+
+    mode: str = "count"
+    arity = (1, 1)
+
+    def infer(self, name, types):
+        (t,) = types
+        if self.mode == "count":
+            if t.kind is Kind.ANALOG:
+                raise GraphError(f"node {name!r}: a 'count' readout needs spikes, got {t.kind.value}")
+            return TensorType(Kind.COUNT, t.shape)
+        if self.mode == "mean":
+            return TensorType(Kind.ANALOG, t.shape)
+        raise GraphError(f"node {name!r}: unknown readout mode {self.mode!r}")
+
+
+OP_TYPES = (Input, Dense, Conv, Pool, Flatten, Neuron, Add, Readout)
+OP_BY_NAME = {cls.__name__: cls for cls in OP_TYPES}
+
+
+def is_synapse(op) -> bool:
+    return getattr(op, "is_synapse", False)

@@ -1,0 +1,101 @@
+"""The one definition of snncc's spiking neuron (BSD paper, eqs. 1-3 and 10).
+
+Every consumer -- training modules (torch, with a surrogate spike), the IR
+reference executor (torch, hard threshold), the Numba simulator (compiled from
+these same functions with ``numba.njit``) and the Lava lowering (which maps
+:class:`NeuronParams` onto Lava's LIF parameters) -- uses the functions below.
+They are plain arithmetic so they run unchanged on Python floats, numpy arrays,
+torch tensors and inside ``numba.njit``.
+
+Discrete-time update for one step, input current ``x``::
+
+    LIF:  h = v + (x - (v - v_rest)) / tau          (eq. 2, spikingjelly decay_input=True)
+    IF:   h = v + x                                 (eq. 10)
+    s   = 1 if h >= v_th else 0                     (eq. 3, Heaviside with H(0) = 1)
+    hard reset:  v' = h * (1 - s) + v_reset * s     (eq. 1)
+    soft reset:  v' = h - v_th * s                  (reset by subtraction)
+
+``v_rest`` is ``v_reset`` under hard reset and 0 under soft reset (spikingjelly's
+convention when ``v_reset=None``). The state starts at ``v_rest``.
+
+Firing comparison: ``>=``. This is chosen once, here, because it is what
+spikingjelly's surrogate functions compute in their forward pass
+(``heaviside(x) = (x >= 0)``), so trained networks deploy with the exact
+spikes they were trained with. Backends whose hardware fires on ``>`` (Lava:
+``v > vth``) must compensate in their lowering.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+LIF = "lif"
+IF = "if"
+HARD = "hard"
+SOFT = "soft"
+
+
+@dataclass(frozen=True)
+class NeuronParams:
+    """Parameters of a LIF/IF population. ``tau`` is ignored for IF."""
+
+    model: str = LIF
+    tau: float = 2.0
+    v_th: float = 1.0
+    v_reset: float = 0.0
+    reset: str = HARD
+
+    def __post_init__(self):
+        if self.model not in (LIF, IF):
+            raise ValueError(f"unknown neuron model {self.model!r} (expected 'lif' or 'if')")
+        if self.reset not in (HARD, SOFT):
+            raise ValueError(f"unknown reset rule {self.reset!r} (expected 'hard' or 'soft')")
+        if self.model == LIF and not self.tau > 1.0:
+            raise ValueError(f"LIF tau must be > 1 (got {self.tau})")
+        if not self.v_th > self.v_rest:
+            raise ValueError(f"threshold {self.v_th} must exceed the resting potential {self.v_rest}")
+
+    @property
+    def v_rest(self) -> float:
+        return self.v_reset if self.reset == HARD else 0.0
+
+    @property
+    def leaky(self) -> bool:
+        return self.model == LIF
+
+    @property
+    def soft(self) -> bool:
+        return self.reset == SOFT
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def scalars(self) -> tuple:
+        """(leaky, inv_tau, v_th, v_reset, v_rest, soft) as plain numbers for kernels."""
+        inv_tau = 1.0 / self.tau if self.leaky else 1.0
+        return (int(self.leaky), inv_tau, self.v_th, self.v_reset, self.v_rest, int(self.soft))
+
+
+def charge(v, x, leaky, inv_tau, v_rest):
+    """Pre-spike membrane potential H[t] from U[t-1] and input current I[t]."""
+    if leaky:
+        return v + (x - (v - v_rest)) * inv_tau
+    return v + x
+
+
+def fire(h, v_th):
+    """Hard-threshold spike S[t] = Theta(H[t] - U_thr), Theta(0) = 1 (as 0/1 of h's type)."""
+    return (h >= v_th) * 1.0
+
+
+def reset(h, s, v_th, v_reset, soft):
+    """Post-spike membrane potential U[t]."""
+    if soft:
+        return h - v_th * s
+    return h * (1.0 - s) + v_reset * s
+
+
+def step(v, x, leaky, inv_tau, v_th, v_reset, v_rest, soft):
+    """One full hard-threshold update; returns (spike, new_v)."""
+    h = charge(v, x, leaky, inv_tau, v_rest)
+    s = fire(h, v_th)
+    return s, reset(h, s, v_th, v_reset, soft)
