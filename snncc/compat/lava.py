@@ -16,8 +16,11 @@ import sys
 import types
 
 TARGET = "lava.magma.compiler.var_model"
+# Measured (tests/test_lava_compat.py): a spike entering a float Dense at step t
+# reaches the next LIF at step t+1 (Dense sends last step's buffer first).
+LAVA_DENSE_DELAY = 1
 # `name: ByteEncoder = ByteEncoder()` on a single line, keeping indentation.
-_DEFAULT_RE = re.compile(r"^(\s+\w+\s*:\s*ByteEncoder\s*)=\s*ByteEncoder\(\)[ \t]*$", re.M)
+_DEFAULT_RE = re.compile(r"^([ \t]+\w+[ \t]*:[ \t]*ByteEncoder[ \t]*)=[ \t]*ByteEncoder\(\)[ \t]*$", re.M)
 _DC_IMPORT_RE = re.compile(r"^from dataclasses import ([\w ,]+)$", re.M)
 
 
@@ -31,10 +34,9 @@ def rewrite_source(src: str) -> str:
     if n == 0:
         return src
     m = _DC_IMPORT_RE.search(new)
-    if m and "field" in [s.strip() for s in m.group(1).split(",")]:
-        return new
     if m:  # extend the existing import in place so line numbers stay intact
-        return new[: m.end()] + ", field" + new[m.end():]
+        has = "field" in [s.strip() for s in m.group(1).split(",")]
+        return new if has else new[: m.end()] + ", field" + new[m.end():]
     # Fallback: import after any __future__ imports (they must come first).
     fut = list(re.finditer(r"^from __future__ import .*$", new, re.M))
     at = fut[-1].end() + 1 if fut else 0
@@ -42,14 +44,12 @@ def rewrite_source(src: str) -> str:
 
 
 class _PatchedLoader(importlib.machinery.SourceFileLoader):
-    # Always compile from the rewritten source; never use/write the .pyc cache
-    # (a cached .pyc would hold the unpatched code).
+    # Compile the rewritten source under the original filename (tracebacks stay
+    # useful); skip the .pyc cache, which holds the unpatched code. dont_inherit:
+    # don't leak this file's __future__ flags into lava's module.
     def get_code(self, fullname):
-        src = self.get_source(fullname)
-        return compile(rewrite_source(src), self.path, "exec", dont_inherit=True)
-
-    def set_data(self, path, data, *, _mode=0o666):
-        pass
+        src = rewrite_source(self.get_source(fullname))
+        return compile(src, self.path, "exec", dont_inherit=True)
 
 
 class _Finder(importlib.abc.MetaPathFinder):
@@ -86,5 +86,4 @@ def import_lava() -> types.SimpleNamespace:
     except ImportError as e:
         raise LavaUnavailable(f"lava-nc is not importable ({e}); pip install lava-nc") from e
     return types.SimpleNamespace(LIF=LIF, Dense=Dense, SourceRingBuffer=SourceRingBuffer,
-                                 SinkRingBuffer=SinkRingBuffer, Loihi2SimCfg=Loihi2SimCfg,
-                                 RunSteps=RunSteps)
+        SinkRingBuffer=SinkRingBuffer, Loihi2SimCfg=Loihi2SimCfg, RunSteps=RunSteps)

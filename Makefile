@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Both create/reuse .venv, install the pinned dependencies (idempotent: a stamp file
+# skips the install when requirements and pyproject are unchanged), then run.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.snncc-setup-stamp
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements/base.txt requirements/nodeps.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements/base.txt
+	# spikingjelly and lava-nc declare deps that would pull CUDA torch or refuse Python 3.11;
+	# their real runtime needs are pinned in base.txt (see docs/install.md).
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --ignore-requires-python -r requirements/nodeps.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/snncc demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(VENV)/bin/snncc bench sim
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,282 @@
+"""The `snncc` command line: train -> export -> validate -> run / energy -> bench.
+
+Every command turns known failures (bad files, bad names, bad shapes) into one
+line on stderr and a non-zero exit; outputs are written atomically.
+Exit codes: 0 ok, 1 validation found a hybrid graph, 2 bad input, 3 internal error.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from snncc import fileio
+
+EXIT_HYBRID, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
+
+
+def _user_errors() -> tuple:
+    """Exception types that mean 'the user gave us something wrong' (imported lazily)."""
+    from snncc.data.datasets import DatasetError
+    from snncc.export import ExportError
+    from snncc.ir.serialize import SerializeError
+    from snncc.ir.types import GraphError
+    from snncc.runtime import InputError
+    from snncc.training.train import CheckpointError, ConfigError, TrainingDiverged
+    errors = [DatasetError, ExportError, SerializeError, GraphError, InputError, CheckpointError,
+              ConfigError, TrainingDiverged, FileNotFoundError, IsADirectoryError, PermissionError]
+    try:
+        from snncc.compat.lava import LavaUnavailable
+        errors.append(LavaUnavailable)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:  # noqa: BLE001 -- the CLI must never show a traceback
+            if os.environ.get("SNNCC_DEBUG"):
+                raise
+            if isinstance(e, _user_errors()):
+                click.echo(f"error: {_one_line(e)}", err=True)
+                ctx.exit(EXIT_USAGE)
+            click.echo(f"error: internal error ({type(e).__name__}: {_one_line(e)}); "
+                       f"set SNNCC_DEBUG=1 for a traceback", err=True)
+            ctx.exit(EXIT_INTERNAL)
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    if isinstance(e, OSError) and e.filename:
+        text = f"{e.strerror}: {e.filename}"
+    return text.splitlines()[0]
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="snncc")
+def main():
+    """snncc: spiking neural network compiler and simulator."""
+
+
+# -- helpers ------------------------------------------------------------------
+def _load_graph(path):
+    from snncc.ir.serialize import load
+    return load(path)
+
+
+def _dataset_for(graph, dataset):
+    name = dataset or graph.metadata.get("dataset")
+    if not name:
+        raise click.UsageError("the graph records no dataset: pass --dataset")
+    return name
+
+
+def _test_data(name, data_dir, limit, seed=0):
+    from snncc.data.datasets import load_split
+    return load_split(name, "test", data_dir=data_dir, limit=limit, seed=seed)
+
+
+def _emit_json(obj, path=None):
+    text = json.dumps(obj, indent=2)
+    if path and path != "-":
+        fileio.write_text(path, text + "\n")
+    else:
+        click.echo(text)
+
+
+_DATASET = click.option("--dataset", "dataset", default=None, help="digits, mnist, fashion-mnist, cifar10, cifar100")
+_DATA_DIR = click.option("--data-dir", type=click.Path(), default=None, help="folder with the dataset's files")
+_LIMIT = click.option("--limit", type=click.IntRange(min=1), default=None, help="evaluate on N test samples")
+_TIMESTEPS = click.option("--timesteps", type=click.IntRange(min=1), default=None, help="override T")
+
+
+# -- train / export -------------------------------------------------------------
+@main.command()
+@click.option("--method", type=click.Choice(["bsd", "bptt"]), required=True)
+@click.option("--model", default="mlp", show_default=True)
+@click.option("--dataset", default="digits", show_default=True)
+@_DATA_DIR
+@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@_TIMESTEPS
+@click.option("--train-samples", type=click.IntRange(min=1), default=None, help="subsample the training set")
+@click.option("--test-samples", type=click.IntRange(min=1), default=None, help="subsample the test set")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(), required=True, help="run directory")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def train(method, model, dataset, data_dir, epochs, timesteps, train_samples, test_samples, batch_size, lr,
+          seed, out_dir, quiet):
+    """Train a spiking network; writes OUT/model.pt and OUT/metrics.json."""
+    from snncc.training.train import make_config, train as run_training
+    cfg = make_config(method=method, model=model, dataset=dataset, data_dir=data_dir, epochs=epochs,
+                      timesteps=timesteps, train_samples=train_samples, test_samples=test_samples,
+                      batch_size=batch_size, lr=lr, seed=seed)
+    metrics = run_training(cfg, out_dir, progress=not quiet)
+    click.echo(f"test accuracy {metrics['test_accuracy']:.4f} -> {out_dir}/model.pt")
+
+
+def export_checkpoint(path, timesteps=None):
+    """Rebuild a snncc checkpoint's deployable (feedforward) path and export it."""
+    import torch
+
+    from snncc.data.datasets import dataset_info
+    from snncc.export import export
+    from snncc.training.train import load_checkpoint
+    model, cfg = load_checkpoint(path)
+    info = dataset_info(cfg.dataset)
+    t = timesteps or cfg.timesteps
+    meta = {"dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "timesteps": t,
+            "num_classes": info.num_classes, "source": os.path.basename(str(path))}
+    return export(model.forward_path, torch.zeros(t, 1, *info.input_shape), timesteps=t,
+                  name=f"{cfg.method}-{cfg.model}-{cfg.dataset}", metadata=meta)
+
+
+@main.command("export")
+@click.argument("checkpoint", type=click.Path())
+@click.option("-o", "--output", type=click.Path(), required=True, help="spike graph file (.snn.onnx)")
+@_TIMESTEPS
+def export_cmd(checkpoint, output, timesteps):
+    """Export a trained checkpoint's deployable network to a spike-graph file."""
+    from snncc.ir.serialize import save
+    graph = export_checkpoint(checkpoint, timesteps)
+    save(graph, output)
+    click.echo(f"exported {len(graph)} nodes ({len(graph.populations())} populations) -> {output}")
+
+
+# -- validate / inspect -------------------------------------------------------------
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="machine-readable result")
+def validate(model, as_json):
+    """Check that MODEL is fully spiking; exit 1 naming each node that makes it hybrid."""
+    from snncc.passes.validate import check_fully_spiking
+    report = check_fully_spiking(_load_graph(model))
+    if as_json:
+        _emit_json(report.as_dict())
+    else:
+        for note in report.notes:
+            click.echo(f"note: {note}")
+        if report.fully_spiking:
+            click.echo("fully spiking")
+        for v in report.violations:
+            click.echo(f"hybrid: {v}")
+    sys.exit(0 if report.fully_spiking else EXIT_HYBRID)
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+def inspect(model):
+    """Print the graph: nodes, inputs, value kinds and shapes."""
+    graph = _load_graph(model)
+    click.echo(graph.summary())
+    if graph.metadata:
+        click.echo(f"metadata: {json.dumps(graph.metadata)}")
+
+
+# -- run / energy -------------------------------------------------------------------
+def _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=True):
+    from snncc.evaluate import default_timesteps, evaluate
+    from snncc.runtime import get_backend
+    graph = _load_graph(model)
+    get_backend(backend)  # unknown names fail before any data is read
+    t = default_timesteps(graph, timesteps)
+    x, y = _test_data(_dataset_for(graph, dataset), data_dir, limit)
+    return graph, evaluate(graph, backend, x, y, t, progress=progress)
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--backend", default="numba", show_default=True, help="torch, numba or lava")
+@_DATASET
+@_DATA_DIR
+@_LIMIT
+@_TIMESTEPS
+@click.option("--json", "as_json", is_flag=True)
+def run(model, backend, dataset, data_dir, limit, timesteps, as_json):
+    """Simulate MODEL on a dataset's test split: accuracy and per-layer spike counts."""
+    _, res = _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=not as_json)
+    res.pop("activity")
+    if as_json:
+        _emit_json(res)
+        return
+    click.echo(f"backend {res['backend']}: accuracy {res['accuracy']:.4f} on {res['samples']} samples, "
+               f"T={res['timesteps']}")
+    for layer in res["layers"]:
+        rate = layer["spikes"] / (layer["neurons"] * res["samples"] * res["timesteps"])
+        click.echo(f"  {layer['name']:<20} {layer['neurons']:>8} neurons {layer['spikes']:>12} spikes  "
+                   f"rate {rate:.4f}")
+
+
+@main.group()
+def energy():
+    """Energy estimates from measured firing rates."""
+
+
+@energy.command("report")
+@click.argument("model", type=click.Path())
+@_DATASET
+@_DATA_DIR
+@_LIMIT
+@_TIMESTEPS
+@click.option("--backend", default="numba", show_default=True)
+@click.option("--first-layer", type=click.Choice(["once", "per-step"]), default="once", show_default=True,
+              help="count the direct-encoded first layer's MACs once per inference or at every step")
+@click.option("--json", "json_path", type=click.Path(), default=None, help="also write the report as JSON to F")
+def energy_report_cmd(model, dataset, data_dir, limit, timesteps, backend, first_layer, json_path):
+    """Per-layer firing rate, SOPs, MACs and energy per inference, vs the same ANN."""
+    from snncc.energy import EnergyModel, energy_report
+    from snncc.report import print_energy
+    graph, res = _evaluate(model, backend, dataset, data_dir, limit, timesteps)
+    rep = energy_report(graph, res["activity"], res["samples"], res["timesteps"],
+                        EnergyModel(first_layer=first_layer.replace("-", "_")))
+    rep["accuracy"] = res["accuracy"]
+    rep["model"] = str(model)
+    print_energy(rep)
+    if json_path:
+        _emit_json(rep, json_path)
+
+
+# -- bench / demo ---------------------------------------------------------------------
+@main.group()
+def bench():
+    """Benchmarks that time implementations side by side in one run."""
+
+
+@bench.command("sim")
+@click.option("--timesteps", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--input-rate", type=click.FloatRange(0.0, 1.0), default=0.15, show_default=True)
+@click.option("--no-lava", is_flag=True, help="skip the (slow) Lava simulation")
+@click.option("--json", "as_json", is_flag=True)
+def bench_sim(timesteps, input_rate, no_lava, as_json):
+    """numba vs torch vs Lava on a 784-1024-1024-10 LIF MLP, batch 1."""
+    from snncc.bench.sim_bench import run_bench
+    res = run_bench(timesteps=timesteps, input_rate=input_rate, with_lava=not no_lava)
+    if as_json:
+        _emit_json(res)
+    else:
+        for k, v in res.items():
+            click.echo(f"{k:>24}: {v}")
+
+
+@main.command()
+@click.option("--out", "out_dir", type=click.Path(), default="runs/demo", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=None)
+def demo(out_dir, epochs):
+    """Train a small BSD MLP on digits, export, validate, simulate (numba + torch), energy."""
+    from snncc.demo import run_demo
+    run_demo(out_dir, epochs=epochs)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,41 @@
+"""Human-readable tables (rich) for reports; the data itself comes from snncc.energy."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(v, spec="{:,.0f}"):
+    return "-" if v is None else spec.format(v)
+
+
+def energy_table(rep: dict, title: str | None = None) -> Table:
+    c = rep["conventions"]
+    table = Table(title=title or f"Energy per inference (T={c['timesteps']}, {c['samples']} samples)")
+    for col in ("layer", "op", "input", "neurons", "firing rate", "FLOPs", "SOPs (AC)", "MACs", "energy (pJ)"):
+        table.add_column(col, justify="left" if col in ("layer", "op", "input") else "right")
+    for r in rep["layers"]:
+        table.add_row(r["name"], r["op"], r["input"], _fmt(r["neurons"]), _fmt(r["firing_rate"], "{:.4f}"),
+                      _fmt(r["flops"]), _fmt(r["sops"]), _fmt(r["macs"]), _fmt(r["energy_pj"], "{:,.1f}"))
+    table.add_section()
+    table.add_row("total (SNN)", "", "", "", _fmt(rep["mean_firing_rate"], "{:.4f}"), "",
+                  _fmt(rep["total_sops"]), _fmt(rep["total_macs"]), _fmt(rep["total_energy_pj"], "{:,.1f}"))
+    table.add_row("same ANN", "", "", "", "", "", "", "", _fmt(rep["ann_energy_pj"], "{:,.1f}"))
+    return table
+
+
+def conventions_line(rep: dict) -> str:
+    c = rep["conventions"]
+    ratio = rep["ann_over_snn"]
+    first = "once per inference" if c["first_layer"] == "once" else "at every step"
+    return (f"E_MAC={c['e_mac_pj']} pJ, E_AC={c['e_ac_pj']} pJ ({c['source']}); T={c['timesteps']}; "
+            f"direct-encoded first layer counted {first}; ANN/SNN energy ratio: "
+            f"{'-' if ratio is None else f'{ratio:.2f}x'}")
+
+
+def print_energy(rep: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(energy_table(rep))
+    if "accuracy" in rep:
+        console.print(f"accuracy: {rep['accuracy']:.4f}")
+    console.print(conventions_line(rep))
