@@ -20,7 +20,7 @@ EXIT_HYBRID, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
 def _user_errors() -> tuple:
     """Exception types that mean 'the user gave us something wrong' (imported lazily)."""
     from snncc.data.datasets import DatasetError
-    from snncc.export import ExportError
+    from snncc.exporter import ExportError
     from snncc.ir.serialize import SerializeError
     from snncc.ir.types import GraphError
     from snncc.runtime import InputError
@@ -131,7 +131,7 @@ def export_checkpoint(path, timesteps=None):
     import torch
 
     from snncc.data.datasets import dataset_info
-    from snncc.export import export
+    from snncc.exporter import export
     from snncc.training.train import load_checkpoint
     model, cfg = load_checkpoint(path)
     info = dataset_info(cfg.dataset)

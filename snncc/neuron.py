@@ -5,7 +5,8 @@ reference executor (torch, hard threshold), the Numba simulator (compiled from
 these same functions with ``numba.njit``) and the Lava lowering (which maps
 :class:`NeuronParams` onto Lava's LIF parameters) -- uses the functions below.
 They are plain arithmetic so they run unchanged on Python floats, numpy arrays,
-torch tensors and inside ``numba.njit``.
+torch tensors and inside ``numba.njit`` (``register_jitable`` lets jitted code
+call them while leaving them ordinary Python functions everywhere else).
 
 Discrete-time update for one step, input current ``x``::
 
@@ -27,6 +28,8 @@ spikes they were trained with. Backends whose hardware fires on ``>`` (Lava:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+from numba.extending import register_jitable
 
 LIF = "lif"
 IF = "if"
@@ -75,6 +78,7 @@ class NeuronParams:
         return (int(self.leaky), inv_tau, self.v_th, self.v_reset, self.v_rest, int(self.soft))
 
 
+@register_jitable
 def charge(v, x, leaky, inv_tau, v_rest):
     """Pre-spike membrane potential H[t] from U[t-1] and input current I[t]."""
     if leaky:
@@ -82,11 +86,13 @@ def charge(v, x, leaky, inv_tau, v_rest):
     return v + x
 
 
+@register_jitable
 def fire(h, v_th):
     """Hard-threshold spike S[t] = Theta(H[t] - U_thr), Theta(0) = 1 (as 0/1 of h's type)."""
     return (h >= v_th) * 1.0
 
 
+@register_jitable
 def reset(h, s, v_th, v_reset, soft):
     """Post-spike membrane potential U[t]."""
     if soft:
@@ -94,6 +100,7 @@ def reset(h, s, v_th, v_reset, soft):
     return h * (1.0 - s) + v_reset * s
 
 
+@register_jitable
 def step(v, x, leaky, inv_tau, v_th, v_reset, v_rest, soft):
     """One full hard-threshold update; returns (spike, new_v)."""
     h = charge(v, x, leaky, inv_tau, v_rest)

@@ -53,6 +53,13 @@ def _attrs_and_arrays(name, op):
     return attrs, arrays
 
 
+def _compact(arr) -> np.ndarray:
+    """float32 when that is lossless (weights trained in float32), else float64: round trips are exact."""
+    arr = np.asarray(arr, dtype=np.float64)
+    small = arr.astype(np.float32)
+    return small if np.array_equal(small, arr) else arr
+
+
 def _value_info(name, t: TensorType):
     return helper.make_tensor_value_info(name, _ELEM[t.kind], ["N", *t.shape])
 
@@ -70,7 +77,7 @@ def to_onnx(graph: SpikeGraph) -> onnx.ModelProto:
             onnx_inputs = [f"{n}:data"]
             graph_inputs.append(_value_info(f"{n}:data", types[n]))
         for field_name, arr in arrays.items():
-            inits.append(numpy_helper.from_array(np.asarray(arr, dtype=np.float32), f"{n}.{field_name}"))
+            inits.append(numpy_helper.from_array(_compact(arr), f"{n}.{field_name}"))
             onnx_inputs.append(f"{n}.{field_name}")
         nodes.append(helper.make_node(
             type(op).__name__, onnx_inputs, [n], name=n, domain=DOMAIN,

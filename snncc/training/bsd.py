@@ -1,0 +1,250 @@
+"""Bidirectional spike-based distillation (BSD) for MLPs (Lv et al., Sec. 4, Alg. 1).
+
+Two spiking paths with independent weights (criterion C1):
+
+* the feedforward path (Type 1 neurons) ``v_1 = x``, ``v_i = W_{i-1} s_{i-1}``,
+  ``s_i = SN(v_i)`` (eq. 4), kept as ``self.forward_path``, an ``nn.Sequential`` of
+  ``TimeDistributed(Flatten)``, ``SpikingNeuron`` and ``TimeDistributed(Linear)`` only,
+  which is what the exporter traces;
+* the backward path (Type 2 neurons) ``v'_L = s_hat`` (the label code),
+  ``v'_i = Theta_i s'_{i+1}``, ``s'_i = SN(v'_i)`` (eq. 5).
+
+Every weight learns only from the local loss of the neurons it feeds (C2): each
+layer's input spikes are detached, and so is the apical target of each loss. Both
+paths run in the same pass and are updated by one optimizer step (C3). Neurons
+exchange binary spikes only (C4); ReCo is an unsigned alignment loss (C5).
+
+Voltage vectors. A layer's "voltage" ``v_i`` is its synaptic input current over
+the whole simulation: the (T, D_i) currents of one sample are flattened into one
+vector of length T*D_i before the cosine affinity of eq. 6. This keeps the
+temporal pattern (the paper does not say how T is folded in), and because the
+current of each step is linear in that step's input spikes, eq. 17 still holds
+with the outer product summed over steps (see ``reco_grad_closed_form``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snncc.neuron import HARD, NeuronParams
+from snncc.training.layers import SpikingNeuron, TimeDistributed
+
+_EPS = 1e-8  # norm floor: a silent layer (all-zero current) gives C = 0, not NaN
+
+
+# ---------------------------------------------------------------- inter-layer losses
+def flatten_time(v: torch.Tensor) -> torch.Tensor:
+    """(T, B, D) currents -> (B, T*D): one voltage vector per sample (see module doc)."""
+    return v.transpose(0, 1).reshape(v.shape[1], -1)
+
+
+def affinity(v: torch.Tensor, v_hat: torch.Tensor) -> torch.Tensor:
+    """Eq. 6: [C]_kj = cos(v_k, v_hat_j) for rows of (B, D) matrices -> (B, B)."""
+    return F.normalize(v, dim=1, eps=_EPS) @ F.normalize(v_hat, dim=1, eps=_EPS).T
+
+
+def reco_loss(v: torch.Tensor, v_hat: torch.Tensor, lam: float) -> torch.Tensor:
+    """Eq. 7 (ReCo): sum_k (1 - C_kk)^2 + lam * sum_{k != j} max(0, C_kj)^2.
+
+    ``v_hat`` is the target; the caller detaches it. Summed (not averaged) over
+    the batch as in the paper.
+    """
+    c = affinity(v, v_hat)
+    diag = torch.diagonal(c)
+    off = c.masked_fill(torch.eye(len(c), dtype=torch.bool, device=c.device), 0.0)
+    return ((1.0 - diag) ** 2).sum() + lam * (off.clamp(min=0.0) ** 2).sum()
+
+
+def _reco_grad_v(v: torch.Tensor, v_hat: torch.Tensor, lam: float) -> torch.Tensor:
+    """Eqs. 15-16: rows dL/dv_k for (B, D) voltages."""
+    norm = v.norm(dim=1, keepdim=True)
+    u, u_hat = v / norm, v_hat / v_hat.norm(dim=1, keepdim=True)
+    c = u @ u_hat.T
+    coef = 2.0 * lam * c.clamp(min=0.0)  # off-diagonal weights of eq. 15
+    coef.diagonal().copy_(-2.0 * (1.0 - c.diagonal()))  # diagonal weight of eq. 15
+    # eq. 16: dC_kj/dv_k = (u_hat_j - C_kj u_k) / ||v_k||, weighted and summed over j
+    return (coef @ u_hat - (coef * c).sum(1, keepdim=True) * u) / norm
+
+
+def reco_grad_closed_form(v: torch.Tensor, v_hat: torch.Tensor, s_prev: torch.Tensor,
+                          lam: float) -> torch.Tensor:
+    """Eq. 17: dL/dW = sum_k (dL/dv_k) s_{i-1,k}^T for v = W s_prev, as a (D, N) matrix.
+
+    Takes (B, D) voltages with (B, N) spikes, or time-major (T, B, D) / (T, B, N)
+    tensors flattened as in training, where the outer products also sum over T.
+    """
+    if v.dim() == 2:
+        return _reco_grad_v(v, v_hat, lam).T @ s_prev
+    t, b, d = v.shape
+    g = _reco_grad_v(flatten_time(v), flatten_time(v_hat), lam).reshape(b, t, d)
+    return torch.einsum("btd,tbn->dn", g, s_prev)
+
+
+def mse_loss(v: torch.Tensor, v_hat: torch.Tensor) -> torch.Tensor:
+    """Ablation "BSD-MSE" (Sec. 5.6): per-sample mean squared error, summed over the batch."""
+    return F.mse_loss(v, v_hat, reduction="none").mean(1).sum()
+
+
+def infonce_loss(v: torch.Tensor, v_hat: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Ablation "BSD-InfoNCE" (Sec. 5.6): sample k's positive is v_hat_k, the batch its negatives."""
+    logits = affinity(v, v_hat) / temperature
+    return F.cross_entropy(logits, torch.arange(len(v), device=v.device), reduction="sum")
+
+
+INTERLAYER_LOSSES = ("reco", "mse", "infonce")
+
+
+def interlayer_loss(name: str, v: torch.Tensor, v_hat: torch.Tensor, lam: float = 0.6,
+                    temperature: float = 0.1) -> torch.Tensor:
+    """The local alignment loss between basal ``v`` and apical target ``v_hat`` (B, D)."""
+    if name == "reco":
+        return reco_loss(v, v_hat, lam)
+    if name == "mse":
+        return mse_loss(v, v_hat)
+    if name == "infonce":
+        return infonce_loss(v, v_hat, temperature)
+    raise ValueError(f"unknown inter-layer loss {name!r} (choose from {', '.join(INTERLAYER_LOSSES)})")
+
+
+# ---------------------------------------------------------------- shared MLP plumbing
+def make_neuron(v_th: float, tau: float = 2.0, model: str = "lif", surrogate: str = "atan") -> SpikingNeuron:
+    """A Type 1 / Type 2 population: hard reset to 0 (eq. 1), LIF (eq. 2) or IF (eq. 10)."""
+    return SpikingNeuron(NeuronParams(model=model, tau=tau, v_th=v_th, v_reset=0.0, reset=HARD), surrogate)
+
+
+def build_forward_path(sizes, neuron_fn) -> nn.Sequential:
+    """Flatten -> SN (encoder, v_1 = x: Alg. 1 line 8) -> [Linear -> SN] per layer (eq. 4).
+
+    No bias: eq. 4 is v_i = W_{i-1} s_{i-1}, and eq. 17 has no bias term.
+    """
+    layers = [TimeDistributed(nn.Flatten()), neuron_fn()]
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [TimeDistributed(nn.Linear(n_in, n_out, bias=False)), neuron_fn()]
+    return nn.Sequential(*layers)
+
+
+def run_forward_path(path: nn.Sequential, x_seq: torch.Tensor, detach: bool):
+    """Run ``path`` layer by layer; returns (currents [v_1..v_L], spikes [s_1..s_L]), each (T, B, D_i).
+
+    ``detach=True`` cuts the graph at every layer's input spikes (C2), so a loss on
+    v_i reaches only W_{i-1}. The values equal ``path(x_seq)`` either way.
+    """
+    mods = list(path)
+    v = mods[0](x_seq)
+    currents, spikes = [v], [mods[1](v)]
+    for linear, neuron in zip(mods[2::2], mods[3::2]):
+        s_in = spikes[-1].detach() if detach else spikes[-1]
+        currents.append(linear(s_in))
+        spikes.append(neuron(currents[-1]))
+    return currents, spikes
+
+
+def forward_weights(path: nn.Sequential) -> list:
+    """The Linear modules W_1..W_{L-1} of a forward path."""
+    return [m.module for m in list(path)[2::2]]
+
+
+def repeat_time(x: torch.Tensor, timesteps: int) -> torch.Tensor:
+    """Static input presented at every step: (B, ...) -> (T, B, ...)."""
+    return x.unsqueeze(0).expand(timesteps, *x.shape)
+
+
+def label_code(y: torch.Tensor, num_classes: int, timesteps: int) -> torch.Tensor:
+    """Spike code s_hat of the target (App. E.2.1): one-hot, repeated over T -> (T, B, C)."""
+    return F.one_hot(y, num_classes).float().unsqueeze(0).expand(timesteps, -1, -1)
+
+
+def cosine_predict(counts: torch.Tensor) -> torch.Tensor:
+    """Sec. 4.3 inference: argmax_j cos(spike counts, label code j) for (B, C) counts.
+
+    The codes are one-hot spike trains summed over T, i.e. T * e_j; for these the
+    rule equals argmax of counts, but the cosine form keeps richer codes possible.
+    """
+    codes = torch.eye(counts.shape[1], dtype=counts.dtype, device=counts.device)
+    return (F.normalize(counts, dim=1, eps=_EPS) @ F.normalize(codes, dim=1).T).argmax(1)
+
+
+def firing_rates(spikes: dict) -> dict:
+    """{name: mean spike probability per neuron per step} for logging."""
+    return {name: float(s.mean()) for name, s in spikes.items()}
+
+
+# ---------------------------------------------------------------- the BSD model
+class BSDMLP(nn.Module):
+    """Feedforward (W) and backward (Theta) spiking MLPs trained by mutual distillation.
+
+    ``sizes`` = [n_1, ..., n_L] including the input (n_1 = flattened input) and the
+    label code (n_L = classes); App. E.2.1 uses [784, 1024, 1024, 512, 256, 10].
+    """
+
+    local_clipping = True  # per-layer gradient clipping: a global norm would couple layers (C2)
+
+    def __init__(self, sizes, timesteps: int = 4, v_th: float = 0.2, v_th_backward: float = 0.1,
+                 tau: float = 2.0, neuron_model: str = "lif", surrogate: str = "atan", lam: float = 0.6,
+                 interlayer: str = "reco", temperature: float = 0.1):
+        super().__init__()
+        if len(sizes) < 2:
+            raise ValueError(f"BSD needs at least an input and an output layer, got sizes {list(sizes)}")
+        self.sizes, self.timesteps = [int(n) for n in sizes], int(timesteps)
+        self.lam, self.interlayer, self.temperature = lam, interlayer, temperature
+        type1 = lambda: make_neuron(v_th, tau, neuron_model, surrogate)  # noqa: E731
+        type2 = lambda: make_neuron(v_th_backward, tau, neuron_model, surrogate)  # noqa: E731
+        self.forward_path = build_forward_path(self.sizes, type1)
+        n = self.sizes
+        # theta[i-1] is Theta_i: s'_{i+1} (n_{i+1}) -> v'_i (n_i), i = 1..L-1 (eq. 5)
+        self.theta = nn.ModuleList(nn.Linear(n[i], n[i - 1], bias=False) for i in range(1, len(n)))
+        # backward_neurons[i-2] are the Type 2 neurons of layer i, i = 2..L (layer 1's
+        # Type 2 neurons would feed nothing, so only their current v'_1 is computed)
+        self.backward_neurons = nn.ModuleList(type2() for _ in range(1, len(n)))
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.sizes)
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """Inference: (T, B, *input) -> top-layer spikes (T, B, n_L)."""
+        return self.forward_path(x_seq)
+
+    def named_weight_layers(self) -> list:
+        """[(name, module)] for every W_i and Theta_i, named as in the loss dict."""
+        big_l = self.num_layers
+        fwd = [(f"forward layer {i + 1} (W{i})", m) for i, m in enumerate(forward_weights(self.forward_path), 1)]
+        bwd = [(f"backward layer {i} (Theta{i})", self.theta[i - 1]) for i in range(1, big_l)]
+        return fwd + bwd
+
+    def backward_pass(self, y: torch.Tensor):
+        """Eq. 5 / Alg. 1 lines 16-20: currents and spikes, indexed by layer (1-based; None where absent)."""
+        big_l = self.num_layers
+        currents, spikes = [None] * (big_l + 1), [None] * (big_l + 1)
+        currents[big_l] = label_code(y, self.sizes[-1], self.timesteps)  # v'_L = s_hat
+        spikes[big_l] = self.backward_neurons[-1](currents[big_l])
+        for i in range(big_l - 1, 0, -1):
+            currents[i] = self.theta[i - 1](spikes[i + 1].detach())  # detach: C2
+            if i > 1:
+                spikes[i] = self.backward_neurons[i - 2](currents[i])
+        return currents, spikes
+
+    def _align(self, v: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return interlayer_loss(self.interlayer, flatten_time(v), flatten_time(target.detach()),
+                               self.lam, self.temperature)
+
+    def training_losses(self, x_seq: torch.Tensor, y: torch.Tensor):
+        """One combined pass of both paths -> ({layer name: local loss}, info).
+
+        Alg. 1 lines 24-36: L_i = ReCo(v_i, v_hat_i = v'_i) trains W_{i-1} (eq. 7);
+        L'_i = ReCo(v'_i, v_hat'_i = v_i) trains Theta_i (eq. 18), including Theta_1,
+        whose target is the input v_1 = x; W_{L-1} learns from cross-entropy on the
+        time-averaged top current v_L (eq. 9). ``info`` holds the top spikes and all
+        spike tensors (for accuracy, firing rates and the binary-spike check).
+        """
+        v, s = run_forward_path(self.forward_path, x_seq, detach=True)  # v[i-1] = v_i
+        vb, sb = self.backward_pass(y)
+        big_l = self.num_layers
+        losses = {f"forward layer {i} (W{i - 1})": self._align(v[i - 1], vb[i]) for i in range(2, big_l)}
+        losses[f"forward layer {big_l} (W{big_l - 1})"] = F.cross_entropy(v[-1].mean(0), y, reduction="sum")
+        for i in range(1, big_l):
+            losses[f"backward layer {i} (Theta{i})"] = self._align(vb[i], v[i - 1])
+        spikes = {f"s{i}": s[i - 1] for i in range(1, big_l + 1)}
+        spikes.update({f"s'{i}": sb[i] for i in range(2, big_l + 1)})
+        return losses, {"output": s[-1], "spikes": spikes}

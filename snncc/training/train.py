@@ -1,0 +1,350 @@
+"""Training driver for BSD and BPTT spiking MLPs: config, loop, checkpoints, metrics.
+
+``train(cfg, out_dir)`` is the whole API the CLI needs. It is deterministic for a
+given ``cfg.seed`` (weight init, data subset and per-epoch order all derive from
+it), and after every epoch it atomically rewrites ``out_dir/model.pt`` and
+``out_dir/metrics.json``, so a crash or a diverged run leaves the last good epoch.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from snncc.data.datasets import DatasetError, batches, dataset_info, load_split
+from snncc.fileio import atomic_path, write_json
+from snncc.training.bptt import BPTTMLP
+from snncc.training.bsd import INTERLAYER_LOSSES, BSDMLP, cosine_predict, firing_rates, repeat_time
+
+CHECKPOINT_FORMAT = "snncc-checkpoint/1"
+METHODS = ("bsd", "bptt")
+MODELS = ("mlp",)
+# App. E.2.1 layer sizes; digits is our small CPU demo (8x8 inputs).
+DEFAULT_SIZES = {
+    "digits": (64, 256, 256, 10),
+    "mnist": (784, 1024, 1024, 512, 256, 10),
+    "fashion-mnist": (784, 1024, 1024, 512, 256, 10),
+    "cifar10": (3072, 4096, 2048, 1024, 512, 10),
+    "cifar100": (3072, 4096, 2048, 1024, 512, 100),
+}
+
+
+class ConfigError(ValueError):
+    """A training configuration value is invalid (one-line message)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or does not match its config."""
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or gradient became non-finite; ``layer`` names where."""
+
+    def __init__(self, message: str, layer: str):
+        super().__init__(message)
+        self.layer = layer
+
+
+@dataclass
+class TrainConfig:
+    method: str = "bsd"
+    model: str = "mlp"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    epochs: int = 10
+    timesteps: int = 4
+    train_samples: int | None = None
+    test_samples: int | None = None
+    seed: int = 0
+    batch_size: int = 128
+    lr: float = 1e-3  # paper: 1e-4 over long runs; 1e-3 learns digits in seconds
+    sizes: tuple | None = None  # [n_1 (input), ..., n_L (classes)]; None: DEFAULT_SIZES
+    v_th: float = 0.2  # Type 1 (feedforward) threshold, App. E.2.1
+    v_th_backward: float = 0.1  # Type 2 (backward) threshold, App. E.2.1 (BSD only)
+    tau: float = 2.0
+    neuron: str = "lif"
+    surrogate: str = "atan"
+    lam: float = 0.6
+    interlayer_loss: str = "reco"
+    temperature: float = 0.1  # InfoNCE ablation only
+    grad_clip: float | None = 0.3  # None: no clipping
+    weight_decay: float = 0.01
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["sizes"] = None if self.sizes is None else [int(n) for n in self.sizes]
+        d["data_dir"] = None if self.data_dir is None else str(self.data_dir)
+        return d
+
+    @classmethod
+    def from_dict(cls, d) -> "TrainConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"config must be a dict, got {type(d).__name__}")
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown config key(s): {', '.join(map(str, unknown))}")
+        cfg = cls(**d)
+        if cfg.sizes is not None:
+            cfg.sizes = tuple(cfg.sizes)
+        return cfg
+
+    def layer_sizes(self) -> list:
+        """The full layer sizes [n_1, ..., n_L] (validates the config first)."""
+        self.validate()
+        return list(self.sizes) if self.sizes is not None else list(DEFAULT_SIZES[self.dataset])
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value."""
+        _check_choice("method", self.method, METHODS)
+        _check_choice("model", self.model, MODELS)
+        _check_choice("neuron", self.neuron, ("lif", "if"))
+        _check_choice("surrogate", self.surrogate, ("atan", "sigmoid"))
+        _check_choice("interlayer_loss", self.interlayer_loss, INTERLAYER_LOSSES)
+        for name in ("epochs", "timesteps", "batch_size"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("seed", self.seed, 0)
+        for name in ("train_samples", "test_samples"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 1)
+        for name in ("lr", "v_th", "v_th_backward", "temperature"):
+            _check_float(name, getattr(self, name), positive=True)
+        for name in ("lam", "weight_decay"):
+            _check_float(name, getattr(self, name), positive=False)
+        if self.grad_clip is not None:
+            _check_float("grad_clip", self.grad_clip, positive=True)
+        if self.neuron == "lif" and not (_is_number(self.tau) and self.tau > 1):
+            raise ConfigError(f"tau must be > 1 for LIF neurons, got {self.tau!r}")
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        try:
+            info = dataset_info(self.dataset)
+        except DatasetError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.sizes is None:
+            return
+        sizes = list(self.sizes) if isinstance(self.sizes, (list, tuple)) else None
+        if not sizes or len(sizes) < 2 or not all(_is_int(n) and n >= 1 for n in sizes):
+            raise ConfigError(f"sizes must list >= 2 positive layer sizes, got {self.sizes!r}")
+        n_in, n_cls = math.prod(info.input_shape), info.num_classes
+        if sizes[0] != n_in or sizes[-1] != n_cls:
+            raise ConfigError(f"mlp sizes {sizes} do not fit {self.dataset}: the first must be {n_in} "
+                              f"(flattened {'x'.join(map(str, info.input_shape))} input), the last {n_cls} (classes)")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def _check_choice(name, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {name} {value!r} (choose from {', '.join(choices)})")
+
+
+def _check_int(name, value, minimum) -> None:
+    if not _is_int(value) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_float(name, value, positive) -> None:
+    # `not x > 0` also rejects NaN
+    if not _is_number(value) or not math.isfinite(value) or not (value > 0 if positive else value >= 0):
+        raise ConfigError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+
+
+# ---------------------------------------------------------------- models
+def build_model(cfg: TrainConfig) -> torch.nn.Module:
+    """The untrained model described by ``cfg`` (validated first)."""
+    sizes = cfg.layer_sizes()
+    common = dict(timesteps=cfg.timesteps, v_th=cfg.v_th, tau=cfg.tau, neuron_model=cfg.neuron,
+                  surrogate=cfg.surrogate)
+    if cfg.method == "bptt":
+        return BPTTMLP(sizes, **common)
+    return BSDMLP(sizes, v_th_backward=cfg.v_th_backward, lam=cfg.lam, interlayer=cfg.interlayer_loss,
+                  temperature=cfg.temperature, **common)
+
+
+# ---------------------------------------------------------------- one step
+def _check_losses(losses: dict) -> None:
+    finite = torch.isfinite(torch.stack([l.detach() for l in losses.values()]))
+    if not bool(finite.all()):
+        bad = [name for name, ok in zip(losses, finite.tolist()) if not ok]
+        raise TrainingDiverged(f"loss of {bad[0]} is not finite"
+                               + (f" (also: {', '.join(bad[1:])})" if bad[1:] else ""), bad[0])
+
+
+def _check_grads(model) -> None:
+    # BPTT can hide a NaN weight from its loss (NaN currents never cross the
+    # threshold, so spikes stay binary) but not from the surrogate gradient.
+    for name, layer in model.named_weight_layers():
+        if any(p.grad is not None and not bool(torch.isfinite(p.grad).all()) for p in layer.parameters()):
+            raise TrainingDiverged(f"gradient of {name} is not finite", name)
+
+
+def _clip(model, max_norm) -> None:
+    if max_norm is None:
+        return
+    if model.local_clipping:  # each layer on its own: a global norm would be a non-local signal
+        for _, layer in model.named_weight_layers():
+            torch.nn.utils.clip_grad_norm_(layer.parameters(), max_norm)
+    else:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+
+
+def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, grad_clip=0.3):
+    """One combined forward of all paths, one backward of the summed local losses, one update.
+
+    Returns (summed loss, info); raises TrainingDiverged before touching the weights.
+    """
+    model.train()
+    losses, info = model.training_losses(repeat_time(x, model.timesteps), y)
+    _check_losses(losses)
+    total = torch.stack(list(losses.values())).sum()
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    _check_grads(model)
+    _clip(model, grad_clip)
+    optimizer.step()
+    return float(total.detach()), info
+
+
+@torch.no_grad()
+def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
+    """Test accuracy of the forward path with the cosine-to-label-code rule."""
+    model.eval()
+    correct = 0
+    for xb, yb in batches(x, y, batch_size):
+        counts = model(repeat_time(xb, model.timesteps)).sum(0)
+        correct += int((cosine_predict(counts) == yb).sum())
+    return correct / len(y)
+
+
+# ---------------------------------------------------------------- loop
+@contextmanager
+def _deterministic(seed: int):
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def _train_epoch(model, optimizer, scheduler, data, cfg: TrainConfig, epoch: int, progress: bool) -> dict:
+    x, y = data
+    n_batches = math.ceil(len(y) / cfg.batch_size)
+    loss_sum, correct, rate_sums = 0.0, 0, {}
+    bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
+    with bar:
+        for step, (xb, yb) in enumerate(batches(x, y, cfg.batch_size, shuffle=True, seed=_epoch_seed(cfg.seed, epoch))):
+            try:
+                loss, info = train_step(model, optimizer, xb, yb, cfg.grad_clip)
+            except TrainingDiverged as exc:
+                raise TrainingDiverged(f"epoch {epoch}, step {step + 1}: {exc}", exc.layer) from None
+            scheduler.step()
+            loss_sum += loss
+            correct += int((cosine_predict(info["output"].sum(0)) == yb).sum())
+            for name, rate in firing_rates(info["spikes"]).items():
+                rate_sums[name] = rate_sums.get(name, 0.0) + rate * len(yb)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss / len(yb):.3f}")
+    return {"train_loss": loss_sum / len(y), "train_accuracy": correct / len(y),
+            "firing_rates": {k: v / len(y) for k, v in rate_sums.items()}}
+
+
+def _load_data(cfg: TrainConfig):
+    train = load_split(cfg.dataset, "train", cfg.data_dir, cfg.train_samples, cfg.seed)
+    test = load_split(cfg.dataset, "test", cfg.data_dir, cfg.test_samples, cfg.seed)
+    return train, test
+
+
+def _save_checkpoint(path: Path, model, cfg: TrainConfig, epoch: int) -> None:
+    payload = {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(),
+               "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}, "epoch": epoch}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def train(cfg: TrainConfig, out_dir, progress: bool = True) -> dict:
+    """Train ``cfg``'s model, writing out_dir/model.pt and out_dir/metrics.json after each epoch.
+
+    Returns the metrics dict. Raises ConfigError, DatasetError or TrainingDiverged
+    (after which the files of the last completed epoch, if any, are left intact).
+    """
+    cfg.validate()
+    out = Path(out_dir)
+    with _deterministic(cfg.seed):
+        model = build_model(cfg)
+        (x_tr, y_tr), (x_te, y_te) = _load_data(cfg)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        steps = cfg.epochs * math.ceil(len(y_tr) / cfg.batch_size)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        metrics = {"test_accuracy": None, "history": [], "config": cfg.to_dict()}
+        for epoch in range(1, cfg.epochs + 1):
+            start = time.perf_counter()
+            try:
+                stats = _train_epoch(model, optimizer, scheduler, (x_tr, y_tr), cfg, epoch, progress)
+            except TrainingDiverged as exc:
+                kept = f"last good checkpoint: {out / 'model.pt'} (epoch {epoch - 1})" if epoch > 1 else "no checkpoint written"
+                raise TrainingDiverged(f"training diverged at {exc}; {kept}", exc.layer) from None
+            acc = evaluate(model, x_te, y_te)
+            metrics["history"].append({"epoch": epoch, "train_loss": stats["train_loss"],
+                                       "train_accuracy": stats["train_accuracy"], "test_accuracy": acc,
+                                       "seconds": time.perf_counter() - start,
+                                       "firing_rates": stats["firing_rates"]})
+            metrics["test_accuracy"] = acc
+            _save_checkpoint(out / "model.pt", model, cfg, epoch)
+            write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+# ---------------------------------------------------------------- loading
+def _fit_state(model, state, path) -> None:
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: 'state_dict' is missing or not a dict")
+    expected = model.state_dict()
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        raise CheckpointError(f"{path}: state dict does not fit its config (missing {missing[:3]}, unexpected {extra[:3]})")
+    for key, ref in expected.items():
+        if not isinstance(state[key], torch.Tensor) or state[key].shape != ref.shape:
+            got = getattr(state[key], "shape", type(state[key]).__name__)
+            raise CheckpointError(f"{path}: state dict does not fit its config ({key}: {tuple(got)} vs {tuple(ref.shape)})")
+    model.load_state_dict(state)
+
+
+def load_checkpoint(path):
+    """Rebuild the model saved by :func:`train` -> (model in eval mode, TrainConfig)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, garbage bytes, forbidden pickle globals...
+        detail = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {detail})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{path}: not an snncc checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})")
+    try:
+        cfg = TrainConfig.from_dict(ckpt.get("config"))
+        model = build_model(cfg)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: bad config in checkpoint ({exc})") from None
+    _fit_state(model, ckpt.get("state_dict"), path)
+    return model.eval(), cfg
