@@ -112,18 +112,25 @@ _TIMESTEPS = click.option("--timesteps", type=click.IntRange(min=1), default=Non
 @click.option("--test-samples", type=click.IntRange(min=1), default=None, help="subsample the test set")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--lr", type=float, default=None)
+@click.option("--lam", type=float, default=None, help="ReCo penalty weight (BSD)")
+@click.option("--interlayer-loss", type=click.Choice(["reco", "mse", "infonce"]), default=None)
+@click.option("--v-th", type=float, default=None, help="feedforward (Type 1) threshold")
+@click.option("--sizes", default=None, help="MLP layer sizes, e.g. 784,1024,1024,512,256,10")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(), required=True, help="run directory")
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def train(method, model, dataset, data_dir, epochs, timesteps, train_samples, test_samples, batch_size, lr,
-          seed, out_dir, quiet):
+def train(out_dir, quiet, sizes, **options):
     """Train a spiking network; writes OUT/model.pt and OUT/metrics.json."""
-    from snncc.training.train import make_config, train as run_training
-    cfg = make_config(method=method, model=model, dataset=dataset, data_dir=data_dir, epochs=epochs,
-                      timesteps=timesteps, train_samples=train_samples, test_samples=test_samples,
-                      batch_size=batch_size, lr=lr, seed=seed)
+    from snncc.training.train import ConfigError, TrainConfig, train as run_training
+    if sizes is not None:
+        try:
+            options["sizes"] = tuple(int(n) for n in sizes.split(","))
+        except ValueError:
+            raise ConfigError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
+    cfg = TrainConfig(**{k: v for k, v in options.items() if v is not None})
+    cfg.validate()
     metrics = run_training(cfg, out_dir, progress=not quiet)
-    click.echo(f"test accuracy {metrics['test_accuracy']:.4f} -> {out_dir}/model.pt")
+    click.echo(f"test accuracy {metrics['test_accuracy']:.4f} -> {os.path.join(out_dir, 'model.pt')}")
 
 
 def export_checkpoint(path, timesteps=None):

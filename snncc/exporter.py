@@ -129,11 +129,11 @@ class _Builder:
             self.graph.add(name, op, srcs)
 
     def module(self, name, m, src):
-        for i, sub in enumerate(m.module.children() if isinstance(m, TimeDistributed) and
-                                isinstance(m.module, nn.Sequential) else
-                                [m.module] if isinstance(m, TimeDistributed) else
-                                m.children() if isinstance(m, _CONTAINERS) else [m]):
-            src = self.leaf(f"{name}.{i}" if sub is not m else name, sub, src)
+        """Map a container's children in order; a single child keeps the container's name."""
+        inner = m.module if isinstance(m, TimeDistributed) else m
+        children = list(inner.children()) if isinstance(inner, (nn.Sequential, *_CONTAINERS)) else [inner]
+        for i, sub in enumerate(children):
+            src = self.leaf(name if len(children) == 1 else f"{name}.{i}", sub, src)
         return src
 
     def leaf(self, name, m, src):
@@ -150,6 +150,8 @@ class _Builder:
         for cls, rule in _MODULE_RULES:
             if isinstance(m, cls):
                 op = rule(m)
+                if name.replace(".", "").isdigit():  # nn.Sequential index: prefix the op for readability
+                    name = f"{type(op).__name__.lower()}{name}"
                 self.flush(src)
                 if isinstance(op, (Dense, Conv)):
                     self.pending[name] = (op, [src])

@@ -5,6 +5,12 @@ from rich.console import Console
 from rich.table import Table
 
 
+def make_console() -> Console:
+    """A console wide enough for the tables even when output is piped to a file."""
+    probe = Console()
+    return probe if probe.is_terminal else Console(width=140)
+
+
 def _fmt(v, spec="{:,.0f}"):
     return "-" if v is None else spec.format(v)
 
@@ -34,7 +40,7 @@ def conventions_line(rep: dict) -> str:
 
 
 def print_energy(rep: dict, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or make_console()
     console.print(energy_table(rep))
     if "accuracy" in rep:
         console.print(f"accuracy: {rep['accuracy']:.4f}")

@@ -167,7 +167,7 @@ def cosine_predict(counts: torch.Tensor) -> torch.Tensor:
 
 def firing_rates(spikes: dict) -> dict:
     """{name: mean spike probability per neuron per step} for logging."""
-    return {name: float(s.mean()) for name, s in spikes.items()}
+    return {name: float(s.detach().mean()) for name, s in spikes.items()}
 
 
 # ---------------------------------------------------------------- the BSD model
