@@ -210,3 +210,222 @@ def _guard_stale_cache():
 
 
 _guard_stale_cache()
+
+
+# -- per-op rules: evaluate steps [t0, t1) given input views (steps, B, size) ----------
+def _rows(a):
+    return a.reshape(-1, a.shape[-1])
+
+
+def _split(rows: int, n_out: int) -> tuple:
+    """(row chunks, column blocks) for a synapse call: a few tasks per thread so uneven
+    spike counts balance out; split columns only when there are too few rows."""
+    threads = numba.get_num_threads()
+    if rows >= 2 * threads:
+        return min(rows, 4 * threads), 1
+    return rows, max(1, min(2 * threads, n_out // 64))
+
+
+def _prep_dense(op, tin, tout):
+    bias = np.zeros(tout.shape[0]) if op.bias is None else np.asarray(op.bias, np.float64)
+    return {"w_t": np.ascontiguousarray(np.asarray(op.weight, np.float64).T), "bias": bias}
+
+
+def _eval_dense(node, ins, out, state):
+    x, o = _rows(ins[0]), _rows(out)
+    _dense_events(x, node.data["w_t"], node.data["bias"], o, *_split(x.shape[0], o.shape[1]))
+
+
+def _prep_conv(op, tin, tout):
+    w = np.asarray(op.weight, np.float64)
+    bias = np.zeros(w.shape[0]) if op.bias is None else np.asarray(op.bias, np.float64)
+    dims = (*tin.shape[1:], *tout.shape[1:], *op.stride, *op.padding)
+    return {"w_t": np.ascontiguousarray(w.transpose(1, 2, 3, 0)), "bias": bias,
+            "dims": tuple(int(d) for d in dims)}
+
+
+def _eval_conv(node, ins, out, state):
+    d = node.data
+    _conv_events(_rows(ins[0]), d["w_t"], d["bias"], _rows(out), *d["dims"])
+
+
+def _prep_pool(op, tin, tout):
+    dims = (*tin.shape, *tout.shape[1:], *op.kernel, *op.stride, *op.padding)
+    return {"args": tuple(int(d) for d in dims) + ({"max": 0, "avg": 1, "sum": 2}[op.mode],)}
+
+
+def _eval_pool(node, ins, out, state):
+    _pool(_rows(ins[0]), _rows(out), *node.data["args"])
+
+
+def _prep_neuron(op, tin, tout):
+    leaky, inv_tau, v_th, v_reset, v_rest, soft = op.params.scalars()
+    return {"params": (int(leaky), float(inv_tau), float(v_th), float(v_reset), float(v_rest),
+                       int(soft))}
+
+
+def _summed(ins):
+    """Element-wise sum in port order, as the reference forms it."""
+    if len(ins) == 1:
+        return ins[0]
+    total = ins[0] + ins[1]
+    for x in ins[2:]:
+        total += x
+    return total
+
+
+def _eval_neuron(node, ins, out, state):
+    _neuron_steps(_summed(ins), state[node.name], out, *node.data["params"])
+
+
+def _eval_add(node, ins, out, state):
+    out[...] = _summed(ins)
+
+
+def _eval_copy(node, ins, out, state):  # Flatten / Readout on a delayed edge
+    out[...] = ins[0]
+
+
+def _no_prep(op, tin, tout):
+    return {}
+
+
+_RULES = {
+    Dense: (_prep_dense, _eval_dense),
+    Conv: (_prep_conv, _eval_conv),
+    Pool: (_prep_pool, _eval_pool),
+    Neuron: (_prep_neuron, _eval_neuron),
+    Add: (_no_prep, _eval_add),
+    Flatten: (_no_prep, _eval_copy),
+    Readout: (_no_prep, _eval_copy),
+    Input: (_no_prep, None),
+}
+
+
+class _Node:
+    def __init__(self, name, op, ports, ttype, data):
+        self.name, self.op, self.ports, self.type, self.data = name, op, ports, ttype, data
+        self.size = ttype.size
+        self.static = False
+        # Flatten and Readout pass values through unchanged (storage is already flat):
+        # on a same-step edge they share their source's buffer.
+        self.alias = isinstance(op, (Flatten, Readout)) and ports[0].delay == 0
+
+
+def _schedule(graph: SpikeGraph, order: list) -> list:
+    """[(names, looped)]: strongly connected components of the graph *with* its delayed
+    edges, in dependency order. A component with a cycle must be stepped time-major
+    (looped); every other node is evaluated for all T steps at once."""
+    full = nx.DiGraph()
+    full.add_nodes_from(order)
+    full.add_edges_from((p.src, n) for n in order for p in graph.inputs(n))
+    index = {n: i for i, n in enumerate(order)}
+    dag = nx.condensation(full)
+    first = {c: min(index[n] for n in dag.nodes[c]["members"]) for c in dag.nodes}
+    steps = []
+    for c in nx.lexicographical_topological_sort(dag, key=first.get):
+        names = sorted(dag.nodes[c]["members"], key=index.get)
+        steps.append((names, len(names) > 1 or full.has_edge(names[0], names[0])))
+    return steps
+
+
+class Plan:
+    """A graph compiled for the simulator: weights in kernel layout, evaluation schedule
+    and reusable buffers. ``Plan(graph).run(x, T)`` is what :func:`run` does."""
+
+    def __init__(self, graph: SpikeGraph):
+        self.graph = graph
+        types = graph.infer()
+        self.order = graph.order()
+        self.nodes = {}
+        for n in self.order:
+            op = graph.op(n)
+            if type(op) not in _RULES:
+                raise NotImplementedError(f"numba simulator has no rule for op {type(op).__name__} ({n})")
+            ports = graph.inputs(n)
+            tin = types[ports[0].src] if ports else None
+            self.nodes[n] = _Node(n, op, ports, types[n], _RULES[type(op)][0](op, tin, types[n]))
+        (self.input,) = graph.input_nodes
+        (self.output,) = graph.output_nodes
+        self._mark_static(types[self.input].kind is Kind.ANALOG)
+        self.schedule = _schedule(graph, self.order)
+        self._buffers = (None, {})
+
+    def _mark_static(self, direct: bool):
+        """Same rule as the reference: values fed only by a direct-encoded input never
+        change, so they are computed once (then copied to every step)."""
+        self.nodes[self.input].static = direct
+        for node in self.nodes.values():
+            if node.ports and not isinstance(node.op, (Neuron, Readout)):
+                node.static = all(p.delay == 0 and self.nodes[p.src].static for p in node.ports)
+
+    def _chunk(self, batch: int, steps: int) -> int:
+        per_sample = 8 * (steps + 1) * sum(nd.size for nd in self.nodes.values() if not nd.alias)
+        return max(1, min(batch, _BUFFER_BUDGET // per_sample))
+
+    def _alloc(self, steps: int, batch: int) -> dict:
+        """Node buffers, reused across calls of the same shape (fresh large arrays cost
+        page faults comparable to a whole small-network run). Row 0 stays zero."""
+        key, bufs = self._buffers
+        if key != (steps, batch):
+            bufs = {}
+            for n in self.order:
+                nd = self.nodes[n]
+                if nd.alias:
+                    bufs[n] = bufs[nd.ports[0].src]
+                else:
+                    bufs[n] = np.empty((steps + 1, batch, nd.size))
+                    bufs[n][0] = 0.0
+            self._buffers = ((steps, batch), bufs)
+        return bufs
+
+    def _eval(self, nd, bufs, state, t0, t1):
+        ins = [bufs[p.src][t0 + 1 - p.delay:t1 + 1 - p.delay] for p in nd.ports]
+        _RULES[type(nd.op)][1](nd, ins, bufs[nd.name][t0 + 1:t1 + 1], state)
+
+    def _simulate(self, x, steps: int) -> dict:
+        batch = x.shape[0]
+        bufs = self._alloc(steps, batch)
+        inp = bufs[self.input]
+        if self.nodes[self.input].static:
+            inp[1:] = x.reshape(1, batch, -1)
+        else:
+            inp[1:] = x.reshape(batch, steps, -1).transpose(1, 0, 2)
+        state = {n: np.full((batch, nd.size), nd.data["params"][4])
+                 for n, nd in self.nodes.items() if isinstance(nd.op, Neuron)}
+        for names, looped in self.schedule:
+            nodes = [self.nodes[n] for n in names if n != self.input and not self.nodes[n].alias]
+            if looped:
+                for t in range(steps):
+                    for nd in nodes:
+                        self._eval(nd, bufs, state, t, t + 1)
+                continue
+            for nd in nodes:
+                self._eval(nd, bufs, state, 0, 1 if nd.static else steps)
+                if nd.static:
+                    bufs[nd.name][2:] = bufs[nd.name][1]
+        return bufs
+
+    def run(self, x, timesteps: int, record: bool = False) -> RunResult:
+        x = check_input(self.graph, x, timesteps)
+        batch = x.shape[0]
+        chunk = self._chunk(batch, timesteps)
+        activity = dict.fromkeys(self.order, 0.0)
+        outputs, trains = [], {p: [] for p in self.graph.populations()} if record else {}
+        for b0 in range(0, batch, chunk):
+            bufs = self._simulate(x[b0:b0 + chunk], timesteps)
+            for n in self.order:
+                activity[n] += float(bufs[n][1:].sum())
+            for p in trains:
+                trains[p].append(bufs[p][1:].astype(np.uint8).reshape(
+                    timesteps, -1, *self.nodes[p].type.shape))
+            outputs.append(_time_sum(bufs[self.output][1:]))
+        output = np.concatenate(outputs).reshape(batch, *self.nodes[self.output].type.shape)
+        if self.nodes[self.output].op.mode == "mean":
+            output = output / timesteps
+        return RunResult(output=output, timesteps=timesteps, batch=batch, activity=activity,
+                         trains={p: np.concatenate(v, axis=1) for p, v in trains.items()})
+
+
+def run(graph: SpikeGraph, x, timesteps: int, record: bool = False) -> RunResult:
+    return Plan(graph).run(x, timesteps, record)

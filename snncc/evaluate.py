@@ -5,7 +5,7 @@ import numpy as np
 from tqdm import tqdm
 
 from snncc.ir.graph import SpikeGraph
-from snncc.runtime import InputError, RunResult, get_backend
+from snncc.runtime import InputError, RunResult, check_input, get_backend
 
 
 def default_timesteps(graph: SpikeGraph, timesteps: int | None) -> int:
@@ -21,6 +21,7 @@ def evaluate(graph: SpikeGraph, backend: str, x: np.ndarray, y: np.ndarray, time
     if len(x) == 0:
         raise InputError("no samples to evaluate")
     mod = get_backend(backend)
+    check_input(graph, x[:1], timesteps)  # fail on a shape mismatch before any progress output
     correct = 0
     activity: dict = {}
     starts = range(0, len(x), batch_size)

@@ -1,0 +1,105 @@
+"""The command line end to end, and its error paths (one line, non-zero exit, no traceback, no partial file)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from graphs import mlp, residual
+
+from snncc.cli import main
+from snncc.ir import serialize
+
+
+def invoke(*args):
+    return CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    res = invoke("train", "--method", "bsd", "--dataset", "digits", "--epochs", 2, "--train-samples", 400,
+                 "--seed", 3, "--out", out, "--quiet")
+    assert res.exit_code == 0, res.stderr
+    return out
+
+
+def test_train_writes_checkpoint_and_metrics(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and len(metrics["history"]) == 2
+    import torch
+    ckpt = torch.load(trained / "model.pt", weights_only=True)
+    assert ckpt["config"]["method"] == "bsd"
+
+
+def test_export_validate_run_energy(trained, tmp_path):
+    model = tmp_path / "m.snn.onnx"
+    assert invoke("export", trained / "model.pt", "-o", model).exit_code == 0
+    res = invoke("validate", model, "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["fully_spiking"] is True
+    runs = {}
+    for backend in ("torch", "numba"):
+        res = invoke("run", model, "--backend", backend, "--dataset", "digits", "--limit", 40, "--json")
+        assert res.exit_code == 0, res.stderr
+        runs[backend] = json.loads(res.stdout)
+        assert set(runs[backend]) == {"backend", "accuracy", "samples", "timesteps", "layers"}
+        assert runs[backend]["samples"] == 40
+    assert runs["torch"]["layers"] == runs["numba"]["layers"]
+    assert runs["torch"]["accuracy"] == runs["numba"]["accuracy"]
+    res = invoke("energy", "report", model, "--dataset", "digits", "--limit", 40, "--json", tmp_path / "e.json")
+    assert res.exit_code == 0, res.stderr
+    rep = json.loads((tmp_path / "e.json").read_text())
+    assert {"total_energy_pj", "ann_energy_pj"} <= set(rep)
+    assert all({"firing_rate", "sops", "macs", "energy_pj"} <= set(r) for r in rep["layers"])
+    assert "E_MAC=4.6 pJ" in res.stdout
+
+
+def test_validate_names_hybrid_nodes(rng, tmp_path):
+    serialize.save(residual(rng, "sew"), tmp_path / "sew.snn.onnx")
+    res = invoke("validate", tmp_path / "sew.snn.onnx")
+    assert res.exit_code == 1
+    assert "hybrid: add [count]: spike ADD" in res.stdout
+    res = invoke("validate", tmp_path / "sew.snn.onnx", "--json")
+    assert res.exit_code == 1 and json.loads(res.stdout)["violations"][0]["node"] == "add"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["validate", "{tmp}/missing.snn.onnx"], "cannot read spike graph"),
+    (["run", "{tmp}/garbage.snn.onnx", "--dataset", "digits"], "corrupt or truncated"),
+    (["run", "{tmp}/mlp.snn.onnx", "--backend", "fpga"], "unknown backend 'fpga'"),
+    (["run", "{tmp}/mlp.snn.onnx", "--dataset", "imagenet"], "unknown dataset"),
+    (["run", "{tmp}/mlp.snn.onnx", "--dataset", "mnist", "--data-dir", "{tmp}/nodata"], "{tmp}/nodata"),
+    (["run", "{tmp}/mlp28.snn.onnx", "--dataset", "digits"], "does not match the graph's input"),
+    (["export", "{tmp}/missing.pt", "-o", "{tmp}/out.snn.onnx"], "missing.pt"),
+    (["export", "{tmp}/garbage.snn.onnx", "-o", "{tmp}/out.snn.onnx"], "checkpoint"),
+    (["train", "--method", "bsd", "--model", "transformer", "--out", "{tmp}/r"], "model"),
+    (["train", "--method", "bsd", "--dataset", "cifar10", "--data-dir", "{tmp}/nodata", "--out", "{tmp}/r"], "nodata"),
+    (["energy", "report", "{tmp}/missing.snn.onnx", "--dataset", "digits"], "cannot read spike graph"),
+])
+def test_bad_input_gives_one_line_and_nonzero_exit(args, message, rng, tmp_path):
+    serialize.save(mlp(rng), tmp_path / "mlp.snn.onnx")
+    serialize.save(mlp(rng, sizes=(784, 10), shape=(1, 28, 28)), tmp_path / "mlp28.snn.onnx")
+    (tmp_path / "garbage.snn.onnx").write_bytes(b"\x00\x01garbage" * 50)
+    before = set(tmp_path.iterdir())
+    res = invoke(*[a.format(tmp=tmp_path) for a in args])
+    assert res.exit_code == 2, (res.stdout, res.stderr)
+    assert res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1
+    assert message.format(tmp=tmp_path) in res.stderr
+    assert "Traceback" not in res.stderr
+    assert set(tmp_path.iterdir()) == before  # nothing (half-)written
+
+
+def test_real_process_prints_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "snncc.cli", "validate", str(tmp_path / "nope.snn.onnx")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: cannot read spike graph") and "Traceback" not in proc.stderr
+
+
+def test_spikes_in_run_json_are_integers(rng, tmp_path):
+    serialize.save(mlp(rng), tmp_path / "m.snn.onnx")
+    res = invoke("run", tmp_path / "m.snn.onnx", "--backend", "torch", "--limit", 10, "--json")
+    out = json.loads(res.stdout)
+    assert all(isinstance(layer["spikes"], int) and layer["spikes"] > 0 for layer in out["layers"])
+    assert np.isclose(out["accuracy"] * 10, round(out["accuracy"] * 10))
