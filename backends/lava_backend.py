@@ -1,0 +1,690 @@
+"""Lower a fully spiking SpikeGraph onto Lava processes and run it (lava-nc 0.10, CPU sim).
+
+Lowering (one rule per IR op class, table ``_RULES``; an op without a rule raises
+:class:`LoweringError` naming the op class and node; graphs that are not fully spiking
+are refused with ``check_fully_spiking``'s first violation)::
+
+    Input  direct  -> no process: its constant current is folded into a population bias
+           spike   -> lava.proc.io.source.RingBuffer (one buffer holding the whole batch)
+    Dense          -> lava.proc.dense.Dense (weights scaled by the target's 1/tau)
+    Conv           -> lava.proc.dense.Dense with the unrolled (Toeplitz) conv matrix.
+                      Chosen for uniformity, not because lava.proc.conv.Conv was found
+                      broken (it was not tried): one matrix per synapse lets flatten and
+                      avg/sum pooling fold into it exactly, and keeps Lava's C-order
+                      (C, H, W) vectors without the Conv process's (X, Y, C) layout.
+                      Cost: the dense matrix is out_size x in_size.
+    Pool  avg/sum  -> folded into the consuming synapse's matrix (W_syn @ P), no process
+          max      -> an "OR" population (IF, du = dv = 1, vth = 0.5, weight 1 from each
+                      window element): adds one Dense hop; see Timing.
+    Flatten        -> index identity on C-order vectors (folded, no process)
+    Neuron         -> lava.proc.lif.LIF
+    Readout        -> lava.proc.io.sink.RingBuffer on every recorded population; the
+                      readout counts come from the (re-aligned) recorded trains
+    recurrent delayed edge -> the Dense's natural one-step delay (see Timing)
+    Add            -> no rule (SEW/MS shortcuts are refused earlier by the validator)
+
+Parameter mapping (derivation). snncc's LIF step with input current x is
+``h = v + (x - (v - v_rest)) / tau``, fire on ``h >= v_th``, hard reset to ``v_reset``
+(``v_rest = v_reset``). Shift the state, w = v - v_reset: w starts at 0, resets to 0
+(exactly Lava's reset) and ``w' = w (1 - 1/tau) + x / tau``. Lava's float LIF is
+``u = u (1 - du) + a_in; v = v (1 - dv) + u + bias; spike if v > vth; v = 0``. So:
+
+    du = 1            (u = a_in: it carries only this step's input; u is never reset,
+                       but du = 1 overwrites it every step)
+    dv = 1 / tau      (IF: dv = 0)
+    weights, synapse bias and direct-input currents scaled by 1/tau (IF: by 1)
+    bias = b / tau    (the brief's extra v_rest/tau term cancels in shifted coordinates)
+    vth  = nextafter(v_th - v_reset, -inf)   (w >= a  <=>  w > nextafter(a, -inf) in float)
+
+Soft reset (v' = h - v_th s) has no Lava LIF equivalent (Lava zeroes v and loses the
+residual h - v_th) and is refused.
+
+Inputs. A direct-encoded (analog) input reaches the first synapse as the same current
+W x + b at every step, so that current (computed with the reference's own torch rules,
+bit-identical to the oracle) becomes the first populations' bias, set per sample with
+``bias_mant.set``. A spike-encoded input is replayed by a source RingBuffer.
+
+Timing. Every Dense hop adds one step. Each spike source S (population, OR pool, spike
+input) gets a depth d(S): Lava column k of a sample carries reference step k - d(S).
+Direct-input-fed populations and the spike input have depth 0; a population B gets
+d(B) = max over its same-step inputs of d(S) + 1 - delay. An edge S -> B with reference
+delay delta then needs H = d(B) - d(S) + delta >= 1 Lava hops: one Dense hop plus H - 1
+identity relay populations (IF, du = dv = 1, vth = 0.5). A recurrent delay-1 self edge
+needs exactly the Dense's one hop; an edge that would need H < 1 is refused.
+Synapse biases must start at column d(B) (+ the synapse->neuron delay), not at column 0,
+so they are fed through a Dense from a "clock" relay chain that fires at every column
+from k on; only biases starting at column 0 use bias_mant. Each sample runs
+T + max depth steps from zero state (v, u, Dense a_buff set to 0 between samples, no
+rebuild), and each population's train is read from columns d .. d + T - 1.
+With all state zero and no input before its depth, a population is silent there, so the
+re-aligned trains are the reference trains exactly (up to float rounding order: the
+tests compare them spike for spike).
+
+The runtime is always stopped (try/finally).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from snncc.ir.graph import SpikeGraph
+from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout, is_synapse
+from snncc.ir.types import GraphError, Kind
+from snncc.runtime import RunResult, check_input
+
+__all__ = ["LoweringError", "LavaPlan", "lower", "run", "compile_graph", "load_artifact",
+           "quantization_report"]
+
+FORMAT = "snncc-lava/1"
+
+
+class LoweringError(ValueError):
+    """The graph cannot be lowered onto Lava; the one-line message says which node and why."""
+
+
+# -- the lowered program (plain data; built into Lava processes by _build) ---------------------
+@dataclass
+class Pop:
+    name: str
+    role: str              # neuron | or | relay | clock
+    size: int
+    du: float
+    dv: float
+    vth: float
+    depth: int = 0
+    bias: np.ndarray | None = None     # constant bias_mant (column-0 biases only)
+    node: str | None = None            # graph node it realises
+    shape: tuple = ()
+    scale: float = 1.0                 # 1/tau for LIF, 1 otherwise
+    record: bool = False
+
+
+@dataclass
+class Conn:
+    name: str
+    src: str
+    dst: str
+    weight: np.ndarray
+    role: str              # synapse | identity | pool | relay | clock | bias
+    nodes: tuple = ()
+    delay: int = 0         # reference delay of the path
+    hops: int = 1          # Lava hops of the realised path (relays included)
+
+
+@dataclass
+class Dyn:
+    """A per-sample parameter: const + sum(scale * static value of node) (direct-input currents)."""
+    target: str            # pop name (bias_mant) or conn name (weights, column vector)
+    var: str               # bias_mant | weights
+    const: np.ndarray
+    terms: list = field(default_factory=list)   # [(graph node, scale)]
+
+
+@dataclass
+class LavaPlan:
+    graph_name: str
+    precision: str
+    pops: dict
+    conns: list
+    dyns: list
+    source: dict | None     # {"name", "node", "size"} for a spike input
+    readout: dict           # {"node", "pop", "mode"}
+    static: list            # graph nodes computed once per sample (direct input chain)
+    max_depth: int
+
+    def steps_per_sample(self, timesteps: int) -> int:
+        return timesteps + self.max_depth
+
+    def to_json(self) -> dict:
+        def arr(a):
+            if a is None:
+                return None
+            a = np.asarray(a)
+            if a.size <= 64:
+                return a.tolist()
+            return {"shape": list(a.shape), "min": float(a.min()), "max": float(a.max()),
+                    "nonzero": int(np.count_nonzero(a))}
+        return {
+            "format": FORMAT, "graph": self.graph_name, "precision": self.precision,
+            "run_config": f'Loihi2SimCfg(select_tag="{self.precision}")',
+            "steps_per_sample": "timesteps + %d" % self.max_depth, "max_depth": self.max_depth,
+            "source": self.source, "readout": self.readout, "static_nodes": self.static,
+            "processes": [
+                {"name": p.name, "type": "LIF", "role": p.role, "graph_node": p.node,
+                 "shape": [p.size], "graph_shape": list(p.shape), "du": p.du, "dv": p.dv,
+                 "vth": p.vth, "bias_mant": arr(p.bias), "weight_scale": p.scale,
+                 "alignment_offset": p.depth, "recorded": p.record}
+                for p in self.pops.values()] + [
+                {"name": c.name, "type": "Dense", "role": c.role, "graph_nodes": list(c.nodes),
+                 "weights": arr(c.weight), "src": c.src, "dst": c.dst,
+                 "reference_delay": c.delay, "lava_hops": c.hops}
+                for c in self.conns],
+            "connections": [[c.src + ".s_out", c.name + ".s_in"] for c in self.conns]
+                           + [[c.name + ".a_out", c.dst + ".a_in"] for c in self.conns],
+            "per_sample": [{"target": d.target, "var": d.var,
+                            "terms": [[n, s] for n, s in d.terms]} for d in self.dyns],
+        }
+
+    def summary(self) -> str:
+        lines = [f"Lava program for graph {self.graph_name!r} ({self.precision})",
+                 f"  steps per sample: T + {self.max_depth} (alignment)"]
+        if self.source:
+            lines.append(f"  source RingBuffer {self.source['name']} [{self.source['size']}]")
+        for p in self.pops.values():
+            lines.append(f"  LIF   {p.name:<22} {p.role:<7} n={p.size:<6} du={p.du:g} dv={p.dv:g} "
+                         f"vth={p.vth!r} offset={p.depth}" + (" recorded" if p.record else ""))
+        for c in self.conns:
+            lines.append(f"  Dense {c.name:<22} {c.role:<8} {c.src} -> {c.dst} "
+                         f"{list(c.weight.shape)} delay={c.delay} hops={c.hops}")
+        for d in self.dyns:
+            lines.append(f"  per-sample {d.var} of {d.target} from " + ", ".join(n for n, _ in d.terms))
+        lines.append(f"  readout {self.readout['node']} <- {self.readout['pop']} ({self.readout['mode']})")
+        return "\n".join(lines)
+
+
+# -- matrices ---------------------------------------------------------------------------------
+def _windows(shape, kernel, stride, padding):
+    """(rows, cols, k-index) of every in-bounds (output, input) pair of a 2-D window op."""
+    c, h, w = shape
+    kh, kw = kernel
+    ho = (h + 2 * padding[0] - kh) // stride[0] + 1
+    wo = (w + 2 * padding[1] - kw) // stride[1] + 1
+    oy, ox = np.meshgrid(np.arange(ho), np.arange(wo), indexing="ij")
+    for ky in range(kh):
+        for kx in range(kw):
+            iy = oy * stride[0] - padding[0] + ky
+            ix = ox * stride[1] - padding[1] + kx
+            ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+            yield ky, kx, (oy[ok] * wo + ox[ok]), (iy[ok] * w + ix[ok]), ho * wo
+
+
+def conv_matrix(weight, shape, stride, padding) -> np.ndarray:
+    """Unrolled conv: M @ x.ravel() == conv2d(x, weight).ravel() (C-order, no bias)."""
+    c_out, c_in, kh, kw = weight.shape
+    c, h, w = shape
+    m = None
+    for ky, kx, r, cl, hw_out in _windows(shape, (kh, kw), stride, padding):
+        if m is None:
+            m = np.zeros((c_out * hw_out, c_in * h * w))
+        for co in range(c_out):
+            for ci in range(c_in):
+                m[co * hw_out + r, ci * h * w + cl] = weight[co, ci, ky, kx]
+    return m
+
+
+def pool_matrix(shape, kernel, stride, padding, value) -> np.ndarray:
+    c, h, w = shape
+    m = None
+    for _, _, r, cl, hw_out in _windows(shape, kernel, stride, padding):
+        if m is None:
+            m = np.zeros((c * hw_out, c * h * w))
+        for ch in range(c):
+            m[ch * hw_out + r, ch * h * w + cl] = value
+    return m
+
+
+# -- lowering ---------------------------------------------------------------------------------
+@dataclass
+class _Edge:
+    src: str
+    dst: str
+    weight: np.ndarray | None      # None = identity
+    delay: int
+    role: str
+    nodes: tuple
+
+
+class _Ctx:
+    def __init__(self, graph: SpikeGraph, precision: str):
+        self.g = graph
+        self.types = graph.infer()
+        self.precision = precision
+        self.static: set = set()
+        self.sources: dict = {}      # graph node -> pop/source name (spike sources)
+        self.pops: dict = {}
+        self.edges: list = []
+        self.biases: list = []       # (pop, start offset from depth, vector or None, static node, scale)
+        self.source = None
+        self.readout = None
+        self.deferred: list = []     # edge building, once every spike source is registered
+
+    def fail(self, node, msg):
+        raise LoweringError(f"node {node!r} ({type(self.g.op(node)).__name__}): {msg}")
+
+    def resolve(self, node, seen=()):
+        """Follow linear folds back to a spike source: (source, matrix or None, delay)."""
+        op = self.g.op(node)
+        if node in self.sources:
+            return self.sources[node], None, 0
+        if isinstance(op, Flatten) or (isinstance(op, Pool) and op.mode in ("avg", "sum")):
+            (p,) = self.g.inputs(node)
+            if p.src in self.static:
+                self.fail(node, "static (direct-input) value used where spikes are expected")
+            src, m, d = self.resolve(p.src)
+            if isinstance(op, Pool):
+                k = op.kernel[0] * op.kernel[1]
+                pm = pool_matrix(self.types[p.src].shape, op.kernel, op.stride, op.padding,
+                                 1.0 / k if op.mode == "avg" else 1.0)
+                m = pm if m is None else pm @ m
+            return src, m, d + p.delay
+        self.fail(node, "cannot be lowered as a spike source or a linear fold into a synapse")
+
+
+def _rule_input(ctx, n, op):
+    if op.encoding == "direct":
+        ctx.static.add(n)
+    else:
+        size = ctx.types[n].size
+        ctx.source = {"name": n, "node": n, "size": size}
+        ctx.sources[n] = n
+
+
+def _all_static(ctx, n):
+    ports = ctx.g.inputs(n)
+    return bool(ports) and all(p.delay == 0 and p.src in ctx.static for p in ports)
+
+
+def _rule_fold(ctx, n, op):
+    if _all_static(ctx, n):
+        ctx.static.add(n)
+
+
+def _rule_pool(ctx, n, op):
+    if _all_static(ctx, n):
+        ctx.static.add(n)
+        return
+    if op.mode != "max":
+        return  # folded into the consuming synapse
+    (p,) = ctx.g.inputs(n)
+    if ctx.types[p.src].kind is not Kind.SPIKE or not isinstance(ctx.g.op(p.src), (Neuron, Pool, Input)):
+        ctx.fail(n, f"max pooling of {ctx.types[p.src].kind.value} values from {p.src!r}: "
+                    "only max pooling of a population's spikes (an OR) is lowered")
+    m = pool_matrix(ctx.types[p.src].shape, op.kernel, op.stride, op.padding, 1.0)
+    ctx.pops[n] = Pop(n, "or", ctx.types[n].size, 1.0, 1.0, 0.5, node=n, shape=ctx.types[n].shape)
+    ctx.sources[n] = n
+    ctx.deferred.append(lambda: ctx.edges.append(_Edge(ctx.resolve(p.src)[0], n, m, p.delay, "pool", (n,))))
+
+
+def _rule_synapse(ctx, n, op):
+    if _all_static(ctx, n):
+        ctx.static.add(n)
+    elif any(p.src in ctx.static for p in ctx.g.inputs(n)):
+        ctx.fail(n, "delayed edge from the direct-encoded input is not supported")
+
+
+def _synapse_matrix(ctx, n, op):
+    if isinstance(op, Dense):
+        return np.asarray(op.weight, dtype=np.float64)
+    (p,) = ctx.g.inputs(n)
+    return conv_matrix(np.asarray(op.weight, dtype=np.float64), ctx.types[p.src].shape,
+                       op.stride, op.padding)
+
+
+def _rule_neuron(ctx, n, op):
+    prm = op.params
+    if prm.soft:
+        ctx.fail(n, "soft reset (reset by subtraction) has no exact Lava LIF equivalent "
+                    "(Lava's LIF resets v to 0); use hard reset")
+    leaky, inv_tau, v_th, v_reset, v_rest, _ = prm.scalars()
+    scale = inv_tau if leaky else 1.0
+    vth = float(np.nextafter(v_th - v_reset, -np.inf))
+    ctx.pops[n] = Pop(n, "neuron", ctx.types[n].size, 1.0, inv_tau if leaky else 0.0, vth, node=n,
+                      shape=ctx.types[n].shape, scale=scale, record=True)
+    ctx.sources[n] = n
+    ctx.deferred.append(lambda: _neuron_edges(ctx, n, scale))
+
+
+def _neuron_edges(ctx, n, scale):
+    for port in ctx.g.inputs(n):
+        src, sop = port.src, ctx.g.op(port.src)
+        if src in ctx.static:
+            if port.delay:
+                ctx.fail(n, f"delayed edge from the direct-encoded input chain ({src!r}) is not supported")
+            ctx.biases.append((n, 0, None, src, scale))
+        elif is_synapse(sop):
+            (sp,) = ctx.g.inputs(src)
+            s, m, d = ctx.resolve(sp.src)
+            w = _synapse_matrix(ctx, src, sop)
+            w = w if m is None else w @ m
+            ctx.edges.append(_Edge(s, n, w * scale, port.delay + sp.delay + d, "synapse", (src,)))
+            if sop.bias is not None:
+                b = np.asarray(sop.bias, dtype=np.float64)
+                b = np.repeat(b, ctx.types[src].size // b.size)  # conv: one bias per channel
+                ctx.biases.append((n, port.delay, b * scale, None, 1.0))
+        else:
+            s, m, d = ctx.resolve(src)
+            w = np.eye(ctx.types[n].size) if m is None else m
+            ctx.edges.append(_Edge(s, n, w * scale, port.delay + d, "identity", (src,)))
+
+
+def _rule_readout(ctx, n, op):
+    ctx.deferred.append(lambda: _readout(ctx, n, op))
+
+
+def _readout(ctx, n, op):
+    (p,) = ctx.g.inputs(n)
+    if p.src in ctx.static:
+        ctx.fail(n, "reads the direct input: nothing to simulate")
+    src, m, d = ctx.resolve(p.src)
+    if m is not None or d or p.delay:
+        ctx.fail(n, f"readout of {p.src!r} must read a population's spikes directly (or flattened)")
+    if src == (ctx.source or {}).get("name"):
+        ctx.fail(n, "readout of the input itself")
+    ctx.readout = {"node": n, "pop": src, "mode": op.mode}
+
+
+_RULES = {
+    Input: _rule_input,
+    Dense: _rule_synapse,
+    Conv: _rule_synapse,
+    Pool: _rule_pool,
+    Flatten: _rule_fold,
+    Neuron: _rule_neuron,
+    Readout: _rule_readout,
+}
+
+
+def lower(graph: SpikeGraph, fixed_point: bool = False) -> LavaPlan:
+    """Lower a graph to a LavaPlan (pure data); raises LoweringError with a one-line reason."""
+    if fixed_point:
+        raise LoweringError("fixed-point lowering is not implemented (float only: "
+                            "Loihi2SimCfg(select_tag='floating_pt'))")
+    from snncc.passes.validate import check_fully_spiking
+    try:
+        graph.infer()
+        report = check_fully_spiking(graph)
+    except GraphError as e:
+        raise LoweringError(f"invalid graph: {e}") from None
+    if report.violations:
+        raise LoweringError(f"graph is not fully spiking: {report.violations[0]}")
+    ctx = _Ctx(graph, "floating_pt")
+    for n in graph.order():
+        op = graph.op(n)
+        rule = _RULES.get(type(op))
+        if rule is None:
+            raise LoweringError(f"no Lava lowering rule for op {type(op).__name__} (node {n!r})")
+        rule(ctx, n, op)
+    for build in ctx.deferred:
+        build()
+    if ctx.readout is None:
+        raise LoweringError("graph has no Readout")
+
+    # depths (alignment offsets), in creation order == graph order
+    depth = {ctx.source["name"]: 0} if ctx.source else {}
+    for name in ctx.pops:
+        ds = [depth[e.src] + 1 - e.delay for e in ctx.edges if e.dst == name and e.src in depth]
+        depth[name] = max([0] + ds)
+        ctx.pops[name].depth = depth[name]
+
+    pops, conns, dyns = dict(ctx.pops), [], []
+    relays: dict = {}
+
+    def relay(src, k):  # population that repeats src's spikes k steps later
+        if k == 0:
+            return src
+        key = (src, k)
+        if key not in relays:
+            prev = relay(src, k - 1)
+            size = pops[src].size if src in pops else ctx.source["size"]
+            name = f"{src}~relay{k}" if src != "~clock" else f"~clock{k}"
+            pops[name] = Pop(name, "relay" if src != "~clock" else "clock", size, 1.0, 1.0, 0.5,
+                             depth=depth.get(src, 0) + k)
+            conns.append(Conn(f"{name}.in", prev, name, np.eye(size), "relay" if src != "~clock" else "clock"))
+            relays[key] = name
+        return relays[key]
+
+    for e in ctx.edges:
+        hops = depth[e.dst] - depth[e.src] + e.delay
+        if hops < 1:
+            raise LoweringError(f"edge {e.nodes[0]!r} -> {e.dst!r}: a delay-{e.delay} edge from a population "
+                                f"{depth[e.src] - depth[e.dst]} hops deeper cannot be realised with Lava's "
+                                f"one-step Dense delay")
+        src = relay(e.src, hops - 1)
+        w = e.weight if e.weight is not None else np.eye(pops[e.dst].size)
+        conns.append(Conn(f"{e.nodes[0]}->{e.dst}" if e.role != "pool" else f"{e.dst}.window",
+                          src, e.dst, w, e.role, e.nodes, e.delay, hops))
+
+    # biases grouped by start column (depth + delay); column 0 -> bias_mant, else clock Dense
+    groups: dict = {}
+    for name, delay, vec, node, scale in ctx.biases:
+        col = depth[name] + delay
+        g = groups.setdefault((name, col), {"const": np.zeros(pops[name].size), "terms": []})
+        if vec is not None:
+            g["const"] = g["const"] + vec
+        else:
+            g["terms"].append((node, scale))
+    for (name, col), g in groups.items():
+        if col == 0:
+            pops[name].bias = g["const"]
+            if g["terms"]:
+                dyns.append(Dyn(name, "bias_mant", g["const"], g["terms"]))
+        else:
+            if "~clock" not in pops:
+                pops["~clock"] = Pop("~clock", "clock", 1, 1.0, 1.0, 0.5, bias=np.ones(1))
+                depth["~clock"] = 0
+            cname = f"{name}.bias@{col}"
+            conns.append(Conn(cname, relay("~clock", col - 1), name, g["const"][:, None], "bias",
+                              tuple(n for n, _ in g["terms"]), 0, col))
+            if g["terms"]:
+                dyns.append(Dyn(cname, "weights", g["const"][:, None], g["terms"]))
+    for p in pops.values():
+        if p.bias is None:
+            p.bias = np.zeros(p.size)
+        if p.role == "or":
+            p.record = True
+    max_depth = max([p.depth for p in pops.values() if p.record] + [0])
+    return LavaPlan(graph.name, ctx.precision, pops, conns, dyns, ctx.source, ctx.readout,
+                    [n for n in graph.order() if n in ctx.static], max_depth)
+
+
+# -- execution --------------------------------------------------------------------------------
+def _static_values(graph: SpikeGraph, plan: LavaPlan, x: np.ndarray) -> dict:
+    """Per-sample values of the static (direct-input) nodes, with the reference's own rules."""
+    from snncc.backends.torch_backend import _RULES as TORCH_RULES
+    vals = {}
+    with torch.no_grad():
+        for n in plan.static:
+            op = graph.op(n)
+            if isinstance(op, Input):
+                vals[n] = torch.as_tensor(x, dtype=torch.float64)
+            else:
+                vals[n] = TORCH_RULES[type(op)](op, [vals[p.src] for p in graph.inputs(n)], {})
+    return {n: v.reshape(v.shape[0], -1).numpy() for n, v in vals.items()}
+
+
+def _dyn_value(d: Dyn, static: dict, b: int) -> np.ndarray:
+    v = d.const.copy()
+    for node, scale in d.terms:
+        term = static[node][b] * scale
+        v = v + (term[:, None] if d.var == "weights" else term)
+    return v
+
+
+def _build(L, plan: LavaPlan, x: np.ndarray, batch: int, steps: int, timesteps: int):
+    procs = {}
+    if plan.source:
+        data = np.zeros((plan.source["size"], batch * steps))
+        for b in range(batch):
+            data[:, b * steps: b * steps + timesteps] = x[b].reshape(timesteps, -1).T
+        procs[plan.source["name"]] = L.SourceRingBuffer(data=data)
+    for p in plan.pops.values():
+        procs[p.name] = L.LIF(shape=(p.size,), du=p.du, dv=p.dv, vth=p.vth, bias_mant=p.bias.copy(),
+                              name=p.name)
+    dense = {}
+    for c in plan.conns:
+        dense[c.name] = L.Dense(weights=np.array(c.weight, dtype=np.float64), name=c.name)
+        procs[c.src].s_out.connect(dense[c.name].s_in)
+        dense[c.name].a_out.connect(procs[c.dst].a_in)
+    sinks = {}
+    for p in plan.pops.values():
+        if p.record:
+            sinks[p.name] = L.SinkRingBuffer(shape=(p.size,), buffer=batch * steps)
+            procs[p.name].s_out.connect(sinks[p.name].a_in)
+    return procs, dense, sinks
+
+
+def _replay(graph: SpikeGraph, x: np.ndarray, trains: dict, timesteps: int, direct: bool):
+    """Activity of every node and the readout, from the recorded trains (reference rules)."""
+    from snncc.backends.torch_backend import _RULES as TORCH_RULES
+    types = graph.infer()
+    order = graph.order()
+    batch = x.shape[0]
+    xt = torch.as_tensor(x, dtype=torch.float64)
+    activity = {n: 0.0 for n in order}
+    prev, readout = {}, None
+    (out,) = graph.output_nodes
+    with torch.no_grad():
+        for t in range(timesteps):
+            cur = {}
+            for n in order:
+                op = graph.op(n)
+                if isinstance(op, Input):
+                    cur[n] = xt if direct else xt[:, t]
+                elif isinstance(op, Neuron):
+                    cur[n] = torch.as_tensor(trains[n][t], dtype=torch.float64)
+                else:
+                    xs = [cur[p.src] if p.delay == 0 else
+                          prev.get(p.src, torch.zeros((batch, *types[p.src].shape), dtype=torch.float64))
+                          for p in graph.inputs(n)]
+                    cur[n] = TORCH_RULES[type(op)](op, xs, {})
+                activity[n] += float(cur[n].sum())
+            prev = cur
+            readout = cur[out] if readout is None else readout + cur[out]
+    output = readout.numpy()
+    if graph.op(out).mode == "mean":
+        output = output / timesteps
+    return activity, output
+
+
+def run(graph, x, timesteps: int, record: bool = False, fixed_point: bool = False,
+        timing: dict | None = None) -> RunResult:
+    """Lower ``graph`` (a SpikeGraph, or a (graph, LavaPlan) pair) and run it on Lava's CPU
+    float simulator. Samples run one after another from zero state in one runtime."""
+    from snncc.compat.lava import import_lava
+    plan = None
+    if isinstance(graph, tuple):
+        graph, plan = graph
+    x = check_input(graph, x, timesteps)
+    if plan is None:
+        plan = lower(graph, fixed_point=fixed_point)
+    L = import_lava()
+    types = graph.infer()
+    (inp,) = graph.input_nodes
+    direct = x.ndim == 1 + len(types[inp].shape)
+    batch = x.shape[0]
+    steps = plan.steps_per_sample(timesteps)
+    static = _static_values(graph, plan, x) if direct else {}
+    procs, dense, sinks = _build(L, plan, x, batch, steps, timesteps)
+    for d in plan.dyns:  # sample 0's values before compilation
+        var = procs[d.target].bias_mant if d.var == "bias_mant" else dense[d.target].weights
+        var.init = _dyn_value(d, static, 0)
+    anchor = next(iter(procs.values()))
+    cfg = L.Loihi2SimCfg(select_tag="floating_pt")
+    raw = {}
+    try:
+        t0 = time.perf_counter()
+        run_s = 0.0
+        for b in range(batch):
+            if b:
+                for p in plan.pops.values():
+                    procs[p.name].v.set(np.zeros(p.size))
+                    procs[p.name].u.set(np.zeros(p.size))
+                for c in plan.conns:
+                    dense[c.name].a_buff.set(np.zeros(c.weight.shape[0]))
+                for d in plan.dyns:
+                    var = procs[d.target].bias_mant if d.var == "bias_mant" else dense[d.target].weights
+                    var.set(_dyn_value(d, static, b))
+            t1 = time.perf_counter()
+            anchor.run(condition=L.RunSteps(steps), run_cfg=cfg)
+            t2 = time.perf_counter()
+            if b:
+                run_s += t2 - t1
+            else:
+                first_s = t2 - t0
+        raw = {name: s.data.get() for name, s in sinks.items()}
+    finally:
+        anchor.stop()
+    if timing is not None:
+        timing.update(first_sample_s=first_s, later_samples_run_s=run_s, steps_per_sample=steps)
+    trains = {}
+    for name, data in raw.items():
+        p = plan.pops[name]
+        if p.node is None or p.role == "or":
+            continue
+        cols = np.stack([data[:, b * steps + p.depth: b * steps + p.depth + timesteps]
+                         for b in range(batch)])           # (B, n, T)
+        trains[p.node] = (cols.transpose(2, 0, 1) > 0).astype(np.uint8).reshape(
+            timesteps, batch, *types[p.node].shape)
+    activity, output = _replay(graph, x, trains, timesteps, direct)
+    return RunResult(output=output, timesteps=timesteps, batch=batch, activity=activity,
+                     trains=trains if record else {})
+
+
+# -- artifacts --------------------------------------------------------------------------------
+def compile_graph(graph: SpikeGraph, out_dir, fixed_point: bool = False) -> Path:
+    """Lower ``graph`` and write ``out_dir`` atomically: graph.snn.onnx, lava.json, summary.txt."""
+    from snncc.ir import serialize
+    plan = lower(graph, fixed_point=fixed_point)
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        serialize.save(graph, tmp / "graph.snn.onnx")
+        (tmp / "lava.json").write_text(json.dumps(plan.to_json(), indent=1) + "\n")
+        (tmp / "summary.txt").write_text(graph.summary() + "\n\n" + plan.summary() + "\n")
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old.{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def load_artifact(out_dir):
+    """(graph, lava_config dict) from a compile_graph directory; LoweringError (one line) if bad."""
+    from snncc.ir import serialize
+    d = Path(out_dir)
+    if not d.is_dir():
+        raise LoweringError(f"{d}: not a compiled Lava artifact directory")
+    for f in ("graph.snn.onnx", "lava.json"):
+        if not (d / f).is_file():
+            raise LoweringError(f"{d}: missing {f} (not a complete Lava artifact)")
+    try:
+        cfg = json.loads((d / "lava.json").read_text())
+    except (OSError, ValueError) as e:
+        raise LoweringError(f"{d / 'lava.json'}: corrupt ({type(e).__name__})") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise LoweringError(f"{d / 'lava.json'}: not an {FORMAT} process graph")
+    try:
+        graph = serialize.load(d / "graph.snn.onnx")
+    except serialize.SerializeError as e:
+        raise LoweringError(str(e).splitlines()[0]) from None
+    return graph, cfg
+
+
+def quantization_report(graph: SpikeGraph) -> list:
+    """Per synapse: 8-bit signed mantissa with one shared power-of-two exponent per layer
+    (the Lava/Loihi Dense weight format); max |w - q| and the exponent. Analysis only:
+    fixed-point execution is not implemented."""
+    rows = []
+    for n in graph.synapses():
+        w = np.asarray(graph.op(n).weight, dtype=np.float64)
+        wmax = float(np.abs(w).max())
+        exp = int(np.ceil(np.log2(wmax / 127.0))) if wmax > 0 else 0
+        q = np.clip(np.round(w / 2.0 ** exp), -128, 127) * 2.0 ** exp
+        rows.append({"node": n, "weight_exp": exp, "max_abs_weight": wmax,
+                     "max_quant_error": float(np.abs(w - q).max()), "step": 2.0 ** exp})
+    return rows
