@@ -35,6 +35,8 @@ from snncc.runtime import RunResult, check_input
 
 _BUFFER_BUDGET = 256 << 20  # bytes of node buffers per batch chunk
 _NEURON_BLOCK = 256  # neurons per parallel task: long enough to vectorise
+_PARALLEL_MIN_WORK = 1 << 20  # see _launch
+_DENSITY = 8  # assumed 1/8 of synapse inputs nonzero when estimating work
 
 # -- the neuron, compiled from its one definition -----------------------------------
 _charge = numba.njit(nrn.charge)
@@ -46,20 +48,34 @@ _step = numba.njit(pytypes.FunctionType(
     nrn.step.__code__, {"charge": _charge, "fire": _fire, "reset": _reset}, "step"))
 
 
+@numba.njit(cache=True, fastmath={"reassoc", "nsz"})
+def _total(a):
+    """Sum of a 1-D array for the activity statistics, vectorised (any order is exact for
+    spike counts; analog activity is a float statistic). Called on rows still in cache."""
+    acc = 0.0
+    for j in range(a.size):
+        acc += a[j]
+    return acc
+
+
 @numba.njit(parallel=True, cache=True)
 def _neuron_steps(cur, v, out, leaky, inv_tau, v_th, v_reset, v_rest, soft):
-    """cur, out: (steps, B, N); v: (B, N) membrane state, updated in place."""
+    """cur, out: (steps, B, N); v: (B, N) membrane state, updated in place.
+    Returns the number of spikes."""
     steps, batch, n = cur.shape
     nblk = (n + _NEURON_BLOCK - 1) // _NEURON_BLOCK
+    total = 0.0
     for task in numba.prange(batch * nblk):
         b = task // nblk
         j0 = (task % nblk) * _NEURON_BLOCK
-        j1 = min(n, j0 + _NEURON_BLOCK)
+        vb = v[b, j0:min(n, j0 + _NEURON_BLOCK)]
         for t in range(steps):
-            for j in range(j0, j1):
-                s, vn = _step(v[b, j], cur[t, b, j], leaky, inv_tau, v_th, v_reset, v_rest, soft)
-                v[b, j] = vn
-                out[t, b, j] = s
+            cu, ou = cur[t, b, j0:j0 + vb.size], out[t, b, j0:j0 + vb.size]
+            for j in range(vb.size):  # 0-based 1-D views: this loop vectorises
+                s, vb[j] = _step(vb[j], cu[j], leaky, inv_tau, v_th, v_reset, v_rest, soft)
+                ou[j] = s
+            total += _total(ou)
+    return total
 
 
 # -- event-driven synapses ----------------------------------------------------------
@@ -78,20 +94,22 @@ def _events(row, idx):
 def _fan_out(orow, xrow, idx, m, w_t, c0, c1):
     """orow[c0:c1] += xrow[k] * w_t[k, c0:c1] for each event k, in event order.
     Four events share one pass over orow: the sums are still formed left to right
-    (bit-identical to one event at a time) with a quarter of orow's loads and stores."""
+    (bit-identical to one event at a time) with a quarter of orow's loads and stores.
+    Loops run over 0-based slices: with a runtime start offset LLVM vectorises badly."""
+    o = orow[c0:c1]
     q = 0
     while q + 4 <= m:
         ka, kb, kc, kd = idx[q], idx[q + 1], idx[q + 2], idx[q + 3]
-        a, b, c, d = w_t[ka], w_t[kb], w_t[kc], w_t[kd]
+        a, b, c, d = w_t[ka, c0:c1], w_t[kb, c0:c1], w_t[kc, c0:c1], w_t[kd, c0:c1]
         xa, xb, xc, xd = xrow[ka], xrow[kb], xrow[kc], xrow[kd]
-        for j in range(c0, c1):
-            orow[j] = orow[j] + xa * a[j] + xb * b[j] + xc * c[j] + xd * d[j]
+        for j in range(o.size):
+            o[j] = o[j] + xa * a[j] + xb * b[j] + xc * c[j] + xd * d[j]
         q += 4
     while q < m:
-        a = w_t[idx[q]]
+        a = w_t[idx[q], c0:c1]
         xa = xrow[idx[q]]
-        for j in range(c0, c1):
-            orow[j] = orow[j] + xa * a[j]
+        for j in range(o.size):
+            o[j] = o[j] + xa * a[j]
         q += 1
 
 
@@ -99,9 +117,10 @@ def _fan_out(orow, xrow, idx, m, w_t, c0, c1):
 def _dense_events(x, w_t, bias, out, row_chunks, col_blocks):
     """x: (R, n_in); w_t: (n_in, n_out) so an event adds one contiguous row; out: (R, n_out).
     Work is split into row chunks x column blocks (column blocks keep both cores busy
-    when R is 1, e.g. one sample stepped time-major)."""
+    when R is 1, e.g. one sample stepped time-major). Returns the sum of out."""
     rows, n_in = x.shape
     n_out = w_t.shape[1]
+    total = 0.0
     for task in numba.prange(row_chunks * col_blocks):
         rc, cb = task // col_blocks, task % col_blocks
         c0, c1 = cb * n_out // col_blocks, (cb + 1) * n_out // col_blocks
@@ -111,6 +130,8 @@ def _dense_events(x, w_t, bias, out, row_chunks, col_blocks):
             orow = out[r]
             orow[c0:c1] = bias[c0:c1]
             _fan_out(orow, x[r], idx, m, w_t, c0, c1)
+            total += _total(orow[c0:c1])
+    return total
 
 
 @numba.njit(cache=True)
@@ -140,9 +161,11 @@ def _conv_scatter_row(xrow, w_t, bias, acc, idx, h, w, sh, sw, ph, pw):
 
 @numba.njit(parallel=True, cache=True)
 def _conv_events(x, w_t, bias, out, h, w, ho, wo, sh, sw, ph, pw):
-    """x: (R, C_in*H*W), out: (R, C_out*Ho*Wo), both channel-first like the IR."""
+    """x: (R, C_in*H*W), out: (R, C_out*Ho*Wo), both channel-first like the IR.
+    Returns the sum of out."""
     rows, n_in = x.shape
     c_out = w_t.shape[3]
+    total = 0.0
     for r in numba.prange(rows):
         acc = np.empty((ho, wo, c_out))
         _conv_scatter_row(x[r], w_t, bias, acc, np.empty(n_in, np.int64), h, w, sh, sw, ph, pw)
@@ -150,14 +173,17 @@ def _conv_events(x, w_t, bias, out, h, w, ho, wo, sh, sw, ph, pw):
             for oy in range(ho):
                 for ox in range(wo):
                     out[r, (co * ho + oy) * wo + ox] = acc[oy, ox, co]
+        total += _total(out[r])
+    return total
 
 
 @numba.njit(parallel=True, cache=True)
 def _pool(x, out, c, h, w, ho, wo, kh, kw, sh, sw, ph, pw, mode):
     """mode 0: max over in-bounds taps (padding ignored); 1: avg (sum / kh*kw, padding
     counted); 2: sum, computed as avg * kh*kw because that is what the reference does
-    (e.g. 7/25*25 != 7 in float64), so counts agree bit for bit."""
+    (e.g. 7/25*25 != 7 in float64), so counts agree bit for bit. Returns the sum of out."""
     kk = float(kh * kw)
+    grand = 0.0
     for r in numba.prange(x.shape[0]):
         for ch in range(c):
             for oy in range(ho):
@@ -175,6 +201,8 @@ def _pool(x, out, c, h, w, ho, wo, kh, kw, sh, sw, ph, pw, mode):
                                 total += v
                     out[r, (ch * ho + oy) * wo + ox] = best if mode == 0 else (
                         total / kk if mode == 1 else total / kk * kk)
+        grand += _total(out[r])
+    return grand
 
 
 @numba.njit(cache=True)
@@ -217,6 +245,20 @@ def _rows(a):
     return a.reshape(-1, a.shape[-1])
 
 
+def _launch(kernel, work: int, *args):
+    """Call a parallel kernel, single-threaded when its work (~ element operations) is
+    too small to pay for a fork/join: tens of microseconds on an idle machine, and up to
+    a scheduler time slice when another process holds the other core."""
+    threads = numba.get_num_threads()
+    if work >= _PARALLEL_MIN_WORK or threads == 1:
+        return kernel(*args)
+    numba.set_num_threads(1)
+    try:
+        return kernel(*args)
+    finally:
+        numba.set_num_threads(threads)
+
+
 def _split(rows: int, n_out: int) -> tuple:
     """(row chunks, column blocks) for a synapse call: a few tasks per thread so uneven
     spike counts balance out; split columns only when there are too few rows."""
@@ -233,7 +275,8 @@ def _prep_dense(op, tin, tout):
 
 def _eval_dense(node, ins, out, state):
     x, o = _rows(ins[0]), _rows(out)
-    _dense_events(x, node.data["w_t"], node.data["bias"], o, *_split(x.shape[0], o.shape[1]))
+    return _launch(_dense_events, x.size * (1 + o.shape[1] // _DENSITY),
+            x, node.data["w_t"], node.data["bias"], o, *_split(x.shape[0], o.shape[1]))
 
 
 def _prep_conv(op, tin, tout):
@@ -246,7 +289,9 @@ def _prep_conv(op, tin, tout):
 
 def _eval_conv(node, ins, out, state):
     d = node.data
-    _conv_events(_rows(ins[0]), d["w_t"], d["bias"], _rows(out), *d["dims"])
+    fan = d["w_t"][0].size  # kh * kw * C_out adds per input event
+    return _launch(_conv_events, ins[0].size * (1 + fan // _DENSITY),
+            _rows(ins[0]), d["w_t"], d["bias"], _rows(out), *d["dims"])
 
 
 def _prep_pool(op, tin, tout):
@@ -255,7 +300,8 @@ def _prep_pool(op, tin, tout):
 
 
 def _eval_pool(node, ins, out, state):
-    _pool(_rows(ins[0]), _rows(out), *node.data["args"])
+    args = node.data["args"]
+    return _launch(_pool, out.size * args[7] * args[8], _rows(ins[0]), _rows(out), *args)
 
 
 def _prep_neuron(op, tin, tout):
@@ -275,15 +321,17 @@ def _summed(ins):
 
 
 def _eval_neuron(node, ins, out, state):
-    _neuron_steps(_summed(ins), state[node.name], out, *node.data["params"])
+    return _launch(_neuron_steps, 2 * out.size, _summed(ins), state[node.name], out, *node.data["params"])
 
 
 def _eval_add(node, ins, out, state):
     out[...] = _summed(ins)
+    return float(out.sum())
 
 
 def _eval_copy(node, ins, out, state):  # Flatten / Readout on a delayed edge
     out[...] = ins[0]
+    return float(out.sum())
 
 
 def _no_prep(op, tin, tout):
@@ -379,11 +427,13 @@ class Plan:
             self._buffers = ((steps, batch), bufs)
         return bufs
 
-    def _eval(self, nd, bufs, state, t0, t1):
+    def _eval(self, nd, bufs, state, t0, t1) -> float:
+        """Evaluate steps [t0, t1) of one node; returns the sum of the values written."""
         ins = [bufs[p.src][t0 + 1 - p.delay:t1 + 1 - p.delay] for p in nd.ports]
-        _RULES[type(nd.op)][1](nd, ins, bufs[nd.name][t0 + 1:t1 + 1], state)
+        return _RULES[type(nd.op)][1](nd, ins, bufs[nd.name][t0 + 1:t1 + 1], state)
 
-    def _simulate(self, x, steps: int) -> dict:
+    def _simulate(self, x, steps: int) -> tuple:
+        """Run one batch chunk; returns (buffers, {node: sum of its values})."""
         batch = x.shape[0]
         bufs = self._alloc(steps, batch)
         inp = bufs[self.input]
@@ -391,20 +441,27 @@ class Plan:
             inp[1:] = x.reshape(1, batch, -1)
         else:
             inp[1:] = x.reshape(batch, steps, -1).transpose(1, 0, 2)
+        totals = {self.input: float(x.sum()) * (steps if self.nodes[self.input].static else 1)}
         state = {n: np.full((batch, nd.size), nd.data["params"][4])
                  for n, nd in self.nodes.items() if isinstance(nd.op, Neuron)}
         for names, looped in self.schedule:
             nodes = [self.nodes[n] for n in names if n != self.input and not self.nodes[n].alias]
             if looped:
+                for nd in nodes:
+                    totals[nd.name] = 0.0
                 for t in range(steps):
                     for nd in nodes:
-                        self._eval(nd, bufs, state, t, t + 1)
+                        totals[nd.name] += self._eval(nd, bufs, state, t, t + 1)
                 continue
             for nd in nodes:
-                self._eval(nd, bufs, state, 0, 1 if nd.static else steps)
-                if nd.static:
+                totals[nd.name] = self._eval(nd, bufs, state, 0, 1 if nd.static else steps)
+                if nd.static:  # the reference reuses the step-0 value at every step
                     bufs[nd.name][2:] = bufs[nd.name][1]
-        return bufs
+                    totals[nd.name] *= steps
+        for n in self.order:  # a pass-through node holds its source's values
+            if self.nodes[n].alias:
+                totals[n] = totals[self.nodes[n].ports[0].src]
+        return bufs, totals
 
     def run(self, x, timesteps: int, record: bool = False) -> RunResult:
         x = check_input(self.graph, x, timesteps)
@@ -413,9 +470,9 @@ class Plan:
         activity = dict.fromkeys(self.order, 0.0)
         outputs, trains = [], {p: [] for p in self.graph.populations()} if record else {}
         for b0 in range(0, batch, chunk):
-            bufs = self._simulate(x[b0:b0 + chunk], timesteps)
+            bufs, totals = self._simulate(x[b0:b0 + chunk], timesteps)
             for n in self.order:
-                activity[n] += float(bufs[n][1:].sum())
+                activity[n] += totals[n]
             for p in trains:
                 trains[p].append(bufs[p][1:].astype(np.uint8).reshape(
                     timesteps, -1, *self.nodes[p].type.shape))

@@ -25,7 +25,8 @@ def _user_errors() -> tuple:
     from snncc.ir.types import GraphError
     from snncc.runtime import InputError
     from snncc.training.train import CheckpointError, ConfigError, TrainingDiverged
-    errors = [DatasetError, ExportError, SerializeError, GraphError, InputError, CheckpointError,
+    from snncc.backends.lava_backend import LoweringError
+    errors = [LoweringError, DatasetError, ExportError, SerializeError, GraphError, InputError, CheckpointError,
               ConfigError, TrainingDiverged, FileNotFoundError, IsADirectoryError, PermissionError]
     try:
         from snncc.compat.lava import LavaUnavailable
@@ -73,8 +74,21 @@ def main():
 
 # -- helpers ------------------------------------------------------------------
 def _load_graph(path):
+    """A spike-graph file, or a directory written by `snncc compile` (its graph.snn.onnx)."""
     from snncc.ir.serialize import load
+    if os.path.isdir(path):
+        from snncc.backends.lava_backend import load_artifact
+        if os.path.isfile(os.path.join(path, "lava.json")):
+            return load_artifact(path)[0]
+        return load(os.path.join(path, "graph.snn.onnx"))
     return load(path)
+
+
+def _artifact_target(path):
+    """The target a compiled artifact directory was built for (None for a plain graph file)."""
+    if os.path.isdir(path):
+        return "lava" if os.path.isfile(os.path.join(path, "lava.json")) else "numba"
+    return None
 
 
 def _dataset_for(graph, dataset):
@@ -207,14 +221,15 @@ def _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=True
 
 @main.command()
 @click.argument("model", type=click.Path())
-@click.option("--backend", default="numba", show_default=True, help="torch, numba or lava")
+@click.option("--backend", default=None, help="torch, numba or lava (default: the compiled target, else numba)")
 @_DATASET
 @_DATA_DIR
 @_LIMIT
 @_TIMESTEPS
 @click.option("--json", "as_json", is_flag=True)
 def run(model, backend, dataset, data_dir, limit, timesteps, as_json):
-    """Simulate MODEL on a dataset's test split: accuracy and per-layer spike counts."""
+    """Simulate MODEL (a .snn.onnx file or a `snncc compile` directory) on a dataset's test split."""
+    backend = backend or _artifact_target(model) or "numba"
     _, res = _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=not as_json)
     res.pop("activity")
     if as_json:
@@ -255,6 +270,32 @@ def energy_report_cmd(model, dataset, data_dir, limit, timesteps, backend, first
     print_energy(rep)
     if json_path:
         _emit_json(rep, json_path)
+
+
+@main.command("compile")
+@click.argument("model", type=click.Path())
+@click.option("--target", type=click.Choice(["lava", "numba"]), required=True)
+@click.option("-o", "--output", "out_dir", type=click.Path(), required=True, help="artifact directory")
+@click.option("--fixed-point", is_flag=True, help="Lava: Loihi bit-accurate fixed point (select_tag fixed_pt)")
+def compile_cmd(model, target, out_dir, fixed_point):
+    """Lower a fully spiking graph for a target; writes an artifact `snncc run` can load."""
+    from snncc.passes.validate import check_fully_spiking
+    graph = _load_graph(model)
+    if target == "lava":
+        from snncc.backends.lava_backend import compile_graph
+        compile_graph(graph, out_dir, fixed_point=fixed_point)
+    else:
+        if fixed_point:
+            raise click.UsageError("--fixed-point applies to --target lava")
+        report = check_fully_spiking(graph)
+        if not report.fully_spiking:
+            raise click.UsageError(f"not fully spiking: {report.violations[0]}")
+        from snncc.artifact import compile_artifact
+        compile_artifact(graph, out_dir)
+    click.echo(f"compiled for {target}{' (fixed point)' if fixed_point else ''} -> {out_dir}")
+    summary = os.path.join(out_dir, "summary.txt")
+    if os.path.isfile(summary):
+        click.echo(open(summary).read().rstrip())
 
 
 # -- bench / demo ---------------------------------------------------------------------

@@ -103,3 +103,35 @@ def test_spikes_in_run_json_are_integers(rng, tmp_path):
     out = json.loads(res.stdout)
     assert all(isinstance(layer["spikes"], int) and layer["spikes"] > 0 for layer in out["layers"])
     assert np.isclose(out["accuracy"] * 10, round(out["accuracy"] * 10))
+
+
+def test_compile_lava_and_numba_artifacts_run_like_torch(trained, tmp_path):
+    model = tmp_path / "m.snn.onnx"
+    assert invoke("export", trained / "model.pt", "-o", model).exit_code == 0
+    outs = {}
+    for target in ("lava", "numba"):
+        res = invoke("compile", model, "--target", target, "-o", tmp_path / target)
+        assert res.exit_code == 0, res.stderr
+        assert (tmp_path / target / "summary.txt").is_file()
+        res = invoke("run", tmp_path / target, "--dataset", "digits", "--limit", 6, "--json")
+        assert res.exit_code == 0, res.stderr
+        outs[target] = json.loads(res.stdout)
+    ref = json.loads(invoke("run", model, "--backend", "torch", "--limit", 6, "--json").stdout)
+    assert outs["lava"]["backend"] == "lava" and outs["numba"]["backend"] == "numba"
+    assert outs["lava"]["layers"] == ref["layers"] == outs["numba"]["layers"]
+
+
+def test_compile_refuses_hybrid_graph(rng, tmp_path):
+    serialize.save(residual(rng, "sew"), tmp_path / "sew.snn.onnx")
+    for target in ("lava", "numba"):
+        res = invoke("compile", tmp_path / "sew.snn.onnx", "--target", target, "-o", tmp_path / "out")
+        assert res.exit_code == 2 and "add" in res.stderr and "spike ADD" in res.stderr
+        assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_artifact_directory(tmp_path):
+    (tmp_path / "art").mkdir()
+    (tmp_path / "art" / "lava.json").write_text("{not json")
+    (tmp_path / "art" / "graph.snn.onnx").write_bytes(b"junk")
+    res = invoke("run", tmp_path / "art", "--dataset", "digits")
+    assert res.exit_code == 2 and res.stderr.startswith("error: ") and "corrupt" in res.stderr

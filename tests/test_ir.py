@@ -57,6 +57,17 @@ def test_onnx_round_trip_preserves_graph_and_behaviour(make, rng, tmp_path):
     assert all(np.array_equal(a.trains[n], b.trains[n]) for n in a.trains)
 
 
+def test_float_parameters_survive_exactly(tmp_path):
+    from snncc.neuron import NeuronParams
+    g = SpikeGraph()
+    g.add("x", Input((3,)))
+    p = NeuronParams("lif", tau=1.7, v_th=0.3, v_reset=-0.2)
+    g.add("n", Neuron(p), ["x"])
+    g.add("out", Readout(), ["n"])
+    serialize.save(g, tmp_path / "p.snn.onnx")
+    assert serialize.load(tmp_path / "p.snn.onnx").op("n").params == p
+
+
 def test_recurrent_edge_is_delayed_and_acyclic_in_onnx(rng, tmp_path):
     g = rnn(rng)
     serialize.save(g, tmp_path / "r.snn.onnx")

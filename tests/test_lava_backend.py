@@ -36,7 +36,7 @@ def cnn(rng, encoding="direct"):
     g = SpikeGraph("cnn", {"timesteps": 6})
     g.add("x", Input((1, 8, 8), encoding))
     g.add("c1", Conv(rng.normal(0, 1.2, (3, 1, 3, 3)), rng.normal(0.1, 0.1, 3), (1, 1), (1, 1)), ["x"])
-    g.add("s1", Neuron(NeuronParams("lif", tau=1.5, v_th=0.6, v_reset=-0.2)), ["c1"])
+    g.add("s1", Neuron(NeuronParams("lif", tau=1.5, v_th=0.625, v_reset=-0.25)), ["c1"])
     g.add("mp", Pool("max", (2, 2), (2, 2)), ["s1"])
     g.add("c2", Conv(rng.normal(0, 0.8, (4, 3, 3, 3)), rng.normal(0, 0.1, 4), (1, 1), (1, 1)), ["mp"])
     g.add("s2", Neuron(LIF_HARD), ["c2"])
@@ -65,30 +65,30 @@ def spike_residual(rng):
     return graphs.residual(rng, "spike")
 
 
-def _inputs(rng, g, batch, T):
+def _inputs(rng, g, batch, T, gain=1.5):
     (inp,) = g.input_nodes
     shape = g.type_of(inp).shape
     if g.op(inp).encoding == "spike":
         return (rng.random((batch, T, *shape)) < 0.3).astype(np.float64)
-    return rng.random((batch, *shape)) * 1.5
+    return rng.random((batch, *shape)) * gain
 
 
 CASES = {
-    "mlp-lif": (graphs.mlp, 3, 6),
-    "mlp-if": (mlp_if, 2, 6),
-    "cnn": (cnn, 2, 6),
-    "cnn-spike-input": (lambda r: cnn(r, "spike"), 2, 6),
-    "rnn-hard": (rnn_hard, 2, 8),
-    "spike-residual": (spike_residual, 3, 6),
+    "mlp-lif": (graphs.mlp, 3, 6, 1.5),
+    "mlp-if": (mlp_if, 2, 6, 1.5),
+    "cnn": (cnn, 2, 6, 1.5),
+    "cnn-spike-input": (lambda r: cnn(r, "spike"), 2, 6, 1.5),
+    "rnn-hard": (rnn_hard, 2, 8, 1.5),
+    "spike-residual": (spike_residual, 3, 6, 4.0),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_float_conformance(case):
     rng = np.random.default_rng(1)
-    build, batch, T = CASES[case]
+    build, batch, T, gain = CASES[case]
     g = build(rng)
-    x = _inputs(rng, g, batch, T)
+    x = _inputs(rng, g, batch, T, gain)
     ref = torch_backend.run(g, x, T, record=True)
     got = lb.run(g, x, T, record=True)
     assert set(got.trains) == set(ref.trains) == set(g.populations())
@@ -119,7 +119,7 @@ def test_plan_alignment_and_params():
     plan = lb.lower(cnn(rng))
     assert plan.pops["mp"].role == "or" and plan.pops["mp"].depth == 1
     assert plan.pops["s2"].depth == 2 and plan.pops["s3"].depth == 3
-    assert plan.pops["s1"].vth == np.nextafter(0.6 - (-0.2), -np.inf)
+    assert plan.pops["s1"].vth == np.nextafter(0.875, -np.inf)
     plan = lb.lower(rnn_hard(rng))
     (rec,) = [c for c in plan.conns if c.role == "synapse"]
     assert rec.src == rec.dst == "h" and rec.delay == 1 and rec.hops == 1
@@ -245,3 +245,39 @@ def test_runtime_stopped_on_error(monkeypatch):
         lb.run(g, x, 4)
     assert calls, "runtime was not stopped"
     assert not [p for p in multiprocessing.active_children() if p.is_alive()]
+
+
+def test_refuses_unrealisable_recurrent_delay():
+    """A cycle through two Dense hops with total delay 1 would need a negative Lava delay."""
+    rng = np.random.default_rng(0)
+    g = SpikeGraph("loop")
+    g.add("x", Input((3,)))
+    g.add("ih", Dense(rng.normal(size=(4, 3))), ["x"])
+    g.add("a", Neuron(LIF_HARD), ["ih"])
+    g.add("ab", Dense(rng.normal(size=(4, 4))), ["a"])
+    g.add("b", Neuron(LIF_HARD), ["ab"])
+    g.add("ba", Dense(rng.normal(size=(4, 4))), ["b"])
+    g.connect("ba", "a", 1)
+    g.add("out", Readout("count"), ["b"])
+    with pytest.raises(lb.LoweringError, match=r"'ba' -> 'a'.*cannot be realised"):
+        lb.lower(g)
+
+
+def test_direct_input_into_deeper_population():
+    """A direct-input current into a depth-1 population is fed by a per-sample clock Dense."""
+    rng = np.random.default_rng(3)
+    g = SpikeGraph("skip-in")
+    g.add("x", Input((6,)))
+    g.add("fa", Dense(rng.normal(0, 1.0, (8, 6)), rng.normal(0, 0.1, 8)), ["x"])
+    g.add("a", Neuron(LIF_HARD), ["fa"])
+    g.add("fb", Dense(rng.normal(0, 0.8, (5, 6))), ["x"])
+    g.add("ab", Dense(rng.normal(0, 1.0, (5, 8)), rng.normal(0, 0.1, 5)), ["a"])
+    g.add("b", Neuron(LIF_HARD), ["ab", "fb"])
+    g.add("out", Readout("count"), ["b"])
+    plan = lb.lower(g)
+    assert [(d.target, d.var) for d in plan.dyns] == [("a", "bias_mant"), ("b.bias@1", "weights")]
+    x = rng.random((2, 6)) * 1.5
+    ref = torch_backend.run(g, x, 6, record=True)
+    got = lb.run(g, x, 6, record=True)
+    for n in ("a", "b"):
+        assert np.array_equal(got.trains[n], ref.trains[n]) and ref.trains[n].sum() >= 3

@@ -8,9 +8,11 @@ and rewrite those defaults to ``field(default_factory=ByteEncoder)``.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import multiprocessing
 import re
 import sys
 import types
@@ -73,9 +75,35 @@ def install() -> None:
     sys.meta_path.insert(0, _Finder())
 
 
+@contextlib.contextmanager
+def _tolerant_start_method():
+    """Lava calls multiprocessing.set_start_method('fork') at import, which raises if anything
+    (tqdm's lock, a DataLoader) already fixed the context -- even to 'fork'. Accept that case."""
+    original = multiprocessing.set_start_method
+
+    def set_start_method(method, force=False):
+        current = multiprocessing.get_start_method(allow_none=True)
+        if current is not None and current != method and not force:
+            raise LavaUnavailable(f"Lava needs the {method!r} multiprocessing start method, "
+                                  f"but {current!r} is already in use")
+        if current is None or force:
+            original(method, force=force)
+
+    multiprocessing.set_start_method = set_start_method
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method = original
+
+
 def import_lava() -> types.SimpleNamespace:
     """Install the shim and return the Lava classes snncc uses."""
     install()
+    try:
+        with _tolerant_start_method():
+            import lava.magma.runtime.message_infrastructure.multiprocessing  # noqa: F401
+    except ImportError:
+        pass  # reported below with the full import list
     try:
         from lava.magma.core.run_conditions import RunSteps
         from lava.magma.core.run_configs import Loihi2SimCfg

@@ -43,14 +43,19 @@ def _attrs_and_arrays(name, op):
         if isinstance(value, np.ndarray):
             arrays[f.name] = value
         elif isinstance(value, NeuronParams):
-            attrs.update({f"{f.name}.{k}": v for k, v in value.as_dict().items()})
+            attrs.update({f"{f.name}.{k}": _exact(v) for k, v in value.as_dict().items()})
         elif value is None:
             continue
         elif isinstance(value, tuple):
             attrs[f.name] = [int(v) for v in value]
         else:
-            attrs[f.name] = value
+            attrs[f.name] = _exact(value)
     return attrs, arrays
+
+
+def _exact(value):
+    """ONNX float attributes are 32-bit; store floats as 0-d double tensors so -0.2 stays -0.2."""
+    return numpy_helper.from_array(np.array(value, dtype=np.float64)) if isinstance(value, float) else value
 
 
 def _compact(arr) -> np.ndarray:
@@ -109,6 +114,7 @@ def _op_from_node(node, arrays_by_name):
         if key in _RESERVED:
             continue
         value = value.decode() if isinstance(value, bytes) else value
+        value = float(numpy_helper.to_array(value)) if isinstance(value, TensorProto) else value
         if "." in key:
             neuron[key.split(".", 1)[1]] = value
         else:

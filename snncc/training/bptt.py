@@ -38,8 +38,9 @@ class BPTTMLP(nn.Module):
 
     def training_losses(self, x_seq: torch.Tensor, y: torch.Tensor):
         """({"output layer (end-to-end CE)": loss}, info), the loss summed over the batch."""
-        _, s = run_forward_path(self.forward_path, x_seq, detach=False)
+        v, s = run_forward_path(self.forward_path, x_seq, detach=False)
         rate = s[-1].mean(0)  # rate code: spike count / T
         loss = F.cross_entropy(rate, y, reduction="sum")
         spikes = {f"s{i}": si for i, si in enumerate(s, 1)}
-        return {f"output layer {len(s)} (end-to-end CE)": loss}, {"output": s[-1], "spikes": spikes}
+        own = dict(zip((name for name, _ in self.named_weight_layers()), v[1:]))
+        return {f"output layer {len(s)} (end-to-end CE)": loss}, {"output": s[-1], "spikes": spikes, "currents": own}

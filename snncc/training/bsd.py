@@ -247,4 +247,6 @@ class BSDMLP(nn.Module):
             losses[f"backward layer {i} (Theta{i})"] = self._align(vb[i], v[i - 1])
         spikes = {f"s{i}": s[i - 1] for i in range(1, big_l + 1)}
         spikes.update({f"s'{i}": sb[i] for i in range(2, big_l + 1)})
-        return losses, {"output": s[-1], "spikes": spikes}
+        # the current each weight produces, keyed like its loss (to blame the right layer on NaN)
+        own = dict(zip((name for name, _ in self.named_weight_layers()), v[1:] + vb[1:big_l]))
+        return losses, {"output": s[-1], "spikes": spikes, "currents": own}

@@ -1,0 +1,252 @@
+"""Tests for BSD / BPTT training: eq. 17 against autograd, locality (C2), weight
+independence (C1), binary spikes (C4), short real runs, checkpoints, config errors
+and divergence handling."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from snncc.data.datasets import load_split
+from snncc.training import train as train_mod
+from snncc.training.bptt import BPTTMLP
+from snncc.training.bsd import (BSDMLP, cosine_predict, interlayer_loss, reco_grad_closed_form, reco_loss,
+                                repeat_time)
+from snncc.training.layers import SpikingNeuron
+from snncc.training.train import (CheckpointError, ConfigError, TrainConfig, TrainingDiverged, build_model,
+                                  load_checkpoint, train, train_step)
+
+SMALL = (64, 32, 24, 10)
+
+
+def _digits_batch(n=48, seed=0):
+    x, y = load_split("digits", "train", limit=n, seed=seed)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def _strip_seconds(metrics):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in metrics["history"]]
+
+
+# ---------------------------------------------------------------- ReCo and eq. 17
+@pytest.mark.parametrize("shape", [(), (3,)], ids=["per-step", "time-flattened"])
+@pytest.mark.parametrize("lam", [0.0, 0.6, 2.0])
+def test_reco_gradient_matches_eq17(shape, lam):
+    g = torch.Generator().manual_seed(1)
+    b, n, d = 7, 11, 5
+    s_prev = (torch.rand(*shape, b, n, generator=g, dtype=torch.float64) < 0.5).double()
+    s_prev[..., 0] = 1.0  # no all-zero input row, so every norm is positive
+    w = torch.randn(d, n, generator=g, dtype=torch.float64, requires_grad=True)
+    v_hat = torch.randn(*shape, b, d, generator=g, dtype=torch.float64)
+    v = s_prev @ w.T
+    flat = (lambda t: t.transpose(0, 1).reshape(b, -1)) if shape else (lambda t: t)
+    reco_loss(flat(v), flat(v_hat), lam).backward()
+    closed = reco_grad_closed_form(v.detach(), v_hat, s_prev, lam)
+    assert torch.allclose(w.grad, closed, rtol=1e-10, atol=1e-12)
+
+
+def test_reco_loss_values():
+    v = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert reco_loss(v, v.clone(), 0.6).item() == pytest.approx(0.0)  # aligned, orthogonal negatives
+    swapped = v.flip(0)  # C = [[0, 1], [1, 0]]: diagonal misses (2 * 1) + lam * 2 positive off-diagonals
+    assert reco_loss(v, swapped, 0.5).item() == pytest.approx(2.0 + 0.5 * 2.0)
+    assert reco_loss(v, -swapped, 0.5).item() == pytest.approx(2.0)  # negative correlations are free
+
+
+def test_interlayer_losses_and_silent_layer():
+    g = torch.Generator().manual_seed(0)
+    v, v_hat = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    for name in ("reco", "mse", "infonce"):
+        assert math.isfinite(interlayer_loss(name, v, v_hat).item())
+    assert interlayer_loss("mse", v, v).item() == 0.0
+    assert math.isfinite(reco_loss(torch.zeros(6, 4), v_hat, 0.6).item())  # silent layer: no NaN
+    with pytest.raises(ValueError, match="unknown inter-layer loss 'l1'"):
+        interlayer_loss("l1", v, v_hat)
+
+
+def test_cosine_prediction_equals_argmax_for_one_hot_codes():
+    counts = torch.tensor([[0.0, 3.0, 1.0], [4.0, 0.0, 4.0], [0.0, 0.0, 2.0]])
+    assert cosine_predict(counts).tolist() == [1, 0, 2]
+
+
+# ---------------------------------------------------------------- structure and criteria
+def test_forward_path_structure_and_shapes():
+    model = BSDMLP(SMALL, timesteps=3)
+    kinds = [type(m).__name__ if type(m).__name__ != "TimeDistributed" else type(m.module).__name__
+             for m in model.forward_path]
+    assert kinds == ["Flatten", "SpikingNeuron"] + ["Linear", "SpikingNeuron"] * 3
+    x, _ = _digits_batch(5)
+    assert model(repeat_time(x, 3)).shape == (3, 5, 10)
+    assert [m.params.v_th for m in model.forward_path if isinstance(m, SpikingNeuron)] == [0.2] * 4
+    assert all(m.params.v_th == 0.1 for m in model.backward_neurons)
+
+
+def test_weights_are_independent_tensors():
+    model = BSDMLP(SMALL)
+    layers = model.named_weight_layers()
+    params = [p for _, layer in layers for p in layer.parameters()]
+    assert len(params) == 6  # W1..W3 and Theta1..Theta3
+    ptrs = [p.untyped_storage().data_ptr() for p in params]
+    assert len(set(ptrs)) == len(ptrs)
+    assert len({id(p) for p in params}) == len(params)
+    assert {p.shape for p in params} >= {(32, 64), (64, 32)}  # W1 and Theta1 mirror each other
+
+
+def test_each_local_loss_reaches_only_its_own_layer():
+    torch.manual_seed(0)
+    model = BSDMLP(SMALL, timesteps=3)
+    x, y = _digits_batch()
+    losses, _ = model.training_losses(repeat_time(x, 3), y)
+    layers = dict(model.named_weight_layers())
+    assert set(losses) == set(layers)  # every weight has exactly one local loss
+    for name, loss in losses.items():
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        loss.backward(retain_graph=True)
+        for other, layer in layers.items():
+            grad = layer.weight.grad
+            if other == name:
+                assert grad.abs().sum() > 0, f"{name} got no gradient from its own loss"
+            else:
+                assert torch.count_nonzero(grad) == 0, f"loss of {name} leaked into {other}"
+
+
+@pytest.mark.parametrize("method", ["bsd", "bptt"])
+def test_spikes_are_binary_in_every_layer_during_training(method):
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(method=method, sizes=SMALL, timesteps=3))
+    seen = []
+    for m in model.modules():
+        if isinstance(m, SpikingNeuron):
+            m.register_forward_hook(lambda mod, inp, out: seen.append(out.detach()))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, y = _digits_batch()
+    train_step(model, opt, x, y)
+    expected = 4 + (3 if method == "bsd" else 0)  # Type 1 layers 1..4 (+ Type 2 layers 2..4)
+    assert len(seen) == expected
+    for out in seen:
+        assert torch.equal(out, (out > 0.5).float()), "non-binary spike tensor"
+    assert any(out.any() for out in seen)
+
+
+# ---------------------------------------------------------------- short real runs
+@pytest.fixture(scope="module")
+def bsd_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bsd")
+    cfg = TrainConfig(method="bsd", dataset="digits", epochs=6, lr=5e-3)
+    return cfg, out, train(cfg, out, progress=False)
+
+
+def test_bsd_learns_digits_deterministically(bsd_run, tmp_path):
+    cfg, out, metrics = bsd_run
+    assert metrics["test_accuracy"] > 0.6
+    assert len(metrics["history"]) == cfg.epochs
+    assert set(metrics["history"][0]["firing_rates"]) == {"s1", "s2", "s3", "s4", "s'2", "s'3", "s'4"}
+    again = train(cfg, tmp_path, progress=False)
+    assert _strip_seconds(again) == _strip_seconds(metrics)
+    assert (tmp_path / "metrics.json").is_file()
+
+
+def test_bptt_learns_digits_deterministically(tmp_path):
+    cfg = TrainConfig(method="bptt", dataset="digits", epochs=3, lr=3e-3)
+    first = train(cfg, tmp_path / "a", progress=False)
+    second = train(cfg, tmp_path / "b", progress=False)
+    assert first["test_accuracy"] > 0.6
+    assert _strip_seconds(first) == _strip_seconds(second)
+
+
+# ---------------------------------------------------------------- checkpoints
+def test_checkpoint_round_trip(bsd_run):
+    cfg, out, metrics = bsd_run
+    raw = torch.load(out / "model.pt", weights_only=True)
+    assert raw["format"] == "snncc-checkpoint/1" and raw["epoch"] == cfg.epochs
+    assert raw["config"] == cfg.to_dict()
+    model, loaded_cfg = load_checkpoint(out / "model.pt")
+    assert loaded_cfg == cfg and isinstance(model, BSDMLP)
+    assert all(torch.equal(raw["state_dict"][k], v) for k, v in model.state_dict().items())
+    x, y = load_split("digits", "test")
+    acc = train_mod.evaluate(model, x, y)
+    assert acc == pytest.approx(metrics["test_accuracy"])
+
+
+def test_checkpoint_errors(bsd_run, tmp_path):
+    _, out, _ = bsd_run
+    data = (out / "model.pt").read_bytes()
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated") as info:
+        load_checkpoint(tmp_path / "cut.pt")
+    assert "\n" not in str(info.value)
+    raw = torch.load(out / "model.pt", weights_only=True)
+    torch.save(dict(raw, format="other/9"), tmp_path / "fmt.pt")
+    with pytest.raises(CheckpointError, match="not an snncc checkpoint"):
+        load_checkpoint(tmp_path / "fmt.pt")
+    torch.save(dict(raw, config=dict(raw["config"], sizes=[64, 128, 10])), tmp_path / "misfit.pt")
+    with pytest.raises(CheckpointError, match="does not fit its config"):
+        load_checkpoint(tmp_path / "misfit.pt")
+    torch.save(dict(raw, config=dict(raw["config"], lam=-1.0)), tmp_path / "badcfg.pt")
+    with pytest.raises(CheckpointError, match="lam"):
+        load_checkpoint(tmp_path / "badcfg.pt")
+
+
+# ---------------------------------------------------------------- config errors
+@pytest.mark.parametrize("change, match", [
+    (dict(method="sgd"), "unknown method 'sgd'"),
+    (dict(model="cnn"), "unknown model 'cnn'"),
+    (dict(dataset="imagenet"), "unknown dataset 'imagenet'"),
+    (dict(dataset="mnist", sizes=(64, 256, 10)), "do not fit mnist"),
+    (dict(sizes=(64, 32, 100)), "do not fit digits"),
+    (dict(lam=-0.1), "lam must be"),
+    (dict(v_th=0.0), "v_th must be"),
+    (dict(v_th_backward=-1.0), "v_th_backward must be"),
+    (dict(epochs=0), "epochs must be"),
+    (dict(timesteps=0), "timesteps must be"),
+    (dict(lr=float("nan")), "lr must be"),
+    (dict(interlayer_loss="l2"), "unknown interlayer_loss"),
+])
+def test_config_errors(change, match, tmp_path):
+    cfg = TrainConfig(**change)
+    with pytest.raises(ConfigError, match=match) as info:
+        train(cfg, tmp_path, progress=False)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError):
+        build_model(cfg)
+    assert not any(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- divergence
+@pytest.mark.parametrize("method", ["bsd", "bptt"])
+def test_nan_weight_raises_training_diverged_naming_the_layer(method):
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(method=method, sizes=SMALL, timesteps=3))
+    w1 = model.named_weight_layers()[0][1].weight
+    with torch.no_grad():
+        w1[0, 0] = float("nan")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, y = _digits_batch()
+    with pytest.raises(TrainingDiverged, match=r"forward layer 2 \(W1\)") as info:
+        train_step(model, opt, x, y)
+    assert info.value.layer == "forward layer 2 (W1)"
+    after = model.state_dict()  # no update was applied
+    assert all(torch.equal(before[k].nan_to_num(), after[k].nan_to_num()) for k in before)
+
+
+def test_divergence_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    original = train_mod._train_epoch
+
+    def poisoned(model, optimizer, scheduler, data, cfg, epoch, progress):
+        if epoch == 2:
+            with torch.no_grad():
+                model.theta[1].weight.fill_(float("inf"))
+        return original(model, optimizer, scheduler, data, cfg, epoch, progress)
+
+    monkeypatch.setattr(train_mod, "_train_epoch", poisoned)
+    cfg = TrainConfig(epochs=3, train_samples=256, test_samples=64, sizes=SMALL)
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, step 1: loss of backward layer 2 \(Theta2\)") as info:
+        train(cfg, tmp_path, progress=False)
+    assert "last good checkpoint" in str(info.value)
+    model, _ = load_checkpoint(tmp_path / "model.pt")
+    assert torch.isfinite(model.theta[1].weight).all()
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["epoch"] == 1
