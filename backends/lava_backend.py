@@ -67,8 +67,11 @@ Performance note (measured, 784-1024-1024-10 LIF MLP, T=100, CPU float sim): abo
 recorded values): lava 0.10's Var.get sends arrays one element per message. A packed
 (bit-per-step) recorder process would cut that ~50x; not done yet.
 
-Fixed point (``select_tag="fixed_pt"``) is not implemented: ``lower(..., fixed_point=True)``
-refuses; :func:`quantization_report` gives the per-layer 8-bit weight quantisation error.
+Fixed point: ``lower(graph, fixed_point=True)`` is this float plan plus integer parameters
+from :mod:`snncc.backends.lava_fixed` (its docstring: Lava's bit-accurate arithmetic, the
+quantisation, what is exact); ``run`` then builds the LIF/Dense processes from those and uses
+``Loihi2SimCfg(select_tag="fixed_pt")``. :func:`quantization_report` below is the older quick
+8-bit weight analysis; the fixed-point report is ``plan.fixed.report``.
 """
 from __future__ import annotations
 
@@ -147,6 +150,7 @@ class LavaPlan:
     readout: dict           # {"node", "pop", "mode"}
     static: list            # graph nodes computed once per sample (direct input chain)
     max_depth: int
+    fixed: object = None    # lava_fixed.FixedParams when precision == "fixed_pt"
 
     def steps_per_sample(self, timesteps: int) -> int:
         return timesteps + self.max_depth
@@ -179,7 +183,7 @@ class LavaPlan:
                            + [[c.name + ".a_out", c.dst + ".a_in"] for c in self.conns],
             "per_sample": [{"target": d.target, "var": d.var,
                             "terms": [[n, s] for n, s in d.terms]} for d in self.dyns],
-        }
+        } | ({"quantization": self.fixed.to_json()} if self.fixed is not None else {})
 
     def summary(self) -> str:
         lines = [f"Lava program for graph {self.graph_name!r} ({self.precision})",
@@ -195,6 +199,8 @@ class LavaPlan:
         for d in self.dyns:
             lines.append(f"  per-sample {d.var} of {d.target} from " + ", ".join(n for n, _ in d.terms))
         lines.append(f"  readout {self.readout['node']} <- {self.readout['pop']} ({self.readout['mode']})")
+        if self.fixed is not None:
+            lines.append(self.fixed.summary())
         return "\n".join(lines)
 
 
@@ -402,9 +408,9 @@ _RULES = {
 
 def lower(graph: SpikeGraph, fixed_point: bool = False) -> LavaPlan:
     """Lower a graph to a LavaPlan (pure data); raises LoweringError with a one-line reason."""
-    if fixed_point:
-        raise LoweringError("fixed-point lowering is not implemented (float only: "
-                            "Loihi2SimCfg(select_tag='floating_pt'))")
+    if fixed_point:  # the float plan + quantised integer parameters (lava_fixed)
+        from snncc.backends.lava_fixed import lower_fixed
+        return lower_fixed(graph)
     from snncc.passes.validate import check_fully_spiking
     try:
         graph.infer()
@@ -518,17 +524,21 @@ def _dyn_value(d: Dyn, static: dict, b: int) -> np.ndarray:
 
 def _build(L, plan: LavaPlan, x: np.ndarray, batch: int, steps: int, timesteps: int):
     procs = {}
+    fx = plan.fixed is not None
+    if fx:
+        from snncc.backends.lava_fixed import lava_dense_kwargs, lava_lif_kwargs
     if plan.source:
-        data = np.zeros((plan.source["size"], batch * steps))
+        data = np.zeros((plan.source["size"], batch * steps), dtype=np.int32 if fx else np.float64)
         for b in range(batch):
             data[:, b * steps: b * steps + timesteps] = x[b].reshape(timesteps, -1).T
         procs[plan.source["name"]] = L.SourceRingBuffer(data=data)
     for p in plan.pops.values():
-        procs[p.name] = L.LIF(shape=(p.size,), du=p.du, dv=p.dv, vth=p.vth, bias_mant=p.bias.copy(),
-                              name=p.name)
+        kw = lava_lif_kwargs(plan, p.name) if fx else dict(du=p.du, dv=p.dv, vth=p.vth, bias_mant=p.bias.copy())
+        procs[p.name] = L.LIF(shape=(p.size,), name=p.name, **kw)
     dense = {}
     for c in plan.conns:
-        dense[c.name] = L.Dense(weights=np.array(c.weight, dtype=np.float64), name=c.name)
+        kw = lava_dense_kwargs(plan, c.name) if fx else dict(weights=np.array(c.weight, dtype=np.float64))
+        dense[c.name] = L.Dense(name=c.name, **kw)
         procs[c.src].s_out.connect(dense[c.name].s_in)
         dense[c.name].a_out.connect(procs[c.dst].a_in)
     sinks = {}
@@ -537,6 +547,20 @@ def _build(L, plan: LavaPlan, x: np.ndarray, batch: int, steps: int, timesteps: 
             sinks[p.name] = L.SinkRingBuffer(shape=(p.size,), buffer=batch * steps)
             procs[p.name].s_out.connect(sinks[p.name].a_in)
     return procs, dense, sinks
+
+
+def _set_dyn(plan, procs, dense, d, value, b, init=False):
+    """Give a per-sample parameter its value (fixed point: quantised bias_mant and bias_exp)."""
+    if plan.fixed is not None:
+        from snncc.backends.lava_fixed import sample_bias
+        pairs = zip((procs[d.target].bias_mant, procs[d.target].bias_exp), sample_bias(plan, d.target, value, b))
+    else:
+        pairs = [(procs[d.target].bias_mant if d.var == "bias_mant" else dense[d.target].weights, value)]
+    for var, val in pairs:
+        if init:
+            var.init = val
+        else:
+            var.set(val)
 
 
 def _replay(graph: SpikeGraph, x: np.ndarray, trains: dict, timesteps: int, direct: bool):
@@ -575,7 +599,8 @@ def _replay(graph: SpikeGraph, x: np.ndarray, trains: dict, timesteps: int, dire
 def run(graph, x, timesteps: int, record: bool = False, fixed_point: bool = False,
         timing: dict | None = None) -> RunResult:
     """Lower ``graph`` (a SpikeGraph, or a (graph, LavaPlan) pair) and run it on Lava's CPU
-    float simulator. Samples run one after another from zero state in one runtime."""
+    simulator (float, or bit-accurate fixed_pt when ``fixed_point`` or the plan says so).
+    Samples run one after another from zero state in one runtime."""
     from snncc.compat.lava import import_lava
     plan = None
     if isinstance(graph, tuple):
@@ -592,10 +617,10 @@ def run(graph, x, timesteps: int, record: bool = False, fixed_point: bool = Fals
     static = _static_values(graph, plan, x) if direct else {}
     procs, dense, sinks = _build(L, plan, x, batch, steps, timesteps)
     for d in plan.dyns:  # sample 0's values before compilation
-        var = procs[d.target].bias_mant if d.var == "bias_mant" else dense[d.target].weights
-        var.init = _dyn_value(d, static, 0)
+        _set_dyn(plan, procs, dense, d, _dyn_value(d, static, 0), 0, init=True)
     anchor = next(iter(procs.values()))
-    cfg = L.Loihi2SimCfg(select_tag="floating_pt")
+    cfg = L.Loihi2SimCfg(select_tag=plan.precision)
+    zero = np.int32 if plan.fixed is not None else np.float64
     raw = {}
     try:
         t0 = time.perf_counter()
@@ -604,13 +629,12 @@ def run(graph, x, timesteps: int, record: bool = False, fixed_point: bool = Fals
             if b:
                 tr = time.perf_counter()
                 for p in plan.pops.values():
-                    procs[p.name].v.set(np.zeros(p.size))
-                    procs[p.name].u.set(np.zeros(p.size))
+                    procs[p.name].v.set(np.zeros(p.size, zero))
+                    procs[p.name].u.set(np.zeros(p.size, zero))
                 for c in plan.conns:
-                    dense[c.name].a_buff.set(np.zeros(c.weight.shape[0]))
+                    dense[c.name].a_buff.set(np.zeros(c.weight.shape[0], zero))
                 for d in plan.dyns:
-                    var = procs[d.target].bias_mant if d.var == "bias_mant" else dense[d.target].weights
-                    var.set(_dyn_value(d, static, b))
+                    _set_dyn(plan, procs, dense, d, _dyn_value(d, static, b), b)
                 reset_s += time.perf_counter() - tr
             t1 = time.perf_counter()
             anchor.run(condition=L.RunSteps(steps), run_cfg=cfg)
@@ -645,7 +669,9 @@ def run(graph, x, timesteps: int, record: bool = False, fixed_point: bool = Fals
 
 # -- artifacts --------------------------------------------------------------------------------
 def compile_graph(graph: SpikeGraph, out_dir, fixed_point: bool = False) -> Path:
-    """Lower ``graph`` and write ``out_dir`` atomically: graph.snn.onnx, lava.json, summary.txt."""
+    """Lower ``graph`` and write ``out_dir`` atomically: graph.snn.onnx, lava.json, summary.txt.
+    With ``fixed_point=True`` lava.json carries "quantization" (integer parameters and the
+    per-layer report) and summary.txt its table."""
     from snncc.ir import serialize
     plan = lower(graph, fixed_point=fixed_point)
     out = Path(out_dir)

@@ -58,23 +58,33 @@ def _total(a):
     return acc
 
 
+@numba.njit(cache=True)
+def _neuron_block(cur, v, out, leaky, inv_tau, v_th, v_reset, v_rest, soft):
+    """cur, out: (steps, n); v: (n,). Returns the number of spikes."""
+    total = 0.0
+    for t in range(cur.shape[0]):
+        cu, ou = cur[t], out[t]
+        for j in range(v.size):  # 0-based 1-D views: this loop vectorises
+            s, v[j] = _step(v[j], cu[j], leaky, inv_tau, v_th, v_reset, v_rest, soft)
+            ou[j] = s
+        total += _total(ou)
+    return total
+
+
+# Parallel kernels are thin prange loops over serial helpers: numba's parfor passes
+# then see a small body, which keeps their (cached, but first-run) compile time down.
 @numba.njit(parallel=True, cache=True)
 def _neuron_steps(cur, v, out, leaky, inv_tau, v_th, v_reset, v_rest, soft):
     """cur, out: (steps, B, N); v: (B, N) membrane state, updated in place.
     Returns the number of spikes."""
-    steps, batch, n = cur.shape
+    n = cur.shape[2]
     nblk = (n + _NEURON_BLOCK - 1) // _NEURON_BLOCK
     total = 0.0
-    for task in numba.prange(batch * nblk):
-        b = task // nblk
-        j0 = (task % nblk) * _NEURON_BLOCK
-        vb = v[b, j0:min(n, j0 + _NEURON_BLOCK)]
-        for t in range(steps):
-            cu, ou = cur[t, b, j0:j0 + vb.size], out[t, b, j0:j0 + vb.size]
-            for j in range(vb.size):  # 0-based 1-D views: this loop vectorises
-                s, vb[j] = _step(vb[j], cu[j], leaky, inv_tau, v_th, v_reset, v_rest, soft)
-                ou[j] = s
-            total += _total(ou)
+    for task in numba.prange(cur.shape[1] * nblk):
+        b, j0 = task // nblk, (task % nblk) * _NEURON_BLOCK
+        j1 = min(n, j0 + _NEURON_BLOCK)
+        total += _neuron_block(cur[:, b, j0:j1], v[b, j0:j1], out[:, b, j0:j1],
+                               leaky, inv_tau, v_th, v_reset, v_rest, soft)
     return total
 
 
@@ -83,10 +93,9 @@ def _neuron_steps(cur, v, out, leaky, inv_tau, v_th, v_reset, v_rest, soft):
 def _events(row, idx):
     """Compact the nonzero entries of one input row into idx; returns their number."""
     m = 0
-    for k in range(row.size):
-        if row[k] != 0.0:
-            idx[m] = k
-            m += 1
+    for k in range(row.size):  # branch-free: spikes are too irregular to predict
+        idx[m] = k
+        m += row[k] != 0.0
     return m
 
 
@@ -135,12 +144,14 @@ def _dense_events(x, w_t, bias, out, row_chunks, col_blocks):
 
 
 @numba.njit(cache=True)
-def _conv_scatter_row(xrow, w_t, bias, acc, idx, h, w, sh, sw, ph, pw):
-    """Scatter one sample's input events into acc (Ho, Wo, C_out), channels last so that
-    each event adds a contiguous C_out vector per kernel tap. w_t: (C_in, kh, kw, C_out)."""
-    kh, kw = w_t.shape[1], w_t.shape[2]
-    ho, wo = acc.shape[0], acc.shape[1]
+def _conv_row(xrow, w_t, bias, orow, h, w, ho, wo, sh, sw, ph, pw):
+    """One sample's conv: scatter each input event into acc (Ho, Wo, C_out), channels
+    last so an event adds a contiguous C_out vector per kernel tap, then write orow in
+    the IR's channel-first order. w_t: (C_in, kh, kw, C_out). Returns the sum of orow."""
+    kh, kw, c_out = w_t.shape[1], w_t.shape[2], w_t.shape[3]
+    acc = np.empty((ho, wo, c_out))
     acc[:, :] = bias
+    idx = np.empty(xrow.size, np.int64)
     for q in range(_events(xrow, idx)):
         k = idx[q]
         c = xrow[k]
@@ -155,36 +166,32 @@ def _conv_scatter_row(xrow, w_t, bias, acc, idx, h, w, sh, sw, ph, pw):
                     continue
                 a = acc[oy // sh, ox // sw]
                 wv = w_t[ci, ky, kx]
-                for co in range(a.size):
+                for co in range(c_out):
                     a[co] = a[co] + c * wv[co]
+    for co in range(c_out):
+        for oy in range(ho):
+            for ox in range(wo):
+                orow[(co * ho + oy) * wo + ox] = acc[oy, ox, co]
+    return _total(orow)
 
 
 @numba.njit(parallel=True, cache=True)
 def _conv_events(x, w_t, bias, out, h, w, ho, wo, sh, sw, ph, pw):
-    """x: (R, C_in*H*W), out: (R, C_out*Ho*Wo), both channel-first like the IR.
-    Returns the sum of out."""
-    rows, n_in = x.shape
-    c_out = w_t.shape[3]
+    """x: (R, C_in*H*W), out: (R, C_out*Ho*Wo). Returns the sum of out."""
     total = 0.0
-    for r in numba.prange(rows):
-        acc = np.empty((ho, wo, c_out))
-        _conv_scatter_row(x[r], w_t, bias, acc, np.empty(n_in, np.int64), h, w, sh, sw, ph, pw)
-        for co in range(c_out):  # back to channel-first order
-            for oy in range(ho):
-                for ox in range(wo):
-                    out[r, (co * ho + oy) * wo + ox] = acc[oy, ox, co]
-        total += _total(out[r])
+    for r in numba.prange(x.shape[0]):
+        total += _conv_row(x[r], w_t, bias, out[r], h, w, ho, wo, sh, sw, ph, pw)
     return total
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(cache=True)
 def _pool(x, out, c, h, w, ho, wo, kh, kw, sh, sw, ph, pw, mode):
-    """mode 0: max over in-bounds taps (padding ignored); 1: avg (sum / kh*kw, padding
-    counted); 2: sum, computed as avg * kh*kw because that is what the reference does
-    (e.g. 7/25*25 != 7 in float64), so counts agree bit for bit. Returns the sum of out."""
+    """x: (R, C*H*W), out: (R, C*Ho*Wo). mode 0: max over in-bounds taps (padding
+    ignored); 1: avg (sum / kh*kw, padding counted); 2: sum, computed as avg * kh*kw
+    because the reference does so (7/25*25 != 7 in float64): counts agree bit for bit.
+    Serial: pooling is cheap next to the synapses around it. Returns the sum of out."""
     kk = float(kh * kw)
-    grand = 0.0
-    for r in numba.prange(x.shape[0]):
+    for r in range(x.shape[0]):
         for ch in range(c):
             for oy in range(ho):
                 for ox in range(wo):
@@ -201,8 +208,7 @@ def _pool(x, out, c, h, w, ho, wo, kh, kw, sh, sw, ph, pw, mode):
                                 total += v
                     out[r, (ch * ho + oy) * wo + ox] = best if mode == 0 else (
                         total / kk if mode == 1 else total / kk * kk)
-        grand += _total(out[r])
-    return grand
+    return _total(out.ravel())
 
 
 @numba.njit(cache=True)
@@ -300,8 +306,7 @@ def _prep_pool(op, tin, tout):
 
 
 def _eval_pool(node, ins, out, state):
-    args = node.data["args"]
-    return _launch(_pool, out.size * args[7] * args[8], _rows(ins[0]), _rows(out), *args)
+    return _pool(_rows(ins[0]), _rows(out), *node.data["args"])
 
 
 def _prep_neuron(op, tin, tout):

@@ -160,9 +160,10 @@ def test_checkpoint_round_trip(bsd_run):
     cfg, out, metrics = bsd_run
     raw = torch.load(out / "model.pt", weights_only=True)
     assert raw["format"] == "snncc-checkpoint/1" and raw["epoch"] == cfg.epochs
-    assert raw["config"] == cfg.to_dict()
+    assert raw["config"] == cfg.resolved().to_dict() == metrics["config"]
+    assert raw["config"]["sizes"] == [64, 256, 256, 10]  # dataset defaults are recorded explicitly
     model, loaded_cfg = load_checkpoint(out / "model.pt")
-    assert loaded_cfg == cfg and isinstance(model, BSDMLP)
+    assert loaded_cfg == cfg.resolved() and isinstance(model, BSDMLP)
     assert all(torch.equal(raw["state_dict"][k], v) for k, v in model.state_dict().items())
     x, y = load_split("digits", "test")
     acc = train_mod.evaluate(model, x, y)

@@ -167,11 +167,10 @@ def test_op_without_rule_names_class_and_node():
         lb.lower(g)
 
 
-def test_fixed_point_refused_and_quantization_report():
+def test_fixed_point_plan_and_quantization_report():
     rng = np.random.default_rng(0)
     g = graphs.mlp(rng)
-    with pytest.raises(lb.LoweringError, match="fixed-point"):
-        lb.lower(g, fixed_point=True)
+    assert lb.lower(g, fixed_point=True).precision == "fixed_pt"
     rows = lb.quantization_report(g)
     assert [r["node"] for r in rows] == g.synapses()
     for r in rows:

@@ -1,0 +1,515 @@
+"""Fixed-point (bit-accurate) lowering for Lava: quantisation and an independent integer reference.
+
+This module turns the float :class:`~snncc.backends.lava_backend.LavaPlan` (same processes,
+same alignment/relays/clock chain, same one-step Dense delay) into the integer parameters of
+Lava's bit-accurate models (``Loihi2SimCfg(select_tag="fixed_pt")``: ``PyLifModelBitAcc`` and
+``PyDenseModelBitAcc``, lava-nc 0.10), and simulates those integer models itself with numpy
+so that the two can be compared spike for spike.
+
+Lava's bit-accurate arithmetic (read from lava/proc/{dense,lif}/models.py and
+lava/utils/weightutils.py; reproduced exactly by :func:`simulate`, int64 with explicit wraps)
+---------------------------------------------------------------------------------------------
+Dense (``weights`` W int, ``weight_exp`` e, ``num_weight_bits`` 8, ``sign_mode``), once::
+
+    MIXED       W = clip(W, -256, 255); W = (W >> 1) << 1   (the lowest bit is lost: even values,
+                                                             i.e. an 8-bit mantissa m, W = 2 m)
+    EXCITATORY  W = clip(W, 0, 255)
+    INHIBITORY  W = -clip(-W, 0, 255)
+
+and every step t (``a_buff`` starts at 0; this is the one-step delay)::
+
+    a_out[t] = a_buff                      (sent over an int32 channel: wraps at 32 bits)
+    acc      = sum_j W[:, j] * s_in[t][j]  (int64)
+    a_buff   = acc << e  if e > 0  else  acc >> -e      (arithmetic shift: floor)
+
+LIF (``du``, ``dv`` 12-bit unsigned, ``vth`` 17-bit, ``bias_mant`` 13-bit signed,
+``bias_exp`` 3-bit; u, v 24-bit) every step, with a_in = sum of the incoming a_out (int32)::
+
+    bias  = bias_mant << bias_exp
+    x     = u * (4096 - (du + 1))           (du + 1: Loihi's ds_offset = 1)
+    u     = int32(sign(x) * (|x| >> 12)) + int32(a_in << 6)        (int32 arithmetic)
+    u     = u - 2^24  if u >  2^23          (24-bit wrap exactly as Lava codes it: a value of
+    u     = u + 2^24  if u <= -2^23          exactly 2^23 is kept, -2^23 becomes +2^23)
+    y     = v * (4096 - dv)                 (dm_offset = 0)
+    v     = clip(int32(sign(y) * (|y| >> 12)) + u + bias, -(2^23 - 1), 2^23 - 1)
+    spike = v > (vth << 6);   v[spike] = 0  (u is never reset)
+
+Mapping from the float plan (units)
+-----------------------------------
+The float plan (see lava_backend) already has w' = w (1 - 1/tau) + x / tau with the currents x/tau
+folded into its weights and biases and a threshold theta = v_th - v_reset. Each neuron
+population P gets a power-of-two scale 2^k (``scale_exp`` k): one a_in unit is 2^-k, one
+v unit is 2^-(k+6) in float units. Then
+
+    du  = 4095             u = a_in << 6: u carries only this step's input (exact)
+    dv  = round(4096 / tau) (IF: 0, no decay; exact when 4096/tau is an integer, e.g. tau = 2)
+    vth = round((theta 2^(k+6) - 1) / 64): Lava fires on v > 64 vth, i.e. v >= 64 vth + 1,
+          the integer closest to theta 2^(k+6) that it can express (the float lowering's
+          ">=" compensation becomes this +1)
+    W   = round(w 2^k / 2^(e + mixed)) with one exponent e per Dense, the smallest that fits the
+          largest |w| in the mantissa (mixed: [-128, 127] stored as 2m; single-sign: [0, 255],
+          the sign mode taken from the float matrix), e in Loihi's [-8, 7]; mantissas that do
+          not fit at e = 7 are clipped and counted (``clipped`` in the report)
+    bias = round(b 2^(k+6)) split per neuron into bias_mant in [-4096, 4095] and the smallest
+          bias_exp in [0, 7] that fits (so small biases keep all their bits)
+
+k is chosen per population, as large as possible (finest threshold, bias and leak resolution)
+such that nothing can overflow: vth <= 2^17 - 1, every incoming e <= 7, the worst-case
+per-step input (all presynaptic neurons spiking, sign by sign) |a_in| <= 2^17 - 1 (so u never
+wraps), and the constant and worst-case per-sample biases fit 13 + 7 bits. The per-sample
+(direct-input) bias bound assumes |x| <= ``input_bound`` (default 1.0: normalised data).
+``scale_exp={pop: k}`` forces k; a parameter that then does not fit raises a one-line
+:class:`LoweringError` naming the population/Dense, the range and the value. Helper
+populations (OR pools, relays, clock) are exact: weight 1 (e = 0), vth = 0, du = dv = 4095
+(v is 0 or one input, so the 1/4096 residue truncates to 0), clock bias_mant = 1.
+
+What is exact and what is not
+-----------------------------
+* Exact (tested with np.array_equal): Lava fixed_pt spikes == :func:`simulate` /
+  :func:`run_integer` spikes, for an MLP, a CNN with max (OR) and avg pooling (conv and pool
+  matrices from lava_backend.conv_matrix/pool_matrix), a spike-input CNN, a recurrent IF net
+  with hard reset and a clock-fed synapse bias, a spike-residual net with relays.
+* Exact w.r.t. the float network: the structure, alignment and delays; OR pooling, relays, the
+  clock chain; u (du = 4095); IF integration; LIF leak when 4096/tau is an integer (tau = 2).
+* Not exact w.r.t. the float network: 8-bit weights (error <= step/2 per weight, reported), the
+  floor of the summed input when e < 0, thresholds (+-32 v units), leaks (dv rounding and the
+  per-step truncation of v (4096 - dv) / 4096 toward zero, < 1 v unit per step), biases
+  (<= 0.5 2^bias_exp v units), v saturation at +-(2^23 - 1) (e.g. a strongly inhibited IF
+  neuron), and the direct-encoded analog input: its current W x + b (first layer) is computed
+  on the host in float64 with the reference's own rules, exactly as in the float lowering, and
+  only then rounded per sample and per neuron to bias_mant * 2^bias_exp (13-bit mantissa:
+  relative error <= 2^-13 once the exponent is > 0, absolute <= 0.5 v unit otherwise). It is not
+  an on-chip integer product W x; both Lava and :func:`run_integer` receive the same integers.
+* A direct-encoded input reaching a population deeper than depth 0 (a per-sample *Dense
+  weight* in the float plan) is refused: its weight exponent would depend on the sample.
+* Soft reset stays refused (as in the float lowering).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from snncc.backends import lava_backend as lb
+from snncc.backends.lava_backend import LoweringError
+from snncc.ir.ops import Conv, Dense, Flatten, Input, Pool
+
+__all__ = ["FixedPop", "FixedConn", "FixedParams", "quantize", "quantize_plan", "lower_fixed",
+           "simulate", "run_integer", "sample_bias", "lava_lif_kwargs", "lava_dense_kwargs"]
+
+DECAY_UNITY = 4096           # 12-bit decays
+DU_MAX = 4095
+VTH_MAX = 2 ** 17 - 1        # 17-bit unsigned threshold (left-shifted by 6)
+UV_MAX = 2 ** 23             # 24-bit u, v
+A_IN_MAX = 2 ** 17 - 1       # |a_in << 6| < 2^23: u never wraps
+BIAS_MANT = (-4096, 4095)    # 13-bit signed
+BIAS_EXP_MAX = 7             # 3-bit
+WEIGHT_EXP = (-8, 7)
+MANT = {"mixed": (-128, 127), "excitatory": (0, 255), "inhibitory": (-255, 0)}
+_K_SEARCH = 48               # how far below the threshold-limited k the search goes
+
+
+@dataclass
+class FixedPop:
+    name: str
+    role: str
+    k: int | None                # v unit = 2^-(k+6) float units (None: helper population)
+    du: int
+    dv: int
+    vth: int
+    bias_mant: np.ndarray
+    bias_exp: np.ndarray
+
+
+@dataclass
+class FixedConn:
+    name: str
+    weight: np.ndarray           # int64, Lava-ready (mixed: even values)
+    weight_exp: int
+    sign_mode: str               # mixed | excitatory | inhibitory
+    clipped: int = 0
+
+
+@dataclass
+class FixedParams:
+    pops: dict
+    conns: dict
+    report: list = field(default_factory=list)
+    input_bound: float = 1.0
+
+    def to_json(self) -> dict:
+        return {"input_bound": self.input_bound,
+                "populations": {p.name: {"scale_exp": p.k, "du": p.du, "dv": p.dv, "vth": p.vth}
+                                for p in self.pops.values()},
+                "dense": {c.name: {"weight_exp": c.weight_exp, "sign_mode": c.sign_mode,
+                                   "num_weight_bits": 8, "clipped": c.clipped}
+                          for c in self.conns.values()},
+                "report": self.report}
+
+    def summary(self) -> str:
+        lines = ["fixed-point quantisation (Loihi2SimCfg(select_tag='fixed_pt'))"]
+        for r in self.report:
+            if r["kind"] == "population":
+                lines.append(f"  LIF   {r['layer']:<22} k={r['scale_exp']:<3} dv={r['dv']:<5} vth={r['vth']:<7} "
+                             f"threshold err={r['threshold_error']:.3g} decay err={r['decay_error']:.3g} "
+                             f"bias err={r['bias_max_abs_error']:.3g}"
+                             + (" + per-sample input current (13-bit mantissa)" if r["per_sample_bias"] else ""))
+            else:
+                lines.append(f"  Dense {r['layer']:<22} e={r['weight_exp']:<3} {r['sign_mode']:<10} "
+                             f"max|w|={r['max_abs_weight']:.4g} max err={r['max_abs_error']:.3g} "
+                             f"rel={r['rel_error']:.3g} clipped={r['clipped']}")
+        return "\n".join(lines)
+
+
+# -- pieces -------------------------------------------------------------------------------------
+def _sign_mode(w: np.ndarray) -> str:
+    if np.any(w > 0) and np.any(w < 0):
+        return "mixed"
+    return "inhibitory" if np.any(w < 0) else "excitatory"
+
+
+def _quant_weights(w_a: np.ndarray, mode: str):
+    """w_a in a_in units -> (Lava weights, e, clipped, e wanted before clamping)."""
+    lo, hi = MANT[mode]
+    mixed = int(mode == "mixed")
+    pos, neg = float(w_a.max(initial=0.0)), float(-w_a.min(initial=0.0))
+    need = max(pos / hi if hi > 0 else 0.0, neg / -lo if lo < 0 else 0.0) / 2 ** mixed
+    e = math.ceil(math.log2(need)) if need > 0 else 0
+
+    def mant(e):
+        return np.rint(w_a / 2.0 ** (e + mixed))
+    while need > 0 and (mant(e).max(initial=0) > hi or mant(e).min(initial=0) < lo):
+        e += 1                                    # guards log2 rounding at the boundary
+    wanted = e
+    e = int(min(max(e, WEIGHT_EXP[0]), WEIGHT_EXP[1]))
+    m = mant(e)
+    clipped = int(np.count_nonzero((m < lo) | (m > hi)))
+    m = np.clip(m, lo, hi).astype(np.int64)
+    return m * (2 if mixed else 1), e, clipped, wanted
+
+
+def _lava_weights(w: np.ndarray, mode: str) -> np.ndarray:
+    """What PyDenseModelBitAcc does to the weights once (clip_weights + truncate_weights)."""
+    w = np.asarray(w, dtype=np.int64)
+    if mode == "mixed":
+        return (np.clip(w, -256, 255) >> 1) << 1
+    if mode == "inhibitory":
+        return -np.clip(-w, 0, 255)
+    return np.clip(w, 0, 255)
+
+
+def _effective(c: FixedConn) -> np.ndarray:
+    """Per-weight value in a_in units (ignores the floor of the summed input when e < 0)."""
+    return _lava_weights(c.weight, c.sign_mode) * 2.0 ** c.weight_exp
+
+
+def _split_bias(bv: np.ndarray):
+    """Integer v-unit biases -> (mant, exp, fits) with the smallest exp in [0, 7] that fits."""
+    bv = np.asarray(bv, dtype=np.float64)
+    mant = np.zeros(bv.shape, np.int64)
+    exp = np.full(bv.shape, -1, np.int64)
+    for x in range(BIAS_EXP_MAX + 1):
+        m = np.rint(bv / 2.0 ** x)
+        ok = (exp < 0) & (m >= BIAS_MANT[0]) & (m <= BIAS_MANT[1])
+        mant[ok], exp[ok] = m[ok].astype(np.int64), x
+    fits = exp >= 0
+    exp[~fits] = BIAS_EXP_MAX
+    return mant, exp, fits
+
+
+def _static_bounds(graph, plan, input_bound: float) -> dict:
+    """|value| bound (per element) of each static (direct-input) node for |x| <= input_bound."""
+    types = graph.infer()
+    out = {}
+    for n in plan.static:
+        op = graph.op(n)
+        ins = [out[p.src] for p in graph.inputs(n)]
+        if isinstance(op, Input):
+            out[n] = np.full(types[n].size, float(input_bound))
+        elif isinstance(op, Flatten):
+            out[n] = ins[0]
+        elif isinstance(op, Pool):
+            (p,) = graph.inputs(n)
+            k = op.kernel[0] * op.kernel[1]
+            val = 1.0 / k if op.mode == "avg" else 1.0
+            pm = lb.pool_matrix(types[p.src].shape, op.kernel, op.stride, op.padding, val)
+            out[n] = pm @ ins[0]   # (max <= sum of the window's bounds)
+        elif isinstance(op, (Dense, Conv)):
+            (p,) = graph.inputs(n)
+            w = np.asarray(op.weight, dtype=np.float64)
+            m = w if isinstance(op, Dense) else lb.conv_matrix(w, types[p.src].shape, op.stride, op.padding)
+            b = 0.0 if op.bias is None else np.repeat(np.abs(np.asarray(op.bias, dtype=np.float64)),
+                                                      types[n].size // np.size(op.bias))
+            out[n] = np.abs(m) @ ins[0] + b
+        else:  # pragma: no cover - the float lowering only marks these as static
+            raise LoweringError(f"fixed point: cannot bound static node {n!r}")
+    return out
+
+
+def _fail(what: str, value, integer, rng: str, k) -> None:
+    raise LoweringError(f"fixed point: {what} = {value:.6g} is {integer} at scale 2^{k} "
+                        f"(v unit 2^-{k + 6}), beyond Lava's range {rng}")
+
+
+def _theta(p) -> float:
+    return float(np.nextafter(p.vth, np.inf))   # the float plan stores nextafter(theta, -inf)
+
+
+class _PopQuant:
+    """Everything needed to try a scale k for one neuron population."""
+
+    def __init__(self, plan, pop, conns, bias_bound):
+        self.pop, self.conns, self.bias_bound = pop, conns, bias_bound
+        self.theta = _theta(pop)
+        self.modes = {c.name: _sign_mode(c.weight) for c in conns}
+
+    def attempt(self, k: int):
+        """(FixedPop, {conn: FixedConn}, violation or None) at scale k."""
+        p = self.pop
+        viol = None
+
+        def bad(*args):
+            nonlocal viol
+            if viol is None:
+                viol = args
+        theta_v = self.theta * 2.0 ** (k + 6)
+        vth = int(np.rint((theta_v - 1) / 64))
+        if vth > VTH_MAX or vth < 0:
+            bad(f"threshold of population {p.name!r}", self.theta, vth, f"vth 0..{VTH_MAX} (17 bits)")
+        qc, pos, neg = {}, np.zeros(p.size), np.zeros(p.size)
+        for c in self.conns:
+            w, e, clipped, wanted = _quant_weights(c.weight * 2.0 ** k, self.modes[c.name])
+            if wanted > WEIGHT_EXP[1]:
+                bad(f"largest |weight| of Dense {c.name!r}", float(np.abs(c.weight).max()),
+                    f"2^{wanted}-scaled", f"weight_exp {WEIGHT_EXP[0]}..{WEIGHT_EXP[1]}")
+            qc[c.name] = q = FixedConn(c.name, w, e, self.modes[c.name], clipped)
+            eff = _effective(q)
+            pos += np.where(eff > 0, eff, 0).sum(axis=1)
+            neg += np.where(eff < 0, -eff, 0).sum(axis=1)
+        worst = float(max(pos.max(initial=0), neg.max(initial=0)))
+        if worst > A_IN_MAX:
+            bad(f"worst-case input current of population {p.name!r}", worst * 2.0 ** -k, int(worst),
+                f"|a_in| <= {A_IN_MAX} (u = a_in << 6 is 24 bits)")
+        bv = np.rint(p.bias * 2.0 ** (k + 6))
+        mant, exp, fits = _split_bias(bv)
+        if not fits.all():
+            i = int(np.argmin(fits))
+            bad(f"bias of population {p.name!r} (neuron {i})", float(p.bias[i]), int(bv[i]),
+                f"bias_mant {BIAS_MANT[0]}..{BIAS_MANT[1]} << bias_exp 0..{BIAS_EXP_MAX}")
+        if self.bias_bound is not None:
+            bb = float(np.max(self.bias_bound)) * 2.0 ** (k + 6)
+            if np.rint(bb / 2 ** BIAS_EXP_MAX) > BIAS_MANT[1]:
+                bad(f"worst-case per-sample input bias of population {p.name!r}",
+                    float(np.max(self.bias_bound)), int(bb),
+                    f"bias_mant {BIAS_MANT[0]}..{BIAS_MANT[1]} << bias_exp 0..{BIAS_EXP_MAX}")
+        dv = 0 if p.dv == 0 else int(min(max(np.rint(p.dv * DECAY_UNITY), 0), DU_MAX))
+        fp = FixedPop(p.name, p.role, k, DU_MAX, dv, max(vth, 0), mant, exp)
+        return fp, qc, viol
+
+
+def quantize_plan(graph, plan, input_bound: float = 1.0, scale_exp=None) -> FixedParams:
+    """Quantise a float LavaPlan (pure: plan and graph are not modified)."""
+    if any(d.var == "weights" for d in plan.dyns):
+        d = next(d for d in plan.dyns if d.var == "weights")
+        raise LoweringError(f"fixed point: direct-input current into a deeper population ({d.target!r}) "
+                            "needs a per-sample Dense weight exponent; not supported")
+    bounds = _static_bounds(graph, plan, input_bound) if plan.dyns else {}
+    pops, conns, report = {}, {}, []
+    for p in plan.pops.values():
+        ins = [c for c in plan.conns if c.dst == p.name]
+        if p.role != "neuron":
+            for c in ins:
+                if not np.all((c.weight == 0) | (c.weight == 1)):  # pragma: no cover
+                    raise LoweringError(f"fixed point: helper Dense {c.name!r} has non-0/1 weights")
+                conns[c.name] = FixedConn(c.name, c.weight.astype(np.int64), 0, "excitatory")
+            bias = np.rint(p.bias).astype(np.int64)
+            pops[p.name] = FixedPop(p.name, p.role, None, DU_MAX, DU_MAX, 0, bias, np.zeros(p.size, np.int64))
+            continue
+        bias_bound = None
+        for d in plan.dyns:
+            if d.target == p.name:
+                bias_bound = np.abs(d.const) + sum(abs(s) * bounds[n] for n, s in d.terms)
+        pq = _PopQuant(plan, p, ins, bias_bound)
+        forced = None
+        if scale_exp is not None:
+            forced = scale_exp.get(p.name) if isinstance(scale_exp, dict) else int(scale_exp)
+        if forced is not None:
+            fp, qc, viol = pq.attempt(int(forced))
+            if viol:
+                _fail(*viol[:3], viol[3], int(forced))
+        else:
+            k_hi = int(math.floor(math.log2((VTH_MAX * 64 + 1) / pq.theta))) - 6
+            for k in range(k_hi, k_hi - _K_SEARCH, -1):
+                fp, qc, viol = pq.attempt(k)
+                if not viol:
+                    break
+            else:
+                _fail(*viol[:3], viol[3], k)
+        pops[p.name] = fp
+        conns.update(qc)
+        report.append(_pop_row(p, fp, bias_bound is not None))
+        for c in ins:
+            report.append(_conn_row(c, qc[c.name], p, fp))
+    return FixedParams(pops, conns, report, float(input_bound))
+
+
+def _pop_row(p, fp: FixedPop, per_sample: bool) -> dict:
+    unit = 2.0 ** -(fp.k + 6)
+    theta = _theta(p)
+    eff_theta = (64 * fp.vth + 1) * unit
+    eff_bias = (fp.bias_mant << fp.bias_exp) * unit
+    return {"layer": p.name, "kind": "population", "graph_node": p.node, "scale_exp": fp.k,
+            "du": fp.du, "dv": fp.dv, "decay": p.dv, "decay_error": abs(fp.dv / DECAY_UNITY - p.dv),
+            "vth": fp.vth, "threshold": theta, "threshold_error": abs(eff_theta - theta),
+            "bias_max_abs_error": float(np.abs(eff_bias - p.bias).max(initial=0.0)),
+            "bias_exp_max": int(fp.bias_exp.max(initial=0)),
+            # direct-input current W x + b: float64 on the host, rounded per sample to
+            # bias_mant << bias_exp (sample_bias); bias_max_abs_error covers only the constant part
+            "per_sample_bias": per_sample}
+
+
+def _conn_row(c, q: FixedConn, p, fp: FixedPop) -> dict:
+    to_graph = 2.0 ** -fp.k / p.scale          # a_in units -> the graph's weight units
+    w = c.weight / p.scale
+    err = np.abs(_effective(q) * to_graph - w)
+    wmax = float(np.abs(w).max(initial=0.0))
+    mx = float(err.max(initial=0.0))
+    return {"layer": c.name, "kind": "dense", "role": c.role, "graph_nodes": list(c.nodes), "dst": p.name,
+            "weight_exp": q.weight_exp, "sign_mode": q.sign_mode,
+            "step": 2.0 ** (q.weight_exp + (q.sign_mode == "mixed")) * to_graph,
+            "max_abs_weight": wmax, "max_abs_error": mx, "rel_error": mx / wmax if wmax else 0.0,
+            "mean_abs_error": float(err.mean()) if err.size else 0.0, "clipped": q.clipped}
+
+
+def quantize(graph, input_bound: float = 1.0, scale_exp=None) -> FixedParams:
+    """Pure function: graph -> quantised fixed-point parameters (with a per-layer report)."""
+    return quantize_plan(graph, lb.lower(graph), input_bound, scale_exp)
+
+
+def lower_fixed(graph, input_bound: float = 1.0, scale_exp=None):
+    """The float LavaPlan with its ``fixed`` parameters attached and precision 'fixed_pt'."""
+    plan = lb.lower(graph)
+    plan.fixed = quantize_plan(graph, plan, input_bound, scale_exp)
+    plan.precision = "fixed_pt"
+    return plan
+
+
+def sample_bias(plan, target: str, value: np.ndarray, sample: int):
+    """A per-sample float bias (plan units) of population ``target`` -> (bias_mant, bias_exp)."""
+    fp = plan.fixed.pops[target]
+    bv = np.rint(np.asarray(value, dtype=np.float64) * 2.0 ** (fp.k + 6))
+    mant, exp, fits = _split_bias(bv)
+    if not fits.all():
+        i = int(np.argmin(fits))
+        raise LoweringError(f"fixed point: per-sample input bias of population {target!r} (sample {sample}, "
+                            f"neuron {i}) = {float(value[i]):.6g} is {int(bv[i])} at scale 2^{fp.k}, beyond "
+                            f"Lava's range bias_mant {BIAS_MANT[0]}..{BIAS_MANT[1]} << bias_exp "
+                            f"0..{BIAS_EXP_MAX} (input larger than input_bound={plan.fixed.input_bound}?)")
+    return mant, exp
+
+
+# -- Lava process arguments -------------------------------------------------------------------
+def lava_lif_kwargs(plan, name: str) -> dict:
+    fp = plan.fixed.pops[name]
+    return dict(du=int(fp.du), dv=int(fp.dv), vth=int(fp.vth), bias_mant=fp.bias_mant.astype(np.int32).copy(),
+                bias_exp=fp.bias_exp.astype(np.int32).copy())
+
+
+def lava_dense_kwargs(plan, name: str) -> dict:
+    from lava.utils.weightutils import SignMode
+    q = plan.fixed.conns[name]
+    return dict(weights=q.weight.astype(np.int32).copy(), weight_exp=int(q.weight_exp), num_weight_bits=8,
+                sign_mode=SignMode[q.sign_mode.upper()])
+
+
+# -- the integer reference ----------------------------------------------------------------------
+def _wrap32(x):
+    return ((np.asarray(x, dtype=np.int64) + 2 ** 31) % 2 ** 32) - 2 ** 31
+
+
+def _decay(x, d):
+    """sign(x d) * (|x d| >> 12), int64 (Lava's decay: truncation toward zero)."""
+    y = x * d
+    return np.sign(y) * (np.abs(y) >> 12)
+
+
+def simulate(plan, steps: int, batch: int, source: np.ndarray | None = None, biases: dict | None = None) -> dict:
+    """Run the fixed-point plan with Lava's integer arithmetic (module docstring), all samples in
+    parallel from zero state. source: (B, n_src, steps) 0/1; biases: {pop: (mant, exp)} with
+    (B, n) arrays. Returns {pop name: (B, n, steps) uint8 spikes}."""
+    fx = plan.fixed
+    biases = biases or {}
+    pops = list(plan.pops.values())
+    W = {c.name: _lava_weights(fx.conns[c.name].weight, fx.conns[c.name].sign_mode) for c in plan.conns}
+    E = {c.name: fx.conns[c.name].weight_exp for c in plan.conns}
+    eff_bias = {}
+    for p in pops:
+        mant, exp = biases.get(p.name, (fx.pops[p.name].bias_mant, fx.pops[p.name].bias_exp))
+        mant, exp = np.asarray(mant, np.int64), np.asarray(exp, np.int64)
+        eff_bias[p.name] = _wrap32(np.where(exp >= 0, mant << np.maximum(exp, 0), mant >> np.maximum(-exp, 0)))
+    u = {p.name: np.zeros((batch, p.size), np.int64) for p in pops}
+    v = {p.name: np.zeros((batch, p.size), np.int64) for p in pops}
+    a_buff = {c.name: np.zeros((batch, c.weight.shape[0]), np.int64) for c in plan.conns}
+    out = {p.name: np.zeros((batch, p.size, steps), np.uint8) for p in pops}
+    src_name = plan.source["name"] if plan.source else None
+    for t in range(steps):
+        a_in = {p.name: np.zeros((batch, p.size), np.int64) for p in pops}
+        for c in plan.conns:                       # Dense sends last step's buffer
+            a_in[c.dst] = _wrap32(a_in[c.dst] + _wrap32(a_buff[c.name]))
+        spikes = {}
+        for p in pops:
+            q = fx.pops[p.name]
+            act = _wrap32(a_in[p.name] << 6)
+            cur = _wrap32(_decay(u[p.name], DECAY_UNITY - (q.du + 1)) + act)
+            wrapped = np.where(cur > UV_MAX, cur - 2 * UV_MAX, cur)
+            wrapped = np.where(wrapped <= -UV_MAX, cur + 2 * UV_MAX, wrapped)
+            u[p.name] = wrapped
+            vv = _wrap32(_decay(v[p.name], DECAY_UNITY - q.dv) + wrapped + eff_bias[p.name])
+            vv = np.clip(vv, -UV_MAX + 1, UV_MAX - 1)
+            s = vv > (q.vth << 6)
+            vv[s] = 0
+            v[p.name] = vv
+            spikes[p.name] = s
+            out[p.name][:, :, t] = s
+        if src_name is not None:
+            spikes[src_name] = source[:, :, t] != 0
+        for c in plan.conns:                       # then accumulates this step's spikes
+            acc = spikes[c.src].astype(np.int64) @ W[c.name].T
+            e = E[c.name]
+            a_buff[c.name] = acc << e if e > 0 else acc >> -e
+    return out
+
+
+def run_integer(graph, x, timesteps: int, plan=None, record: bool = False, input_bound: float = 1.0):
+    """The integer reference run of ``graph`` (or of a given fixed ``plan``): same inputs, same
+    per-sample bias quantisation and same readout replay as lava_backend.run(fixed_point=True)."""
+    from snncc.runtime import RunResult, check_input
+    x = check_input(graph, x, timesteps)
+    if plan is None:
+        plan = lower_fixed(graph, input_bound=input_bound)
+    types = graph.infer()
+    (inp,) = graph.input_nodes
+    direct = x.ndim == 1 + len(types[inp].shape)
+    batch = x.shape[0]
+    steps = plan.steps_per_sample(timesteps)
+    static = lb._static_values(graph, plan, x) if direct else {}
+    biases = {}
+    for d in plan.dyns:
+        qs = [sample_bias(plan, d.target, lb._dyn_value(d, static, b), b) for b in range(batch)]
+        biases[d.target] = (np.stack([m for m, _ in qs]), np.stack([e for _, e in qs]))
+    source = None
+    if plan.source:
+        source = np.zeros((batch, plan.source["size"], steps), np.int64)
+        source[:, :, :timesteps] = np.asarray(x).reshape(batch, timesteps, -1).transpose(0, 2, 1) != 0
+    raw = simulate(plan, steps, batch, source, biases)
+    trains = {}
+    for name, data in raw.items():
+        p = plan.pops[name]
+        if p.node is None or p.role != "neuron":
+            continue
+        cols = data[:, :, p.depth: p.depth + timesteps]          # (B, n, T)
+        trains[p.node] = cols.transpose(2, 0, 1).astype(np.uint8).reshape(timesteps, batch, *types[p.node].shape)
+    activity, output = lb._replay(graph, x, trains, timesteps, direct)
+    return RunResult(output=output, timesteps=timesteps, batch=batch, activity=activity,
+                     trains=trains if record else {})

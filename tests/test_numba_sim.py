@@ -1,0 +1,209 @@
+"""The Numba simulator must reproduce the torch reference executor spike for spike.
+
+Every graph is checked with np.array_equal on each population's spike train, on spike
+and count activities and on count outputs; analog values (currents, 'mean' readouts)
+are sums formed in a different order, so they agree to rounding (rtol 1e-12). Weights
+are scaled so that every population fires at 5-40% (asserted), otherwise "equal
+trains" would say little.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import graphs
+from snncc.backends import torch_backend
+from snncc.ir.graph import Port, SpikeGraph
+from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout
+from snncc.ir.types import Kind
+from snncc.neuron import NeuronParams
+from snncc.sims import numba_sim
+
+LIF = NeuronParams("lif", tau=2.0, v_th=0.5)  # thresholds exact in float32: see _assert_same
+IF_SOFT = NeuronParams("if", v_th=1.0, reset="soft")
+
+
+def _assert_same(graph, x, steps, rates=True):
+    """Run both backends; compare everything. Parameters whose float32 rounding differs
+    (e.g. v_th=0.3) would not compare: the reference's `fire` returns torch's default
+    float32 dtype, so its reset subtracts float32(v_th)."""
+    got = numba_sim.run(graph, x, steps, record=True)
+    ref = torch_backend.run(graph, x, steps, record=True)
+    types = graph.infer()
+    assert set(got.trains) == set(ref.trains) == set(graph.populations())
+    for p in ref.trains:
+        assert got.trains[p].dtype == np.uint8 and got.trains[p].shape == ref.trains[p].shape
+        assert np.array_equal(got.trains[p], ref.trains[p]), p
+        if rates:
+            assert 0.05 <= ref.trains[p].mean() <= 0.40, (p, ref.trains[p].mean())
+    for n, t in types.items():
+        if t.kind is Kind.ANALOG:
+            assert np.isclose(got.activity[n], ref.activity[n], rtol=1e-12, atol=1e-9), n
+        else:
+            assert got.activity[n] == ref.activity[n], n
+    assert got.output.shape == ref.output.shape and got.batch == ref.batch
+    if types[graph.output_nodes[0]].kind is Kind.ANALOG:
+        np.testing.assert_allclose(got.output, ref.output, rtol=1e-12, atol=1e-12)
+    else:
+        assert np.array_equal(got.output, ref.output)
+    return ref
+
+
+def _w(rng, shape, gain):
+    fan_in = int(np.prod(shape[1:]))
+    return rng.normal(0.0, gain / np.sqrt(fan_in), shape)
+
+
+def _conv(rng, c_in, c_out, k, gain, stride=1, pad=1):
+    return Conv(_w(rng, (c_out, c_in, k, k), gain), rng.normal(0, 0.1, c_out), (stride, stride), (pad, pad))
+
+
+def test_mlp_lif_hard_if_soft_bias(rng):
+    g = SpikeGraph("mlp")
+    g.add("x", Input((20,)))
+    g.add("fc0", Dense(_w(rng, (40, 20), 2.0), rng.normal(0.2, 0.1, 40)), ["x"])
+    g.add("n0", Neuron(LIF), ["fc0"])
+    g.add("fc1", Dense(_w(rng, (30, 40), 3.0), rng.normal(0.1, 0.1, 30)), ["n0"])
+    g.add("n1", Neuron(IF_SOFT), ["fc1"])
+    g.add("fc2", Dense(_w(rng, (10, 30), 3.0), rng.normal(0.2, 0.1, 10)), ["n1"])
+    g.add("n2", Neuron(NeuronParams("lif", tau=4.0, v_th=0.75, v_reset=-0.25)), ["fc2"])
+    g.add("out", Readout("count"), ["n2"])
+    _assert_same(g, rng.random((4, 20)), 12)
+
+
+def test_cnn_conv_pools_flatten_dense(rng):
+    g = SpikeGraph("cnn")
+    g.add("x", Input((2, 16, 16)))
+    g.add("c1", _conv(rng, 2, 4, 3, 3.0), ["x"])
+    g.add("n1", Neuron(LIF), ["c1"])
+    g.add("mp", Pool("max", (2, 2), (2, 2)), ["n1"])                    # spikes (4, 8, 8)
+    g.add("c2", _conv(rng, 4, 6, 3, 4.0, stride=2, pad=1), ["mp"])      # (6, 4, 4)
+    g.add("n2", Neuron(LIF), ["c2"])
+    g.add("ap", Pool("avg", (3, 3), (1, 1), (1, 1)), ["n2"])            # analog, padding counted
+    g.add("n3", Neuron(NeuronParams("lif", tau=2.0, v_th=0.125)), ["ap"])
+    g.add("sp5", Pool("sum", (5, 5), (1, 1), (2, 2)), ["n3"])           # counts: n/25*25 != n
+    g.add("c3", _conv(rng, 6, 4, 3, 1.0), ["sp5"])
+    g.add("n4", Neuron(LIF), ["c3"])
+    g.add("sp", Pool("sum", (2, 2), (2, 2)), ["n4"])                    # counts (4, 2, 2)
+    g.add("mp3", Pool("max", (3, 3), (2, 2), (1, 1)), ["sp"])           # max padding ignored
+    g.add("flat", Flatten(), ["mp3"])
+    g.add("fc", Dense(_w(rng, (10, 4), 1.0), rng.normal(0.0, 0.1, 10)), ["flat"])
+    g.add("n5", Neuron(LIF), ["fc"])
+    g.add("out", Readout("count"), ["n5"])
+    _assert_same(g, rng.random((3, 2, 16, 16)), 8)
+
+
+def test_add_of_spikes_feeds_conv_and_spike_resnet(rng):
+    g = SpikeGraph("sew-and-spike-resnet")
+    g.add("x", Input((3, 8, 8)))
+    g.add("ca", _conv(rng, 3, 4, 3, 3.0), ["x"])
+    g.add("na", Neuron(LIF), ["ca"])
+    g.add("cb", _conv(rng, 3, 4, 3, 3.0), ["x"])
+    g.add("nb", Neuron(LIF), ["cb"])
+    g.add("sum", Add(), ["na", "nb"])                                   # COUNT into a conv
+    g.add("c2", _conv(rng, 4, 4, 3, 2.0), ["sum"])
+    g.add("n2", Neuron(LIF), ["c2"])
+    g.add("c3", _conv(rng, 4, 4, 3, 2.0), ["n2"])
+    g.add("res", Neuron(LIF), ["c3", "na"])                             # current + identity spikes
+    g.add("flat", Flatten(), ["res"])
+    g.add("fc", Dense(_w(rng, (5, 256), 3.0), rng.normal(0.3, 0.1, 5)), ["flat"])
+    g.add("n3", Neuron(LIF), ["fc"])
+    g.add("out", Readout("count"), ["n3"])
+    _assert_same(g, rng.random((2, 3, 8, 8)), 6)
+
+
+def test_analog_mean_readout(rng):
+    g = SpikeGraph("analog-out")
+    g.add("x", Input((12,)))
+    g.add("fc0", Dense(_w(rng, (32, 12), 2.0), rng.normal(0.2, 0.1, 32)), ["x"])
+    g.add("n0", Neuron(LIF), ["fc0"])
+    g.add("fc1", Dense(_w(rng, (5, 32), 1.0), rng.normal(0, 0.1, 5)), ["n0"])
+    g.add("out", Readout("mean"), ["fc1"])
+    _assert_same(g, rng.random((3, 12)), 10)
+
+
+@pytest.mark.parametrize("batch,hidden", [(3, 24), (1, 160)])  # (1, 160): column-split path
+def test_recurrent(rng, batch, hidden):
+    g = SpikeGraph("rnn")
+    g.add("x", Input((6,)))
+    g.add("ih", Dense(_w(rng, (hidden, 6), 2.0), rng.normal(0.2, 0.1, hidden)), ["x"])
+    g.add("h", Neuron(LIF), ["ih"])
+    g.add("hh", Dense(_w(rng, (hidden, hidden), 1.5)), ["h"])
+    g.connect("hh", "h", 1)
+    g.add("fc", Dense(_w(rng, (4, hidden), 1.0), rng.normal(0.0, 0.1, 4)), ["h"])
+    g.add("n", Neuron(IF_SOFT), ["fc"])
+    g.add("out", Readout("count"), ["n"])
+    _assert_same(g, rng.random((batch, 6)), 15)
+
+
+def test_spike_encoded_input(rng):
+    g = SpikeGraph("spike-in")
+    g.add("x", Input((30,), encoding="spike"))
+    g.add("fc0", Dense(_w(rng, (25, 30), 4.0), rng.normal(0.2, 0.1, 25)), ["x"])
+    g.add("n0", Neuron(LIF), ["fc0"])
+    g.add("fc1", Dense(_w(rng, (8, 25), 4.0), rng.normal(0.2, 0.1, 8)), ["n0"])
+    g.add("n1", Neuron(IF_SOFT), ["fc1"])
+    g.add("out", Readout("count"), ["n1"])
+    x = (rng.random((3, 10, 30)) < 0.2).astype(np.float64)
+    _assert_same(g, x, 10)
+
+
+@pytest.mark.parametrize("name", ["mlp", "spike", "sew", "ms", "rnn"])
+def test_shared_graphs(rng, name):
+    if name == "mlp":
+        g, x = graphs.mlp(rng), rng.random((3, 1, 8, 8))
+    elif name == "rnn":
+        g, x = graphs.rnn(rng), rng.random((3, 5))
+    else:
+        g, x = graphs.residual(rng, name), rng.random((2, 2, 6, 6))
+    _assert_same(g, x, 6, rates=False)
+
+
+def test_batch_chunks_and_buffer_reuse(rng, monkeypatch):
+    g = graphs.mlp(rng)
+    x = rng.random((5, 1, 8, 8))
+    plan = numba_sim.Plan(g)
+    whole = plan.run(x, 6, record=True)
+    monkeypatch.setattr(numba_sim, "_BUFFER_BUDGET", 1)  # one sample per chunk
+    again = numba_sim.Plan(g).run(x, 6, record=True)
+    for p in whole.trains:
+        assert np.array_equal(whole.trains[p], again.trains[p])
+    assert np.array_equal(whole.output, again.output)
+    assert np.array_equal(plan.run(x, 6).output, whole.output)  # reused buffers
+
+
+def test_event_conv_scatter_matches_conv2d(rng):
+    c_in, c_out, h, w, k = 3, 5, 9, 7, 3
+    weight = rng.normal(size=(c_out, c_in, k, k))
+    bias = rng.normal(size=c_out)
+    x = (rng.random((c_in, h, w)) < 0.3) * rng.integers(1, 3, (c_in, h, w)).astype(np.float64)  # counts
+    ref = F.conv2d(torch.as_tensor(x[None]), torch.as_tensor(weight), torch.as_tensor(bias),
+                   stride=(2, 1), padding=(1, 2))[0].numpy()
+    w_t = np.ascontiguousarray(weight.transpose(1, 2, 3, 0))
+    out = np.empty((1, ref.size))
+    total = numba_sim._conv_events(x.reshape(1, -1), w_t, bias, out, h, w, ref.shape[1], ref.shape[2],
+                                   2, 1, 1, 2)
+    np.testing.assert_allclose(out.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
+    assert np.isclose(total, ref.sum())
+
+
+def test_unknown_op_is_refused(rng):
+    class Twice(Add):
+        pass
+
+    g = SpikeGraph("odd")
+    g.add("x", Input((4,)))
+    g.add("a", Dense(np.eye(4)), ["x"])
+    g.add("b", Dense(np.eye(4)), ["x"])
+    g.add("t", Twice(), ["a", "b"])
+    g.add("n", Neuron(LIF), ["t"])
+    g.add("out", Readout("count"), ["n"])
+    with pytest.raises(NotImplementedError, match=r"Twice.*\bt\b"):
+        numba_sim.run(g, np.ones((1, 4)), 2)
+
+
+def test_uses_the_one_neuron_definition():
+    from snncc import neuron
+
+    assert numba_sim._charge.py_func is neuron.charge
+    assert numba_sim._step.py_func.__code__ is neuron.step.__code__
