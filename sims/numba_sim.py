@@ -59,13 +59,14 @@ def _total(a):
 
 
 @numba.njit(cache=True)
-def _neuron_block(cur, v, out, leaky, inv_tau, v_th, v_reset, v_rest, soft):
-    """cur, out: (steps, n); v: (n,). Returns the number of spikes."""
+def _neuron_block(cur, v, out, b, j0, j1, leaky, inv_tau, v_th, v_reset, v_rest, soft):
+    """All steps of neurons j0:j1 of sample b. Returns their number of spikes."""
     total = 0.0
+    vb = v[b, j0:j1]
     for t in range(cur.shape[0]):
-        cu, ou = cur[t], out[t]
-        for j in range(v.size):  # 0-based 1-D views: this loop vectorises
-            s, v[j] = _step(v[j], cu[j], leaky, inv_tau, v_th, v_reset, v_rest, soft)
+        cu, ou = cur[t, b, j0:j1], out[t, b, j0:j1]
+        for j in range(vb.size):  # 0-based 1-D views: this loop vectorises
+            s, vb[j] = _step(vb[j], cu[j], leaky, inv_tau, v_th, v_reset, v_rest, soft)
             ou[j] = s
         total += _total(ou)
     return total
@@ -82,8 +83,7 @@ def _neuron_steps(cur, v, out, leaky, inv_tau, v_th, v_reset, v_rest, soft):
     total = 0.0
     for task in numba.prange(cur.shape[1] * nblk):
         b, j0 = task // nblk, (task % nblk) * _NEURON_BLOCK
-        j1 = min(n, j0 + _NEURON_BLOCK)
-        total += _neuron_block(cur[:, b, j0:j1], v[b, j0:j1], out[:, b, j0:j1],
+        total += _neuron_block(cur, v, out, b, j0, min(n, j0 + _NEURON_BLOCK),
                                leaky, inv_tau, v_th, v_reset, v_rest, soft)
     return total
 
@@ -100,12 +100,11 @@ def _events(row, idx):
 
 
 @numba.njit(cache=True)
-def _fan_out(orow, xrow, idx, m, w_t, c0, c1):
-    """orow[c0:c1] += xrow[k] * w_t[k, c0:c1] for each event k, in event order.
-    Four events share one pass over orow: the sums are still formed left to right
-    (bit-identical to one event at a time) with a quarter of orow's loads and stores.
+def _fan_out(o, xrow, idx, m, w_t, c0, c1):
+    """o += xrow[k] * w_t[k, c0:c1] for each event k, in event order (o: a row's c0:c1).
+    Four events share one pass over o: the sums are still formed left to right
+    (bit-identical to one event at a time) with a quarter of o's loads and stores.
     Loops run over 0-based slices: with a runtime start offset LLVM vectorises badly."""
-    o = orow[c0:c1]
     q = 0
     while q + 4 <= m:
         ka, kb, kc, kd = idx[q], idx[q + 1], idx[q + 2], idx[q + 3]
@@ -122,24 +121,31 @@ def _fan_out(orow, xrow, idx, m, w_t, c0, c1):
         q += 1
 
 
+@numba.njit(cache=True)
+def _dense_tile(x, w_t, bias, out, r0, r1, c0, c1):
+    """Rows r0:r1, output columns c0:c1 of a Dense. Returns the sum of that tile."""
+    idx = np.empty(x.shape[1], np.int64)
+    total = 0.0
+    for r in range(r0, r1):
+        m = _events(x[r], idx)
+        o = out[r, c0:c1]
+        o[:] = bias[c0:c1]
+        _fan_out(o, x[r], idx, m, w_t, c0, c1)
+        total += _total(o)
+    return total
+
+
 @numba.njit(parallel=True, cache=True)
 def _dense_events(x, w_t, bias, out, row_chunks, col_blocks):
     """x: (R, n_in); w_t: (n_in, n_out) so an event adds one contiguous row; out: (R, n_out).
     Work is split into row chunks x column blocks (column blocks keep both cores busy
     when R is 1, e.g. one sample stepped time-major). Returns the sum of out."""
-    rows, n_in = x.shape
-    n_out = w_t.shape[1]
+    rows, n_out = x.shape[0], w_t.shape[1]
     total = 0.0
     for task in numba.prange(row_chunks * col_blocks):
         rc, cb = task // col_blocks, task % col_blocks
-        c0, c1 = cb * n_out // col_blocks, (cb + 1) * n_out // col_blocks
-        idx = np.empty(n_in, np.int64)
-        for r in range(rc * rows // row_chunks, (rc + 1) * rows // row_chunks):
-            m = _events(x[r], idx)
-            orow = out[r]
-            orow[c0:c1] = bias[c0:c1]
-            _fan_out(orow, x[r], idx, m, w_t, c0, c1)
-            total += _total(orow[c0:c1])
+        total += _dense_tile(x, w_t, bias, out, rc * rows // row_chunks, (rc + 1) * rows // row_chunks,
+                             cb * n_out // col_blocks, (cb + 1) * n_out // col_blocks)
     return total
 
 

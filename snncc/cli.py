@@ -209,6 +209,14 @@ def inspect(model):
 
 
 # -- run / energy -------------------------------------------------------------------
+def _backend_options(model, backend) -> dict:
+    """A Lava artifact compiled with --fixed-point runs in fixed point."""
+    if backend == "lava" and _artifact_target(model) == "lava":
+        from snncc.backends.lava_backend import load_artifact
+        return {"fixed_point": load_artifact(model)[1].get("precision") == "fixed_pt"}
+    return {}
+
+
 def _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=True):
     from snncc.evaluate import default_timesteps, evaluate
     from snncc.runtime import get_backend
@@ -216,7 +224,11 @@ def _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=True
     get_backend(backend)  # unknown names fail before any data is read
     t = default_timesteps(graph, timesteps)
     x, y = _test_data(_dataset_for(graph, dataset), data_dir, limit)
-    return graph, evaluate(graph, backend, x, y, t, progress=progress)
+    options = _backend_options(model, backend)
+    res = evaluate(graph, backend, x, y, t, progress=progress, options=options)
+    if backend == "lava":
+        res["precision"] = "fixed_pt" if options.get("fixed_point") else "floating_pt"
+    return graph, res
 
 
 @main.command()

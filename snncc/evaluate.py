@@ -16,8 +16,9 @@ def default_timesteps(graph: SpikeGraph, timesteps: int | None) -> int:
 
 
 def evaluate(graph: SpikeGraph, backend: str, x: np.ndarray, y: np.ndarray, timesteps: int,
-             batch_size: int = 256, progress: bool = False) -> dict:
-    """Accuracy and per-node activity summed over the whole set (spike counts for populations)."""
+             batch_size: int = 256, progress: bool = False, options: dict | None = None) -> dict:
+    """Accuracy and per-node activity summed over the whole set (spike counts for populations).
+    ``options`` are passed to the backend's run (e.g. fixed_point=True for Lava)."""
     if len(x) == 0:
         raise InputError("no samples to evaluate")
     mod = get_backend(backend)
@@ -26,7 +27,7 @@ def evaluate(graph: SpikeGraph, backend: str, x: np.ndarray, y: np.ndarray, time
     activity: dict = {}
     starts = range(0, len(x), batch_size)
     for i in tqdm(starts, desc=f"run[{backend}]", disable=not progress, leave=False):
-        res: RunResult = mod.run(graph, x[i:i + batch_size], timesteps)
+        res: RunResult = mod.run(graph, x[i:i + batch_size], timesteps, **(options or {}))
         correct += int((res.predictions() == y[i:i + batch_size]).sum())
         for n, v in res.activity.items():
             activity[n] = activity.get(n, 0.0) + v
