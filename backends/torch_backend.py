@@ -33,8 +33,9 @@ def _pool(op, xs, _):
     x = xs[0]
     if op.mode == "max":
         return F.max_pool2d(x, op.kernel, op.stride, op.padding)
-    avg = F.avg_pool2d(x, op.kernel, op.stride, op.padding, count_include_pad=True)
-    return avg if op.mode == "avg" else avg * (op.kernel[0] * op.kernel[1])
+    # divisor_override=1 turns the window mean into an exact window sum (counts stay integers)
+    divisor = None if op.mode == "avg" else 1
+    return F.avg_pool2d(x, op.kernel, op.stride, op.padding, count_include_pad=True, divisor_override=divisor)
 
 
 def _sum(op, xs, _):
@@ -50,8 +51,10 @@ def _neuron(op, xs, state):
     v = state.get("v")
     if v is None:
         v = torch.full_like(current, v_rest)
-    s, state["v"] = nrn.step(v, current, leaky, inv_tau, v_th, v_reset, v_rest, soft)
-    return s.to(torch.float64)
+    h = nrn.charge(v, current, leaky, inv_tau, v_rest)
+    s = nrn.fire(h, v_th).to(h.dtype)  # torch makes bool * 1.0 float32; keep the reset in float64
+    state["v"] = nrn.reset(h, s, v_th, v_reset, soft)
+    return s
 
 
 _RULES = {

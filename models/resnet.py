@@ -273,6 +273,12 @@ class SpikingResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if self.sn_out is not None:
+            # Start the output population just below threshold: a LIF driven by a constant v_th
+            # approaches it from below and never fires, an IF driven by v_th / (T + 1) neither; the
+            # surrogate gradient is then large, whereas at 0 the outputs are silent and barely learn.
+            p = neuron_params
+            nn.init.constant_(self.fc.module.bias, p.v_th if p.leaky else p.v_th / (self.timesteps + 1))
 
     # -- structure -------------------------------------------------------
     @property

@@ -6,13 +6,11 @@ current, so the work is proportional to the number of spikes, not to the layer s
 
 Evaluation order. Outside recurrent loops a node's T steps depend only on its inputs'
 T steps (a synapse is stateless, a neuron carries its state along t), so each such node
-is evaluated once for all T steps and all samples ("node-major"): one parallel kernel call
-per node instead of one per step. Nodes on a cycle through a delayed edge are stepped
-time-major, one call per node per step.
+is evaluated for all T steps and samples at once: one multi-threaded kernel call per node,
+not one per step. Nodes on a cycle through a delayed edge are stepped time-major.
 
-Storage. Every node's values live in a (T+1, B, size) float64 buffer whose row 0 is
-zeros: the value at step t is row t+1 and a delay-1 edge reads row t, so delayed reads
-(zeros at t=0) need no copies.
+Storage. Each node's values live in a (T+1, B, size) float64 buffer whose row 0 is zero:
+step t is row t+1 and a delay-1 edge reads row t, so delayed reads need no copies.
 
 The neuron update is compiled from :mod:`snncc.neuron` itself -- there is one definition.
 """
@@ -21,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import threading
 import types as pytypes
+from concurrent.futures import ThreadPoolExecutor
 
 import networkx as nx
 import numba
@@ -34,9 +34,11 @@ from snncc.ir.types import Kind
 from snncc.runtime import RunResult, check_input
 
 _BUFFER_BUDGET = 256 << 20  # bytes of node buffers per batch chunk
-_NEURON_BLOCK = 256  # neurons per parallel task: long enough to vectorise
-_PARALLEL_MIN_WORK = 1 << 20  # see _launch
+_NEURON_BLOCK = 256  # neurons per task unit: long enough to vectorise
+_PARALLEL_MIN_WORK = 1 << 20  # below this (~element operations) one thread is faster
+_TASKS = 8  # tasks per thread and kernel call: small tasks even out uneven spike counts
 _DENSITY = 8  # assumed 1/8 of synapse inputs nonzero when estimating work
+_jit = numba.njit(cache=True, nogil=True)  # nogil: kernels run on the worker threads
 
 # -- the neuron, compiled from its one definition -----------------------------------
 _charge = numba.njit(nrn.charge)
@@ -48,7 +50,7 @@ _step = numba.njit(pytypes.FunctionType(
     nrn.step.__code__, {"charge": _charge, "fire": _fire, "reset": _reset}, "step"))
 
 
-@numba.njit(cache=True, fastmath={"reassoc", "nsz"})
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
 def _total(a):
     """Sum of a 1-D array for the activity statistics, vectorised (any order is exact for
     spike counts; analog activity is a float statistic). Called on rows still in cache."""
@@ -58,38 +60,28 @@ def _total(a):
     return acc
 
 
-@numba.njit(cache=True)
-def _neuron_block(cur, v, out, b, j0, j1, leaky, inv_tau, v_th, v_reset, v_rest, soft):
-    """All steps of neurons j0:j1 of sample b. Returns their number of spikes."""
-    total = 0.0
-    vb = v[b, j0:j1]
-    for t in range(cur.shape[0]):
-        cu, ou = cur[t, b, j0:j1], out[t, b, j0:j1]
-        for j in range(vb.size):  # 0-based 1-D views: this loop vectorises
-            s, vb[j] = _step(vb[j], cu[j], leaky, inv_tau, v_th, v_reset, v_rest, soft)
-            ou[j] = s
-        total += _total(ou)
-    return total
-
-
-# Parallel kernels are thin prange loops over serial helpers: numba's parfor passes
-# then see a small body, which keeps their (cached, but first-run) compile time down.
-@numba.njit(parallel=True, cache=True)
-def _neuron_steps(cur, v, out, leaky, inv_tau, v_th, v_reset, v_rest, soft):
-    """cur, out: (steps, B, N); v: (B, N) membrane state, updated in place.
-    Returns the number of spikes."""
+@_jit
+def _neuron_blocks(k0, k1, cur, v, out, leaky, inv_tau, v_th, v_reset, v_rest, soft):
+    """All steps of neuron blocks k0:k1, block k = neurons [k % nblk] of sample k // nblk.
+    cur, out: (steps, B, N); v: (B, N) membrane state, updated in place. Returns #spikes."""
     n = cur.shape[2]
     nblk = (n + _NEURON_BLOCK - 1) // _NEURON_BLOCK
     total = 0.0
-    for task in numba.prange(cur.shape[1] * nblk):
-        b, j0 = task // nblk, (task % nblk) * _NEURON_BLOCK
-        total += _neuron_block(cur, v, out, b, j0, min(n, j0 + _NEURON_BLOCK),
-                               leaky, inv_tau, v_th, v_reset, v_rest, soft)
+    for k in range(k0, k1):
+        b, j0 = k // nblk, (k % nblk) * _NEURON_BLOCK
+        j1 = min(n, j0 + _NEURON_BLOCK)
+        vb = v[b, j0:j1]
+        for t in range(cur.shape[0]):
+            cu, ou = cur[t, b, j0:j1], out[t, b, j0:j1]
+            for j in range(vb.size):  # 0-based 1-D views: this loop vectorises
+                s, vb[j] = _step(vb[j], cu[j], leaky, inv_tau, v_th, v_reset, v_rest, soft)
+                ou[j] = s
+            total += _total(ou)
     return total
 
 
 # -- event-driven synapses ----------------------------------------------------------
-@numba.njit(cache=True)
+@_jit
 def _events(row, idx):
     """Compact the nonzero entries of one input row into idx; returns their number."""
     m = 0
@@ -99,7 +91,7 @@ def _events(row, idx):
     return m
 
 
-@numba.njit(cache=True)
+@_jit
 def _fan_out(o, xrow, idx, m, w_t, c0, c1):
     """o += xrow[k] * w_t[k, c0:c1] for each event k, in event order (o: a row's c0:c1).
     Four events share one pass over o: the sums are still formed left to right
@@ -121,9 +113,10 @@ def _fan_out(o, xrow, idx, m, w_t, c0, c1):
         q += 1
 
 
-@numba.njit(cache=True)
-def _dense_tile(x, w_t, bias, out, r0, r1, c0, c1):
-    """Rows r0:r1, output columns c0:c1 of a Dense. Returns the sum of that tile."""
+@_jit
+def _dense_tile(r0, r1, c0, c1, x, w_t, bias, out):
+    """Rows r0:r1, output columns c0:c1 of a Dense. x: (R, n_in); w_t: (n_in, n_out), so
+    an event adds one contiguous row; out: (R, n_out). Returns the sum of the tile."""
     idx = np.empty(x.shape[1], np.int64)
     total = 0.0
     for r in range(r0, r1):
@@ -135,66 +128,44 @@ def _dense_tile(x, w_t, bias, out, r0, r1, c0, c1):
     return total
 
 
-@numba.njit(parallel=True, cache=True)
-def _dense_events(x, w_t, bias, out, row_chunks, col_blocks):
-    """x: (R, n_in); w_t: (n_in, n_out) so an event adds one contiguous row; out: (R, n_out).
-    Work is split into row chunks x column blocks (column blocks keep both cores busy
-    when R is 1, e.g. one sample stepped time-major). Returns the sum of out."""
-    rows, n_out = x.shape[0], w_t.shape[1]
-    total = 0.0
-    for task in numba.prange(row_chunks * col_blocks):
-        rc, cb = task // col_blocks, task % col_blocks
-        total += _dense_tile(x, w_t, bias, out, rc * rows // row_chunks, (rc + 1) * rows // row_chunks,
-                             cb * n_out // col_blocks, (cb + 1) * n_out // col_blocks)
-    return total
-
-
-@numba.njit(cache=True)
-def _conv_row(xrow, w_t, bias, orow, h, w, ho, wo, sh, sw, ph, pw):
-    """One sample's conv: scatter each input event into acc (Ho, Wo, C_out), channels
-    last so an event adds a contiguous C_out vector per kernel tap, then write orow in
-    the IR's channel-first order. w_t: (C_in, kh, kw, C_out). Returns the sum of orow."""
+@_jit
+def _conv_rows(r0, r1, x, w_t, bias, out, h, w, ho, wo, sh, sw, ph, pw):
+    """Samples r0:r1 of a conv. x: (R, C_in*H*W), out: (R, C_out*Ho*Wo) channel-first;
+    w_t: (C_in, kh, kw, C_out). Events scatter into acc (Ho, Wo, C_out), channels last so
+    an event adds a contiguous C_out vector per kernel tap. Returns the sum of out[r0:r1]."""
     kh, kw, c_out = w_t.shape[1], w_t.shape[2], w_t.shape[3]
     acc = np.empty((ho, wo, c_out))
-    acc[:, :] = bias
-    idx = np.empty(xrow.size, np.int64)
-    for q in range(_events(xrow, idx)):
-        k = idx[q]
-        c = xrow[k]
-        ci, y, xx = k // (h * w), (k // w) % h, k % w
-        for ky in range(kh):
-            oy = y + ph - ky  # output row whose window puts tap ky on input row y
-            if oy < 0 or oy % sh != 0 or oy // sh >= ho:
-                continue
-            for kx in range(kw):
-                ox = xx + pw - kx
-                if ox < 0 or ox % sw != 0 or ox // sw >= wo:
-                    continue
-                a = acc[oy // sh, ox // sw]
-                wv = w_t[ci, ky, kx]
-                for co in range(c_out):
-                    a[co] = a[co] + c * wv[co]
-    for co in range(c_out):
-        for oy in range(ho):
-            for ox in range(wo):
-                orow[(co * ho + oy) * wo + ox] = acc[oy, ox, co]
-    return _total(orow)
-
-
-@numba.njit(parallel=True, cache=True)
-def _conv_events(x, w_t, bias, out, h, w, ho, wo, sh, sw, ph, pw):
-    """x: (R, C_in*H*W), out: (R, C_out*Ho*Wo). Returns the sum of out."""
+    idx = np.empty(x.shape[1], np.int64)
     total = 0.0
-    for r in numba.prange(x.shape[0]):
-        total += _conv_row(x[r], w_t, bias, out[r], h, w, ho, wo, sh, sw, ph, pw)
+    for r in range(r0, r1):
+        acc[:, :] = bias
+        xrow = x[r]
+        for q in range(_events(xrow, idx)):
+            k = idx[q]
+            c, ci, y, xx = xrow[k], k // (h * w), (k // w) % h, k % w
+            for ky in range(kh):
+                oy = y + ph - ky  # output row whose window puts tap ky on input row y
+                if oy < 0 or oy % sh != 0 or oy // sh >= ho:
+                    continue
+                for kx in range(kw):
+                    ox = xx + pw - kx
+                    if ox < 0 or ox % sw != 0 or ox // sw >= wo:
+                        continue
+                    a, wv = acc[oy // sh, ox // sw], w_t[ci, ky, kx]
+                    for co in range(c_out):
+                        a[co] = a[co] + c * wv[co]
+        for co in range(c_out):
+            for oy in range(ho):
+                for ox in range(wo):
+                    out[r, (co * ho + oy) * wo + ox] = acc[oy, ox, co]
+        total += _total(out[r])
     return total
 
 
-@numba.njit(cache=True)
+@_jit
 def _pool(x, out, c, h, w, ho, wo, kh, kw, sh, sw, ph, pw, mode):
     """x: (R, C*H*W), out: (R, C*Ho*Wo). mode 0: max over in-bounds taps (padding
-    ignored); 1: avg (sum / kh*kw, padding counted); 2: sum, computed as avg * kh*kw
-    because the reference does so (7/25*25 != 7 in float64): counts agree bit for bit.
+    ignored); 1: avg (sum / kh*kw, padding counted); 2: sum (exact counts).
     Serial: pooling is cheap next to the synapses around it. Returns the sum of out."""
     kk = float(kh * kw)
     for r in range(x.shape[0]):
@@ -213,11 +184,11 @@ def _pool(x, out, c, h, w, ho, wo, kh, kw, sh, sw, ph, pw, mode):
                                 best = max(best, v)
                                 total += v
                     out[r, (ch * ho + oy) * wo + ox] = best if mode == 0 else (
-                        total / kk if mode == 1 else total / kk * kk)
+                        total / kk if mode == 1 else total)
     return _total(out.ravel())
 
 
-@numba.njit(cache=True)
+@_jit
 def _time_sum(x):
     """Sum of x[0], x[1], ... in step order (the reference accumulates its readout so)."""
     acc = x[0].copy()
@@ -228,28 +199,67 @@ def _time_sum(x):
 
 def _guard_stale_cache():
     """Numba invalidates a cached kernel only when *this* file changes, but
-    _neuron_steps inlines snncc/neuron.py: drop its cache when that source changes."""
-    cache = getattr(_neuron_steps, "_cache", None)
-    path = getattr(cache, "_cache_path", None)
+    _neuron_blocks inlines snncc/neuron.py: drop its cache when that source changes."""
+    path = getattr(getattr(_neuron_blocks, "_cache", None), "_cache_path", None)
     if not path or not os.path.isdir(path):
         return
     digest = hashlib.sha256(inspect.getsource(nrn).encode()).hexdigest()
     stamp = os.path.join(path, "numba_sim.neuron.sha256")
     try:
         with open(stamp) as f:
-            fresh = f.read() == digest
+            if f.read() == digest:
+                return
     except OSError:
-        fresh = False
-    if not fresh:
-        cache.flush()
-        try:
-            with open(stamp, "w") as f:
-                f.write(digest)
-        except OSError:
-            pass
+        pass
+    _neuron_blocks._cache.flush()
+    try:
+        with open(stamp, "w") as f:
+            f.write(digest)
+    except OSError:
+        pass
 
 
 _guard_stale_cache()
+
+
+# -- threads ------------------------------------------------------------------------
+# Kernels are serial nogil functions over a task range, shared out to a thread pool.
+# Not numba.prange: a prange loop calling these helpers took ~10x longer to compile
+# (12 s vs 1 s for the conv), and its static fork/join stalls for a whole scheduler
+# slice when another process holds a core. Here the calling thread takes tasks too,
+# and a worker that has not started by the time the work is done is simply cancelled.
+_THREADS = max(1, numba.config.NUMBA_NUM_THREADS)
+_EXECUTOR = ThreadPoolExecutor(_THREADS - 1, "snncc-sim") if _THREADS > 1 else None  # lazy threads
+
+
+def _share(kernel, ranges, args, work: int) -> float:
+    """sum(kernel(*r, *args) for r in ranges), on several threads when the work is large."""
+    calls = [r + args for r in ranges]
+    results = [0.0] * len(calls)
+    if _THREADS == 1 or len(calls) == 1 or work < _PARALLEL_MIN_WORK:
+        return float(sum(kernel(*c) for c in calls))
+    todo = iter(range(len(calls)))
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            results[i] = kernel(*calls[i])
+
+    helpers = [_EXECUTOR.submit(worker) for _ in range(_THREADS - 1)]
+    worker()
+    for f in helpers:
+        if not f.cancel():
+            f.result()
+    return float(sum(results))  # in task order: deterministic
+
+
+def _ranges(n: int, parts: int) -> list:
+    parts = max(1, min(n, parts))
+    return [(i * n // parts, (i + 1) * n // parts) for i in range(parts)]
 
 
 # -- per-op rules: evaluate steps [t0, t1) given input views (steps, B, size) ----------
@@ -257,53 +267,40 @@ def _rows(a):
     return a.reshape(-1, a.shape[-1])
 
 
-def _launch(kernel, work: int, *args):
-    """Call a parallel kernel, single-threaded when its work (~ element operations) is
-    too small to pay for a fork/join: tens of microseconds on an idle machine, and up to
-    a scheduler time slice when another process holds the other core."""
-    threads = numba.get_num_threads()
-    if work >= _PARALLEL_MIN_WORK or threads == 1:
-        return kernel(*args)
-    numba.set_num_threads(1)
-    try:
-        return kernel(*args)
-    finally:
-        numba.set_num_threads(threads)
-
-
-def _split(rows: int, n_out: int) -> tuple:
-    """(row chunks, column blocks) for a synapse call: a few tasks per thread so uneven
-    spike counts balance out; split columns only when there are too few rows."""
-    threads = numba.get_num_threads()
-    if rows >= 2 * threads:
-        return min(rows, 4 * threads), 1
-    return rows, max(1, min(2 * threads, n_out // 64))
+def _f64(a, n=None):
+    return np.zeros(n) if a is None else np.ascontiguousarray(a, dtype=np.float64)
 
 
 def _prep_dense(op, tin, tout):
-    bias = np.zeros(tout.shape[0]) if op.bias is None else np.asarray(op.bias, np.float64)
-    return {"w_t": np.ascontiguousarray(np.asarray(op.weight, np.float64).T), "bias": bias}
+    return {"w_t": _f64(np.asarray(op.weight).T), "bias": _f64(op.bias, tout.shape[0])}
 
 
 def _eval_dense(node, ins, out, state):
+    """Tiles: a few row chunks per thread so uneven spike counts balance out; column
+    blocks too when there are few rows (one sample stepped time-major)."""
     x, o = _rows(ins[0]), _rows(out)
-    return _launch(_dense_events, x.size * (1 + o.shape[1] // _DENSITY),
-            x, node.data["w_t"], node.data["bias"], o, *_split(x.shape[0], o.shape[1]))
+    rows, n_out = o.shape
+    if rows >= 2 * _THREADS:
+        tiles = [r + (0, n_out) for r in _ranges(rows, _TASKS * _THREADS)]
+    else:
+        cols = _ranges(n_out, min(2 * _THREADS, n_out // 64))
+        tiles = [(r, r + 1) + c for r in range(rows) for c in cols]
+    return _share(_dense_tile, tiles, (x, node.data["w_t"], node.data["bias"], o),
+                  x.size * (1 + n_out // _DENSITY))
 
 
 def _prep_conv(op, tin, tout):
-    w = np.asarray(op.weight, np.float64)
-    bias = np.zeros(w.shape[0]) if op.bias is None else np.asarray(op.bias, np.float64)
     dims = (*tin.shape[1:], *tout.shape[1:], *op.stride, *op.padding)
-    return {"w_t": np.ascontiguousarray(w.transpose(1, 2, 3, 0)), "bias": bias,
+    return {"w_t": _f64(np.asarray(op.weight).transpose(1, 2, 3, 0)), "bias": _f64(op.bias, tout.shape[0]),
             "dims": tuple(int(d) for d in dims)}
 
 
 def _eval_conv(node, ins, out, state):
     d = node.data
-    fan = d["w_t"][0].size  # kh * kw * C_out adds per input event
-    return _launch(_conv_events, ins[0].size * (1 + fan // _DENSITY),
-            _rows(ins[0]), d["w_t"], d["bias"], _rows(out), *d["dims"])
+    x = _rows(ins[0])
+    work = x.size * (1 + d["w_t"][0].size // _DENSITY)  # kh * kw * C_out adds per event
+    return _share(_conv_rows, _ranges(x.shape[0], _TASKS * _THREADS),
+                  (x, d["w_t"], d["bias"], _rows(out), *d["dims"]), work)
 
 
 def _prep_pool(op, tin, tout):
@@ -332,16 +329,13 @@ def _summed(ins):
 
 
 def _eval_neuron(node, ins, out, state):
-    return _launch(_neuron_steps, 2 * out.size, _summed(ins), state[node.name], out, *node.data["params"])
+    blocks = out.shape[1] * -(-out.shape[2] // _NEURON_BLOCK)
+    return _share(_neuron_blocks, _ranges(blocks, _TASKS * _THREADS),
+                  (_summed(ins), state[node.name], out, *node.data["params"]), 4 * out.size)
 
 
-def _eval_add(node, ins, out, state):
+def _eval_sum(node, ins, out, state):  # Add; Flatten / Readout on a delayed edge (copy)
     out[...] = _summed(ins)
-    return float(out.sum())
-
-
-def _eval_copy(node, ins, out, state):  # Flatten / Readout on a delayed edge
-    out[...] = ins[0]
     return float(out.sum())
 
 
@@ -349,14 +343,14 @@ def _no_prep(op, tin, tout):
     return {}
 
 
-_RULES = {
+_RULES = {  # op class: (prepare(op, in_type, out_type) -> data, evaluate)
     Dense: (_prep_dense, _eval_dense),
     Conv: (_prep_conv, _eval_conv),
     Pool: (_prep_pool, _eval_pool),
     Neuron: (_prep_neuron, _eval_neuron),
-    Add: (_no_prep, _eval_add),
-    Flatten: (_no_prep, _eval_copy),
-    Readout: (_no_prep, _eval_copy),
+    Add: (_no_prep, _eval_sum),
+    Flatten: (_no_prep, _eval_sum),
+    Readout: (_no_prep, _eval_sum),
     Input: (_no_prep, None),
 }
 
@@ -390,7 +384,8 @@ def _schedule(graph: SpikeGraph, order: list) -> list:
 
 class Plan:
     """A graph compiled for the simulator: weights in kernel layout, evaluation schedule
-    and reusable buffers. ``Plan(graph).run(x, T)`` is what :func:`run` does."""
+    and reusable buffers (so one Plan must not run in two threads at once).
+    ``Plan(graph).run(x, T)`` is what :func:`run` does."""
 
     def __init__(self, graph: SpikeGraph):
         self.graph = graph
@@ -404,8 +399,8 @@ class Plan:
             ports = graph.inputs(n)
             tin = types[ports[0].src] if ports else None
             self.nodes[n] = _Node(n, op, ports, types[n], _RULES[type(op)][0](op, tin, types[n]))
-        (self.input,) = graph.input_nodes
-        (self.output,) = graph.output_nodes
+        (self.input,), (self.output,) = graph.input_nodes, graph.output_nodes
+        self.populations = graph.populations()
         self._mark_static(types[self.input].kind is Kind.ANALOG)
         self.schedule = _schedule(graph, self.order)
         self._buffers = (None, {})
@@ -479,7 +474,7 @@ class Plan:
         batch = x.shape[0]
         chunk = self._chunk(batch, timesteps)
         activity = dict.fromkeys(self.order, 0.0)
-        outputs, trains = [], {p: [] for p in self.graph.populations()} if record else {}
+        outputs, trains = [], {p: [] for p in self.populations} if record else {}
         for b0 in range(0, batch, chunk):
             bufs, totals = self._simulate(x[b0:b0 + chunk], timesteps)
             for n in self.order:

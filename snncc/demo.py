@@ -18,9 +18,6 @@ from snncc.passes.validate import check_fully_spiking
 from snncc.report import conventions_line, energy_table, make_console
 from snncc.training.train import TrainConfig, train
 
-DEMO_EPOCHS = 8
-
-
 class DemoFailed(RuntimeError):
     pass
 
@@ -34,7 +31,9 @@ def run_demo(out_dir="runs/demo", epochs=None, console: Console | None = None) -
     console = console or make_console()
     out = Path(out_dir)
     t0 = _stage(console, "1/5 train: BSD MLP on scikit-learn digits (8x8)")
-    cfg = TrainConfig(method="bsd", model="mlp", dataset="digits", epochs=epochs or DEMO_EPOCHS, seed=0)
+    cfg = TrainConfig(method="bsd", model="mlp", dataset="digits", seed=0)
+    if epochs:
+        cfg.epochs = epochs
     metrics = train(cfg, out / "train", progress=True)
     console.print(f"BSD test accuracy (training module): {metrics['test_accuracy']:.4f} "
                   f"[{time.perf_counter() - t0:.1f} s]")

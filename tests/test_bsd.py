@@ -3,7 +3,6 @@ independence (C1), binary spikes (C4), short real runs, checkpoints, config erro
 and divergence handling."""
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,6 +16,15 @@ from snncc.training.train import (CheckpointError, ConfigError, TrainConfig, Tra
                                   load_checkpoint, train, train_step)
 
 SMALL = (64, 32, 24, 10)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # These models are tiny: one thread is as fast, and far faster on a busy 2-core machine.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _digits_batch(n=48, seed=0):
@@ -115,6 +123,7 @@ def test_each_local_loss_reaches_only_its_own_layer():
 def test_spikes_are_binary_in_every_layer_during_training(method):
     torch.manual_seed(0)
     model = build_model(TrainConfig(method=method, sizes=SMALL, timesteps=3))
+    assert isinstance(model, BSDMLP if method == "bsd" else BPTTMLP)
     seen = []
     for m in model.modules():
         if isinstance(m, SpikingNeuron):
@@ -237,11 +246,11 @@ def test_nan_weight_raises_training_diverged_naming_the_layer(method):
 def test_divergence_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     original = train_mod._train_epoch
 
-    def poisoned(model, optimizer, scheduler, data, cfg, epoch, progress):
+    def poisoned(model, optimizer, scheduler, data, cfg, epoch, bar):
         if epoch == 2:
             with torch.no_grad():
                 model.theta[1].weight.fill_(float("inf"))
-        return original(model, optimizer, scheduler, data, cfg, epoch, progress)
+        return original(model, optimizer, scheduler, data, cfg, epoch, bar)
 
     monkeypatch.setattr(train_mod, "_train_epoch", poisoned)
     cfg = TrainConfig(epochs=3, train_samples=256, test_samples=64, sizes=SMALL)
@@ -251,3 +260,8 @@ def test_divergence_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     model, _ = load_checkpoint(tmp_path / "model.pt")
     assert torch.isfinite(model.theta[1].weight).all()
     assert torch.load(tmp_path / "model.pt", weights_only=True)["epoch"] == 1
+
+
+def test_bad_thread_count_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="threads must be"):
+        train(TrainConfig(), tmp_path, progress=False, threads=0)

@@ -39,11 +39,11 @@ def calibrate(m, seed=0):
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_forward_shapes(name):
     m = small(name)
-    x = torch.rand(3, *SHAPE)
+    x = torch.rand(2, *SHAPE)
     out, stem, blocks = m.forward_features(m.encode(x))
-    assert out.shape == (T, 3, 10)
-    assert m.logits(out).shape == (3, 10)
-    assert stem.shape == (T, 3, m.stem_channels, 28, 28)
+    assert out.shape == (T, 2, 10)
+    assert m.logits(out).shape == (2, 10)
+    assert stem.shape == (T, 2, m.stem_channels, 28, 28)
     assert len(blocks) == len(m.blocks()) == {18: 8, 34: 16, 50: 16, 101: 33}[m.depth]
     assert [b.shape[2] for b in blocks] == m.block_channels()
     assert blocks[-1].shape[-2:] == m.final_size == (4, 4)
@@ -134,7 +134,7 @@ def test_exported_graph_matches_module_float64(name):
     spike counts agree exactly and mean readouts to 1e-9."""
     torch.manual_seed(0)
     m = calibrate(small(name).double())
-    x = torch.rand(6, *SHAPE, dtype=torch.float64)
+    x = torch.rand(4, *SHAPE, dtype=torch.float64)
     with torch.no_grad():
         out = m(m.encode(x))
     g = export(m, torch.zeros(T, 1, *SHAPE, dtype=torch.float64), timesteps=T)

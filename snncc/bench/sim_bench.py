@@ -10,6 +10,7 @@ Run ``python -m snncc.bench.sim_bench``.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 
@@ -58,7 +59,12 @@ def _time_numba(graph, x, timesteps, repeats):
     compile_s = time.perf_counter() - t0
     result = plan.run(x, timesteps, record=True)
     wall = _median_time(lambda: plan.run(x, timesteps), repeats)
-    return result, wall, compile_s
+    threads, numba_sim._THREADS = numba_sim._THREADS, 1
+    try:
+        wall_1 = _median_time(lambda: plan.run(x, timesteps), repeats)
+    finally:
+        numba_sim._THREADS = threads
+    return result, wall, wall_1, compile_s
 
 
 def torch_loop(weights, spikes: np.ndarray, record: bool = False):
@@ -110,7 +116,7 @@ def run_bench(timesteps: int = 200, input_rate: float = 0.15, seed: int = 0,
     spikes = (rng.random((timesteps, SIZES[0])) < input_rate).astype(np.float64)
     x = spikes[None]  # (B=1, T, 784)
 
-    res, numba_s, compile_s = _time_numba(graph, x, timesteps, repeats)
+    res, numba_s, numba_1, compile_s = _time_numba(graph, x, timesteps, repeats)
     torch_1, torch_s, threads = _time_torch(weights, spikes, max(1, repeats // 3))
     ref = torch_loop(weights, spikes, record=True)
     agree = all(np.array_equal(res.trains[f"lif{i}"][:, 0], ref[i]) for i in range(len(ref)))
@@ -135,9 +141,11 @@ def run_bench(timesteps: int = 200, input_rate: float = 0.15, seed: int = 0,
         "spikes_agree_numba_vs_torch_loop": bool(agree),
         "torch_1thread_ms_per_step": torch_1 * 1e3 / timesteps,
         "torch_threads": threads,
-        "numba_threads": numba_sim.numba.get_num_threads(),
+        "numba_threads": numba_sim._THREADS,
+        "numba_1thread_ms_per_step": numba_1 * 1e3 / timesteps,
         "numba_first_run_s": compile_s,
         "lava_compile_s": lava["compile_s"] if lava else None,
+        "load_average_1min": os.getloadavg()[0],  # other processes share the cores
     }
 
 

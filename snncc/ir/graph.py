@@ -28,6 +28,7 @@ class SpikeGraph:
         self._g = nx.MultiDiGraph()
         self._inputs: dict[str, list[Port]] = {}
         self._types: dict[str, TensorType] | None = None
+        self._order: list[str] | None = None
 
     # -- construction ---------------------------------------------------
     def add(self, name: str, op, inputs=()) -> str:
@@ -38,6 +39,7 @@ class SpikeGraph:
         ports = [p if isinstance(p, Port) else Port(p) for p in inputs]
         self._g.add_node(name, op=op)
         self._inputs[name] = []
+        self._types = self._order = None
         for p in ports:
             self.connect(p.src, name, p.delay)
         return name
@@ -51,7 +53,7 @@ class SpikeGraph:
             raise GraphError(f"edge {src!r} -> {dst!r}: delay must be 0 or 1, got {delay}")
         self._g.add_edge(src, dst, port=len(self._inputs[dst]), delay=delay)
         self._inputs[dst].append(Port(src, delay))
-        self._types = None
+        self._types = self._order = None
 
     # -- queries --------------------------------------------------------
     def __contains__(self, name) -> bool:
@@ -70,7 +72,9 @@ class SpikeGraph:
         return sorted({dst for _, dst in self._g.out_edges(name)}, key=self.order().index)
 
     def order(self) -> list[str]:
-        """Evaluation order: topological over non-delayed edges, ties by insertion order."""
+        """Evaluation order: topological over non-delayed edges, ties by insertion order (cached)."""
+        if self._order is not None:
+            return list(self._order)
         dag = nx.DiGraph()
         dag.add_nodes_from(self._g.nodes)
         dag.add_edges_from((u, v) for u, v, d in self._g.edges(data=True) if d["delay"] == 0)
@@ -78,7 +82,8 @@ class SpikeGraph:
             cycle = nx.find_cycle(dag)
             raise GraphError(f"cycle without a delayed edge through {cycle[0][0]!r}")
         index = {n: i for i, n in enumerate(self._g.nodes)}
-        return list(nx.lexicographical_topological_sort(dag, key=index.get))
+        self._order = list(nx.lexicographical_topological_sort(dag, key=index.get))
+        return list(self._order)
 
     def nodes(self, op_type=None) -> list[str]:
         return [n for n in self.order() if op_type is None or isinstance(self.op(n), op_type)]

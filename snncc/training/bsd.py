@@ -235,8 +235,9 @@ class BSDMLP(nn.Module):
         Alg. 1 lines 24-36: L_i = ReCo(v_i, v_hat_i = v'_i) trains W_{i-1} (eq. 7);
         L'_i = ReCo(v'_i, v_hat'_i = v_i) trains Theta_i (eq. 18), including Theta_1,
         whose target is the input v_1 = x; W_{L-1} learns from cross-entropy on the
-        time-averaged top current v_L (eq. 9). ``info`` holds the top spikes and all
-        spike tensors (for accuracy, firing rates and the binary-spike check).
+        time-averaged top current v_L (eq. 9). ``info`` holds the top spikes
+        ("output"), every spike tensor ("spikes": accuracy, firing rates, the binary
+        check) and each weight's own current ("currents", keyed like the losses).
         """
         v, s = run_forward_path(self.forward_path, x_seq, detach=True)  # v[i-1] = v_i
         vb, sb = self.backward_pass(y)
@@ -247,6 +248,6 @@ class BSDMLP(nn.Module):
             losses[f"backward layer {i} (Theta{i})"] = self._align(vb[i], v[i - 1])
         spikes = {f"s{i}": s[i - 1] for i in range(1, big_l + 1)}
         spikes.update({f"s'{i}": sb[i] for i in range(2, big_l + 1)})
-        # the current each weight produces, keyed like its loss (to blame the right layer on NaN)
+        # each weight's own output current, to blame the right layer when a loss goes NaN
         own = dict(zip((name for name, _ in self.named_weight_layers()), v[1:] + vb[1:big_l]))
         return losses, {"output": s[-1], "spikes": spikes, "currents": own}

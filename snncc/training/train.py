@@ -58,6 +58,13 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainConfig:
+    """Everything that defines a training run; stored in checkpoints as a plain dict.
+
+    ``sizes`` and ``lr`` left as None take per-dataset defaults (``resolved()``).
+    ``v_th``/``v_th_backward`` are the Type 1 / Type 2 thresholds (BPTT uses ``v_th``);
+    ``lam``, ``interlayer_loss`` and ``temperature`` only matter for BSD.
+    """
+
     method: str = "bsd"
     model: str = "mlp"
     dataset: str = "digits"
@@ -82,7 +89,8 @@ class TrainConfig:
     weight_decay: float = 0.01
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        """Plain python values only, so checkpoints load with ``weights_only=True``."""
+        d = {k: _plain(v) for k, v in asdict(self).items()}
         d["sizes"] = None if self.sizes is None else [int(n) for n in self.sizes]
         d["data_dir"] = None if self.data_dir is None else str(self.data_dir)
         return d
@@ -149,6 +157,12 @@ class TrainConfig:
         if sizes[0] != n_in or sizes[-1] != n_cls:
             raise ConfigError(f"mlp sizes {sizes} do not fit {self.dataset}: the first must be {n_in} "
                               f"(flattened {'x'.join(map(str, info.input_shape))} input), the last {n_cls} (classes)")
+
+
+def _plain(value):
+    if isinstance(value, np.generic):  # numpy scalars would need pickle globals to load
+        return value.item()
+    return value
 
 
 def _is_int(x) -> bool:
@@ -252,38 +266,38 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> floa
 
 # ---------------------------------------------------------------- loop
 @contextmanager
-def _deterministic(seed: int):
-    previous = torch.are_deterministic_algorithms_enabled()
+def _deterministic(seed: int, threads: int | None):
+    previous = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(seed)
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(previous)
+        torch.use_deterministic_algorithms(previous[0])
+        torch.set_num_threads(previous[1])
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def _train_epoch(model, optimizer, scheduler, data, cfg: TrainConfig, epoch: int, progress: bool) -> dict:
+def _train_epoch(model, optimizer, scheduler, data, cfg: TrainConfig, epoch: int, bar) -> dict:
     x, y = data
-    n_batches = math.ceil(len(y) / cfg.batch_size)
     loss_sum, correct, rate_sums = 0.0, 0, {}
-    bar = tqdm(total=n_batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
-    with bar:
-        for step, (xb, yb) in enumerate(batches(x, y, cfg.batch_size, shuffle=True, seed=_epoch_seed(cfg.seed, epoch))):
-            try:
-                loss, info = train_step(model, optimizer, xb, yb, cfg.grad_clip)
-            except TrainingDiverged as exc:
-                raise TrainingDiverged(f"epoch {epoch}, step {step + 1}: {exc}", exc.layer) from None
-            scheduler.step()
-            loss_sum += loss
-            correct += int((cosine_predict(info["output"].sum(0)) == yb).sum())
-            for name, rate in firing_rates(info["spikes"]).items():
-                rate_sums[name] = rate_sums.get(name, 0.0) + rate * len(yb)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss / len(yb):.3f}")
+    for step, (xb, yb) in enumerate(batches(x, y, cfg.batch_size, shuffle=True, seed=_epoch_seed(cfg.seed, epoch))):
+        try:
+            loss, info = train_step(model, optimizer, xb, yb, cfg.grad_clip)
+        except TrainingDiverged as exc:
+            raise TrainingDiverged(f"epoch {epoch}, step {step + 1}: {exc}", exc.layer) from None
+        scheduler.step()
+        loss_sum += loss
+        correct += int((cosine_predict(info["output"].detach().sum(0)) == yb).sum())
+        for name, rate in firing_rates(info["spikes"]).items():
+            rate_sums[name] = rate_sums.get(name, 0.0) + rate * len(yb)
+        bar.update(1)
+        bar.set_postfix(epoch=epoch, loss=f"{loss / len(yb):.3f}", refresh=False)
     return {"train_loss": loss_sum / len(y), "train_accuracy": correct / len(y),
             "firing_rates": {k: v / len(y) for k, v in rate_sums.items()}}
 
@@ -301,37 +315,45 @@ def _save_checkpoint(path: Path, model, cfg: TrainConfig, epoch: int) -> None:
         torch.save(payload, tmp)
 
 
-def train(cfg: TrainConfig, out_dir, progress: bool = True) -> dict:
+def train(cfg: TrainConfig, out_dir, progress: bool = True, threads: int | None = None) -> dict:
     """Train ``cfg``'s model, writing out_dir/model.pt and out_dir/metrics.json after each epoch.
 
     Defaults (sizes, lr) are resolved first, so the recorded config is explicit.
+    ``threads`` sets torch's CPU threads for the run (restored after): 1 is much
+    faster for the small digits MLPs on a busy machine.
     Returns the metrics dict. Raises ConfigError, DatasetError or TrainingDiverged
     (after which the files of the last completed epoch, if any, are left intact).
     """
     cfg = cfg.resolved()
-    out = Path(out_dir)
-    with _deterministic(cfg.seed):
+    if threads is not None and not (_is_int(threads) and threads >= 1):
+        raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
+    with _deterministic(cfg.seed, threads):
         model = build_model(cfg)
-        (x_tr, y_tr), (x_te, y_te) = _load_data(cfg)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        steps = cfg.epochs * math.ceil(len(y_tr) / cfg.batch_size)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-        metrics = {"test_accuracy": None, "history": [], "config": cfg.to_dict()}
-        for epoch in range(1, cfg.epochs + 1):
-            start = time.perf_counter()
-            try:
-                stats = _train_epoch(model, optimizer, scheduler, (x_tr, y_tr), cfg, epoch, progress)
-            except TrainingDiverged as exc:
-                kept = f"last good checkpoint: {out / 'model.pt'} (epoch {epoch - 1})" if epoch > 1 else "no checkpoint written"
-                raise TrainingDiverged(f"training diverged at {exc}; {kept}", exc.layer) from None
-            acc = evaluate(model, x_te, y_te)
-            metrics["history"].append({"epoch": epoch, "train_loss": stats["train_loss"],
-                                       "train_accuracy": stats["train_accuracy"], "test_accuracy": acc,
-                                       "seconds": time.perf_counter() - start,
-                                       "firing_rates": stats["firing_rates"]})
-            metrics["test_accuracy"] = acc
-            _save_checkpoint(out / "model.pt", model, cfg, epoch)
-            write_json(out / "metrics.json", metrics)
+        train_data, test_data = _load_data(cfg)
+        steps = cfg.epochs * math.ceil(len(train_data[1]) / cfg.batch_size)
+        with tqdm(total=steps, desc=f"{cfg.method} {cfg.dataset}", disable=not progress, unit="batch") as bar:
+            return _fit(model, cfg, train_data, test_data, Path(out_dir), bar)
+
+
+def _fit(model, cfg: TrainConfig, train_data, test_data, out: Path, bar) -> dict:
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(bar.total, 1))
+    metrics = {"test_accuracy": None, "history": [], "config": cfg.to_dict()}
+    for epoch in range(1, cfg.epochs + 1):
+        start = time.perf_counter()
+        try:
+            stats = _train_epoch(model, optimizer, scheduler, train_data, cfg, epoch, bar)
+        except TrainingDiverged as exc:
+            kept = f"last good checkpoint: {out / 'model.pt'} (epoch {epoch - 1})" if epoch > 1 else "no checkpoint written"
+            raise TrainingDiverged(f"training diverged at {exc}; {kept}", exc.layer) from None
+        acc = evaluate(model, *test_data)
+        metrics["history"].append({"epoch": epoch, "train_loss": stats["train_loss"],
+                                   "train_accuracy": stats["train_accuracy"], "test_accuracy": acc,
+                                   "seconds": time.perf_counter() - start, "firing_rates": stats["firing_rates"]})
+        metrics["test_accuracy"] = acc
+        _save_checkpoint(out / "model.pt", model, cfg, epoch)
+        write_json(out / "metrics.json", metrics)
+        bar.set_postfix(epoch=epoch, test_acc=f"{acc:.3f}")
     return metrics
 
 
