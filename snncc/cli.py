@@ -135,8 +135,9 @@ _TIMESTEPS = click.option("--timesteps", type=click.IntRange(min=1), default=Non
 @click.option("--sizes", default=None, help="MLP layer sizes, e.g. 784,1024,1024,512,256,10")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(), required=True, help="run directory")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads for training")
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def train(out_dir, quiet, sizes, **options):
+def train(out_dir, quiet, sizes, threads, **options):
     """Train a spiking network; writes OUT/model.pt and OUT/metrics.json."""
     from snncc.training.train import ConfigError, TrainConfig, train as run_training
     if sizes is not None:
@@ -146,7 +147,7 @@ def train(out_dir, quiet, sizes, **options):
             raise ConfigError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
     cfg = TrainConfig(**{k: v for k, v in options.items() if v is not None})
     cfg.validate()
-    metrics = run_training(cfg, out_dir, progress=not quiet)
+    metrics = run_training(cfg, out_dir, progress=not quiet, threads=threads)
     click.echo(f"test accuracy {metrics['test_accuracy']:.4f} -> {os.path.join(out_dir, 'model.pt')}")
 
 

@@ -34,7 +34,8 @@ def run_demo(out_dir="runs/demo", epochs=None, console: Console | None = None) -
     cfg = TrainConfig(method="bsd", model="mlp", dataset="digits", seed=0)
     if epochs:
         cfg.epochs = epochs
-    metrics = train(cfg, out / "train", progress=True)
+    # one thread: on a busy 2-core machine two torch threads can be several times slower
+    metrics = train(cfg, out / "train", progress=True, threads=1)
     console.print(f"BSD test accuracy (training module): {metrics['test_accuracy']:.4f} "
                   f"[{time.perf_counter() - t0:.1f} s]")
 

@@ -222,3 +222,18 @@ def test_pool_kernel_matches_reference_bit_for_bit(rng, mode):
     assert np.array_equal(out.reshape(ref.shape), ref)
     if mode == "sum":
         assert np.array_equal(ref, np.round(ref)) and (ref == 7).any()
+
+
+def test_float32_representable_weights_take_the_float32_path_and_stay_exact(rng):
+    from graphs import mlp
+
+    g = mlp(rng)
+    for n in g.synapses():  # round the weights to float32 values, as a trained network has
+        op = g.op(n)
+        object.__setattr__(op, "weight", op.weight.astype(np.float32).astype(np.float64))
+    plan = numba_sim.Plan(g)
+    assert any(node.data.get("w_t") is not None and node.data["w_t"].dtype == np.float32
+               for node in plan.nodes.values())
+    x = rng.random((6, 1, 8, 8))
+    a, b = numba_sim.run(g, x, 6, record=True), torch_backend.run(g, x, 6, record=True)
+    assert all(np.array_equal(a.trains[n], b.trains[n]) for n in b.trains)

@@ -35,7 +35,9 @@ def build_mlp(rng: np.random.Generator) -> tuple[SpikeGraph, list[np.ndarray]]:
     src = g.add("x", Input((SIZES[0],), encoding="spike"))
     weights = []
     for i, (n_in, n_out) in enumerate(zip(SIZES[:-1], SIZES[1:])):
-        w = rng.normal(0.0, GAINS[i] / np.sqrt(n_in), (n_out, n_in))
+        # float32 values, as in any network trained in float32 (the simulator then streams
+        # float32 weights; its float64 accumulation is unchanged)
+        w = rng.normal(0.0, GAINS[i] / np.sqrt(n_in), (n_out, n_in)).astype(np.float32).astype(np.float64)
         weights.append(w)
         g.add(f"fc{i}", Dense(w), [src])
         src = g.add(f"lif{i}", Neuron(PARAMS), [f"fc{i}"])

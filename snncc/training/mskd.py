@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -536,26 +536,14 @@ def train_step(net, optimizer, x, y, teacher_logits, cfg: MSKDConfig, chunks: in
     optimizer.zero_grad(set_to_none=True)
     loss_sum, correct, parts_acc, rates = 0.0, 0, {}, None
     pieces = np.array_split(np.arange(len(y)), chunks)
-    for piece in pieces:
-        xb, yb = x[piece], y[piece]
-        tb = None if teacher_logits is None else teacher_logits[piece]
-        if isinstance(inner, MSKDNet):
-            x_seq = inner.student.encode(xb)
-            logits, heads, recon, r = net(x_seq)
-            total, parts = mskd_loss(logits, heads, yb, tb, recon, x_seq if recon is not None else None,
-                                     alpha=cfg.alpha, tau=cfg.tau, beta=cfg.beta if cfg.uses_recon else 0.0,
-                                     w_c=cfg.head_weights_ce, w_k=cfg.head_weights_kd,
-                                     tau_squared=cfg.kd_tau_squared)
-            rates = r if rates is None else rates + r
-        else:  # the ANN
-            logits = net(xb)
-            total = F.cross_entropy(logits, yb)
-            parts = {"L_c": float(total.detach()), "L_k": 0.0, "L_r": 0.0}
-        if not torch.isfinite(total.detach()):
-            raise FloatingPointError(f"non-finite loss ({parts})")
-        (total / chunks).backward()
-        loss_sum += float(total.detach()) / chunks
-        correct += int((logits.detach().argmax(1) == yb).sum())
+    for i, piece in enumerate(pieces):
+        sync = i == len(pieces) - 1 or not isinstance(net, nn.parallel.DistributedDataParallel)
+        with nullcontext() if sync else net.no_sync():  # DDP: all-reduce once, after the last ghost batch
+            loss_i, correct_i, parts, r = _chunk_backward(net, inner, x[piece], y[piece], teacher_logits, piece,
+                                                          cfg, chunks)
+        loss_sum += loss_i
+        correct += correct_i
+        rates = r if rates is None else (rates if r is None else rates + r)
         for k in ("L_c", "L_k", "L_r"):
             parts_acc[k] = parts_acc.get(k, 0.0) + parts[k] / chunks
     if cfg.grad_clip is not None:
@@ -563,6 +551,26 @@ def train_step(net, optimizer, x, y, teacher_logits, cfg: MSKDConfig, chunks: in
     optimizer.step()
     return loss_sum, {"correct": correct, "parts": parts_acc,
                       "rates": None if rates is None else (rates / chunks).tolist()}
+
+
+def _chunk_backward(net, inner, xb, yb, teacher_logits, piece, cfg, chunks):
+    tb = None if teacher_logits is None else teacher_logits[piece]
+    r = None
+    if isinstance(inner, MSKDNet):
+        x_seq = inner.student.encode(xb)
+        logits, heads, recon, r = net(x_seq)
+        total, parts = mskd_loss(logits, heads, yb, tb, recon, x_seq if recon is not None else None,
+                                 alpha=cfg.alpha, tau=cfg.tau, beta=cfg.beta if cfg.uses_recon else 0.0,
+                                 w_c=cfg.head_weights_ce, w_k=cfg.head_weights_kd,
+                                 tau_squared=cfg.kd_tau_squared)
+    else:  # the ANN
+        logits = net(xb)
+        total = F.cross_entropy(logits, yb)
+        parts = {"L_c": float(total.detach()), "L_k": 0.0, "L_r": 0.0}
+    if not torch.isfinite(total.detach()):
+        raise FloatingPointError(f"non-finite loss ({parts})")
+    (total / chunks).backward()
+    return float(total.detach()) / chunks, int((logits.detach().argmax(1) == yb).sum()), parts, r
 
 
 @torch.no_grad()
@@ -684,20 +692,25 @@ def _same_run(a: MSKDConfig, b: MSKDConfig) -> list:
     return [k for k in da if k != "epochs" and da[k] != db[k]]
 
 
-def train_mskd(cfg: MSKDConfig, out_dir, progress: bool = True, teacher=None, resume: bool = False) -> dict:
+def train_mskd(cfg: MSKDConfig, out_dir, progress: bool = True, teacher=None, resume: bool = False,
+               ghost_batches: int = 1) -> dict:
     """Train ``cfg`` writing ``out_dir/model.pt`` (student checkpoint) and ``metrics.json`` after every epoch.
 
     ``teacher`` (kd / mskd methods): a torch module mapping (B, C, H, W) to logits, a (N, classes) logits
     tensor aligned with the training subset, or None to use ``cfg.teacher`` (a path). ``resume=True``
     continues from ``out_dir/model.pt`` if it exists (same config except ``epochs``). Under torchrun
-    the run is data-parallel and only rank 0 writes. Returns the metrics dict.
+    the run is data-parallel and only rank 0 writes. ``ghost_batches`` > 1 splits every (per-rank)
+    batch into that many ghost batches (own batch-norm statistics, accumulated gradients): a
+    single-process run with ``ghost_batches=W`` reproduces a W-rank DDP run. Returns the metrics dict.
     """
+    if not _is_int(ghost_batches) or ghost_batches < 1:
+        raise MSKDConfigError(f"ghost_batches must be an integer >= 1, got {ghost_batches!r}")
     cfg.validate()
     out = Path(out_dir)
     d = _dist_setup()
     try:
         with _deterministic(cfg.seed):
-            return _train(cfg, out, progress and d.main, teacher, resume, d)
+            return _train(cfg, out, progress and d.main, teacher, resume, d, ghost_batches)
     finally:
         if d.owns_group:
             dist.destroy_process_group()
@@ -730,14 +743,14 @@ def _resolve_teacher(cfg, teacher, x_tr, out, d, resume):
     return logits
 
 
-def _train(cfg, out, progress, teacher, resume, d):
+def _train(cfg, out, progress, teacher, resume, d, ghost_batches=1):
     net = build_net(cfg)
     (x_tr, y_tr) = load_split(cfg.dataset, "train", cfg.data_dir, cfg.train_samples, cfg.seed)
     (x_te, y_te) = load_split(cfg.dataset, "test", cfg.data_dir, cfg.test_samples, cfg.seed)
     t_logits = _resolve_teacher(cfg, teacher, x_tr, out, d, resume)
     optimizer = _make_optimizer(cfg, net.parameters())
     metrics = {"method": cfg.method, "test_accuracy": None, "history": [], "config": cfg.to_dict(),
-               "world_size": d.world}
+               "world_size": d.world, "ghost_batches": ghost_batches}
     if isinstance(net, MSKDNet):
         metrics["head_positions"] = net.positions
     start_epoch = 1
@@ -763,20 +776,20 @@ def _train(cfg, out, progress, teacher, resume, d):
         start_epoch = int(ckpt["epoch"]) + 1
         metrics["resumed_from_epoch"] = int(ckpt["epoch"])
     model = nn.parallel.DistributedDataParallel(net) if d.world > 1 else net
-    n_steps = [len(_global_batches(len(y_tr), cfg, e, d.world)) for e in range(1, cfg.epochs + 1)]
+    n_steps = [len(_global_batches(len(y_tr), cfg, e, d.world * ghost_batches)) for e in range(1, cfg.epochs + 1)]
     total_steps = sum(n_steps)
     step = sum(n_steps[:start_epoch - 1])
     x_t, y_t = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
     for epoch in range(start_epoch, cfg.epochs + 1):
         start = time.perf_counter()
         loss_sum, correct, seen, parts_sum, rate_sum, step_times = 0.0, 0, 0, {}, None, []
-        batches = _global_batches(len(y_tr), cfg, epoch, d.world)
+        batches = _global_batches(len(y_tr), cfg, epoch, d.world * ghost_batches)
         bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
         for gidx in bar:
             idx = torch.from_numpy(_shard(gidx, d))
             t0 = time.perf_counter()
             loss, info = train_step(model, optimizer, x_t[idx], y_t[idx],
-                                    None if t_logits is None else t_logits[idx], cfg,
+                                    None if t_logits is None else t_logits[idx], cfg, chunks=ghost_batches,
                                     lr=_cosine(cfg.lr, step, total_steps))
             step_times.append(time.perf_counter() - t0)
             step += 1
