@@ -29,7 +29,7 @@ def calibrate(m, seed=0):
             mod.momentum = 1.0  # running stats := the statistics of the calibration batch
             mod.weight.data = 0.5 + torch.rand(mod.num_features, generator=g, dtype=dtype)
             mod.bias.data = 0.4 * torch.rand(mod.num_features, generator=g, dtype=dtype)
-    m.fc.module.bias.data += 2.0  # output LIF: drive it past threshold for some classes
+    m.fc.module.bias.data = 3.0 * torch.rand(m.fc.module.out_features, generator=g, dtype=dtype)  # some fire
     m.train()
     with torch.no_grad():
         m(m.encode(torch.rand(16, *SHAPE, generator=g, dtype=dtype)))

@@ -251,3 +251,16 @@ class BSDMLP(nn.Module):
         # each weight's own output current, to blame the right layer when a loss goes NaN
         own = dict(zip((name for name, _ in self.named_weight_layers()), v[1:] + vb[1:big_l]))
         return losses, {"output": s[-1], "spikes": spikes, "currents": own}
+
+    @torch.no_grad()
+    def weight_alignment(self) -> dict:
+        """App. F.4: cos(vec(W_i), vec(Theta_i^T)) for each weight layer i = 1..L-1.
+
+        W_i maps layer i to i+1 and Theta_i maps layer i+1 back to i, so Theta_i^T
+        has W_i's shape. Near 0 means the two paths did not become symmetric (C1).
+        """
+        out = {}
+        for i, (w, th) in enumerate(zip(forward_weights(self.forward_path), self.theta), 1):
+            a, b = w.weight.detach().flatten().double(), th.weight.detach().T.flatten().double()
+            out[f"W{i}"] = float(a @ b / (a.norm() * b.norm()).clamp_min(1e-12))
+        return out

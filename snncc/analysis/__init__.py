@@ -1,0 +1,1 @@
+"""Analyses of trained spiking networks (information flow, firing rates)."""
