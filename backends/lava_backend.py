@@ -85,6 +85,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import sparse
 
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Conv, Dense, Flatten, Input, Neuron, Pool, Readout, is_synapse
@@ -95,6 +96,16 @@ __all__ = ["LoweringError", "LavaPlan", "lower", "run", "compile_graph", "load_a
            "quantization_report"]
 
 FORMAT = "snncc-lava/1"
+_KIND_NAME = {"dense": "Dense", "sparse": "Sparse", "conv": "Conv"}
+# A Toeplitz (unrolled) synapse matrix with at most this many entries is stored dense
+# (lava Dense); a larger one stays scipy CSR (lava Sparse).
+DENSE_MAX_ENTRIES = 1 << 22
+
+
+def _conv_json(cv: dict) -> dict:
+    return {k: list(v) for k, v in cv.items()} | {
+        "lava_layout": "ports (X, Y, C) = (H, W, C) via s_out.reshape(C,H,W).transpose(1,2,0) and "
+                       "a_out.transpose(2,0,1).reshape(-1); weight (C_out, kh, kw, C_in) spatially flipped"}
 
 
 class LoweringError(ValueError):
@@ -128,6 +139,15 @@ class Conn:
     nodes: tuple = ()
     delay: int = 0         # reference delay of the path
     hops: int = 1          # Lava hops of the realised path (relays included)
+    kind: str = "dense"    # Lava process: dense (lava Dense) | sparse (lava Sparse) | conv (lava Conv)
+    conv: dict | None = None   # kind conv: in_shape (C,H,W), out_shape (Co,Ho,Wo), stride, padding
+    note: str = ""         # why this process type (recorded in lava.json and the summary)
+
+    @property
+    def out_size(self) -> int:
+        if self.kind == "conv":
+            return int(np.prod(self.conv["out_shape"]))
+        return int(self.weight.shape[0])
 
 
 @dataclass
@@ -159,6 +179,10 @@ class LavaPlan:
         def arr(a):
             if a is None:
                 return None
+            if sparse.issparse(a):
+                return {"shape": list(a.shape), "min": float(a.min()) if a.nnz else 0.0,
+                        "max": float(a.max()) if a.nnz else 0.0, "nonzero": int(a.count_nonzero()),
+                        "format": "csr"}
             a = np.asarray(a)
             if a.size <= 64:
                 return a.tolist()
@@ -175,9 +199,10 @@ class LavaPlan:
                  "vth": p.vth, "bias_mant": arr(p.bias), "weight_scale": p.scale,
                  "alignment_offset": p.depth, "recorded": p.record}
                 for p in self.pops.values()] + [
-                {"name": c.name, "type": "Dense", "role": c.role, "graph_nodes": list(c.nodes),
+                {"name": c.name, "type": _KIND_NAME[c.kind], "role": c.role, "graph_nodes": list(c.nodes),
                  "weights": arr(c.weight), "src": c.src, "dst": c.dst,
-                 "reference_delay": c.delay, "lava_hops": c.hops}
+                 "reference_delay": c.delay, "lava_hops": c.hops, "lowering": c.note}
+                | ({"conv": _conv_json(c.conv)} if c.conv is not None else {})
                 for c in self.conns],
             "connections": [[c.src + ".s_out", c.name + ".s_in"] for c in self.conns]
                            + [[c.name + ".a_out", c.dst + ".a_in"] for c in self.conns],
@@ -191,11 +216,13 @@ class LavaPlan:
         if self.source:
             lines.append(f"  source RingBuffer {self.source['name']} [{self.source['size']}]")
         for p in self.pops.values():
-            lines.append(f"  LIF   {p.name:<22} {p.role:<7} n={p.size:<6} du={p.du:g} dv={p.dv:g} "
+            lines.append(f"  LIF    {p.name:<22} {p.role:<7} n={p.size:<6} du={p.du:g} dv={p.dv:g} "
                          f"vth={p.vth!r} offset={p.depth}" + (" recorded" if p.record else ""))
         for c in self.conns:
-            lines.append(f"  Dense {c.name:<22} {c.role:<8} {c.src} -> {c.dst} "
-                         f"{list(c.weight.shape)} delay={c.delay} hops={c.hops}")
+            shape = (f"kernel {list(c.weight.shape)} stride={list(c.conv['stride'])} "
+                     f"pad={list(c.conv['padding'])}") if c.kind == "conv" else str(list(c.weight.shape))
+            lines.append(f"  {_KIND_NAME[c.kind]:<6} {c.name:<22} {c.role:<8} {c.src} -> {c.dst} "
+                         f"{shape} delay={c.delay} hops={c.hops}" + (f"  [{c.note}]" if c.note else ""))
         for d in self.dyns:
             lines.append(f"  per-sample {d.var} of {d.target} from " + ", ".join(n for n, _ in d.terms))
         lines.append(f"  readout {self.readout['node']} <- {self.readout['pop']} ({self.readout['mode']})")
@@ -220,29 +247,63 @@ def _windows(shape, kernel, stride, padding):
             yield ky, kx, (oy[ok] * wo + ox[ok]), (iy[ok] * w + ix[ok]), ho * wo
 
 
-def conv_matrix(weight, shape, stride, padding) -> np.ndarray:
-    """Unrolled conv: M @ x.ravel() == conv2d(x, weight).ravel() (C-order, no bias)."""
+def conv_matrix_sparse(weight, shape, stride, padding) -> sparse.csr_matrix:
+    """Unrolled conv as CSR: M @ x.ravel() == conv2d(x, weight).ravel() (C-order, no bias).
+    Vectorised: one COO block per kernel offset (no out_size x in_size dense array)."""
+    weight = np.asarray(weight, dtype=np.float64)
     c_out, c_in, kh, kw = weight.shape
     c, h, w = shape
-    m = None
+    rows, cols, vals, hw_out = [], [], [], 0
+    co = np.arange(c_out)[:, None, None]
+    ci = np.arange(c_in)[None, :, None]
     for ky, kx, r, cl, hw_out in _windows(shape, (kh, kw), stride, padding):
-        if m is None:
-            m = np.zeros((c_out * hw_out, c_in * h * w))
-        for co in range(c_out):
-            for ci in range(c_in):
-                m[co * hw_out + r, ci * h * w + cl] = weight[co, ci, ky, kx]
-    return m
+        full = (c_out, c_in, r.size)
+        rows.append(np.broadcast_to(co * hw_out + r[None, None, :], full).ravel())
+        cols.append(np.broadcast_to(ci * (h * w) + cl[None, None, :], full).ravel())
+        vals.append(np.broadcast_to(weight[:, :, ky, kx][:, :, None], full).ravel())
+    return sparse.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                             shape=(c_out * hw_out, c_in * h * w)).tocsr()
+
+
+def conv_matrix(weight, shape, stride, padding) -> np.ndarray:
+    """Unrolled conv: M @ x.ravel() == conv2d(x, weight).ravel() (C-order, no bias); dense."""
+    return conv_matrix_sparse(weight, shape, stride, padding).toarray()
+
+
+def pool_matrix_sparse(shape, kernel, stride, padding, value) -> sparse.csr_matrix:
+    c, h, w = shape
+    rows, cols, hw_out = [], [], 0
+    ch = np.arange(c)[:, None]
+    for _, _, r, cl, hw_out in _windows(shape, kernel, stride, padding):
+        rows.append((ch * hw_out + r[None, :]).ravel())
+        cols.append((ch * (h * w) + cl[None, :]).ravel())
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    return sparse.coo_matrix((np.full(rows.size, float(value)), (rows, cols)),
+                             shape=(c * hw_out, c * h * w)).tocsr()
 
 
 def pool_matrix(shape, kernel, stride, padding, value) -> np.ndarray:
-    c, h, w = shape
-    m = None
-    for _, _, r, cl, hw_out in _windows(shape, kernel, stride, padding):
-        if m is None:
-            m = np.zeros((c * hw_out, c * h * w))
-        for ch in range(c):
-            m[ch * hw_out + r, ch * h * w + cl] = value
-    return m
+    return pool_matrix_sparse(shape, kernel, stride, padding, value).toarray()
+
+
+def lava_kernel(weight: np.ndarray) -> np.ndarray:
+    """snncc/torch conv weight (C_out, C_in, kh, kw), cross-correlation -> lava Conv weight
+    (C_out, X, Y, C_in) with X = H, Y = W. Lava's CPU conv (scipy convolve2d) is a true
+    convolution, so the kernel is flipped in both spatial axes."""
+    return np.ascontiguousarray(np.asarray(weight)[:, :, ::-1, ::-1].transpose(0, 2, 3, 1))
+
+
+def _identity(n: int) -> sparse.csr_matrix:
+    return sparse.identity(n, dtype=np.float64, format="csr")
+
+
+def _as_matrix(m, note: str):
+    """(weight, kind, note): CSR kept sparse when large, else a dense ndarray."""
+    if sparse.issparse(m):
+        if m.shape[0] * m.shape[1] <= DENSE_MAX_ENTRIES:
+            return m.toarray(), "dense", note
+        return m.tocsr(), "sparse", note + f" (CSR: {m.shape[0]}x{m.shape[1]} too large for Dense)"
+    return np.asarray(m, dtype=np.float64), "dense", note
 
 
 # -- lowering ---------------------------------------------------------------------------------
@@ -250,10 +311,13 @@ def pool_matrix(shape, kernel, stride, padding, value) -> np.ndarray:
 class _Edge:
     src: str
     dst: str
-    weight: np.ndarray | None      # None = identity
+    weight: object                 # ndarray (Dense) | CSR (Sparse) | conv kernel (Conv)
     delay: int
     role: str
     nodes: tuple
+    kind: str = "dense"
+    conv: dict | None = None
+    note: str = ""
 
 
 class _Ctx:
@@ -285,8 +349,8 @@ class _Ctx:
             src, m, d = self.resolve(p.src)
             if isinstance(op, Pool):
                 k = op.kernel[0] * op.kernel[1]
-                pm = pool_matrix(self.types[p.src].shape, op.kernel, op.stride, op.padding,
-                                 1.0 / k if op.mode == "avg" else 1.0)
+                pm = pool_matrix_sparse(self.types[p.src].shape, op.kernel, op.stride, op.padding,
+                                        1.0 / k if op.mode == "avg" else 1.0)
                 m = pm if m is None else pm @ m
             return src, m, d + p.delay
         self.fail(node, "cannot be lowered as a spike source or a linear fold into a synapse")
@@ -321,10 +385,11 @@ def _rule_pool(ctx, n, op):
     if ctx.types[p.src].kind is not Kind.SPIKE or not isinstance(ctx.g.op(p.src), (Neuron, Pool, Input)):
         ctx.fail(n, f"max pooling of {ctx.types[p.src].kind.value} values from {p.src!r}: "
                     "only max pooling of a population's spikes (an OR) is lowered")
-    m = pool_matrix(ctx.types[p.src].shape, op.kernel, op.stride, op.padding, 1.0)
+    m = pool_matrix_sparse(ctx.types[p.src].shape, op.kernel, op.stride, op.padding, 1.0)
     ctx.pops[n] = Pop(n, "or", ctx.types[n].size, 1.0, 1.0, 0.5, node=n, shape=ctx.types[n].shape)
     ctx.sources[n] = n
-    ctx.deferred.append(lambda: ctx.edges.append(_Edge(ctx.resolve(p.src)[0], n, m, p.delay, "pool", (n,))))
+    ctx.deferred.append(lambda: ctx.edges.append(_Edge(ctx.resolve(p.src)[0], n, m, p.delay, "pool", (n,),
+                                                       "sparse", None, "OR window (0/1 CSR)")))
 
 
 def _rule_synapse(ctx, n, op):
@@ -338,8 +403,28 @@ def _synapse_matrix(ctx, n, op):
     if isinstance(op, Dense):
         return np.asarray(op.weight, dtype=np.float64)
     (p,) = ctx.g.inputs(n)
-    return conv_matrix(np.asarray(op.weight, dtype=np.float64), ctx.types[p.src].shape,
-                       op.stride, op.padding)
+    return conv_matrix_sparse(op.weight, ctx.types[p.src].shape, op.stride, op.padding)
+
+
+def _synapse_edge(ctx, src, sop, s, m, scale, delay, dst):
+    """Choose the Lava process of one synapse: a Conv reading a spike source's (C, H, W)
+    vector directly -> lava Conv; anything with a folded avg/sum pool (Toeplitz product) or a
+    Dense op -> a matrix (dense, or CSR when large)."""
+    (sp,) = ctx.g.inputs(src)
+    if isinstance(sop, Conv) and m is None:
+        cv = {"in_shape": tuple(ctx.types[sp.src].shape), "out_shape": tuple(ctx.types[src].shape),
+              "stride": tuple(int(v) for v in sop.stride), "padding": tuple(int(v) for v in sop.padding)}
+        w = np.asarray(sop.weight, dtype=np.float64) * scale
+        return _Edge(s, dst, w, delay, "synapse", (src,), "conv", cv, "lava Conv")
+    if isinstance(sop, Conv):
+        w = _synapse_matrix(ctx, src, sop) @ m
+        why = "Toeplitz: " + ("avg/sum pool folded into the conv" if m is not None else "conv")
+    else:
+        w = np.asarray(sop.weight, dtype=np.float64)
+        w = w if m is None else np.asarray((m.T @ w.T).T)
+        why = "" if m is None else "pool/flatten folded"
+    w, kind, why = _as_matrix(w, why)
+    return _Edge(s, dst, w * scale, delay, "synapse", (src,), kind, None, why)
 
 
 def _rule_neuron(ctx, n, op):
@@ -366,17 +451,16 @@ def _neuron_edges(ctx, n, scale):
         elif is_synapse(sop):
             (sp,) = ctx.g.inputs(src)
             s, m, d = ctx.resolve(sp.src)
-            w = _synapse_matrix(ctx, src, sop)
-            w = w if m is None else w @ m
-            ctx.edges.append(_Edge(s, n, w * scale, port.delay + sp.delay + d, "synapse", (src,)))
+            ctx.edges.append(_synapse_edge(ctx, src, sop, s, m, scale, port.delay + sp.delay + d, n))
             if sop.bias is not None:
                 b = np.asarray(sop.bias, dtype=np.float64)
                 b = np.repeat(b, ctx.types[src].size // b.size)  # conv: one bias per channel
                 ctx.biases.append((n, port.delay, b * scale, None, 1.0))
         else:
             s, m, d = ctx.resolve(src)
-            w = np.eye(ctx.types[n].size) if m is None else m
-            ctx.edges.append(_Edge(s, n, w * scale, port.delay + d, "identity", (src,)))
+            w = _identity(ctx.types[n].size) if m is None else sparse.csr_matrix(m)
+            ctx.edges.append(_Edge(s, n, w * scale, port.delay + d, "identity", (src,), "sparse", None,
+                                   "identity spike path (CSR)"))
 
 
 def _rule_readout(ctx, n, op):
@@ -433,8 +517,11 @@ def lower(graph: SpikeGraph, fixed_point: bool = False) -> LavaPlan:
 
     # depths (alignment offsets), in creation order == graph order
     depth = {ctx.source["name"]: 0} if ctx.source else {}
+    into: dict = {}
+    for e in ctx.edges:
+        into.setdefault(e.dst, []).append(e)
     for name in ctx.pops:
-        ds = [depth[e.src] + 1 - e.delay for e in ctx.edges if e.dst == name and e.src in depth]
+        ds = [depth[e.src] + 1 - e.delay for e in into.get(name, ()) if e.src in depth]
         depth[name] = max([0] + ds)
         ctx.pops[name].depth = depth[name]
 
@@ -451,7 +538,8 @@ def lower(graph: SpikeGraph, fixed_point: bool = False) -> LavaPlan:
             name = f"{src}~relay{k}" if src != "~clock" else f"~clock{k}"
             pops[name] = Pop(name, "relay" if src != "~clock" else "clock", size, 1.0, 1.0, 0.5,
                              depth=depth.get(src, 0) + k)
-            conns.append(Conn(f"{name}.in", prev, name, np.eye(size), "relay" if src != "~clock" else "clock"))
+            conns.append(Conn(f"{name}.in", prev, name, _identity(size), "relay" if src != "~clock" else "clock",
+                              kind="sparse"))
             relays[key] = name
         return relays[key]
 
@@ -462,9 +550,8 @@ def lower(graph: SpikeGraph, fixed_point: bool = False) -> LavaPlan:
                                 f"{depth[e.src] - depth[e.dst]} hops deeper cannot be realised with Lava's "
                                 f"one-step Dense delay")
         src = relay(e.src, hops - 1)
-        w = e.weight if e.weight is not None else np.eye(pops[e.dst].size)
         conns.append(Conn(f"{e.nodes[0]}->{e.dst}" if e.role != "pool" else f"{e.dst}.window",
-                          src, e.dst, w, e.role, e.nodes, e.delay, hops))
+                          src, e.dst, e.weight, e.role, e.nodes, e.delay, hops, e.kind, e.conv, e.note))
 
     # biases grouped by start column (depth + delay); column 0 -> bias_mant, else clock Dense
     groups: dict = {}
@@ -522,11 +609,31 @@ def _dyn_value(d: Dyn, static: dict, b: int) -> np.ndarray:
     return v
 
 
+def _lava_conn_classes():
+    from lava.proc.conv.process import Conv as LavaConv
+    from lava.proc.sparse.process import Sparse as LavaSparse
+    return LavaConv, LavaSparse
+
+
+def _connect_conn(proc, c: Conn, src_proc, dst_proc):
+    """Wire one synapse process. Populations are 1-D C-order (C, H, W) vectors; a lava Conv's
+    ports are (X, Y, C) = (H, W, C), bridged with reshape/transpose virtual ports."""
+    if c.kind == "conv":
+        ci, h, w = c.conv["in_shape"]
+        co, ho, wo = c.conv["out_shape"]
+        src_proc.s_out.reshape((ci, h, w)).transpose(axes=(1, 2, 0)).connect(proc.s_in)
+        proc.a_out.transpose(axes=(2, 0, 1)).reshape((co * ho * wo,)).connect(dst_proc.a_in)
+    else:
+        src_proc.s_out.connect(proc.s_in)
+        proc.a_out.connect(dst_proc.a_in)
+
+
 def _build(L, plan: LavaPlan, x: np.ndarray, batch: int, steps: int, timesteps: int):
     procs = {}
     fx = plan.fixed is not None
+    LavaConv, LavaSparse = _lava_conn_classes()
     if fx:
-        from snncc.backends.lava_fixed import lava_dense_kwargs, lava_lif_kwargs
+        from snncc.backends.lava_fixed import lava_conv_kwargs, lava_dense_kwargs, lava_lif_kwargs
     if plan.source:
         data = np.zeros((plan.source["size"], batch * steps), dtype=np.int32 if fx else np.float64)
         for b in range(batch):
@@ -537,16 +644,32 @@ def _build(L, plan: LavaPlan, x: np.ndarray, batch: int, steps: int, timesteps: 
         procs[p.name] = L.LIF(shape=(p.size,), name=p.name, **kw)
     dense = {}
     for c in plan.conns:
-        kw = lava_dense_kwargs(plan, c.name) if fx else dict(weights=np.array(c.weight, dtype=np.float64))
-        dense[c.name] = L.Dense(name=c.name, **kw)
-        procs[c.src].s_out.connect(dense[c.name].s_in)
-        dense[c.name].a_out.connect(procs[c.dst].a_in)
+        if c.kind == "conv":
+            kw = lava_conv_kwargs(plan, c.name) if fx else dict(weight=lava_kernel(c.weight))
+            ci, h, w = c.conv["in_shape"]
+            dense[c.name] = LavaConv(name=c.name, input_shape=(h, w, ci), padding=tuple(c.conv["padding"]),
+                                     stride=tuple(c.conv["stride"]), **kw)
+        elif c.kind == "sparse":
+            kw = lava_dense_kwargs(plan, c.name) if fx else dict(weights=sparse.csr_matrix(c.weight, dtype=np.float64))
+            dense[c.name] = LavaSparse(name=c.name, **kw)
+        else:
+            kw = lava_dense_kwargs(plan, c.name) if fx else dict(weights=np.array(c.weight, dtype=np.float64))
+            dense[c.name] = L.Dense(name=c.name, **kw)
+        _connect_conn(dense[c.name], c, procs[c.src], procs[c.dst])
     sinks = {}
     for p in plan.pops.values():
         if p.record:
             sinks[p.name] = L.SinkRingBuffer(shape=(p.size,), buffer=batch * steps)
             procs[p.name].s_out.connect(sinks[p.name].a_in)
     return procs, dense, sinks
+
+
+def _zero_buffer(c: Conn, proc, dtype):
+    if c.kind == "conv":
+        co, ho, wo = c.conv["out_shape"]
+        proc.a_buf.set(np.zeros((ho, wo, co), dtype))
+    else:
+        proc.a_buff.set(np.zeros(c.out_size, dtype))
 
 
 def _set_dyn(plan, procs, dense, d, value, b, init=False):
@@ -632,7 +755,7 @@ def run(graph, x, timesteps: int, record: bool = False, fixed_point: bool = Fals
                     procs[p.name].v.set(np.zeros(p.size, zero))
                     procs[p.name].u.set(np.zeros(p.size, zero))
                 for c in plan.conns:
-                    dense[c.name].a_buff.set(np.zeros(c.weight.shape[0], zero))
+                    _zero_buffer(c, dense[c.name], zero)
                 for d in plan.dyns:
                     _set_dyn(plan, procs, dense, d, _dyn_value(d, static, b), b)
                 reset_s += time.perf_counter() - tr

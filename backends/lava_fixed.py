@@ -90,13 +90,17 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import sparse
 
 from snncc.backends import lava_backend as lb
 from snncc.backends.lava_backend import LoweringError
 from snncc.ir.ops import Conv, Dense, Flatten, Input, Pool
 
 __all__ = ["FixedPop", "FixedConn", "FixedParams", "quantize", "quantize_plan", "lower_fixed",
-           "simulate", "run_integer", "sample_bias", "lava_lif_kwargs", "lava_dense_kwargs"]
+           "simulate", "run_integer", "sample_bias", "lava_lif_kwargs", "lava_dense_kwargs",
+           "lava_conv_kwargs"]
 
 DECAY_UNITY = 4096           # 12-bit decays
 DU_MAX = 4095
@@ -129,6 +133,7 @@ class FixedConn:
     weight_exp: int
     sign_mode: str               # mixed | excitatory | inhibitory
     clipped: int = 0
+    kind: str = "dense"          # dense | sparse (CSR weight) | conv (kernel, weight_exp >= 0 pre-shifted)
 
 
 @dataclass
@@ -143,7 +148,10 @@ class FixedParams:
                 "populations": {p.name: {"scale_exp": p.k, "du": p.du, "dv": p.dv, "vth": p.vth}
                                 for p in self.pops.values()},
                 "dense": {c.name: {"weight_exp": c.weight_exp, "sign_mode": c.sign_mode,
-                                   "num_weight_bits": 8, "clipped": c.clipped}
+                                   "num_weight_bits": 8, "clipped": c.clipped, "process": c.kind}
+                          | ({"lava_weight_exp": 0, "note": "lava's CPU Conv ignores weight_exp: the "
+                              "weights are passed pre-shifted (mantissa << weight_exp)"}
+                             if c.kind == "conv" else {})
                           for c in self.conns.values()},
                 "report": self.report}
 
@@ -151,28 +159,46 @@ class FixedParams:
         lines = ["fixed-point quantisation (Loihi2SimCfg(select_tag='fixed_pt'))"]
         for r in self.report:
             if r["kind"] == "population":
-                lines.append(f"  LIF   {r['layer']:<22} k={r['scale_exp']:<3} dv={r['dv']:<5} vth={r['vth']:<7} "
+                lines.append(f"  LIF    {r['layer']:<22} k={r['scale_exp']:<3} dv={r['dv']:<5} vth={r['vth']:<7} "
                              f"threshold err={r['threshold_error']:.3g} decay err={r['decay_error']:.3g} "
                              f"bias err={r['bias_max_abs_error']:.3g}"
                              + (" + per-sample input current (13-bit mantissa)" if r["per_sample_bias"] else ""))
             else:
-                lines.append(f"  Dense {r['layer']:<22} e={r['weight_exp']:<3} {r['sign_mode']:<10} "
+                lines.append(f"  {lb._KIND_NAME[r['process']]:<6} {r['layer']:<22} e={r['weight_exp']:<3} {r['sign_mode']:<10} "
                              f"max|w|={r['max_abs_weight']:.4g} max err={r['max_abs_error']:.3g} "
                              f"rel={r['rel_error']:.3g} clipped={r['clipped']}")
         return "\n".join(lines)
 
 
 # -- pieces -------------------------------------------------------------------------------------
-def _sign_mode(w: np.ndarray) -> str:
+def _vals(w) -> np.ndarray:
+    """The stored values of a weight: a dense matrix, a conv kernel, or a CSR matrix's data."""
+    return w.data if sparse.issparse(w) else np.asarray(w)
+
+
+def _map(w, f):
+    """Apply an element-wise function to a weight's stored values (CSR structure kept)."""
+    if sparse.issparse(w):
+        out = w.copy()
+        out.data = f(w.data)
+        return out
+    return f(np.asarray(w))
+
+
+def _sign_mode(w) -> str:
+    w = _vals(w)
     if np.any(w > 0) and np.any(w < 0):
         return "mixed"
     return "inhibitory" if np.any(w < 0) else "excitatory"
 
 
-def _quant_weights(w_a: np.ndarray, mode: str):
-    """w_a in a_in units -> (Lava weights, e, clipped, e wanted before clamping)."""
+def _quant_weights(w_a, mode: str, min_exp: int = WEIGHT_EXP[0]):
+    """w_a in a_in units (dense, CSR or a conv kernel) -> (Lava weights, e, clipped, e wanted
+    before clamping). ``min_exp`` = 0 for lava Conv (no floor shift available, see
+    :func:`lava_conv_kwargs`)."""
     lo, hi = MANT[mode]
     mixed = int(mode == "mixed")
+    w_s, w_a = w_a, _vals(w_a)
     pos, neg = float(w_a.max(initial=0.0)), float(-w_a.min(initial=0.0))
     need = max(pos / hi if hi > 0 else 0.0, neg / -lo if lo < 0 else 0.0) / 2 ** mixed
     e = math.ceil(math.log2(need)) if need > 0 else 0
@@ -182,26 +208,59 @@ def _quant_weights(w_a: np.ndarray, mode: str):
     while need > 0 and (mant(e).max(initial=0) > hi or mant(e).min(initial=0) < lo):
         e += 1                                    # guards log2 rounding at the boundary
     wanted = e
-    e = int(min(max(e, WEIGHT_EXP[0]), WEIGHT_EXP[1]))
+    e = int(min(max(e, WEIGHT_EXP[0], min_exp), WEIGHT_EXP[1]))
     m = mant(e)
     clipped = int(np.count_nonzero((m < lo) | (m > hi)))
-    m = np.clip(m, lo, hi).astype(np.int64)
-    return m * (2 if mixed else 1), e, clipped, wanted
+    m = np.clip(m, lo, hi).astype(np.int64) * (2 if mixed else 1)
+    return _map(w_s, lambda _: m), e, clipped, wanted
 
 
-def _lava_weights(w: np.ndarray, mode: str) -> np.ndarray:
-    """What PyDenseModelBitAcc does to the weights once (clip_weights + truncate_weights)."""
-    w = np.asarray(w, dtype=np.int64)
-    if mode == "mixed":
-        return (np.clip(w, -256, 255) >> 1) << 1
-    if mode == "inhibitory":
-        return -np.clip(-w, 0, 255)
-    return np.clip(w, 0, 255)
+def _lava_weights(w, mode: str):
+    """What PyDenseModelBitAcc / PySparseModelBitAcc do to the weights once (clip_weights +
+    truncate_weights); lava_conv_kwargs applies the same to Conv kernels itself."""
+    def f(w):
+        w = np.asarray(w, dtype=np.int64)
+        if mode == "mixed":
+            return (np.clip(w, -256, 255) >> 1) << 1
+        if mode == "inhibitory":
+            return -np.clip(-w, 0, 255)
+        return np.clip(w, 0, 255)
+    return _map(w, f)
 
 
-def _effective(c: FixedConn) -> np.ndarray:
+def _effective(c: FixedConn):
     """Per-weight value in a_in units (ignores the floor of the summed input when e < 0)."""
-    return _lava_weights(c.weight, c.sign_mode) * 2.0 ** c.weight_exp
+    return _map(_lava_weights(c.weight, c.sign_mode), lambda d: d * 2.0 ** c.weight_exp)
+
+
+def _conv_apply(x: np.ndarray, kernel: np.ndarray, cv: dict) -> np.ndarray:
+    """conv2d of (B, C*H*W) C-order vectors with a (C_out, C_in, kh, kw) kernel -> (B, out) float64
+    (exact for integer operands below 2^53)."""
+    ci, h, w = cv["in_shape"]
+    xt = torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1, ci, h, w))
+    out = F.conv2d(xt, torch.as_tensor(np.asarray(kernel, dtype=np.float64)),
+                   stride=tuple(cv["stride"]), padding=tuple(cv["padding"]))
+    return out.numpy().reshape(xt.shape[0], -1)
+
+
+def _row_pos_neg(eff, conv: dict | None):
+    """Per destination neuron: sum of the positive / of the negative incoming weights."""
+    if conv is not None:   # all-ones input: kernel summed over C_in, times the in-bounds masks
+        _, h, w = conv["in_shape"]
+        _, ho, wo = conv["out_shape"]
+        kh, kw = eff.shape[2:]
+        (sy, sx), (py, px) = conv["stride"], conv["padding"]
+        iy = np.arange(ho)[None, :] * sy - py + np.arange(kh)[:, None]
+        ix = np.arange(wo)[None, :] * sx - px + np.arange(kw)[:, None]
+        vy = ((iy >= 0) & (iy < h)).astype(np.float64)         # (kh, ho)
+        vx = ((ix >= 0) & (ix < w)).astype(np.float64)         # (kw, wo)
+
+        def f(k):
+            return np.einsum("ckl,ky,lx->cyx", k.sum(axis=1), vy, vx).ravel()
+        return f(np.maximum(eff, 0)), f(np.maximum(-eff, 0))
+    if sparse.issparse(eff):
+        return (np.asarray(eff.maximum(0).sum(axis=1)).ravel(), np.asarray((-eff).maximum(0).sum(axis=1)).ravel())
+    return np.where(eff > 0, eff, 0).sum(axis=1), np.where(eff < 0, -eff, 0).sum(axis=1)
 
 
 def _split_bias(bv: np.ndarray):
@@ -233,15 +292,18 @@ def _static_bounds(graph, plan, input_bound: float) -> dict:
             (p,) = graph.inputs(n)
             k = op.kernel[0] * op.kernel[1]
             val = 1.0 / k if op.mode == "avg" else 1.0
-            pm = lb.pool_matrix(types[p.src].shape, op.kernel, op.stride, op.padding, val)
+            pm = lb.pool_matrix_sparse(types[p.src].shape, op.kernel, op.stride, op.padding, val)
             out[n] = pm @ ins[0]   # (max <= sum of the window's bounds)
         elif isinstance(op, (Dense, Conv)):
             (p,) = graph.inputs(n)
-            w = np.asarray(op.weight, dtype=np.float64)
-            m = w if isinstance(op, Dense) else lb.conv_matrix(w, types[p.src].shape, op.stride, op.padding)
+            w = np.abs(np.asarray(op.weight, dtype=np.float64))
             b = 0.0 if op.bias is None else np.repeat(np.abs(np.asarray(op.bias, dtype=np.float64)),
                                                       types[n].size // np.size(op.bias))
-            out[n] = np.abs(m) @ ins[0] + b
+            if isinstance(op, Dense):
+                out[n] = w @ ins[0] + b
+            else:   # |W| @ bound as a conv (no unrolled matrix)
+                cv = {"in_shape": types[p.src].shape, "stride": op.stride, "padding": op.padding}
+                out[n] = _conv_apply(ins[0][None], w, cv)[0] + b
         else:  # pragma: no cover - the float lowering only marks these as static
             raise LoweringError(f"fixed point: cannot bound static node {n!r}")
     return out
@@ -263,6 +325,7 @@ class _PopQuant:
         self.pop, self.conns, self.bias_bound = pop, conns, bias_bound
         self.theta = _theta(pop)
         self.modes = {c.name: _sign_mode(c.weight) for c in conns}
+        self.convs = {c.name: c.conv if c.kind == "conv" else None for c in conns}
 
     def attempt(self, k: int):
         """(FixedPop, {conn: FixedConn}, violation or None) at scale k."""
@@ -279,14 +342,16 @@ class _PopQuant:
             bad(f"threshold of population {p.name!r}", self.theta, vth, f"vth 0..{VTH_MAX} (17 bits)")
         qc, pos, neg = {}, np.zeros(p.size), np.zeros(p.size)
         for c in self.conns:
-            w, e, clipped, wanted = _quant_weights(c.weight * 2.0 ** k, self.modes[c.name])
+            conv = self.convs[c.name]
+            w, e, clipped, wanted = _quant_weights(c.weight * 2.0 ** k, self.modes[c.name],
+                                                   0 if conv is not None else WEIGHT_EXP[0])
             if wanted > WEIGHT_EXP[1]:
-                bad(f"largest |weight| of Dense {c.name!r}", float(np.abs(c.weight).max()),
+                bad(f"largest |weight| of {lb._KIND_NAME[c.kind]} {c.name!r}", float(np.abs(_vals(c.weight)).max()),
                     f"2^{wanted}-scaled", f"weight_exp {WEIGHT_EXP[0]}..{WEIGHT_EXP[1]}")
-            qc[c.name] = q = FixedConn(c.name, w, e, self.modes[c.name], clipped)
-            eff = _effective(q)
-            pos += np.where(eff > 0, eff, 0).sum(axis=1)
-            neg += np.where(eff < 0, -eff, 0).sum(axis=1)
+            qc[c.name] = q = FixedConn(c.name, w, e, self.modes[c.name], clipped, c.kind)
+            ps, ns = _row_pos_neg(_effective(q), conv)
+            pos += ps
+            neg += ns
         worst = float(max(pos.max(initial=0), neg.max(initial=0)))
         if worst > A_IN_MAX:
             bad(f"worst-case input current of population {p.name!r}", worst * 2.0 ** -k, int(worst),
@@ -320,9 +385,11 @@ def quantize_plan(graph, plan, input_bound: float = 1.0, scale_exp=None) -> Fixe
         ins = [c for c in plan.conns if c.dst == p.name]
         if p.role != "neuron":
             for c in ins:
-                if not np.all((c.weight == 0) | (c.weight == 1)):  # pragma: no cover
+                v = _vals(c.weight)
+                if c.kind == "conv" or not np.all((v == 0) | (v == 1)):  # pragma: no cover
                     raise LoweringError(f"fixed point: helper Dense {c.name!r} has non-0/1 weights")
-                conns[c.name] = FixedConn(c.name, c.weight.astype(np.int64), 0, "excitatory")
+                conns[c.name] = FixedConn(c.name, _map(c.weight, lambda d: np.asarray(d).astype(np.int64)), 0,
+                                          "excitatory", 0, c.kind)
             bias = np.rint(p.bias).astype(np.int64)
             pops[p.name] = FixedPop(p.name, p.role, None, DU_MAX, DU_MAX, 0, bias, np.zeros(p.size, np.int64))
             continue
@@ -371,15 +438,16 @@ def _pop_row(p, fp: FixedPop, per_sample: bool) -> dict:
 
 def _conn_row(c, q: FixedConn, p, fp: FixedPop) -> dict:
     to_graph = 2.0 ** -fp.k / p.scale          # a_in units -> the graph's weight units
-    w = c.weight / p.scale
-    err = np.abs(_effective(q) * to_graph - w)
+    w = _vals(c.weight) / p.scale                # (CSR: stored values only, same structure)
+    err = np.abs(_vals(_effective(q)) * to_graph - w)
     wmax = float(np.abs(w).max(initial=0.0))
     mx = float(err.max(initial=0.0))
     return {"layer": c.name, "kind": "dense", "role": c.role, "graph_nodes": list(c.nodes), "dst": p.name,
             "weight_exp": q.weight_exp, "sign_mode": q.sign_mode,
             "step": 2.0 ** (q.weight_exp + (q.sign_mode == "mixed")) * to_graph,
             "max_abs_weight": wmax, "max_abs_error": mx, "rel_error": mx / wmax if wmax else 0.0,
-            "mean_abs_error": float(err.mean()) if err.size else 0.0, "clipped": q.clipped}
+            "mean_abs_error": float(err.mean()) if err.size else 0.0, "clipped": q.clipped,
+            "process": q.kind}
 
 
 def quantize(graph, input_bound: float = 1.0, scale_exp=None) -> FixedParams:
@@ -417,15 +485,36 @@ def lava_lif_kwargs(plan, name: str) -> dict:
 
 
 def lava_dense_kwargs(plan, name: str) -> dict:
+    """Arguments of a lava Dense (ndarray weights) or Sparse (CSR weights): both bit-accurate
+    models clip/truncate the weights and shift the sum by weight_exp the same way."""
     from lava.utils.weightutils import SignMode
     q = plan.fixed.conns[name]
-    return dict(weights=q.weight.astype(np.int32).copy(), weight_exp=int(q.weight_exp), num_weight_bits=8,
+    w = q.weight.astype(np.int32) if sparse.issparse(q.weight) else q.weight.astype(np.int32).copy()
+    return dict(weights=w, weight_exp=int(q.weight_exp), num_weight_bits=8,
                 sign_mode=SignMode[q.sign_mode.upper()])
+
+
+def lava_conv_kwargs(plan, name: str) -> dict:
+    """Arguments of a lava Conv in fixed point. Lava 0.10's PyConvModelFixed ignores weight_exp
+    and num_weight_bits (it computes a plain integer conv, then wraps a_buf to 24 signed bits),
+    so the exponent is applied here: weight = lava_weights(mantissa) << weight_exp with
+    weight_exp >= 0 (the quantiser never gives a Conv a negative exponent: a floor shift has no
+    Conv equivalent) and Lava's weight_exp = 0. The effective integer weights equal those a
+    Dense with (mantissa, weight_exp) would use; they exceed 8 bits when weight_exp > 0."""
+    q = plan.fixed.conns[name]
+    assert q.kind == "conv" and q.weight_exp >= 0
+    w = _lava_weights(q.weight, q.sign_mode) << q.weight_exp
+    return dict(weight=lb.lava_kernel(w).astype(np.int32), weight_exp=0, num_weight_bits=8)
 
 
 # -- the integer reference ----------------------------------------------------------------------
 def _wrap32(x):
     return ((np.asarray(x, dtype=np.int64) + 2 ** 31) % 2 ** 32) - 2 ** 31
+
+
+def _wrap24(x):
+    """lava.proc.conv.utils.signed_clamp(x, 24): PyConvModelFixed's a_buf wrap."""
+    return ((np.asarray(x, dtype=np.int64) + 2 ** 23) % 2 ** 24) - 2 ** 23
 
 
 def _decay(x, d):
@@ -443,6 +532,9 @@ def simulate(plan, steps: int, batch: int, source: np.ndarray | None = None, bia
     pops = list(plan.pops.values())
     W = {c.name: _lava_weights(fx.conns[c.name].weight, fx.conns[c.name].sign_mode) for c in plan.conns}
     E = {c.name: fx.conns[c.name].weight_exp for c in plan.conns}
+    for c in plan.conns:    # lava Conv: pre-shifted weights, no shift of the sum (lava_conv_kwargs)
+        if c.kind == "conv":
+            W[c.name], E[c.name] = W[c.name] << E[c.name], 0
     eff_bias = {}
     for p in pops:
         mant, exp = biases.get(p.name, (fx.pops[p.name].bias_mant, fx.pops[p.name].bias_exp))
@@ -450,7 +542,7 @@ def simulate(plan, steps: int, batch: int, source: np.ndarray | None = None, bia
         eff_bias[p.name] = _wrap32(np.where(exp >= 0, mant << np.maximum(exp, 0), mant >> np.maximum(-exp, 0)))
     u = {p.name: np.zeros((batch, p.size), np.int64) for p in pops}
     v = {p.name: np.zeros((batch, p.size), np.int64) for p in pops}
-    a_buff = {c.name: np.zeros((batch, c.weight.shape[0]), np.int64) for c in plan.conns}
+    a_buff = {c.name: np.zeros((batch, c.out_size), np.int64) for c in plan.conns}
     out = {p.name: np.zeros((batch, p.size, steps), np.uint8) for p in pops}
     src_name = plan.source["name"] if plan.source else None
     for t in range(steps):
@@ -475,7 +567,12 @@ def simulate(plan, steps: int, batch: int, source: np.ndarray | None = None, bia
         if src_name is not None:
             spikes[src_name] = source[:, :, t] != 0
         for c in plan.conns:                       # then accumulates this step's spikes
-            acc = spikes[c.src].astype(np.int64) @ W[c.name].T
+            s_in = spikes[c.src].astype(np.int64)
+            if c.kind == "conv":                   # integer conv (exact in float64), 24-bit wrap
+                acc = np.rint(_conv_apply(s_in, W[c.name], c.conv)).astype(np.int64)
+                a_buff[c.name] = _wrap24(acc)
+                continue
+            acc = np.asarray((W[c.name] @ s_in.T).T) if sparse.issparse(W[c.name]) else s_in @ W[c.name].T
             e = E[c.name]
             a_buff[c.name] = acc << e if e > 0 else acc >> -e
     return out

@@ -26,7 +26,9 @@ def _user_errors() -> tuple:
     from snncc.runtime import InputError
     from snncc.training.train import CheckpointError, ConfigError, TrainingDiverged
     from snncc.backends.lava_backend import LoweringError
-    errors = [LoweringError, DatasetError, ExportError, SerializeError, GraphError, InputError, CheckpointError,
+    from snncc.models.resnet import ModelError
+    from snncc.training.mskd import MSKDError
+    errors = [LoweringError, ModelError, MSKDError, DatasetError, ExportError, SerializeError, GraphError, InputError, CheckpointError,
               ConfigError, TrainingDiverged, FileNotFoundError, IsADirectoryError, PermissionError]
     try:
         from snncc.compat.lava import LavaUnavailable
@@ -118,9 +120,14 @@ _TIMESTEPS = click.option("--timesteps", type=click.IntRange(min=1), default=Non
 
 
 # -- train / export -------------------------------------------------------------
+RESNET_METHODS = ("ann", "direct", "kd", "mskd", "mskd-norecon")
+
+
 @main.command()
-@click.option("--method", type=click.Choice(["bsd", "bptt"]), required=True)
-@click.option("--model", default="mlp", show_default=True)
+@click.option("--method", type=click.Choice(["bsd", "bptt", *RESNET_METHODS]), required=True,
+              help="bsd/bptt: MLP (BSD paper); ann/direct/kd/mskd/mskd-norecon: ResNets (MSKD paper)")
+@click.option("--model", default="mlp", show_default=True,
+              help="mlp, or {spike,sew,ms}-resnet{18,34,50,101} / resnet{18,...} (ANN teacher)")
 @click.option("--dataset", default="digits", show_default=True)
 @_DATA_DIR
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
@@ -136,9 +143,23 @@ _TIMESTEPS = click.option("--timesteps", type=click.IntRange(min=1), default=Non
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(), required=True, help="run directory")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads for training")
+@click.option("--teacher", type=click.Path(), default=None, help="MSKD: teacher checkpoint or logits file")
+@click.option("--width", type=float, default=None, help="ResNet width multiplier")
+@click.option("--alpha", type=float, default=None, help="MSKD: KD weight (eq. 11)")
+@click.option("--temperature", type=float, default=None, help="MSKD: KD temperature tau")
+@click.option("--beta", type=float, default=None, help="MSKD: reconstruction weight")
+@click.option("--heads", type=click.IntRange(min=0), default=None, help="MSKD: number of auxiliary heads")
+@click.option("--resume", is_flag=True, help="MSKD: continue from OUT/model.pt")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def train(out_dir, quiet, sizes, threads, **options):
     """Train a spiking network; writes OUT/model.pt and OUT/metrics.json."""
+    if options["method"] in RESNET_METHODS:
+        return _train_resnet(out_dir, quiet, threads, options)
+    for key in ("teacher", "width", "alpha", "temperature", "beta", "heads"):
+        if options.pop(key) is not None:
+            raise click.UsageError(f"--{key} applies to the ResNet methods ({', '.join(RESNET_METHODS)})")
+    if options.pop("resume"):
+        raise click.UsageError("--resume applies to the ResNet methods")
     from snncc.training.train import ConfigError, TrainConfig, train as run_training
     if sizes is not None:
         try:
@@ -151,9 +172,49 @@ def train(out_dir, quiet, sizes, threads, **options):
     click.echo(f"test accuracy {metrics['test_accuracy']:.4f} -> {os.path.join(out_dir, 'model.pt')}")
 
 
-def export_checkpoint(path, timesteps=None):
-    """Rebuild a snncc checkpoint's deployable (feedforward) path and export it."""
+def _train_resnet(out_dir, quiet, threads, options):
+    """The MSKD paper's methods on the ResNet families (snncc.training.mskd)."""
     import torch
+
+    from snncc.training.mskd import MSKDConfig, train_mskd
+    resume = options.pop("resume")
+    for key in ("interlayer_loss", "lam", "v_th"):
+        if options.pop(key) is not None:
+            raise click.UsageError(f"--{key.replace('_', '-')} does not apply to --method {options['method']}")
+    renames = {"temperature": "tau"}
+    fields = {renames.get(k, k): v for k, v in options.items() if v is not None}
+    if fields.get("model") == "mlp":
+        fields["model"] = "resnet18" if fields["method"] == "ann" else "spike-resnet18"
+    cfg = MSKDConfig(**fields)
+    cfg.validate()
+    if threads:
+        torch.set_num_threads(threads)
+    metrics = train_mskd(cfg, out_dir, progress=not quiet, resume=resume)
+    click.echo(f"test accuracy {metrics['test_accuracy']:.4f} -> {os.path.join(out_dir, 'model.pt')}")
+
+
+def _checkpoint_format(path):
+    import torch
+
+    from snncc.training.train import CheckpointError
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except Exception as e:  # noqa: BLE001 -- any unpickling failure means a bad file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    return obj.get("format") if isinstance(obj, dict) else None
+
+
+def export_checkpoint(path, timesteps=None):
+    """Rebuild a snncc checkpoint's deployable (feedforward / student) path and export it."""
+    import torch
+
+    from snncc.training import mskd
+    if _checkpoint_format(path) == mskd.CHECKPOINT_FORMAT:
+        if timesteps:
+            raise click.UsageError("--timesteps cannot change a ResNet's T at export (BN statistics depend on it)")
+        return mskd.export_mskd_checkpoint(path)
 
     from snncc.data.datasets import dataset_info
     from snncc.exporter import export
@@ -262,7 +323,7 @@ def energy():
 
 
 @energy.command("report")
-@click.argument("model", type=click.Path())
+@click.argument("models", nargs=-1, required=True, type=click.Path())
 @_DATASET
 @_DATA_DIR
 @_LIMIT
@@ -270,45 +331,72 @@ def energy():
 @click.option("--backend", default="numba", show_default=True)
 @click.option("--first-layer", type=click.Choice(["once", "per-step"]), default="once", show_default=True,
               help="count the direct-encoded first layer's MACs once per inference or at every step")
+@click.option("--compare", is_flag=True, help="several MODELS side by side (implied by more than one)")
+@click.option("--png", "png_path", type=click.Path(), default=None, help="comparison figure (PNG)")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="also write the report as JSON to F")
-def energy_report_cmd(model, dataset, data_dir, limit, timesteps, backend, first_layer, json_path):
-    """Per-layer firing rate, SOPs, MACs and energy per inference, vs the same ANN."""
+def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, first_layer, compare, png_path,
+                      json_path):
+    """Per-layer firing rate, SOPs, MACs and energy per inference, vs the same ANN.
+
+    With several MODELS (e.g. Spike-, SEW- and MS-ResNet), a side-by-side comparison
+    table, and with --png a figure of per-layer firing rates and energy."""
     from snncc.energy import EnergyModel, energy_report
-    from snncc.report import print_energy
-    graph, res = _evaluate(model, backend, dataset, data_dir, limit, timesteps)
-    rep = energy_report(graph, res["activity"], res["samples"], res["timesteps"],
-                        EnergyModel(first_layer=first_layer.replace("-", "_")))
-    rep["accuracy"] = res["accuracy"]
-    rep["model"] = str(model)
-    print_energy(rep)
-    if json_path:
-        _emit_json(rep, json_path)
-
-
-@main.command("compile")
-@click.argument("model", type=click.Path())
-@click.option("--target", type=click.Choice(["lava", "numba"]), required=True)
-@click.option("-o", "--output", "out_dir", type=click.Path(), required=True, help="artifact directory")
-@click.option("--fixed-point", is_flag=True, help="Lava: Loihi bit-accurate fixed point (select_tag fixed_pt)")
-def compile_cmd(model, target, out_dir, fixed_point):
-    """Lower a fully spiking graph for a target; writes an artifact `snncc run` can load."""
     from snncc.passes.validate import check_fully_spiking
-    graph = _load_graph(model)
-    if target == "lava":
-        from snncc.backends.lava_backend import compile_graph
-        compile_graph(graph, out_dir, fixed_point=fixed_point)
+    from snncc.report import print_comparison, print_energy
+    reports = []
+    for model in models:
+        graph, res = _evaluate(model, backend, dataset, data_dir, limit, timesteps)
+        rep = energy_report(graph, res["activity"], res["samples"], res["timesteps"],
+                            EnergyModel(first_layer=first_layer.replace("-", "_")))
+        rep.update(accuracy=res["accuracy"], model=str(model), name=graph.name,
+                   fully_spiking=check_fully_spiking(graph).fully_spiking)
+        reports.append(rep)
+    if len(reports) == 1 and not compare:
+        print_energy(reports[0])
     else:
-        if fixed_point:
-            raise click.UsageError("--fixed-point applies to --target lava")
-        report = check_fully_spiking(graph)
-        if not report.fully_spiking:
-            raise click.UsageError(f"not fully spiking: {report.violations[0]}")
-        from snncc.artifact import compile_artifact
-        compile_artifact(graph, out_dir)
-    click.echo(f"compiled for {target}{' (fixed point)' if fixed_point else ''} -> {out_dir}")
-    summary = os.path.join(out_dir, "summary.txt")
-    if os.path.isfile(summary):
-        click.echo(open(summary).read().rstrip())
+        print_comparison(reports)
+    if png_path:
+        from snncc.plots import plot_energy_comparison
+        plot_energy_comparison(reports, png_path)
+        click.echo(f"figure -> {png_path}")
+    if json_path:
+        _emit_json(reports[0] if len(reports) == 1 and not compare else {"models": reports}, json_path)
+
+
+@main.group()
+def analyze():
+    """Analyses that write figures."""
+
+
+@analyze.command("infoflow")
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
+@_DATA_DIR
+@click.option("--limit", type=click.IntRange(min=8), default=512, show_default=True, help="samples per split")
+@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="decoder training steps")
+@click.option("--out", "out_dir", type=click.Path(), required=True, help="folder for the PNGs and JSON")
+def analyze_infoflow(checkpoints, data_dir, limit, steps, out_dir):
+    """Per-block firing-rate heatmap (MSKD Fig. 4) and the I(X; Z_l) proxy across depth (Fig. 2)
+    for ResNet checkpoints (e.g. direct vs MSKD), labelled by their run folder names."""
+    import torch
+
+    from snncc.analysis import infoflow
+    from snncc.data.datasets import load_split
+    from snncc.training.mskd import load_mskd_checkpoint
+    rates, flows = {}, {}
+    for path in checkpoints:
+        model, cfg = load_mskd_checkpoint(path)
+        label = f"{os.path.basename(os.path.dirname(os.path.abspath(path)))} ({cfg.method})"
+        x_tr, _ = load_split(cfg.dataset, "train", data_dir=data_dir or cfg.data_dir, limit=limit)
+        x_te, _ = load_split(cfg.dataset, "test", data_dir=data_dir or cfg.data_dir, limit=limit)
+        rates[label] = infoflow.block_firing_rates(model, torch.as_tensor(x_te)).mean(axis=1)
+        flows[label] = infoflow.information_flow(model, torch.as_tensor(x_tr), torch.as_tensor(x_te), steps=steps)
+    os.makedirs(out_dir, exist_ok=True)
+    infoflow.plot_firing_rate_heatmap(rates, os.path.join(out_dir, "firing_rate_heatmap.png"))
+    infoflow.plot_information_flow(flows, os.path.join(out_dir, "information_flow.png"))
+    _emit_json({"firing_rates": {k: [float(v) for v in r] for k, r in rates.items()},
+                "information_flow": {k: {kk: (vv.tolist() if hasattr(vv, "tolist") else vv) for kk, vv in f.items()}
+                                     for k, f in flows.items()}}, os.path.join(out_dir, "infoflow.json"))
+    click.echo(f"wrote firing_rate_heatmap.png, information_flow.png, infoflow.json -> {out_dir}")
 
 
 # -- bench / demo ---------------------------------------------------------------------

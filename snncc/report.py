@@ -45,3 +45,25 @@ def print_energy(rep: dict, console: Console | None = None) -> None:
     if "accuracy" in rep:
         console.print(f"accuracy: {rep['accuracy']:.4f}")
     console.print(conventions_line(rep))
+
+
+def comparison_table(reports: list) -> Table:
+    """One row per model: the judgement (fully spiking or hybrid), accuracy, activity, ops and energy."""
+    table = Table(title="Energy per inference, side by side")
+    for col in ("model", "graph", "spiking", "accuracy", "mean rate", "SOPs (AC)", "MACs", "energy (nJ)",
+                "ANN (nJ)", "ANN/SNN"):
+        table.add_column(col, justify="left" if col in ("model", "graph", "spiking") else "right")
+    for r in reports:
+        table.add_row(r["model"], r["name"], "fully" if r["fully_spiking"] else "hybrid",
+                      _fmt(r["accuracy"], "{:.4f}"), _fmt(r["mean_firing_rate"], "{:.4f}"),
+                      _fmt(r["total_sops"]), _fmt(r["total_macs"]), _fmt(r["total_energy_pj"] / 1e3, "{:,.2f}"),
+                      _fmt(r["ann_energy_pj"] / 1e3, "{:,.2f}"), _fmt(r["ann_over_snn"], "{:.2f}x"))
+    return table
+
+
+def print_comparison(reports: list, console: Console | None = None) -> None:
+    console = console or make_console()
+    for r in reports:
+        console.print(energy_table(r, title=f"{r['model']} ({r['name']})"))
+    console.print(comparison_table(reports))
+    console.print(conventions_line(reports[0]))

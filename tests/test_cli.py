@@ -135,3 +135,66 @@ def test_corrupt_artifact_directory(tmp_path):
     (tmp_path / "art" / "graph.snn.onnx").write_bytes(b"junk")
     res = invoke("run", tmp_path / "art", "--dataset", "digits")
     assert res.exit_code == 2 and res.stderr.startswith("error: ") and "corrupt" in res.stderr
+
+
+def test_outputs_have_normal_permissions(rng, tmp_path):
+    import os
+    serialize.save(mlp(rng), tmp_path / "m.snn.onnx")
+    assert oct(os.stat(tmp_path / "m.snn.onnx").st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask():
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.fixture(scope="module")
+def resnets(tmp_path_factory, shared_data_dir):
+    """Tiny Spike-, SEW- and MS-ResNet-18 runs (1 epoch, 128 MNIST images) exported to graphs."""
+    out = tmp_path_factory.mktemp("resnets")
+    graphs_ = {}
+    for family in ("spike", "sew", "ms"):
+        run = out / family
+        res = invoke("train", "--method", "direct", "--model", f"{family}-resnet18", "--dataset", "mnist",
+                     "--data-dir", shared_data_dir, "--train-samples", 128, "--test-samples", 32, "--epochs", 1,
+                     "--width", 0.125, "--timesteps", 2, "--batch-size", 32, "--out", run, "--quiet")
+        assert res.exit_code == 0, res.stderr
+        res = invoke("export", run / "model.pt", "-o", run / "m.snn.onnx")
+        assert res.exit_code == 0, res.stderr
+        graphs_[family] = run / "m.snn.onnx"
+    return graphs_
+
+
+@pytest.fixture(scope="module")
+def shared_data_dir():
+    from conftest import SHARED_DATA
+    if not (SHARED_DATA / "mnist").is_dir():
+        pytest.skip("shared datasets not found")
+    return SHARED_DATA
+
+
+def test_resnet_families_validate_and_compare(resnets, shared_data_dir, tmp_path):
+    assert invoke("validate", resnets["spike"]).exit_code == 0
+    for family, marker in (("sew", "spike ADD"), ("ms", "membrane shortcut")):
+        res = invoke("validate", resnets[family])
+        assert res.exit_code == 1 and marker in res.stdout
+    res = invoke("energy", "report", resnets["spike"], resnets["sew"], resnets["ms"], "--data-dir", shared_data_dir,
+                 "--limit", 8, "--png", tmp_path / "cmp.png", "--json", tmp_path / "cmp.json")
+    assert res.exit_code == 0, res.stderr
+    assert (tmp_path / "cmp.png").stat().st_size > 10_000
+    models = json.loads((tmp_path / "cmp.json").read_text())["models"]
+    assert [m["fully_spiking"] for m in models] == [True, False, False]
+    ms = models[2]
+    assert ms["total_macs"] > models[0]["total_macs"]  # analog-input synapses pay MACs at every step
+
+
+def test_mskd_cli_errors(tmp_path):
+    res = invoke("train", "--method", "mskd", "--model", "spike-resnet18", "--teacher", tmp_path / "none.pt",
+                 "--out", tmp_path / "r", "--data-dir", tmp_path)
+    assert res.exit_code == 2 and res.stderr.startswith("error: ")
+    res = invoke("train", "--method", "bsd", "--teacher", "x.pt", "--out", tmp_path / "r")
+    assert res.exit_code == 2 and "--teacher applies to the ResNet methods" in res.stderr
+    res = invoke("train", "--method", "direct", "--model", "spike-resnet7", "--out", tmp_path / "r")
+    assert res.exit_code == 2 and "spike-resnet7" in res.stderr

@@ -12,7 +12,8 @@ from snncc.exporter import export
 from snncc.passes.validate import check_fully_spiking
 from snncc.training.mskd import (CHECKPOINT_FORMAT, METHODS, HeadPositionError, MSKDCheckpointError, MSKDConfig,
                                  MSKDConfigError,
-                                 MSKDNet, TeacherError, TeacherNotFoundError, build_net, head_positions, kd_kl,
+                                 MSKDNet, TeacherError, TeacherNotFoundError, build_net, export_mskd_checkpoint,
+                                 head_positions, kd_kl,
                                  load_mskd_checkpoint, load_teacher, mskd_loss, save_teacher_logits, train_mskd)
 from snncc.training.train import ConfigError
 
@@ -149,7 +150,9 @@ def test_tiny_run_each_method_writes_loadable_checkpoints(method, ann_teacher, t
     assert bool(raw["aux_state_dict"]) == method.startswith("mskd")
     student, loaded = load_mskd_checkpoint(tmp_path / "model.pt")
     assert loaded == cfg and not student.training
-    assert export(student, torch.zeros(2, 1, 1, 28, 28)).output_nodes == ["readout"]
+    g = export_mskd_checkpoint(tmp_path / "model.pt")
+    assert g.metadata["timesteps"] == 2 and g.metadata["method"] == method
+    assert check_fully_spiking(g).fully_spiking  # a Spike-ResNet student stays fully spiking
     if method == "kd":  # the cached teacher logits are a reusable teacher file
         logits = load_teacher(tmp_path / "teacher_logits.pt", cfg)
         assert logits.shape == (256, 10)
@@ -158,6 +161,8 @@ def test_tiny_run_each_method_writes_loadable_checkpoints(method, ann_teacher, t
 def test_ann_checkpoint_loads_as_ann(ann_teacher):
     model, cfg = load_mskd_checkpoint(ann_teacher[0])
     assert cfg.method == "ann" and model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(MSKDCheckpointError, match="not a spiking network"):
+        export_mskd_checkpoint(ann_teacher[0])
 
 
 def test_teacher_errors(ann_teacher, tmp_path):

@@ -6,11 +6,14 @@ import torch
 from snncc.analysis.infoflow import (block_firing_rates, information_flow, plot_firing_rate_heatmap,
                                      plot_information_flow)
 from snncc.models.resnet import build_resnet
+from snncc.neuron import NeuronParams
 
 
 def _model(name):
     torch.manual_seed(0)
-    return build_resnet(name, 10, 1, stem="small", width=0.125, timesteps=2, input_size=(28, 28))
+    # a low threshold so that the untrained eval-mode network (unit BN statistics) spikes
+    return build_resnet(name, 10, 1, stem="small", width=0.125, timesteps=2, input_size=(28, 28),
+                        neuron_params=NeuronParams(v_th=0.3))
 
 
 def test_firing_rates_and_heatmap(tmp_path):

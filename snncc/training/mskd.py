@@ -820,3 +820,19 @@ def _train(cfg, out, progress, teacher, resume, d, ghost_batches=1):
         if d.world > 1:
             dist.barrier()
     return metrics
+
+
+def export_mskd_checkpoint(path, name: str | None = None):
+    """Export the student saved at ``path`` to a SpikeGraph (heads / reconstruction are not part of it).
+
+    The example input is (T, 1, *input_shape) of the run's dataset; the graph's metadata records the
+    timesteps, model and method. An 'ann' checkpoint has no spiking network and is refused."""
+    from snncc.exporter import export
+
+    student, cfg = load_mskd_checkpoint(path)
+    if cfg.method == "ann":
+        raise MSKDCheckpointError(f"{path}: an 'ann' checkpoint is not a spiking network and cannot be exported")
+    shape = dataset_info(cfg.dataset).input_shape
+    return export(student, torch.zeros(cfg.timesteps, 1, *shape), timesteps=cfg.timesteps,
+                  name=name or cfg.model, metadata={"model": cfg.model, "method": cfg.method,
+                                                    "dataset": cfg.dataset, "readout": student.readout})

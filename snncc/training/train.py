@@ -1,4 +1,4 @@
-"""Training driver for BSD and BPTT spiking MLPs: config, loop, checkpoints, metrics.
+"""Training driver for BSD / BPTT spiking MLPs and CNNs (and the BP-on-ANN baseline).
 
 ``train(cfg, out_dir)`` is the whole API the CLI needs. It is deterministic for a
 given ``cfg.seed`` (weight init, data subset and per-epoch order all derive from
@@ -21,10 +21,12 @@ from snncc.data.datasets import DatasetError, batches, dataset_info, load_split
 from snncc.fileio import atomic_path, write_json
 from snncc.training.bptt import BPTTMLP
 from snncc.training.bsd import INTERLAYER_LOSSES, BSDMLP, cosine_predict, firing_rates, repeat_time
+from snncc.training.bsd_ann import ANNCNN, ANNMLP
+from snncc.training.bsd_cnn import BPTTCNN, BSDCNN
 
 CHECKPOINT_FORMAT = "snncc-checkpoint/1"
-METHODS = ("bsd", "bptt")
-MODELS = ("mlp",)
+METHODS = ("bsd", "bptt", "ann")  # ann: BP on a ReLU network of the same architecture (not exportable)
+MODELS = ("mlp", "cnn")
 # App. E.2.1 layer sizes; digits is our small CPU demo (8x8 inputs).
 DEFAULT_SIZES = {
     "digits": (64, 256, 256, 10),
@@ -38,6 +40,9 @@ DEFAULT_SIZES = {
 # steps: 5e-3 trains digits in seconds, 1e-3 keeps the deep 28x28 MLPs stable.
 DEFAULT_LR = {"digits": 5e-3}
 FALLBACK_LR = 1e-3
+# Per-model defaults for values left as None: (Type 1 threshold, Type 2 threshold, warm-up steps).
+# MLP: App. E.2.1 (0.2 / 0.1, no warm-up); CNN: App. E.2.2 (1.0 / 1.0, 100 warm-up steps, lr 1e-3).
+MODEL_DEFAULTS = {"mlp": (0.2, 0.1, 0), "cnn": (1.0, 1.0, 100)}
 
 
 class ConfigError(ValueError):
@@ -60,9 +65,14 @@ class TrainingDiverged(RuntimeError):
 class TrainConfig:
     """Everything that defines a training run; stored in checkpoints as a plain dict.
 
-    ``sizes`` and ``lr`` left as None take per-dataset defaults (``resolved()``).
+    ``sizes``, ``lr``, ``v_th``, ``v_th_backward`` and ``warmup_steps`` left as None
+    take per-dataset / per-model defaults (``resolved()``).
     ``v_th``/``v_th_backward`` are the Type 1 / Type 2 thresholds (BPTT uses ``v_th``);
     ``lam``, ``interlayer_loss`` and ``temperature`` only matter for BSD.
+    ``sizes`` is for the MLP only; ``width`` scales the CNN's channels (128, 128, 256,
+    256, 512); ``warmup_steps`` of linear warm-up precede the cosine schedule (capped
+    at a fifth of the run's steps, so short runs still reach the full rate).
+    ``method="ann"`` trains the same architecture with ReLU units by backprop.
     """
 
     method: str = "bsd"
@@ -77,8 +87,8 @@ class TrainConfig:
     batch_size: int = 128
     lr: float | None = None  # None: DEFAULT_LR for the dataset
     sizes: tuple | None = None  # [n_1 (input), ..., n_L (classes)]; None: DEFAULT_SIZES
-    v_th: float = 0.2  # Type 1 (feedforward) threshold, App. E.2.1
-    v_th_backward: float = 0.1  # Type 2 (backward) threshold, App. E.2.1 (BSD only)
+    v_th: float | None = None  # Type 1 (feedforward) threshold; None: MODEL_DEFAULTS
+    v_th_backward: float | None = None  # Type 2 (backward) threshold (BSD only); None: MODEL_DEFAULTS
     tau: float = 2.0
     neuron: str = "lif"
     surrogate: str = "atan"
@@ -87,6 +97,8 @@ class TrainConfig:
     temperature: float = 0.1  # InfoNCE ablation only
     grad_clip: float | None = 0.3  # None: no clipping
     weight_decay: float = 0.01
+    width: float = 1.0  # CNN channel multiplier (e.g. 0.125 for CPU runs)
+    warmup_steps: int | None = None  # None: MODEL_DEFAULTS
 
     def to_dict(self) -> dict:
         """Plain python values only, so checkpoints load with ``weights_only=True``."""
@@ -115,8 +127,13 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """A validated copy with dataset defaults (sizes, lr) filled in, as recorded in outputs."""
         self.validate()
-        return replace(self, sizes=tuple(self.layer_sizes()),
-                       lr=self.lr if self.lr is not None else DEFAULT_LR.get(self.dataset, FALLBACK_LR))
+        th, th_b, warm = MODEL_DEFAULTS[self.model]
+        lr = DEFAULT_LR.get(self.dataset, FALLBACK_LR) if self.model == "mlp" else FALLBACK_LR
+        return replace(self, sizes=None if self.model != "mlp" else tuple(self.layer_sizes()),
+                       lr=self.lr if self.lr is not None else lr,
+                       v_th=self.v_th if self.v_th is not None else th,
+                       v_th_backward=self.v_th_backward if self.v_th_backward is not None else th_b,
+                       warmup_steps=self.warmup_steps if self.warmup_steps is not None else warm)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
@@ -133,8 +150,11 @@ class TrainConfig:
                 _check_int(name, getattr(self, name), 1)
         if self.lr is not None:
             _check_float("lr", self.lr, positive=True)
-        for name in ("v_th", "v_th_backward", "temperature"):
-            _check_float(name, getattr(self, name), positive=True)
+        for name in ("v_th", "v_th_backward", "temperature", "width"):
+            if getattr(self, name) is not None:
+                _check_float(name, getattr(self, name), positive=True)
+        if self.warmup_steps is not None:
+            _check_int("warmup_steps", self.warmup_steps, 0)
         for name in ("lam", "weight_decay"):
             _check_float(name, getattr(self, name), positive=False)
         if self.grad_clip is not None:
@@ -150,6 +170,9 @@ class TrainConfig:
             raise ConfigError(str(exc)) from None
         if self.sizes is None:
             return
+        if self.model != "mlp":
+            raise ConfigError(f"sizes only apply to the mlp model (the {self.model} is sized by width), "
+                              f"got {self.sizes!r}")
         sizes = list(self.sizes) if isinstance(self.sizes, (list, tuple)) else None
         if not sizes or len(sizes) < 2 or not all(_is_int(n) and n >= 1 for n in sizes):
             raise ConfigError(f"sizes must list >= 2 positive layer sizes, got {self.sizes!r}")
@@ -191,14 +214,26 @@ def _check_float(name, value, positive) -> None:
 
 # ---------------------------------------------------------------- models
 def build_model(cfg: TrainConfig) -> torch.nn.Module:
-    """The untrained model described by ``cfg`` (validated first)."""
-    sizes = cfg.layer_sizes()
+    """The untrained model described by ``cfg`` (validated and defaults resolved first)."""
+    cfg = cfg.resolved()
     common = dict(timesteps=cfg.timesteps, v_th=cfg.v_th, tau=cfg.tau, neuron_model=cfg.neuron,
                   surrogate=cfg.surrogate)
+    bsd = dict(v_th_backward=cfg.v_th_backward, lam=cfg.lam, interlayer=cfg.interlayer_loss,
+               temperature=cfg.temperature)
+    if cfg.model == "cnn":
+        info = dataset_info(cfg.dataset)
+        shape = dict(input_shape=info.input_shape, num_classes=info.num_classes, width=cfg.width)
+        if cfg.method == "ann":
+            return ANNCNN(**shape, timesteps=cfg.timesteps)
+        if cfg.method == "bptt":
+            return BPTTCNN(**shape, **common)
+        return BSDCNN(**shape, **common, **bsd)
+    sizes = cfg.layer_sizes()
+    if cfg.method == "ann":
+        return ANNMLP(sizes, timesteps=cfg.timesteps)
     if cfg.method == "bptt":
         return BPTTMLP(sizes, **common)
-    return BSDMLP(sizes, v_th_backward=cfg.v_th_backward, lam=cfg.lam, interlayer=cfg.interlayer_loss,
-                  temperature=cfg.temperature, **common)
+    return BSDMLP(sizes, **common, **bsd)
 
 
 # ---------------------------------------------------------------- one step
@@ -285,7 +320,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def _train_epoch(model, optimizer, scheduler, data, cfg: TrainConfig, epoch: int, bar) -> dict:
     x, y = data
-    loss_sum, correct, rate_sums = 0.0, 0, {}
+    loss_sum, correct, rate_sums, ham_sums = 0.0, 0, {}, {}
     for step, (xb, yb) in enumerate(batches(x, y, cfg.batch_size, shuffle=True, seed=_epoch_seed(cfg.seed, epoch))):
         try:
             loss, info = train_step(model, optimizer, xb, yb, cfg.grad_clip)
@@ -296,10 +331,43 @@ def _train_epoch(model, optimizer, scheduler, data, cfg: TrainConfig, epoch: int
         correct += int((cosine_predict(info["output"].detach().sum(0)) == yb).sum())
         for name, rate in firing_rates(info["spikes"]).items():
             rate_sums[name] = rate_sums.get(name, 0.0) + rate * len(yb)
+        for name, sim in hamming_similarity(info["spikes"]).items():
+            ham_sums[name] = ham_sums.get(name, 0.0) + sim * len(yb)
         bar.update(1)
         bar.set_postfix(epoch=epoch, loss=f"{loss / len(yb):.3f}", refresh=False)
     return {"train_loss": loss_sum / len(y), "train_accuracy": correct / len(y),
-            "firing_rates": {k: v / len(y) for k, v in rate_sums.items()}}
+            "firing_rates": {k: v / len(y) for k, v in rate_sums.items()},
+            "hamming": {k: v / len(y) for k, v in ham_sums.items()}}
+
+
+def hamming_similarity(spikes: dict) -> dict:
+    """Fig. 3c: {"layer i": fraction of equal entries of s_i and s'_i} for every layer with both."""
+    out = {}
+    for name, sb in spikes.items():
+        if name.startswith("s'") and f"s{name[2:]}" in spikes:
+            s = spikes[f"s{name[2:]}"]
+            if s.shape == sb.shape:
+                out[f"layer {name[2:]}"] = float((s.detach() == sb.detach()).float().mean())
+    return out
+
+
+def make_scheduler(optimizer, total_steps: int, warmup_steps: int = 0):
+    """Cosine annealing over ``total_steps``, after ``warmup_steps`` of linear warm-up.
+
+    The warm-up is capped at a fifth of the run; without warm-up this is exactly
+    torch's CosineAnnealingLR (as before). Returns (scheduler, effective warm-up).
+    """
+    total = max(int(total_steps), 1)
+    warm = min(int(warmup_steps), total // 5)
+    if warm == 0:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total), 0
+
+    def factor(step):
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), warm
 
 
 def _load_data(cfg: TrainConfig):
@@ -337,8 +405,8 @@ def train(cfg: TrainConfig, out_dir, progress: bool = True, threads: int | None 
 
 def _fit(model, cfg: TrainConfig, train_data, test_data, out: Path, bar) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(bar.total, 1))
-    metrics = {"test_accuracy": None, "history": [], "config": cfg.to_dict()}
+    scheduler, warm = make_scheduler(optimizer, bar.total, cfg.warmup_steps)
+    metrics = {"test_accuracy": None, "history": [], "config": cfg.to_dict(), "effective_warmup_steps": warm}
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         try:
@@ -347,9 +415,14 @@ def _fit(model, cfg: TrainConfig, train_data, test_data, out: Path, bar) -> dict
             kept = f"last good checkpoint: {out / 'model.pt'} (epoch {epoch - 1})" if epoch > 1 else "no checkpoint written"
             raise TrainingDiverged(f"training diverged at {exc}; {kept}", exc.layer) from None
         acc = evaluate(model, *test_data)
-        metrics["history"].append({"epoch": epoch, "train_loss": stats["train_loss"],
-                                   "train_accuracy": stats["train_accuracy"], "test_accuracy": acc,
-                                   "seconds": time.perf_counter() - start, "firing_rates": stats["firing_rates"]})
+        entry = {"epoch": epoch, "train_loss": stats["train_loss"],
+                 "train_accuracy": stats["train_accuracy"], "test_accuracy": acc,
+                 "seconds": time.perf_counter() - start, "firing_rates": stats["firing_rates"]}
+        if stats["hamming"]:
+            entry["hamming"] = stats["hamming"]
+        if hasattr(model, "weight_alignment"):
+            entry["alignment"] = model.weight_alignment()
+        metrics["history"].append(entry)
         metrics["test_accuracy"] = acc
         _save_checkpoint(out / "model.pt", model, cfg, epoch)
         write_json(out / "metrics.json", metrics)

@@ -1,0 +1,40 @@
+"""Figures (matplotlib, Agg backend, written atomically as PNG)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from snncc.fileio import atomic_path  # noqa: E402
+
+
+def plot_energy_comparison(reports: list, path) -> None:
+    """Left: firing rate of each layer's population across depth; right: energy per inference
+    split into accumulates (spike inputs) and multiply-accumulates (analog inputs)."""
+    fig, (ax_rate, ax_energy) = plt.subplots(1, 2, figsize=(12, 4.5))
+    labels = []
+    for r in reports:
+        label = f"{r['name']} ({'fully spiking' if r['fully_spiking'] else 'hybrid'}, acc {r['accuracy']:.3f})"
+        labels.append(r["name"])
+        rates = [row["firing_rate"] for row in r["layers"]]
+        xs = [i for i, v in enumerate(rates) if v is not None]
+        ax_rate.plot(xs, [rates[i] for i in xs], marker="o", ms=3, label=label)
+    ax_rate.set(xlabel="synapse layer (depth order)", ylabel="firing rate of the driven population",
+                title="Firing rate per layer")
+    ax_rate.legend(fontsize=7)
+    c = reports[0]["conventions"]
+    ac = [r["total_sops"] * c["e_ac_pj"] / 1e3 for r in reports]
+    mac = [r["total_macs"] * c["e_mac_pj"] / 1e3 for r in reports]
+    ax_energy.bar(labels, ac, label=f"AC (spike inputs, {c['e_ac_pj']} pJ)")
+    ax_energy.bar(labels, mac, bottom=ac, label=f"MAC (analog inputs, {c['e_mac_pj']} pJ)")
+    ax_energy.scatter(labels, [r["ann_energy_pj"] / 1e3 for r in reports], color="k", marker="_", s=400,
+                      label="same ANN", zorder=3)
+    ax_energy.set(ylabel="energy per inference (nJ, log scale)", title=f"Energy (T={c['timesteps']}, 45 nm)",
+                  yscale="log")
+    ax_energy.legend(fontsize=7)
+    ax_energy.tick_params(axis="x", labelsize=7, rotation=15)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
