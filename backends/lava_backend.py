@@ -7,12 +7,21 @@ are refused with ``check_fully_spiking``'s first violation)::
     Input  direct  -> no process: its constant current is folded into a population bias
            spike   -> lava.proc.io.source.RingBuffer (one buffer holding the whole batch)
     Dense          -> lava.proc.dense.Dense (weights scaled by the target's 1/tau)
-    Conv           -> lava.proc.dense.Dense with the unrolled (Toeplitz) conv matrix.
-                      Chosen for uniformity, not because lava.proc.conv.Conv was found
-                      broken (it was not tried): one matrix per synapse lets flatten and
-                      avg/sum pooling fold into it exactly, and keeps Lava's C-order
-                      (C, H, W) vectors without the Conv process's (X, Y, C) layout.
-                      Cost: the dense matrix is out_size x in_size.
+    Conv           -> chosen per synapse (Conn.kind / Conn.note, in lava.json and summary.txt):
+                      * lava.proc.conv.process.Conv when the conv reads a spike source's
+                        (C, H, W) vector directly (a population, an OR pool, the spike input).
+                        Populations stay 1-D C-order vectors; Lava's Conv ports are (X, Y, C),
+                        here (H, W, C), bridged with virtual ports:
+                        s_out.reshape((C, H, W)).transpose((1, 2, 0)) -> Conv.s_in and
+                        Conv.a_out.transpose((2, 0, 1)).reshape((n,)) -> LIF.a_in. Weight
+                        (C_out, kh, kw, C_in) spatially flipped (:func:`lava_kernel`: the CPU
+                        model uses scipy convolve2d, a true convolution); padding/stride given
+                        as (H, W). Same one-step delay as Dense (sends a_buf first).
+                      * otherwise (an avg/sum pool folded in front of it) the unrolled (Toeplitz)
+                        matrix, built sparse and vectorised: lava Dense when it has <=
+                        DENSE_MAX_ENTRIES entries, else lava Sparse (CSR).
+                      The plan keeps the kernel in snncc's layout; no out x in matrix is built.
+    Identity spike paths, relays, OR windows -> lava.proc.sparse.process.Sparse (CSR)
     Pool  avg/sum  -> folded into the consuming synapse's matrix (W_syn @ P), no process
           max      -> an "OR" population (IF, du = dv = 1, vth = 0.5, weight 1 from each
                       window element): adds one Dense hop; see Timing.
@@ -65,7 +74,11 @@ The runtime is always stopped (try/finally).
 Performance note (measured, 784-1024-1024-10 LIF MLP, T=100, CPU float sim): about
 2.5-4.7 ms per Lava step, but reading the sinks back dominates (about 8 s for ~420k
 recorded values): lava 0.10's Var.get sends arrays one element per message. A packed
-(bit-per-step) recorder process would cut that ~50x; not done yet.
+(bit-per-step) recorder process would cut that ~50x; not done yet. Lava's CPU Conv model
+is a Python loop of scipy convolve2d calls over (C_out, C_in) pairs per step: fine for
+small CNNs; from reading the model (not measured), a 512x512-channel layer means ~262k
+scipy calls per step, so ResNet-sized graphs lower/compile fast (snncc.bench.compile_bench)
+but are not practical to simulate on Lava's CPU backend.
 
 Fixed point: ``lower(graph, fixed_point=True)`` is this float plan plus integer parameters
 from :mod:`snncc.backends.lava_fixed` (its docstring: Lava's bit-accurate arithmetic, the

@@ -66,8 +66,9 @@ populations (OR pools, relays, clock) are exact: weight 1 (e = 0), vth = 0, du =
 What is exact and what is not
 -----------------------------
 * Exact (tested with np.array_equal): Lava fixed_pt spikes == :func:`simulate` /
-  :func:`run_integer` spikes, for an MLP, a CNN with max (OR) and avg pooling (conv and pool
-  matrices from lava_backend.conv_matrix/pool_matrix), a spike-input CNN, a recurrent IF net
+  :func:`run_integer` spikes, for an MLP, a CNN with max (OR) and avg pooling (lava Conv
+  processes, pool matrices from lava_backend.pool_matrix_sparse), a strided/padded CNN with a
+  downsample conv, an identity shortcut and a pool-folded (Toeplitz) conv (tests/test_lava_conv.py), a spike-input CNN, a recurrent IF net
   with hard reset and a clock-fed synapse bias, a spike-residual net with relays.
 * Exact w.r.t. the float network: the structure, alignment and delays; OR pooling, relays, the
   clock chain; u (du = 4095); IF integration; LIF leak when 4096/tau is an integer (tau = 2).
@@ -80,6 +81,17 @@ What is exact and what is not
   only then rounded per sample and per neuron to bias_mant * 2^bias_exp (13-bit mantissa:
   relative error <= 2^-13 once the exponent is > 0, absolute <= 0.5 v unit otherwise). It is not
   an on-chip integer product W x; both Lava and :func:`run_integer` receive the same integers.
+* lava Conv (lava_backend lowers spike-reading convs to it): Lava 0.10's PyConvModelFixed
+  ignores ``weight_exp`` and ``num_weight_bits`` (checked: it computes a plain integer conv
+  of the weights as given, no lowest-bit truncation, then wraps a_buf to 24 signed bits). So a
+  Conv is quantised like a Dense (same mantissa, same sign-mode truncation) but its exponent is
+  restricted to e >= 0 and applied by pre-shifting the weights (``lava_conv_kwargs``: Lava gets
+  weight_exp = 0); the effective integer weights are then exactly the Dense ones and the sums
+  are exact. A Conv whose weights would want e < 0 (weights below ~1/1000 of the threshold)
+  gets e = 0: exact w.r.t. the integer reference, fewer mantissa bits (the report shows the
+  error). :func:`simulate` computes the conv with torch (float64, exact for these integers),
+  independent of Lava's scipy code, including the 24-bit wrap (never reached: |a_in| bound).
+  Sparse (identity/relay/OR windows) uses Lava's PySparseModelBitAcc: same arithmetic as Dense.
 * A direct-encoded input reaching a population deeper than depth 0 (a per-sample *Dense
   weight* in the float plan) is refused: its weight exponent would depend on the sample.
 * Soft reset stays refused (as in the float lowering).

@@ -363,6 +363,32 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, firs
         _emit_json(reports[0] if len(reports) == 1 and not compare else {"models": reports}, json_path)
 
 
+@main.command("compile")
+@click.argument("model", type=click.Path())
+@click.option("--target", type=click.Choice(["lava", "numba"]), required=True)
+@click.option("-o", "--output", "out_dir", type=click.Path(), required=True, help="artifact directory")
+@click.option("--fixed-point", is_flag=True, help="Lava: Loihi bit-accurate fixed point (select_tag fixed_pt)")
+def compile_cmd(model, target, out_dir, fixed_point):
+    """Lower a fully spiking graph for a target; writes an artifact `snncc run` can load."""
+    from snncc.passes.validate import check_fully_spiking
+    graph = _load_graph(model)
+    if target == "lava":
+        from snncc.backends.lava_backend import compile_graph
+        compile_graph(graph, out_dir, fixed_point=fixed_point)
+    else:
+        if fixed_point:
+            raise click.UsageError("--fixed-point applies to --target lava")
+        report = check_fully_spiking(graph)
+        if not report.fully_spiking:
+            raise click.UsageError(f"not fully spiking: {report.violations[0]}")
+        from snncc.artifact import compile_artifact
+        compile_artifact(graph, out_dir)
+    click.echo(f"compiled for {target}{' (fixed point)' if fixed_point else ''} -> {out_dir}")
+    summary = os.path.join(out_dir, "summary.txt")
+    if os.path.isfile(summary):
+        click.echo(open(summary).read().rstrip())
+
+
 @main.group()
 def analyze():
     """Analyses that write figures."""
@@ -409,11 +435,29 @@ def bench():
 @click.option("--timesteps", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--input-rate", type=click.FloatRange(0.0, 1.0), default=0.15, show_default=True)
 @click.option("--no-lava", is_flag=True, help="skip the (slow) Lava simulation")
+@click.option("--lava-ir", is_flag=True, help="also time the graph compiled from the IR on Lava (float and fixed)")
+@click.option("--lava-ir-timesteps", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def bench_sim(timesteps, input_rate, no_lava, as_json):
+def bench_sim(timesteps, input_rate, no_lava, lava_ir, lava_ir_timesteps, as_json):
     """numba vs torch vs Lava on a 784-1024-1024-10 LIF MLP, batch 1."""
     from snncc.bench.sim_bench import run_bench
-    res = run_bench(timesteps=timesteps, input_rate=input_rate, with_lava=not no_lava)
+    res = run_bench(timesteps=timesteps, input_rate=input_rate, with_lava=not no_lava, with_lava_ir=lava_ir,
+                    lava_ir_timesteps=lava_ir_timesteps)
+    if as_json:
+        _emit_json(res)
+    else:
+        for k, v in res.items():
+            click.echo(f"{k:>24}: {v}")
+
+
+@bench.command("compile")
+@click.option("--width", type=float, default=1.0, show_default=True, help="channel width multiplier")
+@click.option("--fixed-point", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_compile_cmd(width, fixed_point, as_json):
+    """Time `compile --target lava` of a ResNet-18-sized fully spiking graph (Lava runtime start excluded)."""
+    from snncc.bench.compile_bench import bench_compile
+    res = bench_compile(width=width, fixed_point=fixed_point)
     if as_json:
         _emit_json(res)
     else:

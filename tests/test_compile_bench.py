@@ -30,3 +30,19 @@ def test_bench_compile_reduced_width(tmp_path):
     assert r["max_depth"] == 17 and r["artifact_bytes"] > 0
     assert all(e >= 0 for e in r["fixed_conv_weight_exp"])
     assert not list(tmp_path.iterdir())                                         # temp dir cleaned up
+
+
+def test_sim_bench_lava_ir_keys():
+    """(Kept here because tests/test_sim_bench.py belongs to another owner.) The compiled-from-IR
+    Lava path of the sim benchmark at tiny T: new keys present, old keys unchanged, float
+    Lava spikes equal numba's."""
+    pytest.importorskip("lava")
+    from snncc.bench.sim_bench import run_bench
+    r = run_bench(timesteps=8, with_lava=False, repeats=1, with_lava_ir=True, lava_ir_timesteps=4)
+    assert r["lava_ms_per_step"] is None and r["timesteps"] == 8          # existing keys unchanged
+    assert r["lava_ir_timesteps"] == 4 and r["lava_ir_steps_per_sample"] == 7
+    for tag in ("float", "fixed"):
+        for k in ("ms_per_step", "readback_s", "first_sample_s", "lower_s"):
+            assert r[f"lava_ir_{tag}_{k}"] > 0, (tag, k)
+    assert r["lava_ir_float_spikes_equal_numba"] is True
+    assert r["numba_vs_lava_ir_float"] > 0 and "T=4" in r["lava_ir_note"]

@@ -4,7 +4,14 @@
     compile excluded by a warm-up run),
 (b) a time-stepped PyTorch loop: a float32 ``torch.matmul`` per layer per step with the
     same neuron update (``snncc.neuron.step``), as a dense GPU-style code would run on CPU,
-(c) Lava's CPU float simulator (``snncc.bench.lava_mlp``).
+(c) Lava's CPU float simulator (``snncc.bench.lava_mlp``: hand-built processes),
+(d) with ``with_lava_ir=True``: the same graph compiled from the IR by
+    ``snncc.backends.lava_backend`` and run with ``lava_backend.run``, float and bit-accurate
+    fixed point (``lava_ir_*`` keys). ``run`` reports its phases separately; the per-step time
+    is taken from a second, identical sample (compile, process spawn and the first sample
+    excluded) and the sink read-back (lava 0.10's Var.get, slow) is reported on its own.
+    Lava runs use ``lava_ir_timesteps`` (default 50) steps, fewer than the others' T, because
+    the read-back grows with T; the per-step numbers are comparable, totals are not.
 
 Run ``python -m snncc.bench.sim_bench``.
 """
@@ -111,8 +118,46 @@ def _time_lava(weights, spikes):
                             du=1.0, dv=inv_tau, steps=spikes.shape[0])
 
 
+def _time_lava_ir(graph, spikes: np.ndarray, numba_trains: dict, timesteps: int) -> dict:
+    """lava_backend.run on the IR graph, float and fixed point, batch 2 (the same sample twice:
+    sample 2 is the steady-state timing). Spikes are compared with the numba simulator's."""
+    from snncc.backends import lava_backend as lb
+
+    x = np.repeat(spikes[None, :timesteps], 2, axis=0)          # (B=2, T, 784)
+    out = {"lava_ir_timesteps": timesteps}
+    for tag, fixed in (("float", False), ("fixed", True)):
+        t0 = time.perf_counter()
+        plan = lb.lower(graph, fixed_point=fixed)
+        lower_s = time.perf_counter() - t0
+        timing: dict = {}
+        t0 = time.perf_counter()
+        res = lb.run((graph, plan), x, timesteps, record=True, timing=timing)
+        total_s = time.perf_counter() - t0
+        steps = timing["steps_per_sample"]
+        agree = [float(np.mean(res.trains[n][:, b] == numba_trains[n][:timesteps, 0]))
+                 for n in numba_trains for b in range(2)]
+        out |= {
+            f"lava_ir_{tag}_ms_per_step": timing["later_samples_run_s"] * 1e3 / steps,
+            f"lava_ir_{tag}_lower_s": lower_s,
+            f"lava_ir_{tag}_first_sample_s": timing["first_sample_s"],   # compile + spawn + 1 sample
+            f"lava_ir_{tag}_reset_s": timing["reset_s"],
+            f"lava_ir_{tag}_readback_s": timing["readback_s"],
+            f"lava_ir_{tag}_stop_s": timing["stop_s"],
+            f"lava_ir_{tag}_total_s": total_s,
+            f"lava_ir_{tag}_spike_agreement_vs_numba": min(agree),
+        }
+        out["lava_ir_steps_per_sample"] = steps
+    out["lava_ir_float_spikes_equal_numba"] = out["lava_ir_float_spike_agreement_vs_numba"] == 1.0
+    out["lava_ir_note"] = (f"lava_backend.run, T={timesteps} (+{out['lava_ir_steps_per_sample'] - timesteps} "
+                           "alignment steps) per sample, ms/step from the 2nd of 2 identical samples; "
+                           "compile/spawn, read-back (Var.get) and stop reported separately; fixed point "
+                           "uses 8-bit weights, so its spikes are not expected to equal numba's")
+    return out
+
+
 def run_bench(timesteps: int = 200, input_rate: float = 0.15, seed: int = 0,
-              with_lava: bool = True, repeats: int = 10) -> dict:
+              with_lava: bool = True, repeats: int = 10, with_lava_ir: bool = False,
+              lava_ir_timesteps: int = 50) -> dict:
     rng = np.random.default_rng(seed)
     graph, weights = build_mlp(rng)
     spikes = (rng.random((timesteps, SIZES[0])) < input_rate).astype(np.float64)
@@ -125,6 +170,8 @@ def run_bench(timesteps: int = 200, input_rate: float = 0.15, seed: int = 0,
     pre = [res.activity["x"]] + [res.activity[f"lif{i}"] for i in range(len(weights) - 1)]
     events = sum(n * w.shape[0] for n, w in zip(pre, weights))
     lava = _time_lava(weights, spikes) if with_lava else None
+    lava_ir = (_time_lava_ir(graph, spikes, {f"lif{i}": res.trains[f"lif{i}"] for i in range(len(weights))},
+                             min(lava_ir_timesteps, timesteps)) if with_lava_ir else {})
 
     numba_ms = numba_s * 1e3 / timesteps
     torch_ms = torch_s * 1e3 / timesteps
@@ -148,9 +195,11 @@ def run_bench(timesteps: int = 200, input_rate: float = 0.15, seed: int = 0,
         "numba_first_run_s": compile_s,
         "lava_compile_s": lava["compile_s"] if lava else None,
         "load_average_1min": os.getloadavg()[0],  # other processes share the cores
-    }
+    } | lava_ir | ({"numba_vs_lava_ir_float": lava_ir["lava_ir_float_ms_per_step"] / numba_ms,
+                    "numba_vs_lava_ir_fixed": lava_ir["lava_ir_fixed_ms_per_step"] / numba_ms}
+                   if lava_ir else {})
 
 
 if __name__ == "__main__":
-    for k, v in run_bench().items():
+    for k, v in run_bench(with_lava_ir=True).items():
         print(f"{k:>34}: {v}")
