@@ -149,13 +149,14 @@ RESNET_METHODS = ("ann", "direct", "kd", "mskd", "mskd-norecon")
 @click.option("--temperature", type=float, default=None, help="MSKD: KD temperature tau")
 @click.option("--beta", type=float, default=None, help="MSKD: reconstruction weight")
 @click.option("--heads", type=click.IntRange(min=0), default=None, help="MSKD: number of auxiliary heads")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help="ResNets: optimizer")
 @click.option("--resume", is_flag=True, help="MSKD: continue from OUT/model.pt")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def train(out_dir, quiet, sizes, threads, **options):
     """Train a spiking network; writes OUT/model.pt and OUT/metrics.json."""
     if options["method"] in RESNET_METHODS:
         return _train_resnet(out_dir, quiet, threads, options)
-    for key in ("teacher", "width", "alpha", "temperature", "beta", "heads"):
+    for key in ("teacher", "width", "alpha", "temperature", "beta", "heads", "optimizer"):
         if options.pop(key) is not None:
             raise click.UsageError(f"--{key} applies to the ResNet methods ({', '.join(RESNET_METHODS)})")
     if options.pop("resume"):
