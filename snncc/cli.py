@@ -26,9 +26,11 @@ def _user_errors() -> tuple:
     from snncc.runtime import InputError
     from snncc.training.train import CheckpointError, ConfigError, TrainingDiverged
     from snncc.backends.lava_backend import LoweringError
+    from snncc.analysis.bsd_plots import PlotError
+    from snncc.data.sequences import SequenceError
     from snncc.models.resnet import ModelError
     from snncc.training.mskd import MSKDError
-    errors = [LoweringError, ModelError, MSKDError, DatasetError, ExportError, SerializeError, GraphError, InputError, CheckpointError,
+    errors = [LoweringError, ModelError, PlotError, SequenceError, MSKDError, DatasetError, ExportError, SerializeError, GraphError, InputError, CheckpointError,
               ConfigError, TrainingDiverged, FileNotFoundError, IsADirectoryError, PermissionError]
     try:
         from snncc.compat.lava import LavaUnavailable
@@ -121,13 +123,14 @@ _TIMESTEPS = click.option("--timesteps", type=click.IntRange(min=1), default=Non
 
 # -- train / export -------------------------------------------------------------
 RESNET_METHODS = ("ann", "direct", "kd", "mskd", "mskd-norecon")
+BSD_MODELS = ("mlp", "cnn")
 
 
 @main.command()
 @click.option("--method", type=click.Choice(["bsd", "bptt", *RESNET_METHODS]), required=True,
-              help="bsd/bptt: MLP (BSD paper); ann/direct/kd/mskd/mskd-norecon: ResNets (MSKD paper)")
+              help="bsd/bptt/ann on mlp/cnn (BSD paper); ann/direct/kd/mskd/mskd-norecon on ResNets (MSKD paper)")
 @click.option("--model", default="mlp", show_default=True,
-              help="mlp, or {spike,sew,ms}-resnet{18,34,50,101} / resnet{18,...} (ANN teacher)")
+              help="mlp, cnn, or {spike,sew,ms}-resnet{18,34,50,101} / resnet{18,...} (ANN teacher)")
 @click.option("--dataset", default="digits", show_default=True)
 @_DATA_DIR
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
@@ -139,6 +142,8 @@ RESNET_METHODS = ("ann", "direct", "kd", "mskd", "mskd-norecon")
 @click.option("--lam", type=float, default=None, help="ReCo penalty weight (BSD)")
 @click.option("--interlayer-loss", type=click.Choice(["reco", "mse", "infonce"]), default=None)
 @click.option("--v-th", type=float, default=None, help="feedforward (Type 1) threshold")
+@click.option("--v-th-backward", type=float, default=None, help="BSD backward (Type 2) threshold")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=None, help="BSD: linear warm-up steps")
 @click.option("--sizes", default=None, help="MLP layer sizes, e.g. 784,1024,1024,512,256,10")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(), required=True, help="run directory")
@@ -154,9 +159,9 @@ RESNET_METHODS = ("ann", "direct", "kd", "mskd", "mskd-norecon")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def train(out_dir, quiet, sizes, threads, **options):
     """Train a spiking network; writes OUT/model.pt and OUT/metrics.json."""
-    if options["method"] in RESNET_METHODS:
+    if options["model"] not in BSD_MODELS or options["method"] in RESNET_METHODS[1:]:
         return _train_resnet(out_dir, quiet, threads, options)
-    for key in ("teacher", "width", "alpha", "temperature", "beta", "heads", "optimizer"):
+    for key in ("teacher", "alpha", "temperature", "beta", "heads", "optimizer"):
         if options.pop(key) is not None:
             raise click.UsageError(f"--{key} applies to the ResNet methods ({', '.join(RESNET_METHODS)})")
     if options.pop("resume"):
@@ -179,13 +184,14 @@ def _train_resnet(out_dir, quiet, threads, options):
 
     from snncc.training.mskd import MSKDConfig, train_mskd
     resume = options.pop("resume")
-    for key in ("interlayer_loss", "lam", "v_th"):
+    for key in ("interlayer_loss", "lam", "v_th", "v_th_backward", "warmup_steps"):
         if options.pop(key) is not None:
             raise click.UsageError(f"--{key.replace('_', '-')} does not apply to --method {options['method']}")
     renames = {"temperature": "tau"}
     fields = {renames.get(k, k): v for k, v in options.items() if v is not None}
-    if fields.get("model") == "mlp":
-        fields["model"] = "resnet18" if fields["method"] == "ann" else "spike-resnet18"
+    if fields.get("model") in BSD_MODELS:
+        raise click.UsageError(f"--method {fields['method']} trains ResNets: pass --model "
+                               f"{{spike,sew,ms}}-resnet{{18,34,50,101}}")
     cfg = MSKDConfig(**fields)
     cfg.validate()
     if threads:
@@ -391,6 +397,64 @@ def compile_cmd(model, target, out_dir, fixed_point):
 
 
 @main.group()
+def bsd():
+    """BSD extras: sequence models (RNN, eqs. 11-12) and the paper's analysis plots."""
+
+
+@bsd.command("plots")
+@click.argument("run_dir", type=click.Path())
+def bsd_plots(run_dir):
+    """Accuracy/loss curves, Type 1 vs Type 2 Hamming similarity (Fig. 3c), W-Theta alignment (Fig. 7)
+    and firing rates per layer, from RUN_DIR/metrics.json, as PNGs in RUN_DIR."""
+    from snncc.analysis.bsd_plots import plot_run
+    for path in plot_run(run_dir):
+        click.echo(str(path))
+
+
+@bsd.command("train-seq")
+@click.option("--task", type=click.Choice(["text", "timeseries"]), required=True)
+@click.option("--data-path", type=click.Path(), default=None,
+              help="text file / exchange_rate.txt.gz (default: the shared copies)")
+@click.option("--seq-len", type=click.IntRange(min=1), default=None)
+@click.option("--stride", type=click.IntRange(min=1), default=None)
+@click.option("--hidden", type=click.IntRange(min=1), default=None)
+@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--v-th", type=float, default=None)
+@click.option("--lam", type=float, default=None)
+@click.option("--interlayer-loss", type=click.Choice(["reco", "mse", "infonce"]), default=None)
+@click.option("--train-samples", type=click.IntRange(min=1), default=None)
+@click.option("--test-samples", type=click.IntRange(min=1), default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--out", "out_dir", type=click.Path(), required=True)
+@click.option("--quiet", is_flag=True)
+def bsd_train_seq(out_dir, threads, quiet, **options):
+    """BSD-RNN: next-character prediction (text) or next-step regression (timeseries)."""
+    from snncc.training.bsd_seq import SeqConfig, train_seq
+    cfg = SeqConfig(**{k: v for k, v in options.items() if v is not None})
+    cfg.validate()
+    metrics = train_seq(cfg, out_dir, progress=not quiet, threads=threads)
+    shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    click.echo(f"{json.dumps(shown)} -> {os.path.join(out_dir, 'model.pt')}")
+
+
+@bsd.command("export-rnn")
+@click.argument("checkpoint", type=click.Path())
+@click.option("-o", "--output", type=click.Path(), required=True)
+def bsd_export_rnn(checkpoint, output):
+    """Export a BSD-RNN's feedforward path (recurrent synapse as a delayed edge) to a spike graph."""
+    from snncc.ir.serialize import save
+    from snncc.training.bsd_rnn import export_rnn
+    from snncc.training.bsd_seq import load_seq_checkpoint
+    model, cfg, _ = load_seq_checkpoint(checkpoint)
+    graph = export_rnn(model, cfg.seq_len)
+    save(graph, output)
+    click.echo(f"exported {len(graph)} nodes -> {output}")
+
+
+@main.group()
 def analyze():
     """Analyses that write figures."""
 
@@ -444,6 +508,24 @@ def bench_sim(timesteps, input_rate, no_lava, lava_ir, lava_ir_timesteps, as_jso
     from snncc.bench.sim_bench import run_bench
     res = run_bench(timesteps=timesteps, input_rate=input_rate, with_lava=not no_lava, with_lava_ir=lava_ir,
                     lava_ir_timesteps=lava_ir_timesteps)
+    if as_json:
+        _emit_json(res)
+    else:
+        for k, v in res.items():
+            click.echo(f"{k:>24}: {v}")
+
+
+@bench.command("train")
+@click.option("--model", type=click.Choice(["mlp", "cnn"]), default="mlp", show_default=True)
+@click.option("--dataset", default="mnist", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def bench_train_cmd(model, dataset, batch_size, steps, threads, as_json):
+    """One BSD training step vs one BPTT step, same architecture and batch, interleaved in one run."""
+    from snncc.bench.train_bench import bench_train
+    res = bench_train(model=model, dataset=dataset, batch_size=batch_size, steps=steps, threads=threads)
     if as_json:
         _emit_json(res)
     else:

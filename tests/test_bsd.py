@@ -203,7 +203,7 @@ def test_checkpoint_errors(bsd_run, tmp_path):
 # ---------------------------------------------------------------- config errors
 @pytest.mark.parametrize("change, match", [
     (dict(method="sgd"), "unknown method 'sgd'"),
-    (dict(model="cnn"), "unknown model 'cnn'"),
+    (dict(model="rnn"), "unknown model 'rnn'"),
     (dict(dataset="imagenet"), "unknown dataset 'imagenet'"),
     (dict(dataset="mnist", sizes=(64, 256, 10)), "do not fit mnist"),
     (dict(sizes=(64, 32, 100)), "do not fit digits"),
