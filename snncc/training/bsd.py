@@ -136,7 +136,10 @@ def run_forward_path(path: nn.Sequential, x_seq: torch.Tensor, detach: bool):
     for linear, neuron in zip(mods[2::2], mods[3::2]):
         s_in = spikes[-1].detach() if detach else spikes[-1]
         currents.append(linear(s_in))
-        spikes.append(neuron(currents[-1]))
+        # with the graph cut at every layer input, no loss differentiates through the spikes:
+        # skip recording the neuron's (surrogate) graph altogether
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not detach):
+            spikes.append(neuron(currents[-1]))
     return currents, spikes
 
 
@@ -222,7 +225,8 @@ class BSDMLP(nn.Module):
         for i in range(big_l - 1, 0, -1):
             currents[i] = self.theta[i - 1](spikes[i + 1].detach())  # detach: C2
             if i > 1:
-                spikes[i] = self.backward_neurons[i - 2](currents[i])
+                with torch.no_grad():  # spikes only feed the next (detached) layer
+                    spikes[i] = self.backward_neurons[i - 2](currents[i])
         return currents, spikes
 
     def _align(self, v: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -116,7 +116,8 @@ def run_blocks(path: nn.Sequential, lengths, x_seq: torch.Tensor, detach: bool):
         for m in mods[i:i + n - 1]:
             h = m(h)
         currents.append(h)
-        s = mods[i + n - 1](h)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not detach):  # spikes are cut (C2)
+            s = mods[i + n - 1](h)
         spikes.append(s)
         i += n
     return currents, spikes
@@ -219,7 +220,8 @@ class BSDCNN(_CNNBase):
         for i in range(big_l - 1, 0, -1):
             currents[i] = self.theta[i - 1](spikes[i + 1].detach())
             if i > 1:
-                spikes[i] = self.backward_neurons[i - 2](currents[i])
+                with torch.no_grad():  # spikes only feed the next (detached) layer
+                    spikes[i] = self.backward_neurons[i - 2](currents[i])
         return currents, spikes
 
     def _align(self, v, target):
