@@ -533,6 +533,24 @@ def bench_train_cmd(model, dataset, batch_size, steps, threads, as_json):
             click.echo(f"{k:>24}: {v}")
 
 
+@bench.command("mskd")
+@click.option("--model", default="spike-resnet18", show_default=True)
+@click.option("--width", type=float, default=0.25, show_default=True)
+@click.option("--timesteps", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_mskd_cmd(model, width, timesteps, batch_size, steps, as_json):
+    """Per-step time and memory of direct vs vanilla KD vs MSKD on one student, interleaved in one run."""
+    from snncc.bench.mskd_bench import bench_mskd
+    res = bench_mskd(model=model, width=width, timesteps=timesteps, batch_size=batch_size, steps=steps)
+    if as_json:
+        _emit_json(res)
+    else:
+        for k, v in res.items():
+            click.echo(f"{k:>28}: {v}")
+
+
 @bench.command("compile")
 @click.option("--width", type=float, default=1.0, show_default=True, help="channel width multiplier")
 @click.option("--fixed-point", is_flag=True)
