@@ -89,9 +89,6 @@ quantisation, what is exact); ``run`` then builds the LIF/Dense processes from t
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -808,26 +805,14 @@ def compile_graph(graph: SpikeGraph, out_dir, fixed_point: bool = False) -> Path
     """Lower ``graph`` and write ``out_dir`` atomically: graph.snn.onnx, lava.json, summary.txt.
     With ``fixed_point=True`` lava.json carries "quantization" (integer parameters and the
     per-layer report) and summary.txt its table."""
+    from snncc.fileio import atomic_dir
     from snncc.ir import serialize
     plan = lower(graph, fixed_point=fixed_point)
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         serialize.save(graph, tmp / "graph.snn.onnx")
         (tmp / "lava.json").write_text(json.dumps(plan.to_json(), indent=1) + "\n")
         (tmp / "summary.txt").write_text(graph.summary() + "\n\n" + plan.summary() + "\n")
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old.{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return Path(out_dir)
 
 
 def load_artifact(out_dir):

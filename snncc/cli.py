@@ -107,6 +107,10 @@ def _test_data(name, data_dir, limit, seed=0):
     return load_split(name, "test", data_dir=data_dir, limit=limit, seed=seed)
 
 
+def _emit_result(res: dict, as_json: bool) -> None:
+    _emit_result(res, as_json)
+
+
 def _emit_json(obj, path=None):
     text = json.dumps(obj, indent=2)
     if path and path != "-":
@@ -508,11 +512,7 @@ def bench_sim(timesteps, input_rate, no_lava, lava_ir, lava_ir_timesteps, as_jso
     from snncc.bench.sim_bench import run_bench
     res = run_bench(timesteps=timesteps, input_rate=input_rate, with_lava=not no_lava, with_lava_ir=lava_ir,
                     lava_ir_timesteps=lava_ir_timesteps)
-    if as_json:
-        _emit_json(res)
-    else:
-        for k, v in res.items():
-            click.echo(f"{k:>24}: {v}")
+    _emit_result(res, as_json)
 
 
 @bench.command("train")
@@ -526,11 +526,7 @@ def bench_train_cmd(model, dataset, batch_size, steps, threads, as_json):
     """One BSD training step vs one BPTT step, same architecture and batch, interleaved in one run."""
     from snncc.bench.train_bench import bench_train
     res = bench_train(model=model, dataset=dataset, batch_size=batch_size, steps=steps, threads=threads)
-    if as_json:
-        _emit_json(res)
-    else:
-        for k, v in res.items():
-            click.echo(f"{k:>24}: {v}")
+    _emit_result(res, as_json)
 
 
 @bench.command("mskd")
@@ -544,11 +540,7 @@ def bench_mskd_cmd(model, width, timesteps, batch_size, steps, as_json):
     """Per-step time and memory of direct vs vanilla KD vs MSKD on one student, interleaved in one run."""
     from snncc.bench.mskd_bench import bench_mskd
     res = bench_mskd(model=model, width=width, timesteps=timesteps, batch_size=batch_size, steps=steps)
-    if as_json:
-        _emit_json(res)
-    else:
-        for k, v in res.items():
-            click.echo(f"{k:>28}: {v}")
+    _emit_result(res, as_json)
 
 
 @bench.command("compile")
@@ -559,11 +551,7 @@ def bench_compile_cmd(width, fixed_point, as_json):
     """Time `compile --target lava` of a ResNet-18-sized fully spiking graph (Lava runtime start excluded)."""
     from snncc.bench.compile_bench import bench_compile
     res = bench_compile(width=width, fixed_point=fixed_point)
-    if as_json:
-        _emit_json(res)
-    else:
-        for k, v in res.items():
-            click.echo(f"{k:>24}: {v}")
+    _emit_result(res, as_json)
 
 
 @main.command()

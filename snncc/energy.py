@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from snncc.ir.graph import SpikeGraph
-from snncc.ir.ops import Input, Neuron, is_synapse
+from snncc.ir.ops import Input, Neuron
 from snncc.ir.types import Kind
 from snncc.passes.validate import origin_of
 

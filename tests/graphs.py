@@ -1,7 +1,7 @@
 """Small spike graphs shared by tests (built directly with the IR API)."""
 import numpy as np
 
-from snncc.ir.graph import Port, SpikeGraph
+from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout
 from snncc.neuron import NeuronParams
 

@@ -1,5 +1,4 @@
 """Energy report: Kundu-style op counts from measured activity, checked by hand-computed values."""
-import numpy as np
 import pytest
 from graphs import mlp, residual
 

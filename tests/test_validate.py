@@ -1,5 +1,4 @@
 """Fully-spiking validation: Spike-ResNet passes; SEW ADD, MS membrane shortcut and analog readouts are named."""
-import numpy as np
 from graphs import mlp, residual, rnn
 
 from snncc.ir.graph import SpikeGraph

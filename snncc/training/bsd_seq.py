@@ -23,8 +23,8 @@ from snncc.data.sequences import SequenceData, load_sequences
 from snncc.fileio import atomic_path, write_json
 from snncc.training.bsd import INTERLAYER_LOSSES, firing_rates
 from snncc.training.bsd_rnn import TASKS, BSDRNN
-from snncc.training.train import (ConfigError, CheckpointError, TrainingDiverged, _check_choice, _check_float,
-                                  _check_grads, _check_int, _check_losses, _clip, _deterministic, _epoch_seed,
+from snncc.training.train import (CheckpointError, ConfigError, TrainingDiverged, _check_choice, _check_float,
+                                  _check_int, _deterministic, _epoch_seed, apply_local_losses,
                                   hamming_similarity, make_scheduler)
 
 SEQ_CHECKPOINT_FORMAT = "snncc-seq-checkpoint/1"
@@ -140,16 +140,7 @@ def evaluate_seq(model: BSDRNN, data: SequenceData, batch_size: int = 256) -> di
 
 
 def seq_train_step(model: BSDRNN, optimizer, x, y, grad_clip=1.0):
-    model.train()
-    losses, info = model.training_losses(x, y)
-    _check_losses(losses, info["currents"])
-    total = torch.stack(list(losses.values())).sum()
-    optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    _check_grads(model)
-    _clip(model, grad_clip)
-    optimizer.step()
-    return float(total.detach()), info
+    return apply_local_losses(model, optimizer, x, y, grad_clip)
 
 
 def _save(path: Path, model, cfg: SeqConfig, epoch: int, data: SequenceData) -> None:

@@ -276,8 +276,14 @@ def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, grad_clip=0.3
 
     Returns (summed loss, info); raises TrainingDiverged before touching the weights.
     """
+    return apply_local_losses(model, optimizer, repeat_time(x, model.timesteps), y, grad_clip)
+
+
+def apply_local_losses(model, optimizer, x_seq, y, grad_clip):
+    """Sum the model's local losses, check them, one backward, check and clip gradients, step.
+    Shared by every BSD variant (MLP, CNN, RNN) and the baselines."""
     model.train()
-    losses, info = model.training_losses(repeat_time(x, model.timesteps), y)
+    losses, info = model.training_losses(x_seq, y)
     _check_losses(losses, info["currents"])
     total = torch.stack(list(losses.values())).sum()
     optimizer.zero_grad(set_to_none=True)
