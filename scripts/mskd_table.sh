@@ -7,7 +7,7 @@ OUT=${1:?usage: scripts/mskd_table.sh OUT_DIR [DATA_DIR]}
 DATA=${2:-../shared/data}
 COMMON="--dataset mnist --data-dir $DATA --train-samples ${TRAIN:-4096} --test-samples ${TEST:-1000} \
   --epochs ${EPOCHS:-3} --width ${WIDTH:-0.25} --timesteps ${T:-2} --optimizer adamw --lr ${LR:-2e-3} --seed 0 --quiet"
-snncc train --method ann --model resnet18 $COMMON --out "$OUT/teacher"
+[ -f "$OUT/teacher/model.pt" ] || snncc train --method ann --model resnet18 $COMMON --out "$OUT/teacher"
 for model in spike-resnet18 sew-resnet18 ms-resnet18 spike-resnet34; do
   for method in direct kd mskd; do
     teacher=(); [ "$method" != direct ] && teacher=(--teacher "$OUT/teacher/model.pt")
