@@ -444,6 +444,36 @@ def bsd_train_seq(out_dir, threads, quiet, **options):
     click.echo(f"{json.dumps(shown)} -> {os.path.join(out_dir, 'model.pt')}")
 
 
+@bsd.command("train-ae")
+@click.option("--method", type=click.Choice(["bsd", "bp"]), default="bsd", show_default=True)
+@click.option("--dataset", default=None, help="digits, mnist or fashion-mnist")
+@_DATA_DIR
+@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@click.option("--timesteps", type=click.IntRange(min=1), default=None)
+@click.option("--width", type=float, default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--v-th", type=float, default=None)
+@click.option("--freq-cutoff-ratio", type=float, default=None)
+@click.option("--lam-low", type=float, default=None)
+@click.option("--lam-high", type=float, default=None)
+@click.option("--train-samples", type=click.IntRange(min=1), default=None)
+@click.option("--test-samples", type=click.IntRange(min=1), default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--top-bn", is_flag=True, default=None, help="batch norm on the output layer too (the paper's setting)")
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--out", "out_dir", type=click.Path(), required=True)
+@click.option("--quiet", is_flag=True)
+def bsd_train_ae(out_dir, threads, quiet, **options):
+    """BSD conv autoencoder (App. E.2.4) or its BP baseline; writes reconstructions.png."""
+    from snncc.training.bsd_ae import AEConfig, train_ae
+    cfg = AEConfig(**{k: v for k, v in options.items() if v is not None})
+    cfg.validate()
+    metrics = train_ae(cfg, out_dir, progress=not quiet, threads=threads)
+    shown = {k: round(v, 5) for k, v in metrics.items() if isinstance(v, float)}
+    click.echo(f"{json.dumps(shown)} -> {out_dir}")
+
+
 @bsd.command("export-rnn")
 @click.argument("checkpoint", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), required=True)
