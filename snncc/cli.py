@@ -163,7 +163,8 @@ BSD_MODELS = ("mlp", "cnn")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def train(out_dir, quiet, sizes, threads, **options):
     """Train a spiking network; writes OUT/model.pt and OUT/metrics.json."""
-    if options["model"] not in BSD_MODELS or options["method"] in RESNET_METHODS[1:]:
+    method, model = options["method"], options["model"]
+    if method in RESNET_METHODS[1:] or (method == "ann" and model not in BSD_MODELS):
         return _train_resnet(out_dir, quiet, threads, options)
     for key in ("teacher", "alpha", "temperature", "beta", "heads", "optimizer"):
         if options.pop(key) is not None:
