@@ -108,7 +108,12 @@ def _test_data(name, data_dir, limit, seed=0):
 
 
 def _emit_result(res: dict, as_json: bool) -> None:
-    _emit_result(res, as_json)
+    """A benchmark's result: JSON, or one aligned `key: value` line per entry."""
+    if as_json:
+        _emit_json(res)
+        return
+    for k, v in res.items():
+        click.echo(f"{k:>28}: {v}")
 
 
 def _emit_json(obj, path=None):

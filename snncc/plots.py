@@ -12,7 +12,7 @@ from snncc.fileio import atomic_path  # noqa: E402
 def plot_energy_comparison(reports: list, path) -> None:
     """Left: firing rate of each layer's population across depth; right: energy per inference
     split into accumulates (spike inputs) and multiply-accumulates (analog inputs)."""
-    fig, (ax_rate, ax_energy) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (ax_rate, ax_energy) = plt.subplots(1, 2, figsize=(12, 5.2))
     labels = []
     for r in reports:
         label = f"{r['name']} ({'fully spiking' if r['fully_spiking'] else 'hybrid'}, acc {r['accuracy']:.3f})"
@@ -26,13 +26,18 @@ def plot_energy_comparison(reports: list, path) -> None:
     c = reports[0]["conventions"]
     ac = [r["total_sops"] * c["e_ac_pj"] / 1e3 for r in reports]
     mac = [r["total_macs"] * c["e_mac_pj"] / 1e3 for r in reports]
-    ax_energy.bar(labels, ac, label=f"AC (spike inputs, {c['e_ac_pj']} pJ)")
-    ax_energy.bar(labels, mac, bottom=ac, label=f"MAC (analog inputs, {c['e_mac_pj']} pJ)")
-    ax_energy.scatter(labels, [r["ann_energy_pj"] / 1e3 for r in reports], color="k", marker="_", s=400,
+    xs = range(len(reports))
+    # side by side, not stacked: stacked bars do not survive a log axis
+    ax_energy.bar([x - 0.2 for x in xs], ac, width=0.4, label=f"AC energy (spike inputs, {c['e_ac_pj']} pJ)")
+    ax_energy.bar([x + 0.2 for x in xs], mac, width=0.4, label=f"MAC energy (analog inputs, {c['e_mac_pj']} pJ)")
+    ax_energy.scatter(list(xs), [r["total_energy_pj"] / 1e3 for r in reports], color="r", marker="o",
+                      label="SNN total", zorder=3)
+    ax_energy.scatter(list(xs), [r["ann_energy_pj"] / 1e3 for r in reports], color="k", marker="_", s=400,
                       label="same ANN", zorder=3)
+    ax_energy.set_xticks(list(xs), labels)
     ax_energy.set(ylabel="energy per inference (nJ, log scale)", title=f"Energy (T={c['timesteps']}, 45 nm)",
                   yscale="log")
-    ax_energy.legend(fontsize=7)
+    ax_energy.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     ax_energy.tick_params(axis="x", labelsize=7, rotation=15)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -198,3 +198,21 @@ def test_mskd_cli_errors(tmp_path):
     assert res.exit_code == 2 and "--teacher applies to the ResNet methods" in res.stderr
     res = invoke("train", "--method", "direct", "--model", "spike-resnet7", "--out", tmp_path / "r")
     assert res.exit_code == 2 and "spike-resnet7" in res.stderr
+
+
+@pytest.mark.parametrize("args, key", [
+    (["bench", "sim", "--no-lava", "--timesteps", 5, "--json"], "numba_vs_torch"),
+    (["bench", "mskd", "--width", 0.0625, "--batch-size", 4, "--steps", 1, "--timesteps", 1, "--json"],
+     "mskd_vs_kd_time"),
+    (["bench", "compile", "--width", 0.0625, "--json"], "lower_s"),
+    (["bench", "train", "--dataset", "digits", "--batch-size", 8, "--steps", 1, "--json"], "ratio"),
+])
+def test_bench_commands_print_json(args, key):
+    res = invoke(*args)
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)[key] > 0
+
+
+def test_bench_plain_output():
+    res = invoke("bench", "sim", "--no-lava", "--timesteps", 3)
+    assert res.exit_code == 0 and "numba_ms_per_step:" in res.stdout
