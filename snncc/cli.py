@@ -406,6 +406,46 @@ def compile_cmd(model, target, out_dir, fixed_point):
         click.echo(open(summary).read().rstrip())
 
 
+@main.command()
+@click.argument("model", type=click.Path())
+@_DATASET
+@_DATA_DIR
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True)
+@_TIMESTEPS
+@click.option("--input-bound", type=float, default=1.0, show_default=True, help="max |input| the scales must cover")
+@click.option("--json", "json_path", type=click.Path(), default=None, help="also write the report as JSON to F")
+def quantize(model, dataset, data_dir, limit, timesteps, input_bound, json_path):
+    """Loihi fixed point: per-layer quantisation error, and accuracy of the fixed-point network vs the float one.
+
+    The fixed-point run uses snncc's integer reference, which is bit-exact with Lava's fixed_pt models
+    (tests/test_lava_fixed.py), so no Lava runtime is needed; the float run is the numba simulator."""
+    import numpy as np
+
+    from snncc.backends.lava_fixed import lower_fixed, run_integer
+    from snncc.evaluate import default_timesteps
+    from snncc.sims import numba_sim
+    graph = _load_graph(model)
+    t = default_timesteps(graph, timesteps)
+    x, y = _test_data(_dataset_for(graph, dataset), data_dir, limit)
+    plan = lower_fixed(graph, input_bound=input_bound)
+    click.echo(plan.fixed.summary())
+    flt = numba_sim.run(graph, x, t, record=True)
+    fix = run_integer(graph, x, t, plan=plan, record=True, input_bound=input_bound)
+    agree = {p: float((flt.trains[p] == fix.trains[p]).mean()) for p in graph.populations()}
+    rep = {"samples": int(len(x)), "timesteps": t,
+           "float_accuracy": float((flt.predictions() == y).mean()),
+           "fixed_accuracy": float((fix.predictions() == y).mean()),
+           "prediction_agreement": float((flt.predictions() == fix.predictions()).mean()),
+           "spike_agreement": agree, "layers": plan.fixed.report}
+    click.echo(f"accuracy on {len(x)} samples: float {rep['float_accuracy']:.4f}, fixed point "
+               f"{rep['fixed_accuracy']:.4f}; predictions agree on {rep['prediction_agreement']:.2%}")
+    for p, a in agree.items():
+        click.echo(f"  spike agreement {p:<24} {a:.4f}")
+    if json_path:
+        _emit_json(json.loads(json.dumps(rep, default=lambda o: o.tolist() if isinstance(o, np.ndarray)
+                                         else (o.item() if hasattr(o, "item") else str(o)))), json_path)
+
+
 @main.group()
 def bsd():
     """BSD extras: sequence models (RNN, eqs. 11-12) and the paper's analysis plots."""

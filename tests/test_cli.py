@@ -216,3 +216,15 @@ def test_bench_commands_print_json(args, key):
 def test_bench_plain_output():
     res = invoke("bench", "sim", "--no-lava", "--timesteps", 3)
     assert res.exit_code == 0 and "numba_ms_per_step:" in res.stdout
+
+
+def test_quantize_reports_layers_and_fixed_vs_float_accuracy(trained, tmp_path):
+    model = tmp_path / "m.snn.onnx"
+    assert invoke("export", trained / "model.pt", "-o", model).exit_code == 0
+    res = invoke("quantize", model, "--limit", 20, "--json", tmp_path / "q.json")
+    assert res.exit_code == 0, res.stderr
+    rep = json.loads((tmp_path / "q.json").read_text())
+    assert rep["samples"] == 20 and 0 <= rep["fixed_accuracy"] <= 1
+    assert {r["kind"] for r in rep["layers"]} == {"population", "dense"}
+    assert all(0.5 < a <= 1.0 for a in rep["spike_agreement"].values())
+    assert "fixed point" in res.stdout
