@@ -33,6 +33,11 @@ from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout
 from snncc.ir.types import Kind
 from snncc.runtime import RunResult, check_input
 
+if __name__ not in ("snncc.sims.numba_sim", "__main__"):
+    # numba's on-disk cache records the importing module's name; a second name for this file
+    # (e.g. `sims.numba_sim` from the repository root) would leave entries the other cannot load
+    raise ImportError(f"import this module as snncc.sims.numba_sim, not {__name__}")
+
 _BUFFER_BUDGET = 256 << 20  # bytes of node buffers per batch chunk
 _NEURON_BLOCK = 256  # neurons per task unit: long enough to vectorise
 _PARALLEL_MIN_WORK = 1 << 20  # below this (~element operations) one thread is faster

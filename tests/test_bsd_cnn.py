@@ -14,7 +14,7 @@ from snncc.training.bsd_cnn import BPTTCNN, BSDCNN, cnn_layer_shapes
 from snncc.training.layers import SpikingNeuron
 from snncc.training.train import (ConfigError, TrainConfig, build_model, load_checkpoint, train,
                                   train_step)
-from sims import numba_sim
+from snncc.sims import numba_sim
 
 W = 0.125  # 16, 16, 32, 32, 64 channels
 

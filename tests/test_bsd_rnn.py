@@ -13,7 +13,7 @@ from snncc.passes.validate import check_fully_spiking
 from snncc.training.bsd_rnn import BSDRNN, export_rnn
 from snncc.training.bsd_seq import SeqConfig, load_seq_checkpoint, train_seq
 from snncc.training.train import ConfigError
-from sims import numba_sim
+from snncc.sims import numba_sim
 
 
 @pytest.fixture(scope="module", autouse=True)
