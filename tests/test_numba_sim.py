@@ -237,3 +237,14 @@ def test_float32_representable_weights_take_the_float32_path_and_stay_exact(rng)
     x = rng.random((6, 1, 8, 8))
     a, b = numba_sim.run(g, x, 6, record=True), torch_backend.run(g, x, 6, record=True)
     assert all(np.array_equal(a.trains[n], b.trains[n]) for n in b.trains)
+
+
+def test_simulator_refuses_a_second_module_name(monkeypatch):
+    """Importing the file as `sims.numba_sim` would pollute numba's disk cache for snncc.sims.numba_sim."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(numba_sim.__file__)
+    spec = importlib.util.spec_from_file_location("sims.numba_sim", path)
+    with pytest.raises(ImportError, match="snncc.sims.numba_sim"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
