@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -80,7 +79,8 @@ from snncc.data.datasets import DatasetError, batches, dataset_info, load_split
 from snncc.fileio import atomic_path, write_json
 from snncc.training.bsd import flatten_time, make_neuron, reco_loss, repeat_time
 from snncc.training.layers import TimeDistributed
-from snncc.training.train import CheckpointError, ConfigError, TrainingDiverged, make_scheduler
+from snncc.training.train import (CheckpointError, ConfigError, TrainingDiverged, _deterministic, _epoch_seed,
+                                  make_scheduler)
 
 AE_CHECKPOINT_FORMAT = "snncc-ae-checkpoint/1"
 AE_METHODS = ("bsd", "bp")
@@ -480,24 +480,6 @@ def save_reconstructions(path, originals: np.ndarray, recon: np.ndarray, title: 
     return path
 
 
-@contextmanager
-def _deterministic(seed: int, threads):
-    previous = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
-    torch.manual_seed(seed)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous[0])
-        torch.set_num_threads(previous[1])
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, 7]).generate_state(1)[0])
-
-
 def _save_checkpoint(path: Path, model, cfg: AEConfig, epoch: int) -> None:
     payload = {"format": AE_CHECKPOINT_FORMAT, "config": cfg.to_dict(),
                "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}, "epoch": epoch}
@@ -538,7 +520,7 @@ def train_ae(cfg: AEConfig, out_dir, progress: bool = True, threads: int | None 
             for epoch in range(1, cfg.epochs + 1):
                 start = time.perf_counter()
                 loss_sum, layer_sums, rate_sums, recon_sum = 0.0, {}, {}, 0.0
-                order = batches(x_tr, dummy_y, cfg.batch_size, shuffle=True, seed=_epoch_seed(cfg.seed, epoch))
+                order = batches(x_tr, dummy_y, cfg.batch_size, shuffle=True, seed=_epoch_seed(cfg.seed, epoch, 7))
                 for step, (xb, _) in enumerate(order):
                     try:
                         loss, parts, info = ae_train_step(model, optimizer, xb)

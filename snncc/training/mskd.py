@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -60,7 +60,7 @@ from snncc.fileio import atomic_path, write_json
 from snncc.models.resnet import ModelError, SpikingResNet, build_resnet, parse_name
 from snncc.neuron import NeuronParams
 from snncc.training.layers import TimeDistributed
-from snncc.training.train import CheckpointError, ConfigError
+from snncc.training.train import CheckpointError, ConfigError, _deterministic, _epoch_seed
 
 CHECKPOINT_FORMAT = "snncc-mskd-checkpoint/1"
 LOGITS_FORMAT = "snncc-teacher-logits/1"
@@ -593,21 +593,6 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256, d: _Dis
 
 
 # ---------------------------------------------------------------- loop
-@contextmanager
-def _deterministic(seed: int):
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
 def build_net(cfg: MSKDConfig) -> nn.Module:
     """The module trained for ``cfg``: an :class:`MSKDNet` (student + heads + recon) or the ANN."""
     student = build_student(cfg)
@@ -709,7 +694,7 @@ def train_mskd(cfg: MSKDConfig, out_dir, progress: bool = True, teacher=None, re
     out = Path(out_dir)
     d = _dist_setup()
     try:
-        with _deterministic(cfg.seed):
+        with _deterministic(cfg.seed, None):
             return _train(cfg, out, progress and d.main, teacher, resume, d, ghost_batches)
     finally:
         if d.owns_group:

@@ -320,8 +320,9 @@ def _deterministic(seed: int, threads: int | None):
         torch.set_num_threads(previous[1])
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+def _epoch_seed(seed: int, epoch: int, *salt: int) -> int:
+    """The data-order seed of one epoch (``salt`` separates streams of different trainers)."""
+    return int(np.random.SeedSequence([seed, epoch, *salt]).generate_state(1)[0])
 
 
 def _train_epoch(model, optimizer, scheduler, data, cfg: TrainConfig, epoch: int, bar) -> dict:
