@@ -8,7 +8,7 @@ import pytest
 import graphs
 from snncc.backends import torch_backend
 from snncc.ir.graph import SpikeGraph
-from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout
+from snncc.ir.ops import Add, Dense, Input, Neuron, Readout
 from snncc.neuron import NeuronParams
 
 lb = pytest.importorskip("snncc.backends.lava_backend")
@@ -31,33 +31,8 @@ def mlp_if(rng):
     return h
 
 
-def cnn(rng, encoding="direct"):
-    """conv -> LIF -> max-pool (OR) -> conv -> LIF -> avg-pool -> flatten -> dense -> LIF."""
-    g = SpikeGraph("cnn", {"timesteps": 6})
-    g.add("x", Input((1, 8, 8), encoding))
-    g.add("c1", Conv(rng.normal(0, 1.2, (3, 1, 3, 3)), rng.normal(0.1, 0.1, 3), (1, 1), (1, 1)), ["x"])
-    g.add("s1", Neuron(NeuronParams("lif", tau=1.5, v_th=0.625, v_reset=-0.25)), ["c1"])
-    g.add("mp", Pool("max", (2, 2), (2, 2)), ["s1"])
-    g.add("c2", Conv(rng.normal(0, 0.8, (4, 3, 3, 3)), rng.normal(0, 0.1, 4), (1, 1), (1, 1)), ["mp"])
-    g.add("s2", Neuron(LIF_HARD), ["c2"])
-    g.add("ap", Pool("avg", (2, 2), (2, 2)), ["s2"])
-    g.add("fl", Flatten(), ["ap"])
-    g.add("fc", Dense(rng.normal(0, 1.5, (5, 16)), rng.normal(0.1, 0.1, 5)), ["fl"])
-    g.add("s3", Neuron(LIF_HARD), ["fc"])
-    g.add("out", Readout("count"), ["s3"])
-    return g
-
-
-def rnn_hard(rng, n_in=5, n_h=12):
-    """graphs.rnn with hard reset, plus a bias on the recurrent synapse (starts at t=1)."""
-    g = SpikeGraph("rnn-hard", {"timesteps": 8})
-    g.add("x", Input((n_in,)))
-    g.add("ih", Dense(rng.normal(0, 1.0, (n_h, n_in))), ["x"])
-    g.add("h", Neuron(IF_HARD), ["ih"])
-    g.add("hh", Dense(rng.normal(0, 0.5, (n_h, n_h)), rng.normal(0.05, 0.05, n_h)), ["h"])
-    g.connect("hh", "h", 1)
-    g.add("out", Readout("count"), ["h"])
-    return g
+cnn = graphs.cnn
+rnn_hard = graphs.rnn_hard
 
 
 def spike_residual(rng):
