@@ -1,0 +1,204 @@
+"""Deployment commands: validate, inspect, run, energy, compile, quantize."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from snncc.cli.common import (
+    _artifact_target, _DATA_DIR, _DATASET, _dataset_for, _emit_json, _LIMIT, _load_graph,
+    _test_data, _TIMESTEPS, EXIT_HYBRID)
+
+
+# -- validate / inspect -------------------------------------------------------------
+@click.command()
+@click.argument("model", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="machine-readable result")
+def validate(model, as_json):
+    """Check that MODEL is fully spiking; exit 1 naming each node that makes it hybrid."""
+    from snncc.passes.validate import check_fully_spiking
+    report = check_fully_spiking(_load_graph(model))
+    if as_json:
+        _emit_json(report.as_dict())
+    else:
+        for note in report.notes:
+            click.echo(f"note: {note}")
+        if report.fully_spiking:
+            click.echo("fully spiking")
+        for v in report.violations:
+            click.echo(f"hybrid: {v}")
+    sys.exit(0 if report.fully_spiking else EXIT_HYBRID)
+
+
+@click.command()
+@click.argument("model", type=click.Path())
+def inspect(model):
+    """Print the graph: nodes, inputs, value kinds and shapes."""
+    graph = _load_graph(model)
+    click.echo(graph.summary())
+    if graph.metadata:
+        click.echo(f"metadata: {json.dumps(graph.metadata)}")
+
+
+# -- run / energy -------------------------------------------------------------------
+def _backend_options(model, backend) -> dict:
+    """A Lava artifact compiled with --fixed-point runs in fixed point."""
+    if backend == "lava" and _artifact_target(model) == "lava":
+        from snncc.backends.lava_backend import load_artifact
+        return {"fixed_point": load_artifact(model)[1].get("precision") == "fixed_pt"}
+    return {}
+
+
+def _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=True):
+    from snncc.evaluate import default_timesteps, evaluate
+    from snncc.runtime import get_backend
+    graph = _load_graph(model)
+    get_backend(backend)  # unknown names fail before any data is read
+    t = default_timesteps(graph, timesteps)
+    x, y = _test_data(_dataset_for(graph, dataset), data_dir, limit)
+    options = _backend_options(model, backend)
+    res = evaluate(graph, backend, x, y, t, progress=progress, options=options)
+    if backend == "lava":
+        res["precision"] = "fixed_pt" if options.get("fixed_point") else "floating_pt"
+    return graph, res
+
+
+@click.command()
+@click.argument("model", type=click.Path())
+@click.option("--backend", default=None, help="torch, numba or lava (default: the compiled target, else numba)")
+@_DATASET
+@_DATA_DIR
+@_LIMIT
+@_TIMESTEPS
+@click.option("--json", "as_json", is_flag=True)
+def run(model, backend, dataset, data_dir, limit, timesteps, as_json):
+    """Simulate MODEL (a .snn.onnx file or a `snncc compile` directory) on a dataset's test split."""
+    backend = backend or _artifact_target(model) or "numba"
+    _, res = _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=not as_json)
+    res.pop("activity")
+    if as_json:
+        _emit_json(res)
+        return
+    click.echo(f"backend {res['backend']}: accuracy {res['accuracy']:.4f} on {res['samples']} samples, "
+               f"T={res['timesteps']}")
+    for layer in res["layers"]:
+        rate = layer["spikes"] / (layer["neurons"] * res["samples"] * res["timesteps"])
+        click.echo(f"  {layer['name']:<20} {layer['neurons']:>8} neurons {layer['spikes']:>12} spikes  "
+                   f"rate {rate:.4f}")
+
+
+@click.group()
+def energy():
+    """Energy estimates from measured firing rates."""
+
+
+@energy.command("report")
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@_DATASET
+@_DATA_DIR
+@_LIMIT
+@_TIMESTEPS
+@click.option("--backend", default="numba", show_default=True)
+@click.option("--first-layer", type=click.Choice(["once", "per-step"]), default="once", show_default=True,
+              help="count the direct-encoded first layer's MACs once per inference or at every step")
+@click.option("--compare", is_flag=True, help="several MODELS side by side (implied by more than one)")
+@click.option("--png", "png_path", type=click.Path(), default=None, help="comparison figure (PNG)")
+@click.option("--json", "json_path", type=click.Path(), default=None, help="also write the report as JSON to F")
+def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, first_layer, compare, png_path,
+                      json_path):
+    """Per-layer firing rate, SOPs, MACs and energy per inference, vs the same ANN.
+
+    With several MODELS (e.g. Spike-, SEW- and MS-ResNet), a side-by-side comparison
+    table, and with --png a figure of per-layer firing rates and energy."""
+    from snncc.energy import EnergyModel, energy_report
+    from snncc.passes.validate import check_fully_spiking
+    from snncc.report import print_comparison, print_energy
+    reports = []
+    for model in models:
+        graph, res = _evaluate(model, backend, dataset, data_dir, limit, timesteps)
+        rep = energy_report(graph, res["activity"], res["samples"], res["timesteps"],
+                            EnergyModel(first_layer=first_layer.replace("-", "_")))
+        rep.update(accuracy=res["accuracy"], model=str(model), name=graph.name,
+                   fully_spiking=check_fully_spiking(graph).fully_spiking)
+        reports.append(rep)
+    if len(reports) == 1 and not compare:
+        print_energy(reports[0])
+    else:
+        print_comparison(reports)
+    if png_path:
+        from snncc.plots import plot_energy_comparison
+        plot_energy_comparison(reports, png_path)
+        click.echo(f"figure -> {png_path}")
+    if json_path:
+        _emit_json(reports[0] if len(reports) == 1 and not compare else {"models": reports}, json_path)
+
+
+@click.command("compile")
+@click.argument("model", type=click.Path())
+@click.option("--target", type=click.Choice(["lava", "numba"]), required=True)
+@click.option("-o", "--output", "out_dir", type=click.Path(), required=True, help="artifact directory")
+@click.option("--fixed-point", is_flag=True, help="Lava: Loihi bit-accurate fixed point (select_tag fixed_pt)")
+def compile_cmd(model, target, out_dir, fixed_point):
+    """Lower a fully spiking graph for a target; writes an artifact `snncc run` can load."""
+    from snncc.passes.validate import check_fully_spiking
+    graph = _load_graph(model)
+    if target == "lava":
+        from snncc.backends.lava_backend import compile_graph
+        compile_graph(graph, out_dir, fixed_point=fixed_point)
+    else:
+        if fixed_point:
+            raise click.UsageError("--fixed-point applies to --target lava")
+        report = check_fully_spiking(graph)
+        if not report.fully_spiking:
+            raise click.UsageError(f"not fully spiking: {report.violations[0]}")
+        from snncc.artifact import compile_artifact
+        compile_artifact(graph, out_dir)
+    click.echo(f"compiled for {target}{' (fixed point)' if fixed_point else ''} -> {out_dir}")
+    summary = os.path.join(out_dir, "summary.txt")
+    if os.path.isfile(summary):
+        click.echo(open(summary).read().rstrip())
+
+
+@click.command()
+@click.argument("model", type=click.Path())
+@_DATASET
+@_DATA_DIR
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True)
+@_TIMESTEPS
+@click.option("--input-bound", type=float, default=1.0, show_default=True, help="max |input| the scales must cover")
+@click.option("--json", "json_path", type=click.Path(), default=None, help="also write the report as JSON to F")
+def quantize(model, dataset, data_dir, limit, timesteps, input_bound, json_path):
+    """Loihi fixed point: per-layer quantisation error, and accuracy of the fixed-point network vs the float one.
+
+    The fixed-point run uses snncc's integer reference, which is bit-exact with Lava's fixed_pt models
+    (tests/test_lava_fixed.py), so no Lava runtime is needed; the float run is the numba simulator."""
+    import numpy as np
+
+    from snncc.backends.lava_fixed import lower_fixed, run_integer
+    from snncc.evaluate import default_timesteps
+    from snncc.sims import numba_sim
+    graph = _load_graph(model)
+    t = default_timesteps(graph, timesteps)
+    x, y = _test_data(_dataset_for(graph, dataset), data_dir, limit)
+    plan = lower_fixed(graph, input_bound=input_bound)
+    click.echo(plan.fixed.summary())
+    flt = numba_sim.run(graph, x, t, record=True)
+    fix = run_integer(graph, x, t, plan=plan, record=True, input_bound=input_bound)
+    agree = {p: float((flt.trains[p] == fix.trains[p]).mean()) for p in graph.populations()}
+    rep = {"samples": int(len(x)), "timesteps": t,
+           "float_accuracy": float((flt.predictions() == y).mean()),
+           "fixed_accuracy": float((fix.predictions() == y).mean()),
+           "prediction_agreement": float((flt.predictions() == fix.predictions()).mean()),
+           "spike_agreement": agree, "layers": plan.fixed.report}
+    click.echo(f"accuracy on {len(x)} samples: float {rep['float_accuracy']:.4f}, fixed point "
+               f"{rep['fixed_accuracy']:.4f}; predictions agree on {rep['prediction_agreement']:.2%}")
+    for p, a in agree.items():
+        click.echo(f"  spike agreement {p:<24} {a:.4f}")
+    if json_path:
+        _emit_json(json.loads(json.dumps(rep, default=lambda o: o.tolist() if isinstance(o, np.ndarray)
+                                         else (o.item() if hasattr(o, "item") else str(o)))), json_path)
+
+
+COMMANDS = (validate, inspect, run, energy, compile_cmd, quantize,)

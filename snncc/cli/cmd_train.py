@@ -1,0 +1,228 @@
+"""Training and export commands: train, export, bsd (sequence models, autoencoder, plots)."""
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from snncc.cli.common import _DATA_DIR, _TIMESTEPS
+
+
+# -- train / export -------------------------------------------------------------
+RESNET_METHODS = ("ann", "direct", "kd", "mskd", "mskd-norecon")
+BSD_MODELS = ("mlp", "cnn")
+
+
+@click.command()
+@click.option("--method", type=click.Choice(["bsd", "bptt", *RESNET_METHODS]), required=True,
+              help="bsd/bptt/ann on mlp/cnn (BSD paper); ann/direct/kd/mskd/mskd-norecon on ResNets (MSKD paper)")
+@click.option("--model", default="mlp", show_default=True,
+              help="mlp, cnn, or {spike,sew,ms}-resnet{18,34,50,101} / resnet{18,...} (ANN teacher)")
+@click.option("--dataset", default="digits", show_default=True)
+@_DATA_DIR
+@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@_TIMESTEPS
+@click.option("--train-samples", type=click.IntRange(min=1), default=None, help="subsample the training set")
+@click.option("--test-samples", type=click.IntRange(min=1), default=None, help="subsample the test set")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--lam", type=float, default=None, help="ReCo penalty weight (BSD)")
+@click.option("--interlayer-loss", type=click.Choice(["reco", "mse", "infonce"]), default=None)
+@click.option("--v-th", type=float, default=None, help="feedforward (Type 1) threshold")
+@click.option("--v-th-backward", type=float, default=None, help="BSD backward (Type 2) threshold")
+@click.option("--warmup-steps", type=click.IntRange(min=0), default=None, help="BSD: linear warm-up steps")
+@click.option("--sizes", default=None, help="MLP layer sizes, e.g. 784,1024,1024,512,256,10")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(), required=True, help="run directory")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads for training")
+@click.option("--teacher", type=click.Path(), default=None, help="MSKD: teacher checkpoint or logits file")
+@click.option("--width", type=float, default=None, help="ResNet width multiplier")
+@click.option("--alpha", type=float, default=None, help="MSKD: KD weight (eq. 11)")
+@click.option("--temperature", type=float, default=None, help="MSKD: KD temperature tau")
+@click.option("--beta", type=float, default=None, help="MSKD: reconstruction weight")
+@click.option("--heads", type=click.IntRange(min=0), default=None, help="MSKD: number of auxiliary heads")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help="ResNets: optimizer")
+@click.option("--resume", is_flag=True, help="MSKD: continue from OUT/model.pt")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def train(out_dir, quiet, sizes, threads, **options):
+    """Train a spiking network; writes OUT/model.pt and OUT/metrics.json."""
+    method, model = options["method"], options["model"]
+    if method in RESNET_METHODS[1:] or (method == "ann" and model not in BSD_MODELS):
+        return _train_resnet(out_dir, quiet, threads, options)
+    for key in ("teacher", "alpha", "temperature", "beta", "heads", "optimizer"):
+        if options.pop(key) is not None:
+            raise click.UsageError(f"--{key} applies to the ResNet methods ({', '.join(RESNET_METHODS)})")
+    if options.pop("resume"):
+        raise click.UsageError("--resume applies to the ResNet methods")
+    from snncc.training.train import ConfigError, TrainConfig, train as run_training
+    if sizes is not None:
+        try:
+            options["sizes"] = tuple(int(n) for n in sizes.split(","))
+        except ValueError:
+            raise ConfigError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
+    cfg = TrainConfig(**{k: v for k, v in options.items() if v is not None})
+    cfg.validate()
+    metrics = run_training(cfg, out_dir, progress=not quiet, threads=threads)
+    click.echo(f"test accuracy {metrics['test_accuracy']:.4f} -> {os.path.join(out_dir, 'model.pt')}")
+
+
+def _train_resnet(out_dir, quiet, threads, options):
+    """The MSKD paper's methods on the ResNet families (snncc.training.mskd)."""
+    import torch
+
+    from snncc.training.mskd import MSKDConfig, train_mskd
+    resume = options.pop("resume")
+    for key in ("interlayer_loss", "lam", "v_th", "v_th_backward", "warmup_steps"):
+        if options.pop(key) is not None:
+            raise click.UsageError(f"--{key.replace('_', '-')} does not apply to --method {options['method']}")
+    renames = {"temperature": "tau"}
+    fields = {renames.get(k, k): v for k, v in options.items() if v is not None}
+    if fields.get("model") in BSD_MODELS:
+        raise click.UsageError(f"--method {fields['method']} trains ResNets: pass --model "
+                               f"{{spike,sew,ms}}-resnet{{18,34,50,101}}")
+    cfg = MSKDConfig(**fields)
+    cfg.validate()
+    if threads:
+        torch.set_num_threads(threads)
+    metrics = train_mskd(cfg, out_dir, progress=not quiet, resume=resume)
+    click.echo(f"test accuracy {metrics['test_accuracy']:.4f} -> {os.path.join(out_dir, 'model.pt')}")
+
+
+def _checkpoint_format(path):
+    import torch
+
+    from snncc.training.train import CheckpointError
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except Exception as e:  # noqa: BLE001 -- any unpickling failure means a bad file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    return obj.get("format") if isinstance(obj, dict) else None
+
+
+def export_checkpoint(path, timesteps=None):
+    """Rebuild a snncc checkpoint's deployable (feedforward / student) path and export it."""
+    import torch
+
+    from snncc.training import mskd
+    if _checkpoint_format(path) == mskd.CHECKPOINT_FORMAT:
+        if timesteps:
+            raise click.UsageError("--timesteps cannot change a ResNet's T at export (BN statistics depend on it)")
+        return mskd.export_mskd_checkpoint(path)
+
+    from snncc.data.datasets import dataset_info
+    from snncc.exporter import export
+    from snncc.training.train import load_checkpoint
+    model, cfg = load_checkpoint(path)
+    info = dataset_info(cfg.dataset)
+    t = timesteps or cfg.timesteps
+    meta = {"dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "timesteps": t,
+            "num_classes": info.num_classes, "source": os.path.basename(str(path))}
+    return export(model.forward_path, torch.zeros(t, 1, *info.input_shape), timesteps=t,
+                  name=f"{cfg.method}-{cfg.model}-{cfg.dataset}", metadata=meta)
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path())
+@click.option("-o", "--output", type=click.Path(), required=True, help="spike graph file (.snn.onnx)")
+@_TIMESTEPS
+def export_cmd(checkpoint, output, timesteps):
+    """Export a trained checkpoint's deployable network to a spike-graph file."""
+    from snncc.ir.serialize import save
+    graph = export_checkpoint(checkpoint, timesteps)
+    save(graph, output)
+    click.echo(f"exported {len(graph)} nodes ({len(graph.populations())} populations) -> {output}")
+
+
+
+@click.group()
+def bsd():
+    """BSD extras: sequence models (RNN, eqs. 11-12) and the paper's analysis plots."""
+
+
+@bsd.command("plots")
+@click.argument("run_dir", type=click.Path())
+def bsd_plots(run_dir):
+    """Accuracy/loss curves, Type 1 vs Type 2 Hamming similarity (Fig. 3c), W-Theta alignment (Fig. 7)
+    and firing rates per layer, from RUN_DIR/metrics.json, as PNGs in RUN_DIR."""
+    from snncc.analysis.bsd_plots import plot_run
+    for path in plot_run(run_dir):
+        click.echo(str(path))
+
+
+@bsd.command("train-seq")
+@click.option("--task", type=click.Choice(["text", "timeseries"]), required=True)
+@click.option("--data-path", type=click.Path(), default=None,
+              help="text file / exchange_rate.txt.gz (default: the shared copies)")
+@click.option("--seq-len", type=click.IntRange(min=1), default=None)
+@click.option("--stride", type=click.IntRange(min=1), default=None)
+@click.option("--hidden", type=click.IntRange(min=1), default=None)
+@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--v-th", type=float, default=None)
+@click.option("--lam", type=float, default=None)
+@click.option("--interlayer-loss", type=click.Choice(["reco", "mse", "infonce"]), default=None)
+@click.option("--train-samples", type=click.IntRange(min=1), default=None)
+@click.option("--test-samples", type=click.IntRange(min=1), default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--out", "out_dir", type=click.Path(), required=True)
+@click.option("--quiet", is_flag=True)
+def bsd_train_seq(out_dir, threads, quiet, **options):
+    """BSD-RNN: next-character prediction (text) or next-step regression (timeseries)."""
+    from snncc.training.bsd_seq import SeqConfig, train_seq
+    cfg = SeqConfig(**{k: v for k, v in options.items() if v is not None})
+    cfg.validate()
+    metrics = train_seq(cfg, out_dir, progress=not quiet, threads=threads)
+    shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    click.echo(f"{json.dumps(shown)} -> {os.path.join(out_dir, 'model.pt')}")
+
+
+@bsd.command("train-ae")
+@click.option("--method", type=click.Choice(["bsd", "bp"]), default="bsd", show_default=True)
+@click.option("--dataset", default=None, help="digits, mnist or fashion-mnist")
+@_DATA_DIR
+@click.option("--epochs", type=click.IntRange(min=1), default=None)
+@click.option("--timesteps", type=click.IntRange(min=1), default=None)
+@click.option("--width", type=float, default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--v-th", type=float, default=None)
+@click.option("--freq-cutoff-ratio", type=float, default=None)
+@click.option("--lam-low", type=float, default=None)
+@click.option("--lam-high", type=float, default=None)
+@click.option("--train-samples", type=click.IntRange(min=1), default=None)
+@click.option("--test-samples", type=click.IntRange(min=1), default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--top-bn", is_flag=True, default=None, help="batch norm on the output layer too (the paper's setting)")
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--out", "out_dir", type=click.Path(), required=True)
+@click.option("--quiet", is_flag=True)
+def bsd_train_ae(out_dir, threads, quiet, **options):
+    """BSD conv autoencoder (App. E.2.4) or its BP baseline; writes reconstructions.png."""
+    from snncc.training.bsd_ae import AEConfig, train_ae
+    cfg = AEConfig(**{k: v for k, v in options.items() if v is not None})
+    cfg.validate()
+    metrics = train_ae(cfg, out_dir, progress=not quiet, threads=threads)
+    shown = {k: round(v, 5) for k, v in metrics.items() if isinstance(v, float)}
+    click.echo(f"{json.dumps(shown)} -> {out_dir}")
+
+
+@bsd.command("export-rnn")
+@click.argument("checkpoint", type=click.Path())
+@click.option("-o", "--output", type=click.Path(), required=True)
+def bsd_export_rnn(checkpoint, output):
+    """Export a BSD-RNN's feedforward path (recurrent synapse as a delayed edge) to a spike graph."""
+    from snncc.ir.serialize import save
+    from snncc.training.bsd_rnn import export_rnn
+    from snncc.training.bsd_seq import load_seq_checkpoint
+    model, cfg, _ = load_seq_checkpoint(checkpoint)
+    graph = export_rnn(model, cfg.seq_len)
+    save(graph, output)
+    click.echo(f"exported {len(graph)} nodes -> {output}")
+
+
+COMMANDS = (train, export_cmd, bsd,)

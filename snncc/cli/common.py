@@ -1,0 +1,119 @@
+"""What every `snncc` command shares: the error policy, graph/dataset loading, output helpers, options."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from snncc import fileio
+
+EXIT_HYBRID, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
+
+
+def _user_errors() -> tuple:
+    """Exception types that mean 'the user gave us something wrong' (imported lazily)."""
+    from snncc.data.datasets import DatasetError
+    from snncc.exporter import ExportError
+    from snncc.ir.serialize import SerializeError
+    from snncc.ir.types import GraphError
+    from snncc.runtime import InputError
+    from snncc.training.train import CheckpointError, ConfigError, TrainingDiverged
+    from snncc.backends.lava_backend import LoweringError
+    from snncc.analysis.bsd_plots import PlotError
+    from snncc.data.sequences import SequenceError
+    from snncc.models.resnet import ModelError
+    from snncc.training.mskd import MSKDError
+    errors = [LoweringError, ModelError, PlotError, SequenceError, MSKDError, DatasetError, ExportError, SerializeError, GraphError, InputError, CheckpointError,
+              ConfigError, TrainingDiverged, FileNotFoundError, IsADirectoryError, PermissionError]
+    try:
+        from snncc.compat.lava import LavaUnavailable
+        errors.append(LavaUnavailable)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(errors)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except BrokenPipeError:  # output piped into `head` etc.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(0)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as e:  # noqa: BLE001 -- the CLI must never show a traceback
+            if os.environ.get("SNNCC_DEBUG"):
+                raise
+            if isinstance(e, _user_errors()):
+                click.echo(f"error: {_one_line(e)}", err=True)
+                ctx.exit(EXIT_USAGE)
+            click.echo(f"error: internal error ({type(e).__name__}: {_one_line(e)}); "
+                       f"set SNNCC_DEBUG=1 for a traceback", err=True)
+            ctx.exit(EXIT_INTERNAL)
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    if isinstance(e, OSError) and e.filename:
+        text = f"{e.strerror}: {e.filename}"
+    return text.splitlines()[0]
+
+
+# -- helpers ------------------------------------------------------------------
+def _load_graph(path):
+    """A spike-graph file, or a directory written by `snncc compile` (its graph.snn.onnx)."""
+    from snncc.ir.serialize import load
+    if os.path.isdir(path):
+        from snncc.backends.lava_backend import load_artifact
+        if os.path.isfile(os.path.join(path, "lava.json")):
+            return load_artifact(path)[0]
+        return load(os.path.join(path, "graph.snn.onnx"))
+    return load(path)
+
+
+def _artifact_target(path):
+    """The target a compiled artifact directory was built for (None for a plain graph file)."""
+    if os.path.isdir(path):
+        return "lava" if os.path.isfile(os.path.join(path, "lava.json")) else "numba"
+    return None
+
+
+def _dataset_for(graph, dataset):
+    name = dataset or graph.metadata.get("dataset")
+    if not name:
+        raise click.UsageError("the graph records no dataset: pass --dataset")
+    return name
+
+
+def _test_data(name, data_dir, limit, seed=0):
+    from snncc.data.datasets import load_split
+    return load_split(name, "test", data_dir=data_dir, limit=limit, seed=seed)
+
+
+def _emit_result(res: dict, as_json: bool) -> None:
+    """A benchmark's result: JSON, or one aligned `key: value` line per entry."""
+    if as_json:
+        _emit_json(res)
+        return
+    for k, v in res.items():
+        click.echo(f"{k:>28}: {v}")
+
+
+def _emit_json(obj, path=None):
+    text = json.dumps(obj, indent=2)
+    if path and path != "-":
+        fileio.write_text(path, text + "\n")
+    else:
+        click.echo(text)
+
+
+_DATASET = click.option("--dataset", "dataset", default=None, help="digits, mnist, fashion-mnist, cifar10, cifar100")
+_DATA_DIR = click.option("--data-dir", type=click.Path(), default=None, help="folder with the dataset's files")
+_LIMIT = click.option("--limit", type=click.IntRange(min=1), default=None, help="evaluate on N test samples")
+_TIMESTEPS = click.option("--timesteps", type=click.IntRange(min=1), default=None, help="override T")
