@@ -40,7 +40,7 @@ def run_demo(out_dir="runs/demo", epochs=None, console: Console | None = None) -
                   f"[{time.perf_counter() - t0:.1f} s]")
 
     _stage(console, "2/5 export: feedforward (Type 1) path -> spike graph; Type 2 path stripped")
-    from snncc.cli import export_checkpoint
+    from snncc.cli.cmd_train import export_checkpoint
     graph = export_checkpoint(out / "train" / "model.pt")
     serialize.save(graph, out / "model.snn.onnx")
     graph = serialize.load(out / "model.snn.onnx")

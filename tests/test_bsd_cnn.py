@@ -149,7 +149,7 @@ def test_short_bsd_cnn_run_beats_chance_and_reloads(tmp_path):
     assert metrics["config"]["model"] == "cnn" and metrics["config"]["warmup_steps"] == 100
     model, loaded = load_checkpoint(tmp_path / "model.pt")
     assert isinstance(model, BSDCNN) and loaded.width == 0.25
-    from snncc.cli import export_checkpoint
+    from snncc.cli.cmd_train import export_checkpoint
     assert check_fully_spiking(export_checkpoint(tmp_path / "model.pt")).fully_spiking
 
 
@@ -164,7 +164,7 @@ def test_ann_baseline_trains_and_refuses_export(model_name, tmp_path):
     assert not any(isinstance(m, SpikingNeuron) for m in model.modules())
     with pytest.raises(ExportError, match="BP-on-ANN baseline"):
         model.forward_path  # noqa: B018
-    from snncc.cli import export_checkpoint
+    from snncc.cli.cmd_train import export_checkpoint
     with pytest.raises(ExportError, match="cannot be exported to a spike graph"):
         export_checkpoint(tmp_path / "model.pt")
 

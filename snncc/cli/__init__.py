@@ -10,7 +10,6 @@ from __future__ import annotations
 import click
 
 from snncc.cli import cmd_analysis, cmd_bench, cmd_deploy, cmd_train
-from snncc.cli.cmd_train import export_checkpoint  # noqa: F401  (used by snncc.demo)
 from snncc.cli.common import _Group
 
 
