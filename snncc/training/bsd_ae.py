@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +79,8 @@ from snncc.data.datasets import DatasetError, batches, dataset_info, load_split
 from snncc.fileio import atomic_path, write_json
 from snncc.training.bsd import flatten_time, make_neuron, reco_loss, repeat_time
 from snncc.training.layers import TimeDistributed
-from snncc.training.train import (CheckpointError, ConfigError, TrainingDiverged, _deterministic, _epoch_seed,
-                                  make_scheduler)
+from snncc.training.train import (CheckpointError, ConfigError, TrainingDiverged, _check_float, _check_int,
+                                  _check_keys, _deterministic, _epoch_seed, _is_int, _is_number, make_scheduler)
 
 AE_CHECKPOINT_FORMAT = "snncc-ae-checkpoint/1"
 AE_METHODS = ("bsd", "bp")
@@ -319,24 +319,6 @@ class BPAutoencoder(nn.Module):
 
 
 # ---------------------------------------------------------------- config
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-
-
-def _check_int(name, value, minimum) -> None:
-    if not _is_int(value) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_float(name, value, positive) -> None:
-    if not _is_number(value) or not math.isfinite(value) or not (value > 0 if positive else value >= 0):
-        raise ConfigError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
-
-
 @dataclass
 class AEConfig:
     """A BSD (or BP baseline) autoencoder run; MNIST defaults of App. E.2.4.
@@ -396,11 +378,7 @@ class AEConfig:
 
     @classmethod
     def from_dict(cls, d) -> "AEConfig":
-        if not isinstance(d, dict):
-            raise ConfigError(f"config must be a dict, got {type(d).__name__}")
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown config key(s): {', '.join(map(str, unknown))}")
+        _check_keys(cls, d)
         return cls(**d).validate()
 
 

@@ -45,7 +45,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,8 @@ from snncc.fileio import atomic_path, write_json
 from snncc.models.resnet import ModelError, SpikingResNet, build_resnet, parse_name
 from snncc.neuron import NeuronParams
 from snncc.training.layers import TimeDistributed
-from snncc.training.train import CheckpointError, ConfigError, _deterministic, _epoch_seed
+from snncc.training.train import (CheckpointError, ConfigError, _check_choice, _check_float, _check_int, _check_keys,
+                                  _deterministic, _epoch_seed, _is_int, _is_number)
 
 CHECKPOINT_FORMAT = "snncc-mskd-checkpoint/1"
 LOGITS_FORMAT = "snncc-teacher-logits/1"
@@ -141,11 +142,7 @@ class MSKDConfig:
 
     @classmethod
     def from_dict(cls, d) -> "MSKDConfig":
-        if not isinstance(d, dict):
-            raise MSKDConfigError(f"config must be a dict, got {type(d).__name__}")
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise MSKDConfigError(f"unknown config key(s): {', '.join(map(str, unknown))}")
+        _check_keys(cls, d, MSKDConfigError)
         cfg = cls(**d)
         for k in ("head_positions", "head_weights_ce", "head_weights_kd"):
             if getattr(cfg, k) is not None:
@@ -207,27 +204,16 @@ class MSKDConfig:
         return self.method == "mskd"
 
 
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-
-
 def _choice(name, value, choices):
-    if value not in choices:
-        raise MSKDConfigError(f"unknown {name} {value!r} (choose from {', '.join(choices)})")
+    _check_choice(name, value, choices, MSKDConfigError)
 
 
 def _int(name, value, minimum):
-    if not _is_int(value) or value < minimum:
-        raise MSKDConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    _check_int(name, value, minimum, MSKDConfigError)
 
 
 def _float(name, value, positive):
-    if not _is_number(value) or not math.isfinite(value) or not (value > 0 if positive else value >= 0):
-        raise MSKDConfigError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    _check_float(name, value, positive, MSKDConfigError)
 
 
 # ---------------------------------------------------------------- modules

@@ -109,11 +109,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d) -> "TrainConfig":
-        if not isinstance(d, dict):
-            raise ConfigError(f"config must be a dict, got {type(d).__name__}")
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown config key(s): {', '.join(map(str, unknown))}")
+        _check_keys(cls, d)
         cfg = cls(**d)
         if cfg.sizes is not None:
             cfg.sizes = tuple(cfg.sizes)
@@ -196,20 +192,32 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
 
 
-def _check_choice(name, value, choices) -> None:
+# Config checks shared by every trainer's config (BSD, RNN, autoencoder, MSKD); ``error`` lets a
+# trainer raise its own ConfigError subclass.
+def _check_choice(name, value, choices, error=None) -> None:
     if value not in choices:
-        raise ConfigError(f"unknown {name} {value!r} (choose from {', '.join(choices)})")
+        raise (error or ConfigError)(f"unknown {name} {value!r} (choose from {', '.join(choices)})")
 
 
-def _check_int(name, value, minimum) -> None:
+def _check_int(name, value, minimum, error=None) -> None:
     if not _is_int(value) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise (error or ConfigError)(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _check_float(name, value, positive) -> None:
+def _check_float(name, value, positive, error=None) -> None:
     # `not x > 0` also rejects NaN
     if not _is_number(value) or not math.isfinite(value) or not (value > 0 if positive else value >= 0):
-        raise ConfigError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+        raise (error or ConfigError)(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, "
+                                     f"got {value!r}")
+
+
+def _check_keys(cls, d, error=None) -> None:
+    """A config dict read back from a checkpoint: a dict with only ``cls``'s field names."""
+    if not isinstance(d, dict):
+        raise (error or ConfigError)(f"config must be a dict, got {type(d).__name__}")
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise (error or ConfigError)(f"unknown config key(s): {', '.join(map(str, unknown))}")
 
 
 # ---------------------------------------------------------------- models
