@@ -30,7 +30,32 @@ are refused with ``check_fully_spiking``'s first violation)::
     Readout        -> lava.proc.io.sink.RingBuffer on every recorded population; the
                       readout counts come from the (re-aligned) recorded trains
     recurrent delayed edge -> the Dense's natural one-step delay (see Timing)
-    Add            -> no rule (SEW/MS shortcuts are refused earlier by the validator)
+    Add            -> only with graded spikes (below); otherwise refused (a SEW spike ADD
+                      first by the validator, with a hint at the option)
+
+Graded spikes (``lower(graph, graded=True)``, CLI ``--graded-spikes``; Loihi 2 sends
+integer payloads with a spike). A graph that is not fully spiking only because spike counts
+(Kind.COUNT: a SEW spike ADD of spike sources/counts) reach a synapse or a population is
+then lowered with graded messages instead of being refused:
+
+    Add (COUNT)    -> lava.proc.graded.process.GradedVec (vth = 0, exp = 0): v = a_in,
+                      s_out = v * (|v| > 0), i.e. it forwards its input, the spike count,
+                      as a graded spike in the same step. Each addend reaches it through
+                      an identity (or sum-pool 0/1) Sparse, one hop like any synapse, so a
+                      GradedVec has a depth like a population. Its outgoing Dense / Sparse /
+                      Conv get num_message_bits = bit length of the largest possible count
+                      (> 0: Lava's models then use the payload, weights.dot(s_in), instead of
+                      the binary spike mask); relays of a count are GradedVec too.
+    ANALOG values  -> still refused (a MS membrane shortcut, an analog readout ...): the
+                      validator's first non-count violation, one line, naming the node.
+
+Lava 0.10 ships GradedVec with a fixed_pt model only; the float run uses
+:func:`graded_float_model`, Lava's own AbstractGradedVecModel with float ports, chosen with
+``Loihi2SimCfg(exception_proc_model_map=...)``. In fixed point Lava's PyGradedVecModelFixed
+is used: the counts are exact integers and the bit-accurate Dense/Sparse/Conv models compute
+the same integer sums (lava_fixed reproduces them; Lava == integer reference, tested).
+The plan lists the graded edges (``LavaPlan.graded_edges``, lava.json ``graded_edges``,
+summary "graded messages").
 
 Parameter mapping (derivation). snncc's LIF step with input current x is
 ``h = v + (x - (v - v_rest)) / tau``, fire on ``h >= v_th``, hard reset to ``v_reset``
@@ -98,14 +123,18 @@ import torch
 from scipy import sparse
 
 from snncc.ir.graph import SpikeGraph
-from snncc.ir.ops import Conv, Dense, Flatten, Input, Neuron, Pool, Readout, is_synapse
+from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout, is_synapse
 from snncc.ir.types import GraphError, Kind
 from snncc.runtime import RunResult, check_input
 
 __all__ = ["LoweringError", "LavaPlan", "lower", "run", "compile_graph", "load_artifact",
-           "quantization_report"]
+           "quantization_report", "graded_float_model"]
 
 FORMAT = "snncc-lava/1"
+GRADED_ROLES = ("graded", "graded-relay")
+GRADED_MAX_BITS = 24       # GradedVec's fixed_pt ports carry 24-bit payloads
+_GRADED_HINT = ("its spike counts can be sent as Loihi 2 graded spikes: snncc compile/run --graded-spikes, "
+                "lower(graded=True)")
 _KIND_NAME = {"dense": "Dense", "sparse": "Sparse", "conv": "Conv"}
 # A Toeplitz (unrolled) synapse matrix with at most this many entries is stored dense
 # (lava Dense); a larger one stays scipy CSR (lava Sparse).
@@ -126,7 +155,7 @@ class LoweringError(ValueError):
 @dataclass
 class Pop:
     name: str
-    role: str              # neuron | or | relay | clock
+    role: str              # neuron | or | relay | clock | graded | graded-relay (GradedVec)
     size: int
     du: float
     dv: float
@@ -137,6 +166,15 @@ class Pop:
     shape: tuple = ()
     scale: float = 1.0                 # 1/tau for LIF, 1 otherwise
     record: bool = False
+    max_value: int = 1                 # largest value it sends (graded: the largest spike count)
+
+    @property
+    def graded(self) -> bool:
+        return self.role in GRADED_ROLES
+
+    @property
+    def lava_type(self) -> str:
+        return "GradedVec" if self.graded else "LIF"
 
 
 @dataclass
@@ -152,6 +190,7 @@ class Conn:
     kind: str = "dense"    # Lava process: dense (lava Dense) | sparse (lava Sparse) | conv (lava Conv)
     conv: dict | None = None   # kind conv: in_shape (C,H,W), out_shape (Co,Ho,Wo), stride, padding
     note: str = ""         # why this process type (recorded in lava.json and the summary)
+    bits: int = 0          # num_message_bits: 0 binary spikes, > 0 graded messages (counts)
 
     @property
     def out_size(self) -> int:
@@ -181,6 +220,12 @@ class LavaPlan:
     static: list            # graph nodes computed once per sample (direct input chain)
     max_depth: int
     fixed: object = None    # lava_fixed.FixedParams when precision == "fixed_pt"
+    graded: bool = False    # lowered with graded spikes allowed (lower(graded=True))
+
+    @property
+    def graded_edges(self) -> list:
+        """The connections that carry graded messages (spike counts), in plan order."""
+        return [c for c in self.conns if c.bits > 0]
 
     def steps_per_sample(self, timesteps: int) -> int:
         return timesteps + self.max_depth
@@ -200,17 +245,28 @@ class LavaPlan:
                     "nonzero": int(np.count_nonzero(a))}
         return {
             "format": FORMAT, "graph": self.graph_name, "precision": self.precision,
-            "run_config": f'Loihi2SimCfg(select_tag="{self.precision}")',
+            "run_config": f'Loihi2SimCfg(select_tag="{self.precision}"'
+                          + (", exception_proc_model_map={GradedVec: snncc float GradedVec model})"
+                             if self.precision == "floating_pt" and any(p.graded for p in self.pops.values())
+                             else ")"),
             "steps_per_sample": "timesteps + %d" % self.max_depth, "max_depth": self.max_depth,
             "source": self.source, "readout": self.readout, "static_nodes": self.static,
+            "graded_spikes": self.graded,
+            "graded_edges": [{"name": c.name, "src": c.src, "dst": c.dst, "num_message_bits": c.bits,
+                              "max_value": self.pops[c.src].max_value, "graph_node": self.pops[c.src].node}
+                             for c in self.graded_edges],
             "processes": [
-                {"name": p.name, "type": "LIF", "role": p.role, "graph_node": p.node,
-                 "shape": [p.size], "graph_shape": list(p.shape), "du": p.du, "dv": p.dv,
-                 "vth": p.vth, "bias_mant": arr(p.bias), "weight_scale": p.scale,
-                 "alignment_offset": p.depth, "recorded": p.record}
+                ({"name": p.name, "type": "GradedVec", "role": p.role, "graph_node": p.node,
+                  "shape": [p.size], "graph_shape": list(p.shape), "vth": 0, "exp": 0,
+                  "max_value": p.max_value, "alignment_offset": p.depth, "recorded": p.record}
+                 if p.graded else
+                 {"name": p.name, "type": "LIF", "role": p.role, "graph_node": p.node,
+                  "shape": [p.size], "graph_shape": list(p.shape), "du": p.du, "dv": p.dv,
+                  "vth": p.vth, "bias_mant": arr(p.bias), "weight_scale": p.scale,
+                  "alignment_offset": p.depth, "recorded": p.record})
                 for p in self.pops.values()] + [
                 {"name": c.name, "type": _KIND_NAME[c.kind], "role": c.role, "graph_nodes": list(c.nodes),
-                 "weights": arr(c.weight), "src": c.src, "dst": c.dst,
+                 "weights": arr(c.weight), "src": c.src, "dst": c.dst, "num_message_bits": c.bits,
                  "reference_delay": c.delay, "lava_hops": c.hops, "lowering": c.note}
                 | ({"conv": _conv_json(c.conv)} if c.conv is not None else {})
                 for c in self.conns],
@@ -221,21 +277,34 @@ class LavaPlan:
         } | ({"quantization": self.fixed.to_json()} if self.fixed is not None else {})
 
     def summary(self) -> str:
-        lines = [f"Lava program for graph {self.graph_name!r} ({self.precision})",
+        lines = [f"Lava program for graph {self.graph_name!r} ({self.precision}"
+                 + (", graded spikes" if self.graded else "") + ")",
                  f"  steps per sample: T + {self.max_depth} (alignment)"]
         if self.source:
             lines.append(f"  source RingBuffer {self.source['name']} [{self.source['size']}]")
         for p in self.pops.values():
+            if p.graded:
+                lines.append(f"  GradedVec {p.name:<19} {p.role:<7} n={p.size:<6} vth=0 max count={p.max_value} "
+                             f"offset={p.depth}")
+                continue
             lines.append(f"  LIF    {p.name:<22} {p.role:<7} n={p.size:<6} du={p.du:g} dv={p.dv:g} "
                          f"vth={p.vth!r} offset={p.depth}" + (" recorded" if p.record else ""))
         for c in self.conns:
             shape = (f"kernel {list(c.weight.shape)} stride={list(c.conv['stride'])} "
                      f"pad={list(c.conv['padding'])}") if c.kind == "conv" else str(list(c.weight.shape))
             lines.append(f"  {_KIND_NAME[c.kind]:<6} {c.name:<22} {c.role:<8} {c.src} -> {c.dst} "
-                         f"{shape} delay={c.delay} hops={c.hops}" + (f"  [{c.note}]" if c.note else ""))
+                         f"{shape} delay={c.delay} hops={c.hops}" + (f" num_message_bits={c.bits}" if c.bits else "")
+                         + (f"  [{c.note}]" if c.note else ""))
         for d in self.dyns:
             lines.append(f"  per-sample {d.var} of {d.target} from " + ", ".join(n for n, _ in d.terms))
         lines.append(f"  readout {self.readout['node']} <- {self.readout['pop']} ({self.readout['mode']})")
+        if self.graded:
+            edges = self.graded_edges
+            lines.append(f"  graded messages (COUNT edges lowered as graded spikes): {len(edges)}"
+                         + ("" if edges else " (the graph is fully spiking: nothing needed them)"))
+            for c in edges:
+                lines.append(f"    {c.src} -> {c.name} -> {c.dst}: spike counts 0..{self.pops[c.src].max_value}, "
+                             f"num_message_bits={c.bits}")
         if self.fixed is not None:
             lines.append(self.fixed.summary())
         return "\n".join(lines)
@@ -331,10 +400,11 @@ class _Edge:
 
 
 class _Ctx:
-    def __init__(self, graph: SpikeGraph, precision: str):
+    def __init__(self, graph: SpikeGraph, precision: str, graded: bool = False):
         self.g = graph
         self.types = graph.infer()
         self.precision = precision
+        self.graded = graded
         self.static: set = set()
         self.sources: dict = {}      # graph node -> pop/source name (spike sources)
         self.pops: dict = {}
@@ -473,6 +543,58 @@ def _neuron_edges(ctx, n, scale):
                                    "identity spike path (CSR)"))
 
 
+def _rule_add(ctx, n, op):
+    """A spike ADD (COUNT) -> a GradedVec forwarding the count as a graded spike."""
+    if not ctx.graded:
+        raise LoweringError(f"no Lava lowering rule for op Add (node {n!r}) with binary spikes; {_GRADED_HINT}")
+    kind = ctx.types[n].kind
+    if kind is not Kind.COUNT:
+        ctx.fail(n, f"adds {kind.value} values (a membrane shortcut): graded spikes carry spike counts only")
+    ctx.pops[n] = Pop(n, "graded", ctx.types[n].size, 0.0, 0.0, 0.0, node=n, shape=ctx.types[n].shape)
+    ctx.sources[n] = n
+    ctx.deferred.append(lambda: _add_edges(ctx, n))
+
+
+def _add_edges(ctx, n):
+    for port in ctx.g.inputs(n):
+        src, m, d = ctx.resolve(port.src)
+        w = _identity(ctx.types[n].size) if m is None else sparse.csr_matrix(m)
+        if not np.all(np.isin(w.data, (0.0, 1.0))):  # pragma: no cover - only sum pools fold in here
+            ctx.fail(n, f"input {port.src!r} is not a 0/1 path of spikes or counts")
+        ctx.edges.append(_Edge(src, n, w, port.delay + d, "add", (port.src,), "sparse", None,
+                               "spike ADD input (CSR, weight 1)"))
+
+
+def _graded_bounds(pops: dict, conns: list) -> None:
+    """Largest value each GradedVec can send (``Pop.max_value``): the sum over its inputs of
+    (0/1 weights) x (the source's largest value: 1 for spikes); a relay repeats its source.
+    A count that depends on itself (a recurrent edge between graded populations) is refused."""
+    into: dict = {}
+    for c in conns:
+        into.setdefault(c.dst, []).append(c)
+    visiting: set = set()
+
+    def bound(name):
+        p = pops.get(name)
+        if p is None or not p.graded:
+            return 1
+        if name in visiting:
+            raise LoweringError(f"node {p.node or name!r} (Add): its spike count depends on itself through a "
+                                "delayed edge; unbounded graded values are not lowered")
+        if p.max_value > 1 or not into.get(name):
+            return p.max_value
+        visiting.add(name)
+        b = np.zeros(p.size)
+        for c in into[name]:
+            w = c.weight if sparse.issparse(c.weight) else sparse.csr_matrix(c.weight)
+            b = b + np.asarray(abs(w).sum(axis=1)).ravel() * bound(c.src)
+        visiting.discard(name)
+        p.max_value = max(1, int(round(float(b.max(initial=0.0)))))
+        return p.max_value
+    for name in pops:
+        bound(name)
+
+
 def _rule_readout(ctx, n, op):
     ctx.deferred.append(lambda: _readout(ctx, n, op))
 
@@ -497,23 +619,37 @@ _RULES = {
     Flatten: _rule_fold,
     Neuron: _rule_neuron,
     Readout: _rule_readout,
+    Add: _rule_add,
 }
 
 
-def lower(graph: SpikeGraph, fixed_point: bool = False) -> LavaPlan:
-    """Lower a graph to a LavaPlan (pure data); raises LoweringError with a one-line reason."""
-    if fixed_point:  # the float plan + quantised integer parameters (lava_fixed)
-        from snncc.backends.lava_fixed import lower_fixed
-        return lower_fixed(graph)
+def _check_spiking(graph: SpikeGraph, graded: bool) -> None:
+    """Refuse a graph that is not fully spiking with the validator's first violation; with
+    ``graded``, violations that are spike counts (Kind.COUNT) are accepted (graded messages)."""
     from snncc.passes.validate import check_fully_spiking
     try:
         graph.infer()
         report = check_fully_spiking(graph)
     except GraphError as e:
         raise LoweringError(f"invalid graph: {e}") from None
-    if report.violations:
-        raise LoweringError(f"graph is not fully spiking: {report.violations[0]}")
-    ctx = _Ctx(graph, "floating_pt")
+    rest = [v for v in report.violations if v.kind != Kind.COUNT.value]
+    if not graded and report.violations:
+        hint = f" ({_GRADED_HINT})" if not rest else ""
+        raise LoweringError(f"graph is not fully spiking: {report.violations[0]}{hint}")
+    if rest:
+        raise LoweringError(f"graph is not fully spiking, even with graded spikes (they carry spike counts, "
+                            f"not {rest[0].kind} values): {rest[0]}")
+
+
+def lower(graph: SpikeGraph, fixed_point: bool = False, graded: bool = False) -> LavaPlan:
+    """Lower a graph to a LavaPlan (pure data); raises LoweringError with a one-line reason.
+    ``graded=True`` lowers spike counts (SEW spike ADD) to Loihi 2 graded messages (module
+    docstring); without it a graph that is not fully spiking is refused."""
+    if fixed_point:  # the float plan + quantised integer parameters (lava_fixed)
+        from snncc.backends.lava_fixed import lower_fixed
+        return lower_fixed(graph, graded=graded)
+    _check_spiking(graph, graded)
+    ctx = _Ctx(graph, "floating_pt", graded)
     for n in graph.order():
         op = graph.op(n)
         rule = _RULES.get(type(op))
@@ -538,7 +674,7 @@ def lower(graph: SpikeGraph, fixed_point: bool = False) -> LavaPlan:
     pops, conns, dyns = dict(ctx.pops), [], []
     relays: dict = {}
 
-    def relay(src, k):  # population that repeats src's spikes k steps later
+    def relay(src, k):  # population that repeats src's spikes (a count: graded) k steps later
         if k == 0:
             return src
         key = (src, k)
@@ -546,13 +682,19 @@ def lower(graph: SpikeGraph, fixed_point: bool = False) -> LavaPlan:
             prev = relay(src, k - 1)
             size = pops[src].size if src in pops else ctx.source["size"]
             name = f"{src}~relay{k}" if src != "~clock" else f"~clock{k}"
-            pops[name] = Pop(name, "relay" if src != "~clock" else "clock", size, 1.0, 1.0, 0.5,
-                             depth=depth.get(src, 0) + k)
+            if src in pops and pops[src].graded:
+                pops[name] = Pop(name, "graded-relay", size, 0.0, 0.0, 0.0, depth=depth.get(src, 0) + k)
+                note = "graded relay (CSR identity)"
+            else:
+                pops[name] = Pop(name, "relay" if src != "~clock" else "clock", size, 1.0, 1.0, 0.5,
+                                 depth=depth.get(src, 0) + k)
+                note = ""
             conns.append(Conn(f"{name}.in", prev, name, _identity(size), "relay" if src != "~clock" else "clock",
-                              kind="sparse"))
+                              kind="sparse", note=note))
             relays[key] = name
         return relays[key]
 
+    names: set = set()
     for e in ctx.edges:
         hops = depth[e.dst] - depth[e.src] + e.delay
         if hops < 1:
@@ -560,8 +702,13 @@ def lower(graph: SpikeGraph, fixed_point: bool = False) -> LavaPlan:
                                 f"{depth[e.src] - depth[e.dst]} hops deeper cannot be realised with Lava's "
                                 f"one-step Dense delay")
         src = relay(e.src, hops - 1)
-        conns.append(Conn(f"{e.nodes[0]}->{e.dst}" if e.role != "pool" else f"{e.dst}.window",
-                          src, e.dst, e.weight, e.role, e.nodes, e.delay, hops, e.kind, e.conv, e.note))
+        name = f"{e.nodes[0]}->{e.dst}" if e.role != "pool" else f"{e.dst}.window"
+        base, i = name, 1
+        while name in names:   # the same input twice (e.g. Add(a, a)): distinct process names
+            i += 1
+            name = f"{base}#{i}"
+        names.add(name)
+        conns.append(Conn(name, src, e.dst, e.weight, e.role, e.nodes, e.delay, hops, e.kind, e.conv, e.note))
 
     # biases grouped by start column (depth + delay); column 0 -> bias_mant, else clock Dense
     groups: dict = {}
@@ -591,9 +738,19 @@ def lower(graph: SpikeGraph, fixed_point: bool = False) -> LavaPlan:
             p.bias = np.zeros(p.size)
         if p.role == "or":
             p.record = True
+    if any(p.graded for p in pops.values()):
+        _graded_bounds(pops, conns)
+        for c in conns:
+            sp = pops.get(c.src)
+            if sp is not None and sp.graded:
+                c.bits = max(1, int(sp.max_value).bit_length())
+                if c.bits > GRADED_MAX_BITS:  # pragma: no cover - needs > 16 M summed spikes
+                    raise LoweringError(f"node {sp.node or c.src!r}: spike counts up to {sp.max_value} need "
+                                        f"{c.bits} bits; graded messages carry {GRADED_MAX_BITS}")
+                c.note = (c.note + "; " if c.note else "") + f"graded message ({c.bits} bits)"
     max_depth = max([p.depth for p in pops.values() if p.record] + [0])
     return LavaPlan(graph.name, ctx.precision, pops, conns, dyns, ctx.source, ctx.readout,
-                    [n for n in graph.order() if n in ctx.static], max_depth)
+                    [n for n in graph.order() if n in ctx.static], max_depth, graded=graded)
 
 
 # -- execution --------------------------------------------------------------------------------
@@ -617,6 +774,47 @@ def _dyn_value(d: Dyn, static: dict, b: int) -> np.ndarray:
         term = static[node][b] * scale
         v = v + (term[:, None] if d.var == "weights" else term)
     return v
+
+
+_GRADED_FLOAT_MODEL = None
+
+
+def graded_float_model():
+    """A floating_pt ProcessModel for Lava's GradedVec (Lava 0.10 ships only a fixed_pt one):
+    Lava's own AbstractGradedVecModel (v += a_in; s_out = v * (|v| > vth); v = 0), with float
+    ports and state. Selected per run with Loihi2SimCfg(exception_proc_model_map=...)."""
+    global _GRADED_FLOAT_MODEL
+    if _GRADED_FLOAT_MODEL is None:
+        from snncc.compat.lava import import_lava
+        import_lava()
+        from lava.magma.core.decorator import implements, requires, tag
+        from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+        from lava.magma.core.model.py.type import LavaPyType
+        from lava.magma.core.resources import CPU
+        from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+        from lava.proc.graded.models import AbstractGradedVecModel
+        from lava.proc.graded.process import GradedVec
+
+        @implements(proc=GradedVec, protocol=LoihiProtocol)
+        @requires(CPU)
+        @tag("floating_pt")
+        class PyGradedVecModelFloat(AbstractGradedVecModel):
+            a_in = LavaPyType(PyInPort.VEC_DENSE, float)
+            s_out = LavaPyType(PyOutPort.VEC_DENSE, float)
+            vth: np.ndarray = LavaPyType(np.ndarray, float)
+            v: np.ndarray = LavaPyType(np.ndarray, float)
+            exp: np.ndarray = LavaPyType(np.ndarray, int)
+
+        _GRADED_FLOAT_MODEL = PyGradedVecModelFloat
+    return _GRADED_FLOAT_MODEL
+
+
+def _run_cfg(L, plan: LavaPlan):
+    if plan.precision == "floating_pt" and any(p.graded for p in plan.pops.values()):
+        from lava.proc.graded.process import GradedVec
+        return L.Loihi2SimCfg(select_tag=plan.precision,
+                              exception_proc_model_map={GradedVec: graded_float_model()})
+    return L.Loihi2SimCfg(select_tag=plan.precision)
 
 
 def _lava_conn_classes():
@@ -650,6 +848,11 @@ def _build(L, plan: LavaPlan, x: np.ndarray, batch: int, steps: int, timesteps: 
             data[:, b * steps: b * steps + timesteps] = x[b].reshape(timesteps, -1).T
         procs[plan.source["name"]] = L.SourceRingBuffer(data=data)
     for p in plan.pops.values():
+        if p.graded:
+            from lava.proc.graded.process import GradedVec
+            procs[p.name] = GradedVec(shape=(p.size,), vth=0, exp=0)
+            procs[p.name].name = p.name
+            continue
         kw = lava_lif_kwargs(plan, p.name) if fx else dict(du=p.du, dv=p.dv, vth=p.vth, bias_mant=p.bias.copy())
         procs[p.name] = L.LIF(shape=(p.size,), name=p.name, **kw)
     dense = {}
@@ -658,13 +861,13 @@ def _build(L, plan: LavaPlan, x: np.ndarray, batch: int, steps: int, timesteps: 
             kw = lava_conv_kwargs(plan, c.name) if fx else dict(weight=lava_kernel(c.weight))
             ci, h, w = c.conv["in_shape"]
             dense[c.name] = LavaConv(name=c.name, input_shape=(h, w, ci), padding=tuple(c.conv["padding"]),
-                                     stride=tuple(c.conv["stride"]), **kw)
+                                     stride=tuple(c.conv["stride"]), num_message_bits=c.bits, **kw)
         elif c.kind == "sparse":
             kw = lava_dense_kwargs(plan, c.name) if fx else dict(weights=sparse.csr_matrix(c.weight, dtype=np.float64))
-            dense[c.name] = LavaSparse(name=c.name, **kw)
+            dense[c.name] = LavaSparse(name=c.name, num_message_bits=c.bits, **kw)
         else:
             kw = lava_dense_kwargs(plan, c.name) if fx else dict(weights=np.array(c.weight, dtype=np.float64))
-            dense[c.name] = L.Dense(name=c.name, **kw)
+            dense[c.name] = L.Dense(name=c.name, num_message_bits=c.bits, **kw)
         _connect_conn(dense[c.name], c, procs[c.src], procs[c.dst])
     sinks = {}
     for p in plan.pops.values():
@@ -730,9 +933,10 @@ def _replay(graph: SpikeGraph, x: np.ndarray, trains: dict, timesteps: int, dire
 
 
 def run(graph, x, timesteps: int, record: bool = False, fixed_point: bool = False,
-        timing: dict | None = None) -> RunResult:
+        timing: dict | None = None, graded: bool = False) -> RunResult:
     """Lower ``graph`` (a SpikeGraph, or a (graph, LavaPlan) pair) and run it on Lava's CPU
-    simulator (float, or bit-accurate fixed_pt when ``fixed_point`` or the plan says so).
+    simulator (float, or bit-accurate fixed_pt when ``fixed_point`` or the plan says so;
+    ``graded``: spike counts as graded messages, see :func:`lower`).
     Samples run one after another from zero state in one runtime."""
     from snncc.compat.lava import import_lava
     plan = None
@@ -740,7 +944,7 @@ def run(graph, x, timesteps: int, record: bool = False, fixed_point: bool = Fals
         graph, plan = graph
     x = check_input(graph, x, timesteps)
     if plan is None:
-        plan = lower(graph, fixed_point=fixed_point)
+        plan = lower(graph, fixed_point=fixed_point, graded=graded)
     L = import_lava()
     types = graph.infer()
     (inp,) = graph.input_nodes
@@ -752,7 +956,7 @@ def run(graph, x, timesteps: int, record: bool = False, fixed_point: bool = Fals
     for d in plan.dyns:  # sample 0's values before compilation
         _set_dyn(plan, procs, dense, d, _dyn_value(d, static, 0), 0, init=True)
     anchor = next(iter(procs.values()))
-    cfg = L.Loihi2SimCfg(select_tag=plan.precision)
+    cfg = _run_cfg(L, plan)
     zero = np.int32 if plan.fixed is not None else np.float64
     raw = {}
     try:
@@ -763,7 +967,8 @@ def run(graph, x, timesteps: int, record: bool = False, fixed_point: bool = Fals
                 tr = time.perf_counter()
                 for p in plan.pops.values():
                     procs[p.name].v.set(np.zeros(p.size, zero))
-                    procs[p.name].u.set(np.zeros(p.size, zero))
+                    if not p.graded:   # GradedVec: v only (zeroed every step anyway)
+                        procs[p.name].u.set(np.zeros(p.size, zero))
                 for c in plan.conns:
                     _zero_buffer(c, dense[c.name], zero)
                 for d in plan.dyns:
@@ -801,13 +1006,15 @@ def run(graph, x, timesteps: int, record: bool = False, fixed_point: bool = Fals
 
 
 # -- artifacts --------------------------------------------------------------------------------
-def compile_graph(graph: SpikeGraph, out_dir, fixed_point: bool = False) -> Path:
+def compile_graph(graph: SpikeGraph, out_dir, fixed_point: bool = False, graded: bool = False) -> Path:
     """Lower ``graph`` and write ``out_dir`` atomically: graph.snn.onnx, lava.json, summary.txt.
     With ``fixed_point=True`` lava.json carries "quantization" (integer parameters and the
-    per-layer report) and summary.txt its table."""
+    per-layer report) and summary.txt its table. With ``graded=True`` spike counts are lowered
+    to graded messages; lava.json records "graded_spikes" and "graded_edges" (so `snncc run`
+    of the artifact lowers it the same way) and summary.txt lists them."""
     from snncc.fileio import atomic_dir
     from snncc.ir import serialize
-    plan = lower(graph, fixed_point=fixed_point)
+    plan = lower(graph, fixed_point=fixed_point, graded=graded)
     with atomic_dir(out_dir) as tmp:
         serialize.save(graph, tmp / "graph.snn.onnx")
         (tmp / "lava.json").write_text(json.dumps(plan.to_json(), indent=1) + "\n")

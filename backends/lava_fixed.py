@@ -69,7 +69,8 @@ What is exact and what is not
   :func:`run_integer` spikes, for an MLP, a CNN with max (OR) and avg pooling (lava Conv
   processes, pool matrices from lava_backend.pool_matrix_sparse), a strided/padded CNN with a
   downsample conv, an identity shortcut and a pool-folded (Toeplitz) conv (tests/test_lava_conv.py), a spike-input CNN, a recurrent IF net
-  with hard reset and a clock-fed synapse bias, a spike-residual net with relays.
+  with hard reset and a clock-fed synapse bias, a spike-residual net with relays, a two-block
+  SEW net with graded spikes (tests/test_lava_graded.py).
 * Exact w.r.t. the float network: the structure, alignment and delays; OR pooling, relays, the
   clock chain; u (du = 4095); IF integration; LIF leak when 4096/tau is an integer (tau = 2).
 * Not exact w.r.t. the float network: 8-bit weights (error <= step/2 per weight, reported), the
@@ -95,6 +96,17 @@ What is exact and what is not
 * A direct-encoded input reaching a population deeper than depth 0 (a per-sample *Dense
   weight* in the float plan) is refused: its weight exponent would depend on the sample.
 * Soft reset stays refused (as in the float lowering).
+* Graded spikes (``lower_fixed(graph, graded=True)``; a SEW spike ADD lowered to a GradedVec,
+  see lava_backend): supported bit-exactly. Lava's GradedVec has a fixed_pt model
+  (PyGradedVecModelFixed: v += a_in; s_out = v * (|v| > vth); v = 0; int32, 24-bit payload)
+  that with vth = 0 forwards its integer input, the spike count, in the same step. Its inputs are
+  0/1 Sparse paths (weight 1, e = 0: exact), so it sends the exact count. The bit-accurate
+  Dense/Sparse models with num_message_bits > 0 then compute ``weights.dot(s_in)`` instead of
+  summing the columns of the spiking inputs, and shift the sum by weight_exp exactly as for
+  spikes; PyConvModelFixed convolves the integer counts (24-bit wrap). :func:`simulate` does the
+  same (graded populations output their input; the synapses multiply by the count), and the
+  worst-case input bound of a population multiplies each graded source's weights by its largest
+  count (``Pop.max_value``), so u still cannot wrap.
 """
 from __future__ import annotations
 
@@ -338,6 +350,9 @@ class _PopQuant:
         self.theta = _theta(pop)
         self.modes = {c.name: _sign_mode(c.weight) for c in conns}
         self.convs = {c.name: c.conv if c.kind == "conv" else None for c in conns}
+        # largest value a source sends: 1 for spikes, the largest count for a graded source
+        self.src_max = {c.name: (plan.pops[c.src].max_value if c.src in plan.pops and plan.pops[c.src].graded
+                                 else 1) for c in conns}
 
     def attempt(self, k: int):
         """(FixedPop, {conn: FixedConn}, violation or None) at scale k."""
@@ -362,8 +377,8 @@ class _PopQuant:
                     f"2^{wanted}-scaled", f"weight_exp {WEIGHT_EXP[0]}..{WEIGHT_EXP[1]}")
             qc[c.name] = q = FixedConn(c.name, w, e, self.modes[c.name], clipped, c.kind)
             ps, ns = _row_pos_neg(_effective(q), conv)
-            pos += ps
-            neg += ns
+            pos += ps * self.src_max[c.name]
+            neg += ns * self.src_max[c.name]
         worst = float(max(pos.max(initial=0), neg.max(initial=0)))
         if worst > A_IN_MAX:
             bad(f"worst-case input current of population {p.name!r}", worst * 2.0 ** -k, int(worst),
@@ -462,14 +477,15 @@ def _conn_row(c, q: FixedConn, p, fp: FixedPop) -> dict:
             "process": q.kind}
 
 
-def quantize(graph, input_bound: float = 1.0, scale_exp=None) -> FixedParams:
+def quantize(graph, input_bound: float = 1.0, scale_exp=None, graded: bool = False) -> FixedParams:
     """Pure function: graph -> quantised fixed-point parameters (with a per-layer report)."""
-    return quantize_plan(graph, lb.lower(graph), input_bound, scale_exp)
+    return quantize_plan(graph, lb.lower(graph, graded=graded), input_bound, scale_exp)
 
 
-def lower_fixed(graph, input_bound: float = 1.0, scale_exp=None):
-    """The float LavaPlan with its ``fixed`` parameters attached and precision 'fixed_pt'."""
-    plan = lb.lower(graph)
+def lower_fixed(graph, input_bound: float = 1.0, scale_exp=None, graded: bool = False):
+    """The float LavaPlan with its ``fixed`` parameters attached and precision 'fixed_pt'
+    (``graded``: spike counts as graded messages, as in lava_backend.lower)."""
+    plan = lb.lower(graph, graded=graded)
     plan.fixed = quantize_plan(graph, plan, input_bound, scale_exp)
     plan.precision = "fixed_pt"
     return plan
@@ -538,7 +554,8 @@ def _decay(x, d):
 def simulate(plan, steps: int, batch: int, source: np.ndarray | None = None, biases: dict | None = None) -> dict:
     """Run the fixed-point plan with Lava's integer arithmetic (module docstring), all samples in
     parallel from zero state. source: (B, n_src, steps) 0/1; biases: {pop: (mant, exp)} with
-    (B, n) arrays. Returns {pop name: (B, n, steps) uint8 spikes}."""
+    (B, n) arrays. Returns {pop name: (B, n, steps) uint8 spikes} (graded populations: int32
+    graded values, the spike counts they send)."""
     fx = plan.fixed
     biases = biases or {}
     pops = list(plan.pops.values())
@@ -555,7 +572,7 @@ def simulate(plan, steps: int, batch: int, source: np.ndarray | None = None, bia
     u = {p.name: np.zeros((batch, p.size), np.int64) for p in pops}
     v = {p.name: np.zeros((batch, p.size), np.int64) for p in pops}
     a_buff = {c.name: np.zeros((batch, c.out_size), np.int64) for c in plan.conns}
-    out = {p.name: np.zeros((batch, p.size, steps), np.uint8) for p in pops}
+    out = {p.name: np.zeros((batch, p.size, steps), np.int32 if p.graded else np.uint8) for p in pops}
     src_name = plan.source["name"] if plan.source else None
     for t in range(steps):
         a_in = {p.name: np.zeros((batch, p.size), np.int64) for p in pops}
@@ -563,6 +580,10 @@ def simulate(plan, steps: int, batch: int, source: np.ndarray | None = None, bia
             a_in[c.dst] = _wrap32(a_in[c.dst] + _wrap32(a_buff[c.name]))
         spikes = {}
         for p in pops:
+            if p.graded:   # GradedVec (vth 0): v = a_in; sends v * (|v| > 0) = v, a graded spike
+                spikes[p.name] = a_in[p.name]
+                out[p.name][:, :, t] = a_in[p.name]
+                continue
             q = fx.pops[p.name]
             act = _wrap32(a_in[p.name] << 6)
             cur = _wrap32(_decay(u[p.name], DECAY_UNITY - (q.du + 1)) + act)
@@ -590,13 +611,14 @@ def simulate(plan, steps: int, batch: int, source: np.ndarray | None = None, bia
     return out
 
 
-def run_integer(graph, x, timesteps: int, plan=None, record: bool = False, input_bound: float = 1.0):
+def run_integer(graph, x, timesteps: int, plan=None, record: bool = False, input_bound: float = 1.0,
+                graded: bool = False):
     """The integer reference run of ``graph`` (or of a given fixed ``plan``): same inputs, same
     per-sample bias quantisation and same readout replay as lava_backend.run(fixed_point=True)."""
     from snncc.runtime import RunResult, check_input
     x = check_input(graph, x, timesteps)
     if plan is None:
-        plan = lower_fixed(graph, input_bound=input_bound)
+        plan = lower_fixed(graph, input_bound=input_bound, graded=graded)
     types = graph.infer()
     (inp,) = graph.input_nodes
     direct = x.ndim == 1 + len(types[inp].shape)

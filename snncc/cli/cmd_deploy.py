@@ -43,25 +43,38 @@ def inspect(model):
 
 
 # -- run / energy -------------------------------------------------------------------
-def _backend_options(model, backend) -> dict:
-    """A Lava artifact compiled with --fixed-point runs in fixed point."""
-    if backend == "lava" and _artifact_target(model) == "lava":
-        from snncc.backends.lava_backend import load_artifact
-        return {"fixed_point": load_artifact(model)[1].get("precision") == "fixed_pt"}
+def _backend_options(model, backend, graded=False) -> dict:
+    """A Lava artifact compiled with --fixed-point runs in fixed point, one compiled with
+    --graded-spikes with graded spikes; --graded-spikes asks for them on any Lava run."""
+    if graded and backend != "lava":
+        raise click.UsageError("--graded-spikes applies to --backend lava (torch and numba compute spike counts "
+                               "natively)")
+    if backend == "lava":
+        opts = {"graded": bool(graded)}
+        if _artifact_target(model) == "lava":
+            from snncc.backends.lava_backend import load_artifact
+            cfg = load_artifact(model)[1]
+            opts.update(fixed_point=cfg.get("precision") == "fixed_pt",
+                        graded=bool(graded or cfg.get("graded_spikes", False)))
+        return opts
     return {}
 
 
-def _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=True):
+def _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=True, graded=False):
     from snncc.evaluate import default_timesteps, evaluate
     from snncc.runtime import get_backend
     graph = _load_graph(model)
     get_backend(backend)  # unknown names fail before any data is read
+    options = _backend_options(model, backend, graded)
+    if options.get("graded"):   # refuse what graded spikes cannot carry before reading any data
+        from snncc.backends.lava_backend import lower
+        lower(graph, graded=True)
     t = default_timesteps(graph, timesteps)
     x, y = _test_data(_dataset_for(graph, dataset), data_dir, limit)
-    options = _backend_options(model, backend)
     res = evaluate(graph, backend, x, y, t, progress=progress, options=options)
     if backend == "lava":
         res["precision"] = "fixed_pt" if options.get("fixed_point") else "floating_pt"
+        res["graded_spikes"] = bool(options.get("graded"))
     return graph, res
 
 
@@ -72,16 +85,21 @@ def _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=True
 @_DATA_DIR
 @_LIMIT
 @_TIMESTEPS
+@click.option("--graded-spikes", "graded", is_flag=True,
+              help="Lava: send spike counts (SEW spike ADD) as Loihi 2 graded spikes instead of refusing the graph")
 @click.option("--json", "as_json", is_flag=True)
-def run(model, backend, dataset, data_dir, limit, timesteps, as_json):
+def run(model, backend, dataset, data_dir, limit, timesteps, graded, as_json):
     """Simulate MODEL (a .snn.onnx file or a `snncc compile` directory) on a dataset's test split."""
     backend = backend or _artifact_target(model) or "numba"
-    _, res = _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=not as_json)
+    _, res = _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=not as_json, graded=graded)
     res.pop("activity")
     if as_json:
         _emit_json(res)
         return
-    click.echo(f"backend {res['backend']}: accuracy {res['accuracy']:.4f} on {res['samples']} samples, "
+    extra = ""
+    if backend == "lava":
+        extra = f" [{res['precision']}" + (", graded spikes" if res["graded_spikes"] else "") + "]"
+    click.echo(f"backend {res['backend']}{extra}: accuracy {res['accuracy']:.4f} on {res['samples']} samples, "
                f"T={res['timesteps']}")
     for layer in res["layers"]:
         rate = layer["spikes"] / (layer["neurons"] * res["samples"] * res["timesteps"])
@@ -140,22 +158,25 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, firs
 @click.option("--target", type=click.Choice(["lava", "numba"]), required=True)
 @click.option("-o", "--output", "out_dir", type=click.Path(), required=True, help="artifact directory")
 @click.option("--fixed-point", is_flag=True, help="Lava: Loihi bit-accurate fixed point (select_tag fixed_pt)")
-def compile_cmd(model, target, out_dir, fixed_point):
+@click.option("--graded-spikes", "graded", is_flag=True,
+              help="Lava: lower spike counts (SEW spike ADD) to Loihi 2 graded spikes instead of refusing the graph")
+def compile_cmd(model, target, out_dir, fixed_point, graded):
     """Lower a fully spiking graph for a target; writes an artifact `snncc run` can load."""
     from snncc.passes.validate import check_fully_spiking
     graph = _load_graph(model)
     if target == "lava":
         from snncc.backends.lava_backend import compile_graph
-        compile_graph(graph, out_dir, fixed_point=fixed_point)
+        compile_graph(graph, out_dir, fixed_point=fixed_point, graded=graded)
     else:
-        if fixed_point:
-            raise click.UsageError("--fixed-point applies to --target lava")
+        if fixed_point or graded:
+            raise click.UsageError(f"--{'fixed-point' if fixed_point else 'graded-spikes'} applies to --target lava")
         report = check_fully_spiking(graph)
         if not report.fully_spiking:
             raise click.UsageError(f"not fully spiking: {report.violations[0]}")
         from snncc.artifact import compile_artifact
         compile_artifact(graph, out_dir)
-    click.echo(f"compiled for {target}{' (fixed point)' if fixed_point else ''} -> {out_dir}")
+    mode = ", ".join(m for m, on in (("fixed point", fixed_point), ("graded spikes", graded)) if on)
+    click.echo(f"compiled for {target}{f' ({mode})' if mode else ''} -> {out_dir}")
     summary = os.path.join(out_dir, "summary.txt")
     if os.path.isfile(summary):
         click.echo(open(summary).read().rstrip())
