@@ -1006,19 +1006,39 @@ def run(graph, x, timesteps: int, record: bool = False, fixed_point: bool = Fals
 
 
 # -- artifacts --------------------------------------------------------------------------------
-def compile_graph(graph: SpikeGraph, out_dir, fixed_point: bool = False, graded: bool = False) -> Path:
+def compile_graph(graph: SpikeGraph, out_dir, fixed_point: bool = False, graded: bool = False,
+                  netx: bool = False) -> Path:
     """Lower ``graph`` and write ``out_dir`` atomically: graph.snn.onnx, lava.json, summary.txt.
     With ``fixed_point=True`` lava.json carries "quantization" (integer parameters and the
     per-layer report) and summary.txt its table. With ``graded=True`` spike counts are lowered
     to graded messages; lava.json records "graded_spikes" and "graded_edges" (so `snncc run`
-    of the artifact lowers it the same way) and summary.txt lists them."""
+    of the artifact lowers it the same way) and summary.txt lists them. With ``netx=True`` the
+    directory also holds model.net, the lava-dl netx HDF5 network (:mod:`lava_netx`; its own
+    netx-convention fixed-point quantisation), described in lava.json "netx" and summary.txt;
+    a graph netx cannot express is refused before anything is written."""
     from snncc.fileio import atomic_dir
     from snncc.ir import serialize
     plan = lower(graph, fixed_point=fixed_point, graded=graded)
+    ex = None
+    if netx:
+        from snncc.backends.lava_netx import NETX_FILE, netx_export, write_netx
+        ex = netx_export(graph)
+    cfg = plan.to_json()
+    text = graph.summary() + "\n\n" + plan.summary() + "\n"
+    if ex is not None:
+        cfg["netx"] = {"file": NETX_FILE, "layers": [lay["type"] for lay in ex.layers],
+                       "reset_interval_extra": ex.hops, "reset_offset": ex.reset_offset,
+                       "load": f"hdf5.Network(net_config='{NETX_FILE}', reset_interval=T + {ex.hops}, "
+                               f"reset_offset={ex.reset_offset})",
+                       "quantization": ex.plan.fixed.to_json()}
+        text += "\n" + ex.summary(NETX_FILE) + "\n" + ex.plan.fixed.summary().replace(
+            "fixed-point quantisation", "netx quantisation (weight_exp 0, bias_exp 6)", 1) + "\n"
     with atomic_dir(out_dir) as tmp:
         serialize.save(graph, tmp / "graph.snn.onnx")
-        (tmp / "lava.json").write_text(json.dumps(plan.to_json(), indent=1) + "\n")
-        (tmp / "summary.txt").write_text(graph.summary() + "\n\n" + plan.summary() + "\n")
+        (tmp / "lava.json").write_text(json.dumps(cfg, indent=1) + "\n")
+        (tmp / "summary.txt").write_text(text)
+        if ex is not None:
+            write_netx(graph, tmp / NETX_FILE, ex=ex)
     return Path(out_dir)
 
 

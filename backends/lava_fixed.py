@@ -96,6 +96,15 @@ What is exact and what is not
 * A direct-encoded input reaching a population deeper than depth 0 (a per-sample *Dense
   weight* in the float plan) is refused: its weight exponent would depend on the sample.
 * Soft reset stays refused (as in the float lowering).
+* netx mode (``lower_fixed(graph, netx=True)``, used by :mod:`snncc.backends.lava_netx` for the
+  lava-dl netx HDF5 export): the same quantiser under netx's conventions, so that the integers a
+  netx file holds *are* this plan's parameters: every synapse into a neuron population has
+  weight_exp 0 (netx weights are plain integers; netx's loader finds the exponent itself), so
+  the scale search goes down from the threshold-limited k until the largest weight fits the
+  8-bit mantissa at e = 0; every neuron bias (constant or per-sample) has bias_exp 6 (netx's
+  fixed bias exponent): bias_mant = rint(b 2^k), one rounding. Clock-fed synapse biases of
+  deeper populations are Dense weights at e = 0, i.e. the same integer in a_in units as a netx
+  bias_mant << 6 in v units.
 * Graded spikes (``lower_fixed(graph, graded=True)``; a SEW spike ADD lowered to a GradedVec,
   see lava_backend): supported bit-exactly. Lava's GradedVec has a fixed_pt model
   (PyGradedVecModelFixed: v += a_in; s_out = v * (|v| > vth); v = 0; int32, 24-bit payload)
@@ -166,9 +175,10 @@ class FixedParams:
     conns: dict
     report: list = field(default_factory=list)
     input_bound: float = 1.0
+    netx: bool = False           # netx conventions: weight_exp 0, bias_exp 6 (module docstring)
 
     def to_json(self) -> dict:
-        return {"input_bound": self.input_bound,
+        return {"input_bound": self.input_bound, "netx_conventions": self.netx,
                 "populations": {p.name: {"scale_exp": p.k, "du": p.du, "dv": p.dv, "vth": p.vth}
                                 for p in self.pops.values()},
                 "dense": {c.name: {"weight_exp": c.weight_exp, "sign_mode": c.sign_mode,
@@ -301,6 +311,16 @@ def _split_bias(bv: np.ndarray):
     return mant, exp, fits
 
 
+NETX_BIAS_EXP = 6            # netx builds every LIF with bias_exp = 6
+
+
+def _netx_bias(b_k: np.ndarray):
+    """netx: biases in a_in units (b 2^k) -> (mant, exp = 6, fits): one rounding."""
+    mant = np.rint(np.asarray(b_k, dtype=np.float64))
+    fits = (mant >= BIAS_MANT[0]) & (mant <= BIAS_MANT[1])
+    return (np.clip(mant, *BIAS_MANT).astype(np.int64), np.full(mant.shape, NETX_BIAS_EXP, np.int64), fits)
+
+
 def _static_bounds(graph, plan, input_bound: float) -> dict:
     """|value| bound (per element) of each static (direct-input) node for |x| <= input_bound."""
     types = graph.infer()
@@ -345,8 +365,8 @@ def _theta(p) -> float:
 class _PopQuant:
     """Everything needed to try a scale k for one neuron population."""
 
-    def __init__(self, plan, pop, conns, bias_bound):
-        self.pop, self.conns, self.bias_bound = pop, conns, bias_bound
+    def __init__(self, plan, pop, conns, bias_bound, netx: bool = False):
+        self.pop, self.conns, self.bias_bound, self.netx = pop, conns, bias_bound, netx
         self.theta = _theta(pop)
         self.modes = {c.name: _sign_mode(c.weight) for c in conns}
         self.convs = {c.name: c.conv if c.kind == "conv" else None for c in conns}
@@ -371,7 +391,10 @@ class _PopQuant:
         for c in self.conns:
             conv = self.convs[c.name]
             w, e, clipped, wanted = _quant_weights(c.weight * 2.0 ** k, self.modes[c.name],
-                                                   0 if conv is not None else WEIGHT_EXP[0])
+                                                   0 if conv is not None or self.netx else WEIGHT_EXP[0])
+            if self.netx and wanted > 0:
+                bad(f"netx: largest |weight| of {lb._KIND_NAME[c.kind]} {c.name!r}",
+                    float(np.abs(_vals(c.weight)).max()), f"2^{wanted}-scaled", "integer weights (weight_exp 0)")
             if wanted > WEIGHT_EXP[1]:
                 bad(f"largest |weight| of {lb._KIND_NAME[c.kind]} {c.name!r}", float(np.abs(_vals(c.weight)).max()),
                     f"2^{wanted}-scaled", f"weight_exp {WEIGHT_EXP[0]}..{WEIGHT_EXP[1]}")
@@ -384,14 +407,15 @@ class _PopQuant:
             bad(f"worst-case input current of population {p.name!r}", worst * 2.0 ** -k, int(worst),
                 f"|a_in| <= {A_IN_MAX} (u = a_in << 6 is 24 bits)")
         bv = np.rint(p.bias * 2.0 ** (k + 6))
-        mant, exp, fits = _split_bias(bv)
+        mant, exp, fits = _netx_bias(p.bias * 2.0 ** k) if self.netx else _split_bias(bv)
+        exp_max = NETX_BIAS_EXP if self.netx else BIAS_EXP_MAX
         if not fits.all():
             i = int(np.argmin(fits))
             bad(f"bias of population {p.name!r} (neuron {i})", float(p.bias[i]), int(bv[i]),
-                f"bias_mant {BIAS_MANT[0]}..{BIAS_MANT[1]} << bias_exp 0..{BIAS_EXP_MAX}")
+                f"bias_mant {BIAS_MANT[0]}..{BIAS_MANT[1]} << bias_exp {'6 (netx)' if self.netx else '0..7'}")
         if self.bias_bound is not None:
             bb = float(np.max(self.bias_bound)) * 2.0 ** (k + 6)
-            if np.rint(bb / 2 ** BIAS_EXP_MAX) > BIAS_MANT[1]:
+            if np.rint(bb / 2 ** exp_max) > BIAS_MANT[1]:
                 bad(f"worst-case per-sample input bias of population {p.name!r}",
                     float(np.max(self.bias_bound)), int(bb),
                     f"bias_mant {BIAS_MANT[0]}..{BIAS_MANT[1]} << bias_exp 0..{BIAS_EXP_MAX}")
@@ -400,8 +424,9 @@ class _PopQuant:
         return fp, qc, viol
 
 
-def quantize_plan(graph, plan, input_bound: float = 1.0, scale_exp=None) -> FixedParams:
-    """Quantise a float LavaPlan (pure: plan and graph are not modified)."""
+def quantize_plan(graph, plan, input_bound: float = 1.0, scale_exp=None, netx: bool = False) -> FixedParams:
+    """Quantise a float LavaPlan (pure: plan and graph are not modified). ``netx``: netx's
+    conventions (integer weights with weight_exp 0, bias_exp 6; module docstring)."""
     if any(d.var == "weights" for d in plan.dyns):
         d = next(d for d in plan.dyns if d.var == "weights")
         raise LoweringError(f"fixed point: direct-input current into a deeper population ({d.target!r}) "
@@ -424,7 +449,7 @@ def quantize_plan(graph, plan, input_bound: float = 1.0, scale_exp=None) -> Fixe
         for d in plan.dyns:
             if d.target == p.name:
                 bias_bound = np.abs(d.const) + sum(abs(s) * bounds[n] for n, s in d.terms)
-        pq = _PopQuant(plan, p, ins, bias_bound)
+        pq = _PopQuant(plan, p, ins, bias_bound, netx)
         forced = None
         if scale_exp is not None:
             forced = scale_exp.get(p.name) if isinstance(scale_exp, dict) else int(scale_exp)
@@ -445,7 +470,7 @@ def quantize_plan(graph, plan, input_bound: float = 1.0, scale_exp=None) -> Fixe
         report.append(_pop_row(p, fp, bias_bound is not None))
         for c in ins:
             report.append(_conn_row(c, qc[c.name], p, fp))
-    return FixedParams(pops, conns, report, float(input_bound))
+    return FixedParams(pops, conns, report, float(input_bound), netx)
 
 
 def _pop_row(p, fp: FixedPop, per_sample: bool) -> dict:
@@ -482,11 +507,12 @@ def quantize(graph, input_bound: float = 1.0, scale_exp=None, graded: bool = Fal
     return quantize_plan(graph, lb.lower(graph, graded=graded), input_bound, scale_exp)
 
 
-def lower_fixed(graph, input_bound: float = 1.0, scale_exp=None, graded: bool = False):
+def lower_fixed(graph, input_bound: float = 1.0, scale_exp=None, graded: bool = False, netx: bool = False):
     """The float LavaPlan with its ``fixed`` parameters attached and precision 'fixed_pt'
-    (``graded``: spike counts as graded messages, as in lava_backend.lower)."""
+    (``graded``: spike counts as graded messages, as in lava_backend.lower; ``netx``: netx's
+    integer conventions, see the module docstring)."""
     plan = lb.lower(graph, graded=graded)
-    plan.fixed = quantize_plan(graph, plan, input_bound, scale_exp)
+    plan.fixed = quantize_plan(graph, plan, input_bound, scale_exp, netx)
     plan.precision = "fixed_pt"
     return plan
 
@@ -495,7 +521,10 @@ def sample_bias(plan, target: str, value: np.ndarray, sample: int):
     """A per-sample float bias (plan units) of population ``target`` -> (bias_mant, bias_exp)."""
     fp = plan.fixed.pops[target]
     bv = np.rint(np.asarray(value, dtype=np.float64) * 2.0 ** (fp.k + 6))
-    mant, exp, fits = _split_bias(bv)
+    if plan.fixed.netx:
+        mant, exp, fits = _netx_bias(np.asarray(value, dtype=np.float64) * 2.0 ** fp.k)
+    else:
+        mant, exp, fits = _split_bias(bv)
     if not fits.all():
         i = int(np.argmin(fits))
         raise LoweringError(f"fixed point: per-sample input bias of population {target!r} (sample {sample}, "

@@ -160,22 +160,26 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, firs
 @click.option("--fixed-point", is_flag=True, help="Lava: Loihi bit-accurate fixed point (select_tag fixed_pt)")
 @click.option("--graded-spikes", "graded", is_flag=True,
               help="Lava: lower spike counts (SEW spike ADD) to Loihi 2 graded spikes instead of refusing the graph")
-def compile_cmd(model, target, out_dir, fixed_point, graded):
+@click.option("--netx", is_flag=True,
+              help="Lava: also write OUT_DIR/model.net, the network as a lava-dl netx HDF5 file")
+def compile_cmd(model, target, out_dir, fixed_point, graded, netx):
     """Lower a fully spiking graph for a target; writes an artifact `snncc run` can load."""
     from snncc.passes.validate import check_fully_spiking
     graph = _load_graph(model)
     if target == "lava":
         from snncc.backends.lava_backend import compile_graph
-        compile_graph(graph, out_dir, fixed_point=fixed_point, graded=graded)
+        compile_graph(graph, out_dir, fixed_point=fixed_point, graded=graded, netx=netx)
     else:
-        if fixed_point or graded:
-            raise click.UsageError(f"--{'fixed-point' if fixed_point else 'graded-spikes'} applies to --target lava")
+        for flag, on in (("fixed-point", fixed_point), ("graded-spikes", graded), ("netx", netx)):
+            if on:
+                raise click.UsageError(f"--{flag} applies to --target lava")
         report = check_fully_spiking(graph)
         if not report.fully_spiking:
             raise click.UsageError(f"not fully spiking: {report.violations[0]}")
         from snncc.artifact import compile_artifact
         compile_artifact(graph, out_dir)
-    mode = ", ".join(m for m, on in (("fixed point", fixed_point), ("graded spikes", graded)) if on)
+    mode = ", ".join(m for m, on in (("fixed point", fixed_point), ("graded spikes", graded),
+                                     ("netx model.net", netx)) if on)
     click.echo(f"compiled for {target}{f' ({mode})' if mode else ''} -> {out_dir}")
     summary = os.path.join(out_dir, "summary.txt")
     if os.path.isfile(summary):
