@@ -33,6 +33,12 @@ BSD_MODELS = ("mlp", "cnn")
 @click.option("--v-th-backward", type=float, default=None, help="BSD backward (Type 2) threshold")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=None, help="BSD: linear warm-up steps")
 @click.option("--sizes", default=None, help="MLP layer sizes, e.g. 784,1024,1024,512,256,10")
+@click.option("--augment", default=None,
+              help="training-batch augmentation: randaugment or none [default: the paper's, randaugment "
+                   "on mnist/fashion-mnist/cifar, none on digits]")
+@click.option("--ra-n", type=int, default=None, help="RandAugment: ops per image, 1..10 [default: 2]")
+@click.option("--ra-m", type=int, default=None,
+              help="RandAugment: magnitude bin 0..30 [default: 9 for the mlp, 4 for the cnn (App. E.2.2)]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(), required=True, help="run directory")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads for training")
@@ -73,7 +79,7 @@ def _train_resnet(out_dir, quiet, threads, options):
 
     from snncc.training.mskd import MSKDConfig, train_mskd
     resume = options.pop("resume")
-    for key in ("interlayer_loss", "lam", "v_th", "v_th_backward", "warmup_steps"):
+    for key in ("interlayer_loss", "lam", "v_th", "v_th_backward", "warmup_steps", "augment", "ra_n", "ra_m"):
         if options.pop(key) is not None:
             raise click.UsageError(f"--{key.replace('_', '-')} does not apply to --method {options['method']}")
     renames = {"temperature": "tau"}

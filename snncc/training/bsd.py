@@ -20,6 +20,14 @@ vector of length T*D_i before the cosine affinity of eq. 6. This keeps the
 temporal pattern (the paper does not say how T is folded in), and because the
 current of each step is linear in that step's input spikes, eq. 17 still holds
 with the outer product summed over steps (see ``reco_grad_closed_form``).
+
+Cost. The backward path is a function of the label alone (label code in, row-wise
+Theta and neurons after it), so ``BSDMLP`` runs it once per distinct label in the
+batch (10 rows for MNIST instead of 128) and the losses read each sample's row
+through an index (``label_path``): the same values and gradients as the
+per-sample path (``share_label_path=False``; tests/test_bsd_fastpath.py), at a
+fraction of the Theta and ReCo matrix products. The affinity is computed on the
+time-major currents without transposed copies, with a closed-form backward.
 """
 from __future__ import annotations
 
@@ -39,18 +47,82 @@ def flatten_time(v: torch.Tensor) -> torch.Tensor:
     return v.transpose(0, 1).reshape(v.shape[1], -1)
 
 
+def _sample_norms(v: torch.Tensor) -> torch.Tensor:
+    """||v_k|| of each sample's T*D vector for time-major (T, B, D) -> (B,) (contiguous reductions)."""
+    return torch.linalg.vector_norm(torch.linalg.vector_norm(v, dim=2), dim=0)
+
+
+class _Affinity(torch.autograd.Function):
+    """C = (V V_hat^T) / (N M^T) for time-major (T, B, D), (T, B_hat, D); N, M the norms floored at _EPS.
+
+    Backward in closed form (the chain rule through the Gram matrix and the norms):
+    with A = dC / (N M^T), dV_k = sum_j A_kj v_hat_j - (sum_j dC_kj C_kj / n_k^2) v_k, the
+    second term absent where the norm is floored (a silent sample); dV_hat likewise. One
+    batched matmul and one scaled copy per input instead of autograd's chain of full-size
+    normalisation temporaries.
+    """
+
+    @staticmethod
+    def forward(ctx, v, v_hat):
+        n, m = _sample_norms(v), _sample_norms(v_hat)
+        nc, mc = n.clamp_min(_EPS), m.clamp_min(_EPS)
+        gram = torch.bmm(v, v_hat.transpose(1, 2)).sum(0) if v.shape[0] > 1 else v[0] @ v_hat[0].T
+        c = gram / torch.outer(nc, mc)
+        ctx.save_for_backward(v, v_hat, n, m, c)
+        return c
+
+    @staticmethod
+    def backward(ctx, dc):
+        v, v_hat, n, m, c = ctx.saved_tensors
+        nc, mc = n.clamp_min(_EPS), m.clamp_min(_EPS)
+        a = dc / torch.outer(nc, mc)
+        dcc = dc * c
+        grad_v = grad_v_hat = None
+        t = v.shape[0]
+        if ctx.needs_input_grad[0]:
+            r = torch.where(n > _EPS, dcc.sum(1) / (nc * nc), torch.zeros_like(n))
+            grad_v = torch.baddbmm(v * (-r)[None, :, None], a.expand(t, -1, -1), v_hat)
+        if ctx.needs_input_grad[1]:
+            r = torch.where(m > _EPS, dcc.sum(0) / (mc * mc), torch.zeros_like(m))
+            grad_v_hat = torch.baddbmm(v_hat * (-r)[None, :, None], a.T.expand(t, -1, -1), v)
+        return grad_v, grad_v_hat
+
+
 def affinity(v: torch.Tensor, v_hat: torch.Tensor) -> torch.Tensor:
-    """Eq. 6: [C]_kj = cos(v_k, v_hat_j) for rows of (B, D) matrices -> (B, B)."""
-    return F.normalize(v, dim=1, eps=_EPS) @ F.normalize(v_hat, dim=1, eps=_EPS).T
+    """Eq. 6: [C]_kj = cos(v_k, v_hat_j) -> (B, B_hat).
+
+    Rows of (B, D) matrices, or time-major (T, B, D) currents, whose per-sample
+    vector is the T*D flattening of the module doc (the cosine does not depend on
+    the order of the elements, so no transposed copy is made). Computed as the
+    Gram matrix of the raw voltages divided by the outer product of their norms
+    (:class:`_Affinity`): the same C as normalising every row first
+    (``F.normalize``, norm floor _EPS) without writing normalised copies of the
+    voltages and their gradients.
+    """
+    if v.dim() == 2:
+        v, v_hat = v.unsqueeze(0), v_hat.unsqueeze(0)
+    return _Affinity.apply(v, v_hat)
 
 
-def reco_loss(v: torch.Tensor, v_hat: torch.Tensor, lam: float) -> torch.Tensor:
+def _gather(c: torch.Tensor, rows, cols) -> torch.Tensor:
+    """Expand an affinity between distinct rows to the full batch: C[rows][:, cols]."""
+    if rows is not None:
+        c = c.index_select(0, rows)
+    if cols is not None:
+        c = c.index_select(1, cols)
+    return c
+
+
+def reco_loss(v: torch.Tensor, v_hat: torch.Tensor, lam: float, rows=None, cols=None) -> torch.Tensor:
     """Eq. 7 (ReCo): sum_k (1 - C_kk)^2 + lam * sum_{k != j} max(0, C_kj)^2.
 
     ``v_hat`` is the target; the caller detaches it. Summed (not averaged) over
-    the batch as in the paper.
+    the batch as in the paper. ``v``/``v_hat`` are (B, D) or time-major (T, B, D).
+    ``rows`` / ``cols`` (optional (B,) index tensors) say that ``v`` / ``v_hat``
+    hold only distinct samples and sample k is row ``rows[k]`` / ``cols[k]``;
+    the loss is then exactly that of the expanded batch (see BSDMLP).
     """
-    c = affinity(v, v_hat)
+    c = _gather(affinity(v, v_hat), rows, cols)
     diag = torch.diagonal(c)
     off = c.masked_fill(torch.eye(len(c), dtype=torch.bool, device=c.device), 0.0)
     return ((1.0 - diag) ** 2).sum() + lam * (off.clamp(min=0.0) ** 2).sum()
@@ -81,29 +153,40 @@ def reco_grad_closed_form(v: torch.Tensor, v_hat: torch.Tensor, s_prev: torch.Te
     return torch.einsum("btd,tbn->dn", g, s_prev)
 
 
-def mse_loss(v: torch.Tensor, v_hat: torch.Tensor) -> torch.Tensor:
+def _rows(t: torch.Tensor, index) -> torch.Tensor:
+    """Per-sample (B, D) view of (B, D) or time-major (T, B, D) voltages, expanded by ``index``."""
+    if t.dim() == 3:
+        t = flatten_time(t if index is None else t.index_select(1, index))
+    elif index is not None:
+        t = t.index_select(0, index)
+    return t
+
+
+def mse_loss(v: torch.Tensor, v_hat: torch.Tensor, rows=None, cols=None) -> torch.Tensor:
     """Ablation "BSD-MSE" (Sec. 5.6): per-sample mean squared error, summed over the batch."""
-    return F.mse_loss(v, v_hat, reduction="none").mean(1).sum()
+    return F.mse_loss(_rows(v, rows), _rows(v_hat, cols), reduction="none").mean(1).sum()
 
 
-def infonce_loss(v: torch.Tensor, v_hat: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+def infonce_loss(v: torch.Tensor, v_hat: torch.Tensor, temperature: float = 0.1, rows=None,
+                 cols=None) -> torch.Tensor:
     """Ablation "BSD-InfoNCE" (Sec. 5.6): sample k's positive is v_hat_k, the batch its negatives."""
-    logits = affinity(v, v_hat) / temperature
-    return F.cross_entropy(logits, torch.arange(len(v), device=v.device), reduction="sum")
+    logits = _gather(affinity(v, v_hat), rows, cols) / temperature
+    return F.cross_entropy(logits, torch.arange(len(logits), device=v.device), reduction="sum")
 
 
 INTERLAYER_LOSSES = ("reco", "mse", "infonce")
 
 
 def interlayer_loss(name: str, v: torch.Tensor, v_hat: torch.Tensor, lam: float = 0.6,
-                    temperature: float = 0.1) -> torch.Tensor:
-    """The local alignment loss between basal ``v`` and apical target ``v_hat`` (B, D)."""
+                    temperature: float = 0.1, rows=None, cols=None) -> torch.Tensor:
+    """The local alignment loss between basal ``v`` and apical target ``v_hat``: (B, D) rows or
+    time-major (T, B, D) currents flattened per sample; ``rows``/``cols`` as in :func:`reco_loss`."""
     if name == "reco":
-        return reco_loss(v, v_hat, lam)
+        return reco_loss(v, v_hat, lam, rows, cols)
     if name == "mse":
-        return mse_loss(v, v_hat)
+        return mse_loss(v, v_hat, rows, cols)
     if name == "infonce":
-        return infonce_loss(v, v_hat, temperature)
+        return infonce_loss(v, v_hat, temperature, rows, cols)
     raise ValueError(f"unknown inter-layer loss {name!r} (choose from {', '.join(INTERLAYER_LOSSES)})")
 
 
@@ -168,6 +251,11 @@ def cosine_predict(counts: torch.Tensor) -> torch.Tensor:
     return (F.normalize(counts, dim=1, eps=_EPS) @ F.normalize(codes, dim=1).T).argmax(1)
 
 
+def _expand(t, index):
+    """(T, n_distinct, ...) rows -> (T, B, ...) per sample (``index`` None: already per sample)."""
+    return t if t is None or index is None else t.index_select(1, index)
+
+
 def firing_rates(spikes: dict) -> dict:
     """{name: mean spike probability per neuron per step} for logging."""
     return {name: float(s.detach().mean()) for name, s in spikes.items()}
@@ -185,8 +273,9 @@ class BSDMLP(nn.Module):
 
     def __init__(self, sizes, timesteps: int = 4, v_th: float = 0.2, v_th_backward: float = 0.1,
                  tau: float = 2.0, neuron_model: str = "lif", surrogate: str = "atan", lam: float = 0.6,
-                 interlayer: str = "reco", temperature: float = 0.1):
+                 interlayer: str = "reco", temperature: float = 0.1, share_label_path: bool = True):
         super().__init__()
+        self.share_label_path = bool(share_label_path)
         if len(sizes) < 2:
             raise ValueError(f"BSD needs at least an input and an output layer, got sizes {list(sizes)}")
         self.sizes, self.timesteps = [int(n) for n in sizes], int(timesteps)
@@ -216,22 +305,44 @@ class BSDMLP(nn.Module):
         bwd = [(f"backward layer {i} (Theta{i})", self.theta[i - 1]) for i in range(1, big_l)]
         return fwd + bwd
 
-    def backward_pass(self, y: torch.Tensor):
-        """Eq. 5 / Alg. 1 lines 16-20: currents and spikes, indexed by layer (1-based; None where absent)."""
+    def label_path(self, y: torch.Tensor):
+        """Eq. 5 / Alg. 1 lines 16-20 on the distinct labels of ``y`` -> (index, currents, spikes).
+
+        The backward path is a function of the label alone: its input is the label
+        code (eq. 5, v'_L = s_hat), and every step after it (Theta_i, the Type 2
+        neurons) acts on each sample's row independently. Samples with equal labels
+        therefore have identical Type 2 currents and spikes, and the path is run once
+        per distinct label present (at most n_L rows instead of B). ``currents`` /
+        ``spikes`` are indexed by layer (1-based; None where absent) with one row per
+        distinct label, and sample k's row is ``index[k]``. The losses expand them
+        through this index, so values and gradients equal those of the per-sample
+        path (``share_label_path=False`` runs that, one row per sample, index None).
+        """
+        if self.share_label_path:
+            labels, index = torch.unique(y, sorted=True, return_inverse=True)
+        else:
+            labels, index = y, None
         big_l = self.num_layers
         currents, spikes = [None] * (big_l + 1), [None] * (big_l + 1)
-        currents[big_l] = label_code(y, self.sizes[-1], self.timesteps)  # v'_L = s_hat
+        code = label_code(labels, self.sizes[-1], self.timesteps)
+        currents[big_l] = code.to(self.theta[-1].weight.dtype)  # v'_L = s_hat
         spikes[big_l] = self.backward_neurons[-1](currents[big_l])
         for i in range(big_l - 1, 0, -1):
             currents[i] = self.theta[i - 1](spikes[i + 1].detach())  # detach: C2
             if i > 1:
                 with torch.no_grad():  # spikes only feed the next (detached) layer
                     spikes[i] = self.backward_neurons[i - 2](currents[i])
-        return currents, spikes
+        return index, currents, spikes
 
-    def _align(self, v: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return interlayer_loss(self.interlayer, flatten_time(v), flatten_time(target.detach()),
-                               self.lam, self.temperature)
+    def backward_pass(self, y: torch.Tensor):
+        """Eq. 5 per sample: currents and spikes (T, B, n_i), indexed by layer (1-based; None where absent)."""
+        index, currents, spikes = self.label_path(y)
+        if index is None:
+            return currents, spikes
+        return [_expand(t, index) for t in currents], [_expand(t, index) for t in spikes]
+
+    def _align(self, v: torch.Tensor, target: torch.Tensor, rows=None, cols=None) -> torch.Tensor:
+        return interlayer_loss(self.interlayer, v, target.detach(), self.lam, self.temperature, rows, cols)
 
     def training_losses(self, x_seq: torch.Tensor, y: torch.Tensor):
         """One combined pass of both paths -> ({layer name: local loss}, info).
@@ -240,18 +351,20 @@ class BSDMLP(nn.Module):
         L'_i = ReCo(v'_i, v_hat'_i = v_i) trains Theta_i (eq. 18), including Theta_1,
         whose target is the input v_1 = x; W_{L-1} learns from cross-entropy on the
         time-averaged top current v_L (eq. 9). ``info`` holds the top spikes
-        ("output"), every spike tensor ("spikes": accuracy, firing rates, the binary
-        check) and each weight's own current ("currents", keyed like the losses).
+        ("output"), every spike tensor ("spikes", per sample: accuracy, firing
+        rates, the binary check) and each weight's own current ("currents", keyed
+        like the losses; the Type 2 ones with one row per distinct label).
         """
         v, s = run_forward_path(self.forward_path, x_seq, detach=True)  # v[i-1] = v_i
-        vb, sb = self.backward_pass(y)
+        index, vb, sb = self.label_path(y)
         big_l = self.num_layers
-        losses = {f"forward layer {i} (W{i - 1})": self._align(v[i - 1], vb[i]) for i in range(2, big_l)}
+        losses = {f"forward layer {i} (W{i - 1})": self._align(v[i - 1], vb[i], cols=index)
+                  for i in range(2, big_l)}
         losses[f"forward layer {big_l} (W{big_l - 1})"] = F.cross_entropy(v[-1].mean(0), y, reduction="sum")
         for i in range(1, big_l):
-            losses[f"backward layer {i} (Theta{i})"] = self._align(vb[i], v[i - 1])
+            losses[f"backward layer {i} (Theta{i})"] = self._align(vb[i], v[i - 1], rows=index)
         spikes = {f"s{i}": s[i - 1] for i in range(1, big_l + 1)}
-        spikes.update({f"s'{i}": sb[i] for i in range(2, big_l + 1)})
+        spikes.update({f"s'{i}": _expand(sb[i], index) for i in range(2, big_l + 1)})
         # each weight's own output current, to blame the right layer when a loss goes NaN
         own = dict(zip((name for name, _ in self.named_weight_layers()), v[1:] + vb[1:big_l]))
         return losses, {"output": s[-1], "spikes": spikes, "currents": own}

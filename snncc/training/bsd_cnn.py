@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snncc.training.bsd import flatten_time, interlayer_loss, label_code, make_neuron
+from snncc.training.bsd import interlayer_loss, label_code, make_neuron
 from snncc.training.layers import TimeDistributed
 
 CNN_CHANNELS = (128, 128, 256, 256, 512)
@@ -225,7 +225,8 @@ class BSDCNN(_CNNBase):
         return currents, spikes
 
     def _align(self, v, target):
-        return interlayer_loss(self.interlayer, flatten_time(v), flatten_time(target.detach()),
+        # time-major (T, B, C*H*W) views: the same per-sample T*C*H*W vectors without a transposed copy
+        return interlayer_loss(self.interlayer, v.flatten(2), target.detach().flatten(2),
                                self.lam, self.temperature)
 
     def training_losses(self, x_seq: torch.Tensor, y: torch.Tensor):

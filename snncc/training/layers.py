@@ -3,8 +3,18 @@
 :class:`SpikingNeuron` runs the single neuron definition over a time axis with
 a spikingjelly surrogate gradient for the Heaviside (ATan for BSD, sigmoid with
 alpha=4 for MSKD). The forward pass is the hard threshold of snncc.neuron.fire
-(spikingjelly's surrogates compute ``x >= 0`` forward), so a trained network
-emits exactly the spikes its exported graph will.
+(spikingjelly's surrogates compute ``x >= 0`` forward, the same spikes), so a
+trained network emits exactly the spikes its exported graph will.
+
+All T steps run inside one autograd Function (:class:`MultiStepNeuron`): the
+forward applies ``snncc.neuron.charge / fire / reset`` step by step (``fire``'s
+comparison ``H >= v_th`` written straight into the float spike buffer), and the
+backward is the closed-form backpropagation through time of those three
+equations with spikingjelly's surrogate derivative (``atan_backward`` /
+``sigmoid_backward``) standing in for the Heaviside's. It returns exactly what
+autograd through the per-step operations returns (tests/test_neuron_fn.py
+checks every model / reset / surrogate / detach_reset combination against it),
+without recording ~10 graph nodes per step and population.
 """
 from __future__ import annotations
 
@@ -19,13 +29,73 @@ SURROGATES = {
     "atan": lambda: surrogate.ATan(alpha=2.0),
     "sigmoid": lambda: surrogate.Sigmoid(alpha=4.0),
 }
+# d spike / d h of each surrogate, as spikingjelly computes it in its backward pass
+_SURROGATE_GRADS = {"atan": surrogate.atan_backward, "sigmoid": surrogate.sigmoid_backward}
+
+
+class MultiStepNeuron(torch.autograd.Function):
+    """Spikes (T, B, ...) of one population for input currents ``x`` (T, B, ...).
+
+    Backward (for one step, ``g_h`` = dL/dH[t], ``g_v`` = dL/dU[t] from step t+1,
+    ``sg`` = surrogate derivative at H[t] - v_th)::
+
+        g_h = dL/dS[t] * sg + g_v * dU[t]/dH[t]
+              hard reset: dU/dH = (1 - S) + (v_reset - H) * sg    (1 - S with detach_reset)
+              soft reset: dU/dH = 1 - v_th * sg                   (1 with detach_reset)
+        dL/dI[t] = g_h / tau,   dL/dU[t-1] = g_h * (1 - 1/tau)      (LIF; both g_h for IF)
+    """
+
+    @staticmethod
+    def forward(ctx, x, scalars, surrogate_name, alpha, detach_reset, keep):
+        leaky, inv_tau, v_th, v_reset, v_rest, soft = scalars
+        spikes = torch.empty_like(x)
+        hs = torch.empty_like(x) if keep else None
+        v = v_rest  # U[0] = v_rest (a python float broadcasts in charge)
+        for t in range(x.shape[0]):
+            h = nrn.charge(v, x[t], leaky, inv_tau, v_rest)
+            s = spikes[t]
+            # nrn.fire(h, v_th), i.e. h >= v_th as 0/1, written straight into the float spike
+            # buffer: the same comparison without materialising a bool tensor and converting it
+            # (~18x cheaper on CPU); tests/test_neuron_fn.py checks it against nrn.fire, ties included
+            torch.ge(h, v_th, out=s)
+            v = nrn.reset(h, s, v_th, v_reset, soft)
+            if keep:
+                hs[t] = h
+        if keep:
+            ctx.save_for_backward(hs, spikes)
+            ctx.scalars, ctx.surrogate, ctx.alpha, ctx.detach_reset = scalars, surrogate_name, alpha, detach_reset
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad_s):
+        hs, spikes = ctx.saved_tensors
+        leaky, inv_tau, v_th, v_reset, _, soft = ctx.scalars
+        sg_fn = _SURROGATE_GRADS[ctx.surrogate]
+        grad_x = torch.empty_like(hs)
+        g_v = None  # dL/dU[t] carried back from step t+1 (none after the last step)
+        for t in range(hs.shape[0] - 1, -1, -1):
+            h, s = hs[t], spikes[t]
+            sg = sg_fn(1.0, h - v_th, ctx.alpha)[0]
+            g_h = grad_s[t] * sg
+            if g_v is not None:
+                if soft:
+                    du_dh = 1.0 if ctx.detach_reset else 1.0 - v_th * sg
+                else:
+                    du_dh = 1.0 - s if ctx.detach_reset else (1.0 - s) + (v_reset - h) * sg
+                g_h = g_h + g_v * du_dh
+            if leaky:
+                grad_x[t] = g_h * inv_tau
+                g_v = g_h * (1.0 - inv_tau)
+            else:
+                grad_x[t] = g_h
+                g_v = g_h
+        return grad_x, None, None, None, None, None
 
 
 class SpikingNeuron(nn.Module):
     """A LIF/IF population over inputs shaped (T, B, *features); returns spikes (T, B, *features).
 
-    ``record_voltage=True`` keeps the pre-spike potentials H of the last call in
-    ``self.h`` (used by analyses). ``detach_reset`` follows spikingjelly's option.
+    ``detach_reset`` follows spikingjelly's option (no gradient through the reset).
     """
 
     def __init__(self, params: NeuronParams = NeuronParams(), surrogate_fn: str = "atan",
@@ -39,16 +109,9 @@ class SpikingNeuron(nn.Module):
         self.detach_reset = detach_reset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        leaky, inv_tau, v_th, v_reset, v_rest, soft = self.params.scalars()
-        v = torch.full_like(x[0], v_rest)
-        out = []
-        for t in range(x.shape[0]):
-            h = nrn.charge(v, x[t], leaky, inv_tau, v_rest)
-            s = self.spike_fn(h - v_th)
-            s_reset = s.detach() if self.detach_reset else s
-            v = nrn.reset(h, s_reset, v_th, v_reset, soft)
-            out.append(s)
-        return torch.stack(out)
+        keep = torch.is_grad_enabled() and x.requires_grad  # save H only when a backward can follow
+        return MultiStepNeuron.apply(x, self.params.scalars(), self.surrogate_name, float(self.spike_fn.alpha),
+                                     self.detach_reset, keep)
 
     def extra_repr(self) -> str:
         p = self.params
