@@ -48,11 +48,13 @@ def bench_train_cmd(model, dataset, batch_size, steps, threads, as_json):
 @click.option("--timesteps", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's)")
 @click.option("--json", "as_json", is_flag=True)
-def bench_mskd_cmd(model, width, timesteps, batch_size, steps, as_json):
+def bench_mskd_cmd(model, width, timesteps, batch_size, steps, threads, as_json):
     """Per-step time and memory of direct vs vanilla KD vs MSKD on one student, interleaved in one run."""
     from snncc.bench.mskd_bench import bench_mskd
-    res = bench_mskd(model=model, width=width, timesteps=timesteps, batch_size=batch_size, steps=steps)
+    res = bench_mskd(model=model, width=width, timesteps=timesteps, batch_size=batch_size, steps=steps,
+                     threads=threads)
     _emit_result(res, as_json)
 
 

@@ -30,7 +30,10 @@ time-distributed BN + ReLU, ``3x3 conv (C/2 -> C_in)``.
 Heads and reconstruction live in :class:`MSKDNet` *beside* ``net.student``; only the student
 is saved as the model and exported. Teacher logits are computed once per training sample
 (the teacher runs in eval mode with no augmentation, so they never change) and cached in
-``out_dir/teacher_logits.pt`` (reusable as ``teacher=`` for later runs).
+``out_dir/teacher_logits.pt`` (reusable as ``teacher=`` for later runs). Teachers: an MSKD
+checkpoint (usually the 'ann' ResNet), a teacher-logits file, or the paper's foundation model,
+``dinov2:DIR`` -- a local DINOv2 directory with a loaded or fitted linear head
+(:mod:`snncc.training.dinov2`).
 
 Distributed: launched by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) or inside an
 initialised process group, training uses DDP (gloo on CPU). Every global batch of
@@ -121,7 +124,7 @@ class MSKDConfig:
     head_weights_kd: tuple | None = None  # w_k^(m); None: all 1.0
     adapter_channels: int = 128  # K of Table 7 before width scaling
     kd_tau_squared: bool = True
-    teacher: str | None = None  # MSKD 'ann' checkpoint, teacher-logits file, or DINOv2 directory
+    teacher: str | None = None  # MSKD 'ann' checkpoint, teacher-logits file, or 'dinov2:DIR' (local DINOv2 model)
     readout: str | None = None  # None: 'spike' for Spike-ResNet, 'mean' for SEW / MS
     spike_gain: float = 5.0  # logits = spike_gain * spike rate for the 'spike' readout
     connect: str = "add"  # SEW connect function
@@ -250,7 +253,23 @@ def head_positions(cfg: MSKDConfig, num_blocks: int) -> list:
 
 
 class AuxHead(nn.Module):
-    """ANN adapter + prediction head (Table 7) on a block output averaged over time."""
+    """ANN adapter + prediction head (Table 7) on a block output averaged over time.
+
+    What the adapter sees. The paper does not spell out whether the adapter runs per time step
+    or on the time-averaged block output; the text and tables point to the average:
+
+    * Sec. 5: "Each head is implemented as a lightweight ANN adapter that maps the spiking
+      feature Z_{l_m} into logits h_m : Z_{l_m} -> y_m ... where y_m in R^C is the student
+      prediction over C classes at the m-th head" -- one prediction per sample, from an ANN;
+    * Table 7 lists plain ``Conv2d`` / ``BatchNorm2d`` / ``BatchNorm1d`` on (B, C, H, W)
+      maps, whereas Table 14 / App. A.5, where the paper does mean per-step processing,
+      says so explicitly: "a compact time-distributed decoder", input "(T, B, C, H', W')",
+      "Temporal BN", "predicts a per-step reconstruction".
+
+    So the adapter reads the firing-rate (SEW / Spike) or mean-membrane (MS) map
+    ``Z.mean(0)``, the same temporal average the student's own readout applies. This is also
+    the cheap order: running the adapter per step would cost T times the compute.
+    """
 
     def __init__(self, in_channels: int, channels: int, hidden: int, num_classes: int):
         super().__init__()
@@ -262,7 +281,10 @@ class AuxHead(nn.Module):
                                   nn.BatchNorm1d(hidden), act(), nn.Linear(hidden, num_classes))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.head(self.adapter(z.mean(0)))  # (T, B, C, H, W) -> rate map -> logits
+        # (T, B, C, H, W) -> rate map -> logits. sum(0) / T is z.mean(0) (bit for bit), but its backward hands the
+        # student a broadcast view of the (B, C, H, W) gradient instead of materialising a (T, B, C, H, W)
+        # quotient first (mean's backward), which saved ~1.4 ms per step for the first head at width 0.25.
+        return self.head(self.adapter(z.sum(0) / z.shape[0]))
 
 
 class Reconstruction(nn.Module):
@@ -278,8 +300,15 @@ class Reconstruction(nn.Module):
         self.out_size = tuple(out_size)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        x = self.proj(torch.relu(self.bn(self.up(f))))
-        return x[..., :self.out_size[0], :self.out_size[1]]
+        # Per step, as Table 14 specifies (T*B images, BN statistics over all of them), computed in
+        # channels-last layout: the same operations and parameters as the NCHW TimeDistributed path
+        # (outputs agree to float rounding, tests/test_mskd_perf.py), but oneDNN runs these convolutions
+        # with few output channels (C -> C/2 -> C_in = 1 or 3) about twice as fast in NHWC on CPU.
+        t, b = f.shape[:2]
+        x = f.reshape(t * b, *f.shape[2:]).contiguous(memory_format=torch.channels_last)
+        x = self.proj.module(torch.relu(self.bn.module(self.up.module(x))))
+        x = x[..., :self.out_size[0], :self.out_size[1]].contiguous()
+        return x.reshape(t, b, *x.shape[1:])
 
 
 class MSKDNet(nn.Module):
@@ -313,8 +342,13 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float
           tau_squared: bool = True) -> torch.Tensor:
     """Eq. 9: ``KL(softmax(s/tau) || softmax(t/tau))`` -- student first, as written in the paper --
     averaged over the batch, times ``tau**2`` when ``tau_squared``."""
+    return _kd_kl_log(student_logits, F.log_softmax(teacher_logits.detach() / tau, dim=1), tau, tau_squared)
+
+
+def _kd_kl_log(student_logits, log_pt, tau, tau_squared):
+    """:func:`kd_kl` given the teacher's log-softmax ``log_pt`` at temperature ``tau`` (computed once per
+    batch and shared by the final head and every auxiliary head)."""
     log_ps = F.log_softmax(student_logits / tau, dim=1)
-    log_pt = F.log_softmax(teacher_logits.detach() / tau, dim=1)
     kl = (log_ps.exp() * (log_ps - log_pt)).sum(1).mean()
     return kl * (tau * tau) if tau_squared else kl
 
@@ -334,8 +368,8 @@ def mskd_loss(final_logits, head_logits, labels, teacher_logits=None, recon=None
     l_c = ce[0] + sum(w * c for w, c in zip(w_c, ce[1:]))
     parts = {"ce": [float(c.detach()) for c in ce]}
     if teacher_logits is not None:
-        kd = [kd_kl(final_logits, teacher_logits, tau, tau_squared)] + \
-             [kd_kl(h, teacher_logits, tau, tau_squared) for h in head_logits]
+        log_pt = F.log_softmax(teacher_logits.detach() / tau, dim=1)  # once, for all M + 1 heads
+        kd = [_kd_kl_log(s, log_pt, tau, tau_squared) for s in (final_logits, *head_logits)]
         l_k = kd[0] + sum(w * k for w, k in zip(w_k, kd[1:]))
         total = (1 - alpha) * l_c + alpha * l_k
         parts["kd"] = [float(k.detach()) for k in kd]
@@ -396,40 +430,17 @@ class _LogitFn:
         return getattr(out, "logits", out)
 
 
-def _load_dinov2(path: Path, num_classes: int):
-    """Optional DINOv2 (or any HF image classifier) teacher from a local directory."""
-    try:
-        import transformers  # noqa: F401
-    except ImportError:
-        raise TeacherError(f"teacher {path} is a directory (a DINOv2 model?) but `transformers` is not "
-                           f"installed; precompute its logits into a teacher-logits file instead") from None
-    from transformers import AutoModelForImageClassification  # pragma: no cover - optional dependency
-
-    hf = AutoModelForImageClassification.from_pretrained(str(path), local_files_only=True)  # pragma: no cover
-
-    class _HF(nn.Module):  # pragma: no cover
-        def __init__(self):
-            super().__init__()
-            self.hf = hf
-            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
-
-        def forward(self, x):
-            x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-            x = F.interpolate(x, size=224, mode="bilinear", align_corners=False)
-            return self.hf(pixel_values=(x - self.mean) / self.std).logits
-
-    return _HF()  # pragma: no cover
-
-
 def load_teacher(path, cfg: MSKDConfig):
     """A teacher from a file: an MSKD checkpoint (any method; usually 'ann') -> a module, a
-    teacher-logits file -> a (N, classes) tensor aligned with cfg's training subset, or a
-    directory -> a DINOv2 / HF classifier (only with ``transformers``)."""
-    path = Path(path)
+    teacher-logits file -> a (N, classes) tensor aligned with cfg's training subset, or
+    ``dinov2:DIR`` / a directory -> a :class:`~snncc.training.dinov2.DinoV2Teacher` (a local
+    DINOv2 model; needs ``transformers``; its linear head is loaded or fitted as a probe)."""
+    from snncc.training.dinov2 import load_dinov2, parse_teacher_spec
+
+    kind, path = parse_teacher_spec(path)
     num_classes = dataset_info(cfg.dataset).num_classes
-    if path.is_dir():
-        return _load_dinov2(path, num_classes)
+    if kind == "dinov2" or path.is_dir():
+        return load_dinov2(path, num_classes)
     if not path.is_file():
         raise TeacherNotFoundError(f"teacher file not found: {path}")
     try:
@@ -465,19 +476,20 @@ def _data_key(cfg: MSKDConfig) -> dict:
 
 
 @torch.no_grad()
-def teacher_logits_for(teacher, x: np.ndarray, num_classes: int, batch_size: int = 256, d: _Dist = _Dist()):
-    """Run the teacher once over all samples (sharded over ranks, then gathered) -> (N, classes)."""
-    fn = teacher if isinstance(teacher, _LogitFn) else _LogitFn(teacher)
+def _rows_gathered(fn, x: np.ndarray, width: int, batch_size: int, d: _Dist, check=None):
+    """``fn`` over all samples in batches (sharded over ranks, then gathered) -> (N, width);
+    ``check(local)`` runs on each rank's rows before the gather."""
     idx = _shard(np.arange(len(x)), d)
     parts = [fn(torch.from_numpy(np.ascontiguousarray(x[idx[s:s + batch_size]]))).float()
              for s in range(0, len(idx), batch_size)]
-    local = torch.cat(parts) if parts else torch.zeros(0, num_classes)
-    _ensure_logits(local, num_classes, f"teacher {type(fn.module).__name__}")
+    local = torch.cat(parts) if parts else torch.zeros(0, width)
+    if check is not None:
+        check(local)
     if d.world > 1:
         sizes = [len(s) for s in np.array_split(np.arange(len(x)), d.world)]
-        bufs = [torch.zeros(n, num_classes) for n in sizes]
-        padded = [torch.zeros(max(sizes), num_classes) for _ in sizes]
-        mine = torch.zeros(max(sizes), num_classes)
+        bufs = [torch.zeros(n, width) for n in sizes]
+        padded = [torch.zeros(max(sizes), width) for _ in sizes]
+        mine = torch.zeros(max(sizes), width)
         mine[:len(local)] = local
         dist.all_gather(padded, mine)
         for b, p in zip(bufs, padded):
@@ -486,19 +498,48 @@ def teacher_logits_for(teacher, x: np.ndarray, num_classes: int, batch_size: int
     return local
 
 
+@torch.no_grad()
+def teacher_logits_for(teacher, x: np.ndarray, num_classes: int, batch_size: int = 256, d: _Dist = _Dist(),
+                       y: np.ndarray | None = None):
+    """Run the teacher once over all samples (sharded over ranks, then gathered) -> (N, classes).
+
+    A DINOv2 teacher without a loaded head first has its linear probe fitted on the features of
+    these samples and their labels ``y`` (every rank fits the same probe on the gathered features)."""
+    from snncc.training.dinov2 import DinoV2Teacher
+
+    if isinstance(teacher, DinoV2Teacher):
+        feats = _rows_gathered(teacher.features, x, teacher.feature_dim, batch_size, d)
+        if teacher.head is None:
+            if y is None:
+                raise TeacherError(f"teacher {teacher.source} has no classification head: fitting its linear "
+                                   f"probe needs the training labels")
+            teacher.fit_probe(feats, torch.from_numpy(np.asarray(y)), num_classes)
+        return _ensure_logits(teacher.head(feats), num_classes, f"teacher {teacher.source}")
+    fn = teacher if isinstance(teacher, _LogitFn) else _LogitFn(teacher)
+    return _rows_gathered(fn, x, num_classes, batch_size, d,
+                          check=lambda t: _ensure_logits(t, num_classes, f"teacher {type(fn.module).__name__}"))
+
+
 def save_teacher_logits(teacher, cfg: MSKDConfig, path, batch_size: int = 256) -> torch.Tensor:
     """Precompute ``teacher``'s logits on cfg's training subset into a file usable as ``cfg.teacher``."""
-    x, _ = load_split(cfg.dataset, "train", cfg.data_dir, cfg.train_samples, cfg.seed)
+    x, y = load_split(cfg.dataset, "train", cfg.data_dir, cfg.train_samples, cfg.seed)
     if isinstance(teacher, (str, Path)):
         teacher = load_teacher(teacher, cfg)
-    logits = teacher_logits_for(teacher, x, dataset_info(cfg.dataset).num_classes, batch_size)
-    _write_logits(path, logits, cfg)
+    logits = teacher_logits_for(teacher, x, dataset_info(cfg.dataset).num_classes, batch_size, y=y)
+    _write_logits(path, logits, cfg, _describe(teacher))
     return logits
 
 
-def _write_logits(path, logits, cfg):
+def _describe(teacher) -> dict | None:
+    return teacher.describe() if hasattr(teacher, "describe") else None
+
+
+def _write_logits(path, logits, cfg, teacher_info=None):
+    payload = {"format": LOGITS_FORMAT, "logits": logits.contiguous(), "data": _data_key(cfg)}
+    if teacher_info is not None:
+        payload["teacher"] = teacher_info  # provenance only (e.g. the DINOv2 head: loaded or probe)
     with atomic_path(path) as tmp:
-        torch.save({"format": LOGITS_FORMAT, "logits": logits.contiguous(), "data": _data_key(cfg)}, tmp)
+        torch.save(payload, tmp)
 
 
 # ---------------------------------------------------------------- one step
@@ -687,16 +728,23 @@ def train_mskd(cfg: MSKDConfig, out_dir, progress: bool = True, teacher=None, re
             dist.destroy_process_group()
 
 
-def _resolve_teacher(cfg, teacher, x_tr, out, d, resume):
+def _resolve_teacher(cfg, teacher, x_tr, y_tr, out, d, resume, info):
+    """The (N, classes) teacher logits of the training subset (computed once and cached in
+    ``out/teacher_logits.pt``); ``info`` receives a description of a DINOv2 teacher."""
     if cfg.method not in TEACHER_METHODS:
         return None
     num_classes = dataset_info(cfg.dataset).num_classes
     cache = out / "teacher_logits.pt"
     if teacher is None and resume and cache.is_file():  # resumed runs reuse the cached logits
         try:
-            return load_teacher(cache, cfg)
+            logits = load_teacher(cache, cfg)
         except TeacherError:
             pass
+        else:
+            described = torch.load(cache, map_location="cpu", weights_only=True).get("teacher")
+            if isinstance(described, dict):
+                info.update(described)
+            return logits
     if teacher is None and cfg.teacher is None:
         raise MSKDConfigError(f"method {cfg.method!r} needs a teacher (a checkpoint, logits file or module)")
     if teacher is None:
@@ -708,9 +756,12 @@ def _resolve_teacher(cfg, teacher, x_tr, out, d, resume):
         return logits
     if not isinstance(teacher, nn.Module):
         raise TeacherError(f"teacher must be a module, a logits tensor or a path, got {type(teacher).__name__}")
-    logits = teacher_logits_for(teacher, x_tr, num_classes, d=d)
+    logits = teacher_logits_for(teacher, x_tr, num_classes, d=d, y=y_tr)
+    described = _describe(teacher)
+    if described is not None:
+        info.update(described)
     if d.main:
-        _write_logits(cache, logits, cfg)
+        _write_logits(cache, logits, cfg, described)
     return logits
 
 
@@ -718,10 +769,13 @@ def _train(cfg, out, progress, teacher, resume, d, ghost_batches=1):
     net = build_net(cfg)
     (x_tr, y_tr) = load_split(cfg.dataset, "train", cfg.data_dir, cfg.train_samples, cfg.seed)
     (x_te, y_te) = load_split(cfg.dataset, "test", cfg.data_dir, cfg.test_samples, cfg.seed)
-    t_logits = _resolve_teacher(cfg, teacher, x_tr, out, d, resume)
+    teacher_info = {}
+    t_logits = _resolve_teacher(cfg, teacher, x_tr, y_tr, out, d, resume, teacher_info)
     optimizer = _make_optimizer(cfg, net.parameters())
     metrics = {"method": cfg.method, "test_accuracy": None, "history": [], "config": cfg.to_dict(),
                "world_size": d.world, "ghost_batches": ghost_batches}
+    if teacher_info:
+        metrics["teacher"] = teacher_info
     if isinstance(net, MSKDNet):
         metrics["head_positions"] = net.positions
     start_epoch = 1
