@@ -328,8 +328,8 @@ def _static_bounds(graph, plan, input_bound: float) -> dict:
     for n in plan.static:
         op = graph.op(n)
         ins = [out[p.src] for p in graph.inputs(n)]
-        if isinstance(op, Input):
-            out[n] = np.full(types[n].size, float(input_bound))
+        if isinstance(op, Input):  # |x| <= input_bound before the input's normalisation, if any
+            out[n] = np.full(types[n].size, op.value_bound(float(input_bound)))
         elif isinstance(op, Flatten):
             out[n] = ins[0]
         elif isinstance(op, Pool):

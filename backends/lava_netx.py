@@ -176,7 +176,11 @@ def _host_layer(graph: SpikeGraph, plan, pop) -> dict:
     w = np.asarray(op.weight, dtype=np.float64)
     c_out = w.shape[0]
     b = np.zeros(c_out) if op.bias is None else np.asarray(op.bias, dtype=np.float64)
-    return {"host": host, "hostWeight": w, "hostBias": b}
+    out = {"host": host, "hostWeight": w, "hostBias": b}
+    inp = graph.op(src)
+    if inp.mean is not None:  # the host normalises x first: x <- (x - hostMean[c]) / hostStd[c]
+        out.update(hostMean=np.asarray(inp.mean, np.float64), hostStd=np.asarray(inp.std, np.float64))
+    return out
 
 
 def _neuron_group(fp) -> dict:
@@ -304,6 +308,10 @@ def _write(handle, ex: NetxExport, graph: SpikeGraph) -> None:
                 g.attrs[f"host_{key}"] = val
             g.attrs["host_note"] = ("not read by netx: per sample, bias_mant = rint(host_scale * 2**host_scale_exp "
                                     "* (hostWeight x + hostBias)) of this input layer's neurons (bias_exp 6)")
+            if "hostMean" in lay:
+                g.create_dataset("hostMean", data=lay["hostMean"])
+                g.create_dataset("hostStd", data=lay["hostStd"])
+                g.attrs["host_note"] += "; x is first normalised per channel: x <- (x - hostMean[c]) / hostStd[c]"
         if lay.get("node"):
             g.attrs["snncc_node"] = lay["node"]
     del h5py

@@ -20,7 +20,7 @@ from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout
 from snncc.neuron import HARD, IF, LIF, SOFT, NeuronParams
 from snncc.passes.normalize import normalize
-from snncc.training.layers import SpikingNeuron, TimeDistributed
+from snncc.training.layers import InputNormalize, SpikingNeuron, TimeDistributed
 
 try:  # spikingjelly is a dependency, but keep the exporter importable without it
     from spikingjelly.activation_based import layer as sj_layer
@@ -102,7 +102,7 @@ _CONTAINERS = (TimeDistributed, *_SJ_CONTAINERS)
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m, qualname):
-        leaves = tuple(cls for cls, _ in _MODULE_RULES) + _IDENTITY + _BN + _CONTAINERS
+        leaves = tuple(cls for cls, _ in _MODULE_RULES) + _IDENTITY + _BN + _CONTAINERS + (InputNormalize,)
         return isinstance(m, leaves) or super().is_leaf_module(m, qualname)
 
 
@@ -140,6 +140,15 @@ class _Builder:
         if isinstance(m, _CONTAINERS):
             return self.module(name, m, src)
         if isinstance(m, _IDENTITY):
+            return src
+        if isinstance(m, InputNormalize):
+            op = self.graph.op(src)
+            if not isinstance(op, Input) or op.mean is not None or self.graph.consumers(src):
+                raise ExportError(f"input normalisation {name!r} must come first, directly on the network input")
+            if m.feature_dims != len(op.shape) or m.mean.numel() != (op.shape[0] if op.shape else 1):
+                raise ExportError(f"input normalisation {name!r} has {m.mean.numel()} channels for an input "
+                                  f"of shape {list(op.shape)}")
+            self.graph.replace_op(src, Input(op.shape, op.encoding, mean=_np(m.mean), std=_np(m.std)))
             return src
         if isinstance(m, _BN):
             if src not in self.pending:

@@ -53,8 +53,9 @@ def get_backend(name: str):
 
 
 def check_input(graph: SpikeGraph, x: np.ndarray, timesteps: int) -> np.ndarray:
-    """Validate and normalise a batch for the graph's single input node.
-    Direct encoding: (B, *shape) analog. Spike encoding: (B, T, *shape) binary."""
+    """Validate a batch for the graph's single input node and return what the network sees.
+    Direct encoding: (B, *shape) analog, normalised if the Input op carries mean/std
+    (``Input.present``). Spike encoding: (B, T, *shape) binary."""
     if timesteps < 1:
         raise InputError(f"timesteps must be >= 1, got {timesteps}")
     (inp,) = graph.input_nodes
@@ -70,6 +71,7 @@ def check_input(graph: SpikeGraph, x: np.ndarray, timesteps: int) -> np.ndarray:
             raise InputError("spike-encoded input must be binary (0/1)")
     if x.ndim < 1 or got != tuple(want):
         if x.ndim >= 1 and int(np.prod(got)) == int(np.prod(want)):
-            return x.reshape(x.shape[0], *want)  # e.g. flat 784 vs (1, 28, 28)
-        raise InputError(f"input shape {list(got)} does not match the graph's input {list(want)}")
-    return x
+            x = x.reshape(x.shape[0], *want)  # e.g. flat 784 vs (1, 28, 28)
+        else:
+            raise InputError(f"input shape {list(got)} does not match the graph's input {list(want)}")
+    return graph.op(inp).present(x)

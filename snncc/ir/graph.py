@@ -44,6 +44,15 @@ class SpikeGraph:
             self.connect(p.src, name, p.delay)
         return name
 
+    def replace_op(self, name: str, op) -> None:
+        """Give node ``name`` a new op, keeping its edges (e.g. fold preprocessing into the Input)."""
+        if name not in self._g:
+            raise GraphError(f"unknown node {name!r}")
+        if not isinstance(op, OP_TYPES):
+            raise GraphError(f"node {name!r}: {type(op).__name__} is not a spike-graph op")
+        self._g.nodes[name]["op"] = op
+        self._types = self._order = None
+
     def connect(self, src: str, dst: str, delay: int = 0) -> None:
         """Append an input port to ``dst`` (used for recurrent edges added after both nodes)."""
         for n in (src, dst):

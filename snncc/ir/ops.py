@@ -38,17 +38,54 @@ def _summed_kind(types: list[TensorType]) -> Kind:
 @dataclass(frozen=True, eq=False)
 class Input:
     """Network input. ``encoding='direct'``: the analog sample is presented at every step.
-    ``encoding='spike'``: the input is already a binary spike train (B, T, *shape)."""
+    ``encoding='spike'``: the input is already a binary spike train (B, T, *shape).
+
+    A direct input may carry a per-channel normalisation (``mean``, ``std``, each of
+    shape (C,) for C = shape[0]): the value the network sees is ``(x - mean[c]) / std[c]``
+    (:meth:`present`). It is host-side preprocessing, part of the graph so that every
+    backend and every run applies the one the network was trained with.
+    """
 
     shape: tuple
     encoding: str = "direct"
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
     arity = (0, 0)
 
     def infer(self, name, types):
         if self.encoding not in ("direct", "spike"):
             raise GraphError(f"node {name!r}: unknown input encoding {self.encoding!r}")
+        shape = tuple(int(d) for d in self.shape)
+        if (self.mean is None) != (self.std is None):
+            raise GraphError(f"node {name!r}: input normalisation needs both mean and std")
+        if self.mean is not None:
+            if self.encoding != "direct":
+                raise GraphError(f"node {name!r}: a spike-encoded input cannot be normalised")
+            mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
+            channels = shape[0] if shape else 1
+            if mean.shape != (channels,) or std.shape != (channels,):
+                raise GraphError(f"node {name!r}: normalisation mean/std must have shape ({channels},), "
+                                 f"got {list(mean.shape)} / {list(std.shape)}")
+            if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+                raise GraphError(f"node {name!r}: normalisation needs finite mean and std > 0")
         kind = Kind.ANALOG if self.encoding == "direct" else Kind.SPIKE
-        return TensorType(kind, tuple(int(d) for d in self.shape))
+        return TensorType(kind, shape)
+
+    def present(self, x: np.ndarray) -> np.ndarray:
+        """The values the network sees for raw samples ``x`` (B, *shape): normalised if the input says so."""
+        if self.mean is None:
+            return x
+        bcast = (-1,) + (1,) * (len(self.shape) - 1)
+        mean = np.asarray(self.mean, np.float64).reshape(bcast)
+        std = np.asarray(self.std, np.float64).reshape(bcast)
+        return (x - mean) / std
+
+    def value_bound(self, raw_bound: float) -> float:
+        """max |present(x)| over |x| <= raw_bound."""
+        if self.mean is None:
+            return float(raw_bound)
+        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
+        return float(np.max((np.abs(mean) + raw_bound) / std))
 
 
 @dataclass(frozen=True, eq=False)

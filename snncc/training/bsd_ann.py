@@ -20,7 +20,7 @@ from torch import nn
 from snncc.exporter import ExportError
 from snncc.training.bsd import build_forward_path
 from snncc.training.bsd_cnn import block_modules, build_cnn_forward_path, cnn_channels
-from snncc.training.layers import TimeDistributed
+from snncc.training.layers import InputNormalize, TimeDistributed
 
 
 def _relu():
@@ -71,11 +71,17 @@ class ANNMLP(_ANNBase):
 class ANNCNN(_ANNBase):
     """The CNN of :class:`~snncc.training.bsd_cnn.BSDCNN` with ReLU units (BN kept)."""
 
-    def __init__(self, input_shape, num_classes: int, width: float = 1.0, timesteps: int = 4):
+    def __init__(self, input_shape, num_classes: int, width: float = 1.0, timesteps: int = 4,
+                 normalize: bool = False):
         super().__init__()
         self.channels, self.timesteps = cnn_channels(width), int(timesteps)
         self.ann_path, self.block_lengths = build_cnn_forward_path(
-            input_shape, num_classes, self.channels, _relu, _identity)
+            input_shape, num_classes, self.channels, _relu, _identity, normalize=normalize)
+
+    @property
+    def input_normalizer(self):
+        first = self.ann_path[0]
+        return first if isinstance(first, InputNormalize) else None
 
     def named_weight_layers(self) -> list:
         blocks = block_modules(self.ann_path, self.block_lengths)

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snncc.training.bsd import interlayer_loss, label_code, make_neuron
-from snncc.training.layers import TimeDistributed
+from snncc.training.layers import InputNormalize, TimeDistributed
 
 CNN_CHANNELS = (128, 128, 256, 256, 512)
 
@@ -80,17 +80,22 @@ def _pool(h: int, w: int) -> nn.MaxPool2d:
     return nn.MaxPool2d(2, 2, padding=(h % 2, w % 2))
 
 
-def build_cnn_forward_path(input_shape, num_classes, channels, neuron_fn, top_neuron_fn=None):
+def build_cnn_forward_path(input_shape, num_classes, channels, neuron_fn, top_neuron_fn=None,
+                           normalize: bool = False):
     """The flat feedforward Sequential and its block lengths (modules per weight layer).
 
     Each block ends with its neuron population (``neuron_fn()``); the modules before
-    it form the synapse W_{i-1} whose output is the current v_i.
+    it form the synapse W_{i-1} whose output is the current v_i. ``normalize`` puts an
+    :class:`InputNormalize` first ("all images are normalized prior to processing",
+    App. E.2.2); its statistics are set from the training data.
     """
     shapes, (ph, pw) = cnn_layer_shapes(input_shape, channels)
     mods, lengths = [], []
     for k, c in enumerate(channels):
         c_in, h, w = shapes[k]
         block = [] if k == 0 else [TimeDistributed(_pool(h, w))]
+        if k == 0 and normalize:
+            block.append(InputNormalize(c_in, 3))
         block += [TimeDistributed(nn.Conv2d(c_in, c, 3, padding=1, bias=False)),
                   TimeDistributed(nn.BatchNorm2d(c)), neuron_fn()]
         mods += block
@@ -149,14 +154,26 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 class _CNNBase(nn.Module):
     """Shared plumbing of the BSD and BPTT CNNs (same forward path)."""
 
-    def _init_forward(self, input_shape, num_classes, width, timesteps, neuron_fn, top_neuron_fn=None):
+    def _init_forward(self, input_shape, num_classes, width, timesteps, neuron_fn, top_neuron_fn=None,
+                      normalize: bool = False):
         if len(input_shape) != 3:
             raise ValueError(f"the CNN needs (C, H, W) inputs, got shape {tuple(input_shape)}")
         self.input_shape, self.num_classes = tuple(int(n) for n in input_shape), int(num_classes)
         self.channels, self.timesteps = cnn_channels(width), int(timesteps)
         self.shapes, self.pooled = cnn_layer_shapes(self.input_shape, self.channels)
         self.forward_path, self.block_lengths = build_cnn_forward_path(
-            self.input_shape, self.num_classes, self.channels, neuron_fn, top_neuron_fn)
+            self.input_shape, self.num_classes, self.channels, neuron_fn, top_neuron_fn, normalize)
+
+    @property
+    def input_normalizer(self):
+        """The :class:`InputNormalize` at the input, or None."""
+        first = self.forward_path[0]
+        return first if isinstance(first, InputNormalize) else None
+
+    def present(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """The input as the first synapse sees it (normalised if the model normalises), v_1."""
+        norm = self.input_normalizer
+        return x_seq if norm is None else norm(x_seq)
 
     @property
     def num_layers(self) -> int:
@@ -184,11 +201,12 @@ class BSDCNN(_CNNBase):
 
     def __init__(self, input_shape, num_classes: int, width: float = 1.0, timesteps: int = 4,
                  v_th: float = 1.0, v_th_backward: float = 1.0, tau: float = 2.0, neuron_model: str = "lif",
-                 surrogate: str = "atan", lam: float = 0.6, interlayer: str = "reco", temperature: float = 0.1):
+                 surrogate: str = "atan", lam: float = 0.6, interlayer: str = "reco", temperature: float = 0.1,
+                 normalize: bool = False):
         super().__init__()
         type1 = lambda: make_neuron(v_th, tau, neuron_model, surrogate)  # noqa: E731
         type2 = lambda: make_neuron(v_th_backward, tau, neuron_model, surrogate)  # noqa: E731
-        self._init_forward(input_shape, num_classes, width, timesteps, type1)
+        self._init_forward(input_shape, num_classes, width, timesteps, type1, normalize=normalize)
         self.lam, self.interlayer, self.temperature = lam, interlayer, temperature
         s = self.shapes  # s[i - 1] = (C, H, W) of layer i
         c5, (ph, pw) = self.channels[-1], self.pooled
@@ -232,7 +250,7 @@ class BSDCNN(_CNNBase):
     def training_losses(self, x_seq: torch.Tensor, y: torch.Tensor):
         """({layer name: local loss}, info) as :meth:`BSDMLP.training_losses`."""
         cur, spk = run_blocks(self.forward_path, self.block_lengths, x_seq, detach=True)
-        v = [None, x_seq] + cur  # v[i] = v_i
+        v = [None, self.present(x_seq)] + cur  # v[i] = v_i (v_1: the normalised image, if normalised)
         s = [None, None] + spk  # s[i] = s_i (layer 1 is the analog input)
         vb, sb = self.backward_pass(y)
         big_l = self.num_layers
@@ -270,10 +288,11 @@ class BPTTCNN(_CNNBase):
     local_clipping = False
 
     def __init__(self, input_shape, num_classes: int, width: float = 1.0, timesteps: int = 4,
-                 v_th: float = 1.0, tau: float = 2.0, neuron_model: str = "lif", surrogate: str = "atan"):
+                 v_th: float = 1.0, tau: float = 2.0, neuron_model: str = "lif", surrogate: str = "atan",
+                 normalize: bool = False):
         super().__init__()
         self._init_forward(input_shape, num_classes, width, timesteps,
-                           lambda: make_neuron(v_th, tau, neuron_model, surrogate))
+                           lambda: make_neuron(v_th, tau, neuron_model, surrogate), normalize=normalize)
 
     def named_weight_layers(self) -> list:
         return self.named_forward_layers()

@@ -118,6 +118,48 @@ class SpikingNeuron(nn.Module):
         return f"{p.model}, tau={p.tau}, v_th={p.v_th}, v_reset={p.v_reset}, reset={p.reset}, surrogate={self.surrogate_name}"
 
 
+class InputNormalize(nn.Module):
+    """Per-channel input normalisation ``(x - mean[c]) / std[c]`` with fixed statistics.
+
+    The statistics are buffers (saved in checkpoints) set from the training data
+    (:meth:`set_stats`); ``feature_dims`` is the rank of one sample, (C, H, W) -> 3, so
+    any leading batch / time axes broadcast. Placed directly on a network's input it
+    exports as the graph Input's ``mean`` / ``std`` (``snncc.ir.ops.Input.present``).
+    """
+
+    def __init__(self, channels: int, feature_dims: int = 3):
+        super().__init__()
+        self.feature_dims = int(feature_dims)
+        self.register_buffer("mean", torch.zeros(int(channels)))
+        self.register_buffer("std", torch.ones(int(channels)))
+
+    @torch.no_grad()
+    def set_stats(self, mean, std) -> None:
+        mean = torch.as_tensor(mean, dtype=self.mean.dtype).reshape(-1)
+        std = torch.as_tensor(std, dtype=self.std.dtype).reshape(-1)
+        if mean.shape != self.mean.shape or std.shape != self.std.shape:
+            raise ValueError(f"normalisation statistics must have {self.mean.numel()} channels")
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+            raise ValueError("normalisation needs a finite mean and a std > 0 per channel")
+        self.mean.copy_(mean)
+        self.std.copy_(std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (-1,) + (1,) * (self.feature_dims - 1)
+        return (x - self.mean.view(shape)) / self.std.view(shape)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.mean.numel()}"
+
+
+def channel_stats(x) -> tuple:
+    """Per-channel mean and std of samples ``x`` (N, C, ...) -> two float64 arrays of length C."""
+    import numpy as np
+    x = np.asarray(x, dtype=np.float64)
+    axes = (0,) + tuple(range(2, x.ndim))
+    return x.mean(axis=axes), np.maximum(x.std(axis=axes), 1e-6)
+
+
 class TimeDistributed(nn.Module):
     """Apply a stateless module to every step of a (T, B, ...) tensor at once."""
 

@@ -27,6 +27,7 @@ from snncc.training.bptt import BPTTMLP
 from snncc.training.bsd import INTERLAYER_LOSSES, BSDMLP, cosine_predict, firing_rates, repeat_time
 from snncc.training.bsd_ann import ANNCNN, ANNMLP
 from snncc.training.bsd_cnn import BPTTCNN, BSDCNN
+from snncc.training.layers import channel_stats
 
 CHECKPOINT_FORMAT = "snncc-checkpoint/1"
 METHODS = ("bsd", "bptt", "ann")  # ann: BP on a ReLU network of the same architecture (not exportable)
@@ -84,6 +85,9 @@ class TrainConfig:
     256, 512); ``warmup_steps`` of linear warm-up precede the cosine schedule (capped
     at a fifth of the run's steps, so short runs still reach the full rate).
     ``method="ann"`` trains the same architecture with ReLU units by backprop.
+    ``normalize`` (CNN only) normalises the input per channel with the training split's
+    mean and std, inside the model so it is part of the exported graph's Input; left as
+    None it follows App. E.2.2 ("all images are normalized"): on for the CNN.
     ``augment="randaugment"`` applies RandAugment (snncc.data.augment) with ``ra_n``
     ops of magnitude ``ra_m`` to every training batch (never to test data); left as
     None it follows the paper: on for its datasets (App. E.2.1 / E.2.2), off for digits.
@@ -116,6 +120,7 @@ class TrainConfig:
     augment: str | None = None  # "randaugment" | "none"; None: AUGMENT_DEFAULTS (the paper's setting)
     ra_n: int | None = None  # RandAugment ops per image; None: 2
     ra_m: int | None = None  # RandAugment magnitude bin 0..30; None: RA_MAGNITUDE for the model
+    normalize: bool | None = None  # per-channel input normalisation (CNN only); None: on for the CNN (App. E.2.2)
 
     def to_dict(self) -> dict:
         """Plain python values only, so checkpoints load with ``weights_only=True``."""
@@ -148,6 +153,7 @@ class TrainConfig:
                        augment=augment,
                        ra_n=(self.ra_n if self.ra_n is not None else DEFAULT_RA_N) if ra else None,
                        ra_m=(self.ra_m if self.ra_m is not None else RA_MAGNITUDE[self.model]) if ra else None,
+                       normalize=(self.normalize if self.normalize is not None else self.model == "cnn"),
                        lr=self.lr if self.lr is not None else lr,
                        v_th=self.v_th if self.v_th is not None else th,
                        v_th_backward=self.v_th_backward if self.v_th_backward is not None else th_b,
@@ -190,6 +196,10 @@ class TrainConfig:
         if (self.ra_n is not None or self.ra_m is not None) and self._augment() != "randaugment":
             raise ConfigError(f"ra_n / ra_m only apply with augment 'randaugment' "
                               f"(augment for {self.dataset} is {self._augment()!r})")
+        if self.normalize is not None and not isinstance(self.normalize, bool):
+            raise ConfigError(f"normalize must be true or false, got {self.normalize!r}")
+        if self.normalize and self.model != "cnn":
+            raise ConfigError(f"input normalisation applies to the cnn model only (got model {self.model!r})")
         if self.neuron == "lif" and not (_is_number(self.tau) and self.tau > 1):
             raise ConfigError(f"tau must be > 1 for LIF neurons, got {self.tau!r}")
         self._check_sizes()
@@ -266,7 +276,8 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
                temperature=cfg.temperature)
     if cfg.model == "cnn":
         info = dataset_info(cfg.dataset)
-        shape = dict(input_shape=info.input_shape, num_classes=info.num_classes, width=cfg.width)
+        shape = dict(input_shape=info.input_shape, num_classes=info.num_classes, width=cfg.width,
+                     normalize=cfg.normalize)
         if cfg.method == "ann":
             return ANNCNN(**shape, timesteps=cfg.timesteps)
         if cfg.method == "bptt":
@@ -502,6 +513,9 @@ def train(cfg: TrainConfig, out_dir, progress: bool = True, threads: int | None 
     with _deterministic(cfg.seed, threads):
         model = build_model(cfg)
         train_data, test_data = _load_data(cfg)
+        norm = getattr(model, "input_normalizer", None)
+        if norm is not None:  # statistics of the (subsampled) training split, never of test data
+            norm.set_stats(*channel_stats(train_data[0]))
         steps = cfg.epochs * math.ceil(len(train_data[1]) / cfg.batch_size)
         with tqdm(total=steps, desc=f"{cfg.method} {cfg.dataset}", disable=not progress, unit="batch") as bar:
             return _fit(model, cfg, train_data, test_data, Path(out_dir), bar)
@@ -563,7 +577,10 @@ def load_checkpoint(path):
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path}: not an snncc checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})")
     try:
-        cfg = TrainConfig.from_dict(ckpt.get("config"))
+        config = ckpt.get("config")
+        if isinstance(config, dict) and "normalize" not in config:
+            config = {**config, "normalize": False}  # written before input normalisation existed
+        cfg = TrainConfig.from_dict(config)
         model = build_model(cfg)
     except (ConfigError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: bad config in checkpoint ({exc})") from None
