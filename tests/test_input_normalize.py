@@ -197,3 +197,21 @@ def test_lava_float_and_fixed_bounds_follow_the_normalisation():
     fix_hand = lf.run_integer(plain, (x - 0.4) / 0.3, 5, record=True, input_bound=(0.4 + 1) / 0.3)
     for n in g.populations():
         assert np.array_equal(fix_norm.trains[n], fix_hand.trains[n]), n
+
+
+def test_cli_normalize_flags(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from snncc.cli import main
+    runner = CliRunner()
+    res = runner.invoke(main, ["train", "--method", "bptt", "--model", "cnn", "--dataset", "digits", "--width",
+                               "0.125", "--epochs", "1", "--train-samples", "64", "--test-samples", "32",
+                               "--no-normalize", "--quiet", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]["normalize"] is False
+    res = runner.invoke(main, ["train", "--method", "bsd", "--dataset", "digits", "--normalize",
+                               "--out", str(tmp_path / "bad")])
+    assert res.exit_code == 2 and "cnn model only" in res.output
+    assert not (tmp_path / "bad").exists()

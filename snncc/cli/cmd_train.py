@@ -39,6 +39,9 @@ BSD_MODELS = ("mlp", "cnn")
 @click.option("--ra-n", type=int, default=None, help="RandAugment: ops per image, 1..10 [default: 2]")
 @click.option("--ra-m", type=int, default=None,
               help="RandAugment: magnitude bin 0..30 [default: 9 for the mlp, 4 for the cnn (App. E.2.2)]")
+@click.option("--normalize/--no-normalize", default=None,
+              help="CNN: per-channel input normalisation with the training split's statistics, part of the "
+                   "exported graph [default: on for the cnn (App. E.2.2)]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(), required=True, help="run directory")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads for training")
@@ -80,7 +83,8 @@ def _train_resnet(out_dir, quiet, threads, options):
 
     from snncc.training.mskd import MSKDConfig, train_mskd
     resume = options.pop("resume")
-    for key in ("interlayer_loss", "lam", "v_th", "v_th_backward", "warmup_steps", "augment", "ra_n", "ra_m"):
+    for key in ("interlayer_loss", "lam", "v_th", "v_th_backward", "warmup_steps", "augment", "ra_n", "ra_m",
+                "normalize"):
         if options.pop(key) is not None:
             raise click.UsageError(f"--{key.replace('_', '-')} does not apply to --method {options['method']}")
     renames = {"temperature": "tau"}
