@@ -42,12 +42,15 @@ synapse; netx cannot express that synapse (its ``input`` layer is a neuron popul
 per sample through its bias), so, exactly as in snncc's Lava lowering, the first population is
 the netx ``input`` layer, its per-sample bias_mant is ``rint(scale 2^k (W x + b))`` computed on
 the host, and W, b, scale and k are stored in that group as ``hostWeight``, ``hostBias`` and
-attributes (netx ignores keys it does not know). R = 0 then.
+attributes (netx ignores keys it does not know). R = 0 then. A first population fed by the input
+itself ([Flatten] -> LIF, BSD's encoder layer) is the ``identity`` kind: bias_mant =
+``rint(scale 2^k x)``, no matrix stored. A normalised input (``Input.mean``/``std``) adds
+``hostMean``/``hostStd``: the host normalises x before either rule.
 
 Refused, with one line naming the node: residual Add, recurrent (delayed) edges, populations
-with several inputs or an identity (spike) input, branching, max pooling (an OR population),
+with several inputs or an identity input other than the direct input, branching, max pooling (an OR population),
 an avg/sum pool folded into a conv that a later conv reads, a host first layer other than
-[Flatten] + one Dense/Conv, graded spikes; soft reset is refused by the lowering itself.
+[Flatten] + one Dense/Conv or the input itself, graded spikes; soft reset is refused by the lowering itself.
 """
 from __future__ import annotations
 
@@ -87,8 +90,10 @@ class NetxExport:
                 desc += f" weight {list(w.shape)} in [{int(w.min())}, {int(w.max())}]"
             if "bias" in lay:
                 desc += f" bias in [{int(lay['bias'].min())}, {int(lay['bias'].max())}]"
-            if "hostWeight" in lay:
-                desc += f" (per-sample bias from host {lay['host']['kind']} {list(lay['hostWeight'].shape)})"
+            if "host" in lay:
+                shape = f" {list(lay['hostWeight'].shape)}" if "hostWeight" in lay else ""
+                norm = ", normalised input" if "hostMean" in lay else ""
+                desc += f" (per-sample bias from host {lay['host']['kind']}{shape}{norm})"
             desc += f"  <- {lay['node']}" if lay.get("node") else ""
             lines.append(desc)
         return "\n".join(lines)
@@ -136,7 +141,8 @@ def _check_graph(graph: SpikeGraph) -> None:
             ins = graph.inputs(n)
             if len(ins) != 1:
                 _fail(n, name, f"integrates {len(ins)} inputs; a netx layer has exactly one synapse")
-            if not is_synapse(graph.op(ins[0].src)):
+            direct = _reads_input(graph, ins[0].src) and _input_of(graph, ins[0].src).encoding == "direct"
+            if not is_synapse(graph.op(ins[0].src)) and not direct:
                 _fail(n, name, f"is fed by {ins[0].src!r} directly (an identity spike path), not through a "
                                "dense/conv synapse")
             reached = _synapses_reached(graph, n)
@@ -152,12 +158,40 @@ def _check_graph(graph: SpikeGraph) -> None:
         _fail(out, "Readout", f"reads {src!r}, not the last population of the chain")
 
 
+def _reads_input(graph: SpikeGraph, node) -> bool:
+    """``node`` is the network input, possibly behind Flatten ops (an identity path from it)."""
+    while isinstance(graph.op(node), Flatten):
+        (p,) = graph.inputs(node)
+        node = p.src
+    return isinstance(graph.op(node), Input)
+
+
+def _input_of(graph: SpikeGraph, node):
+    while not isinstance(graph.op(node), Input):
+        (p,) = graph.inputs(node)
+        node = p.src
+    return graph.op(node)
+
+
+def _normalisation(inp: Input) -> dict:
+    """The input's normalisation, which the host applies first: x <- (x - hostMean[c]) / hostStd[c]."""
+    if inp.mean is None:
+        return {}
+    return {"hostMean": np.asarray(inp.mean, np.float64), "hostStd": np.asarray(inp.std, np.float64)}
+
+
 def _host_layer(graph: SpikeGraph, plan, pop) -> dict:
-    """The direct-input first synapse (computed per sample on the host): kind, W, b, stride/padding."""
+    """The direct-input first synapse (computed per sample on the host): kind, W, b, stride/padding.
+
+    A population driven by the input itself (e.g. BSD's encoder layer, Flatten -> LIF) is the
+    ``identity`` kind: its per-sample bias is the (normalised) sample, scaled; no matrix is stored."""
     (d,) = [d for d in plan.dyns if d.target == pop]
     if len(d.terms) != 1 or np.any(d.const):
         _fail(pop, "Neuron", "its per-sample input is not a single host-side synapse")
     node, scale = d.terms[0]
+    if _reads_input(graph, node):
+        host = {"kind": "identity", "scale": float(scale), "scale_exp": int(plan.fixed.pops[pop].k), "node": node}
+        return {"host": host} | _normalisation(_input_of(graph, node))
     op = graph.op(node)
     if not isinstance(op, (Dense, Conv)):
         _fail(node, type(op).__name__, "netx host-side first layer supports [Flatten] + one Dense or Conv")
@@ -176,11 +210,7 @@ def _host_layer(graph: SpikeGraph, plan, pop) -> dict:
     w = np.asarray(op.weight, dtype=np.float64)
     c_out = w.shape[0]
     b = np.zeros(c_out) if op.bias is None else np.asarray(op.bias, dtype=np.float64)
-    out = {"host": host, "hostWeight": w, "hostBias": b}
-    inp = graph.op(src)
-    if inp.mean is not None:  # the host normalises x first: x <- (x - hostMean[c]) / hostStd[c]
-        out.update(hostMean=np.asarray(inp.mean, np.float64), hostStd=np.asarray(inp.std, np.float64))
-    return out
+    return {"host": host, "hostWeight": w, "hostBias": b} | _normalisation(graph.op(src))
 
 
 def _neuron_group(fp) -> dict:
@@ -301,13 +331,19 @@ def _write(handle, ex: NetxExport, graph: SpikeGraph) -> None:
             for key, val in lay["neuron"].items():
                 ng.create_dataset(key, data=np.bytes_(val) if isinstance(val, str) else
                                   (np.bool_(val) if isinstance(val, bool) else np.int64(val)))
-        if "hostWeight" in lay:
-            g.create_dataset("hostWeight", data=lay["hostWeight"])
-            g.create_dataset("hostBias", data=lay["hostBias"])
+        if "host" in lay:
             for key, val in lay["host"].items():
                 g.attrs[f"host_{key}"] = val
-            g.attrs["host_note"] = ("not read by netx: per sample, bias_mant = rint(host_scale * 2**host_scale_exp "
-                                    "* (hostWeight x + hostBias)) of this input layer's neurons (bias_exp 6)")
+            if "hostWeight" in lay:
+                g.create_dataset("hostWeight", data=lay["hostWeight"])
+                g.create_dataset("hostBias", data=lay["hostBias"])
+                g.attrs["host_note"] = ("not read by netx: per sample, bias_mant = rint(host_scale * "
+                                        "2**host_scale_exp * (hostWeight x + hostBias)) of this input layer's "
+                                        "neurons (bias_exp 6)")
+            else:
+                g.attrs["host_note"] = ("not read by netx: per sample, bias_mant = rint(host_scale * "
+                                        "2**host_scale_exp * x) of this input layer's neurons (bias_exp 6), "
+                                        "x the flattened sample")
             if "hostMean" in lay:
                 g.create_dataset("hostMean", data=lay["hostMean"])
                 g.create_dataset("hostStd", data=lay["hostStd"])

@@ -91,6 +91,33 @@ def _conv(s, w, stride, pad, in_shape):
     return out.ravel()
 
 
+def _host_current(host, xb):
+    """What the file says the host computes for one sample: normalise (hostMean/hostStd), then
+    hostWeight x + hostBias, or x itself for the identity kind."""
+    if "hostMean" in host:
+        shape = (-1,) + (1,) * (xb.ndim - 1)
+        xb = (xb - host["hostMean"].reshape(shape)) / host["hostStd"].reshape(shape)
+    if host["attrs"]["host_kind"] == "identity":
+        assert "hostWeight" not in host
+        return xb.ravel()
+    return host["hostWeight"] @ xb.ravel() + host["hostBias"]
+
+
+def bsd_like(rng, normalise=False):
+    """BSD's MLP shape: the input drives an encoder population directly (Flatten -> LIF)."""
+    mean, std = (np.array([0.3]), np.array([0.4])) if normalise else (None, None)
+    g = SpikeGraph("bsd-like", {"timesteps": 6})
+    g.add("x", Input((1, 8, 8), mean=mean, std=std))
+    g.add("flat", Flatten(), ["x"])
+    g.add("enc", Neuron(LIF), ["flat"])
+    g.add("fc0", Dense(rng.normal(0, 2 / 8, (32, 64)), rng.normal(0, 0.1, 32)), ["enc"])
+    g.add("h", Neuron(LIF), ["fc0"])
+    g.add("fc1", Dense(rng.normal(0, 2.5 / np.sqrt(32), (10, 32))), ["h"])
+    g.add("o", Neuron(LIF), ["fc1"])
+    g.add("out", Readout("count"), ["o"])
+    return g
+
+
 def run_netx_numpy(path, x, T):
     """Re-run the file's network on a stream of samples (one every T + D steps) as netx builds it."""
     attrs, layers = _layers(path)
@@ -118,7 +145,7 @@ def run_netx_numpy(path, x, T):
     for b in range(B):
         if host is not None:   # the host-side first synapse -> per-sample bias_mant of the input layer
             a = host["attrs"]
-            cur = host["hostWeight"] @ x[b].ravel() + host["hostBias"]
+            cur = _host_current(host, x[b])
             neur[0]["bias"] = np.rint(cur * a["host_scale"] * 2.0 ** a["host_scale_exp"]).astype(np.int64)
         for col in range(R):
             ts = b * R + col + 1                       # Lava counts time steps from 1
@@ -157,11 +184,17 @@ def _reference(g, x, T, ex):
     return ref, pops
 
 
-@pytest.mark.parametrize("case", ["mlp-direct", "mlp-spike", "cnn-spike"])
+@pytest.mark.parametrize("case", ["mlp-direct", "mlp-spike", "cnn-spike", "encoder", "encoder-normalised",
+                                  "mlp-direct-normalised"])
 def test_numpy_reader_matches_integer_reference(case, tmp_path):
     rng = np.random.default_rng(4)
-    if case == "mlp-direct":
+    if case.startswith("encoder"):
+        g, T = bsd_like(rng, normalise=case.endswith("normalised")), 6
+        x = rng.random((3, 1, 8, 8))
+    elif case.startswith("mlp-direct"):
         g, T = graphs.mlp(rng), 6
+        if case.endswith("normalised"):
+            g.replace_op("x", Input((1, 8, 8), mean=np.array([0.5]), std=np.array([0.25])))
         x = rng.random((3, 1, 8, 8))
     else:
         g = spike_mlp(rng) if case == "mlp-spike" else spike_cnn(rng)
@@ -285,7 +318,7 @@ def test_lava_built_like_netx_matches_integer_reference(tmp_path):
     cfg = L.Loihi2SimCfg(select_tag="fixed_pt")
     try:
         for b in range(B):
-            cur = host["hostWeight"] @ x[b].ravel() + host["hostBias"]
+            cur = _host_current(host, x[b])
             mant = np.rint(cur * host["attrs"]["host_scale"] * 2.0 ** host["attrs"]["host_scale_exp"])
             if b == 0:
                 neurons[0].bias_mant.init = mant.astype(np.int32)
