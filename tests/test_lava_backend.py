@@ -6,17 +6,14 @@ import numpy as np
 import pytest
 
 import graphs
+from lavatest import require_lava
 from snncc.backends import torch_backend
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Add, Dense, Input, Neuron, Readout
 from snncc.neuron import NeuronParams
 
-lb = pytest.importorskip("snncc.backends.lava_backend")
-try:
-    from snncc.compat.lava import import_lava
-    import_lava()
-except Exception as e:  # pragma: no cover
-    pytest.skip(f"lava unavailable: {e}", allow_module_level=True)
+lb, _ = require_lava()
+from snncc.compat.lava import import_lava  # noqa: E402  (after the skip check)
 
 LIF_HARD = NeuronParams("lif", tau=2.0, v_th=0.5)
 IF_HARD = NeuronParams("if", v_th=1.0)

@@ -7,18 +7,13 @@ import numpy as np
 import pytest
 
 import graphs
+from lavatest import require_lava
 from snncc.backends import torch_backend
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Dense, Flatten, Input, Neuron, Readout
 from snncc.neuron import NeuronParams
 
-lb = pytest.importorskip("snncc.backends.lava_backend")
-lf = pytest.importorskip("snncc.backends.lava_fixed")
-try:
-    from snncc.compat.lava import import_lava
-    import_lava()
-except Exception as e:  # pragma: no cover
-    pytest.skip(f"lava unavailable: {e}", allow_module_level=True)
+lb, lf = require_lava()
 
 LIF_HARD = NeuronParams("lif", tau=2.0, v_th=0.5)
 IF_HARD = NeuronParams("if", v_th=1.0)

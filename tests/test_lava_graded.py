@@ -10,19 +10,14 @@ import pytest
 from click.testing import CliRunner
 
 import graphs
+from lavatest import require_lava
 from snncc.backends import torch_backend
 from snncc.ir import serialize
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Add, Dense, Flatten, Input, Neuron, Pool, Readout
 from snncc.neuron import NeuronParams
 
-lb = pytest.importorskip("snncc.backends.lava_backend")
-lf = pytest.importorskip("snncc.backends.lava_fixed")
-try:
-    from snncc.compat.lava import import_lava
-    import_lava()
-except Exception as e:  # pragma: no cover
-    pytest.skip(f"lava unavailable: {e}", allow_module_level=True)
+lb, lf = require_lava()
 
 LIF = NeuronParams("lif", tau=2.0, v_th=0.5)
 IF = NeuronParams("if", v_th=1.0)
