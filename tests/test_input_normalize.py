@@ -173,13 +173,8 @@ def test_old_checkpoints_without_the_field_load_unnormalised(tmp_path):
 
 
 def test_lava_float_and_fixed_bounds_follow_the_normalisation():
-    lb = pytest.importorskip("snncc.backends.lava_backend")
-    lf = pytest.importorskip("snncc.backends.lava_fixed")
-    try:
-        from snncc.compat.lava import import_lava
-        import_lava()
-    except Exception as e:  # pragma: no cover
-        pytest.skip(f"lava unavailable: {e}")
+    from lavatest import require_lava
+    lb, lf = require_lava()
     rng = np.random.default_rng(5)
     g = _normalised(graphs.mlp(rng, sizes=(64, 24, 10)), [0.4], [0.3])
     x = rng.uniform(0, 1, (2, 1, 8, 8))
