@@ -101,15 +101,8 @@ def _train_resnet(out_dir, quiet, threads, options):
 
 
 def _checkpoint_format(path):
-    import torch
-
-    from snncc.training.train import CheckpointError
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {path}") from None
-    except Exception as e:  # noqa: BLE001 -- any unpickling failure means a bad file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    from snncc.training.train import safe_load
+    obj = safe_load(path)
     return obj.get("format") if isinstance(obj, dict) else None
 
 

@@ -80,7 +80,8 @@ from snncc.fileio import atomic_path, write_json
 from snncc.training.bsd import flatten_time, make_neuron, reco_loss, repeat_time
 from snncc.training.layers import TimeDistributed
 from snncc.training.train import (CheckpointError, ConfigError, TrainingDiverged, _check_float, _check_int,
-                                  _check_keys, _deterministic, _epoch_seed, _is_int, _is_number, make_scheduler)
+                                  _check_keys, _deterministic, _epoch_seed, _is_int, _is_number, make_scheduler,
+                                  read_checkpoint, write_checkpoint)
 
 AE_CHECKPOINT_FORMAT = "snncc-ae-checkpoint/1"
 AE_METHODS = ("bsd", "bp")
@@ -459,10 +460,7 @@ def save_reconstructions(path, originals: np.ndarray, recon: np.ndarray, title: 
 
 
 def _save_checkpoint(path: Path, model, cfg: AEConfig, epoch: int) -> None:
-    payload = {"format": AE_CHECKPOINT_FORMAT, "config": cfg.to_dict(),
-               "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}, "epoch": epoch}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_checkpoint(path, AE_CHECKPOINT_FORMAT, cfg.to_dict(), model.state_dict(), epoch)
 
 
 def train_ae(cfg: AEConfig, out_dir, progress: bool = True, threads: int | None = None) -> dict:
@@ -539,17 +537,7 @@ def train_ae(cfg: AEConfig, out_dir, progress: bool = True, threads: int | None 
 def load_ae_checkpoint(path):
     """Rebuild the model saved by :func:`train_ae` -> (model in eval mode, AEConfig)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        detail = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {detail})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != AE_CHECKPOINT_FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(f"{path}: not an snncc autoencoder checkpoint (format {found!r}, "
-                              f"expected {AE_CHECKPOINT_FORMAT!r})")
+    ckpt = read_checkpoint(path, AE_CHECKPOINT_FORMAT, "snncc autoencoder")
     try:
         cfg = AEConfig.from_dict(ckpt.get("config"))
         model = build_ae(cfg)

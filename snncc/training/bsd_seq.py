@@ -20,12 +20,13 @@ import torch
 from tqdm import tqdm
 
 from snncc.data.sequences import SequenceData, load_sequences
-from snncc.fileio import atomic_path, write_json
+from snncc.fileio import write_json
 from snncc.training.bsd import INTERLAYER_LOSSES, firing_rates
 from snncc.training.bsd_rnn import TASKS, BSDRNN
 from snncc.training.train import (CheckpointError, ConfigError, TrainingDiverged, _check_choice, _check_float,
                                   _check_int, _deterministic, _epoch_seed, apply_local_losses,
-                                  hamming_similarity, make_scheduler)
+                                  hamming_similarity, make_scheduler, read_checkpoint,
+                                  write_checkpoint)
 
 SEQ_CHECKPOINT_FORMAT = "snncc-seq-checkpoint/1"
 # E.2.3: threshold 0.8 (Electricity), batch 64 (128 for Electricity). The paper's 1.0 for text
@@ -144,11 +145,8 @@ def seq_train_step(model: BSDRNN, optimizer, x, y, grad_clip=1.0):
 
 
 def _save(path: Path, model, cfg: SeqConfig, epoch: int, data: SequenceData) -> None:
-    payload = {"format": SEQ_CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch,
-               "shape": {"n_in": model.n_in, "n_out": model.n_out},
-               "vocab": data.vocab, "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_checkpoint(path, SEQ_CHECKPOINT_FORMAT, cfg.to_dict(), model.state_dict(), epoch,
+                     shape={"n_in": model.n_in, "n_out": model.n_out}, vocab=data.vocab)
 
 
 def train_seq(cfg: SeqConfig, out_dir, progress: bool = True, threads: int | None = None) -> dict:
@@ -196,14 +194,7 @@ def train_seq(cfg: SeqConfig, out_dir, progress: bool = True, threads: int | Non
 def load_seq_checkpoint(path):
     """-> (BSDRNN in eval mode, SeqConfig, vocab or None)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != SEQ_CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not an snncc sequence checkpoint (expected {SEQ_CHECKPOINT_FORMAT!r})")
+    ckpt = read_checkpoint(path, SEQ_CHECKPOINT_FORMAT, "snncc sequence")
     try:
         cfg = SeqConfig.from_dict(ckpt["config"]).resolved()
         shape = ckpt["shape"]

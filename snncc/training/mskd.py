@@ -64,7 +64,8 @@ from snncc.models.resnet import ModelError, SpikingResNet, build_resnet, parse_n
 from snncc.neuron import NeuronParams
 from snncc.training.layers import TimeDistributed
 from snncc.training.train import (CheckpointError, ConfigError, _check_choice, _check_float, _check_int, _check_keys,
-                                  _deterministic, _epoch_seed, _is_int, _is_number)
+                                  _deterministic, _epoch_seed, _is_int, _is_number, read_checkpoint, safe_load,
+                                  write_checkpoint)
 
 CHECKPOINT_FORMAT = "snncc-mskd-checkpoint/1"
 LOGITS_FORMAT = "snncc-teacher-logits/1"
@@ -441,13 +442,7 @@ def load_teacher(path, cfg: MSKDConfig):
     num_classes = dataset_info(cfg.dataset).num_classes
     if kind == "dinov2" or path.is_dir():
         return load_dinov2(path, num_classes)
-    if not path.is_file():
-        raise TeacherNotFoundError(f"teacher file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        detail = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise TeacherError(f"{path}: unreadable teacher file ({type(exc).__name__}: {detail})") from None
+    obj = safe_load(path, TeacherError, "teacher file", missing=TeacherNotFoundError)
     fmt = obj.get("format") if isinstance(obj, dict) else None
     if fmt == CHECKPOINT_FORMAT:
         module, tcfg = load_mskd_checkpoint(path)
@@ -655,26 +650,14 @@ def _save(path, net, optimizer, cfg, epoch, history):
     student = inner.student if isinstance(inner, MSKDNet) else inner
     aux = {k: v for k, v in inner.state_dict().items() if not k.startswith("student.")} \
         if isinstance(inner, MSKDNet) else {}
-    payload = {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch,
-               "state_dict": {k: v.detach().clone() for k, v in student.state_dict().items()},
-               "aux_state_dict": {k: v.detach().clone() for k, v in aux.items()},
-               "optimizer": optimizer.state_dict(), "history": history}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_checkpoint(path, CHECKPOINT_FORMAT, cfg.to_dict(), student.state_dict(), epoch,
+                     aux_state_dict={k: v.detach().clone() for k, v in aux.items()},
+                     optimizer=optimizer.state_dict(), history=history)
 
 
 def _read_checkpoint(path):
     path = Path(path)
-    if not path.is_file():
-        raise MSKDCheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        detail = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise MSKDCheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {detail})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise MSKDCheckpointError(f"{path}: not an MSKD checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})")
+    ckpt = read_checkpoint(path, CHECKPOINT_FORMAT, "MSKD", MSKDCheckpointError)
     try:
         cfg = MSKDConfig.from_dict(ckpt.get("config"))
         cfg.validate()

@@ -491,11 +491,16 @@ def _load_data(cfg: TrainConfig):
     return train, test
 
 
-def _save_checkpoint(path: Path, model, cfg: TrainConfig, epoch: int) -> None:
-    payload = {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(),
-               "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}, "epoch": epoch}
+def write_checkpoint(path, fmt: str, config: dict, state_dict: dict, epoch: int, **extra) -> None:
+    """Atomically write a checkpoint of plain values and tensors (loadable with ``weights_only=True``)."""
+    payload = {"format": fmt, "config": config, "epoch": epoch,
+               "state_dict": {k: v.detach().clone() for k, v in state_dict.items()}, **extra}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def _save_checkpoint(path: Path, model, cfg: TrainConfig, epoch: int) -> None:
+    write_checkpoint(path, CHECKPOINT_FORMAT, cfg.to_dict(), model.state_dict(), epoch)
 
 
 def train(cfg: TrainConfig, out_dir, progress: bool = True, threads: int | None = None) -> dict:
@@ -563,19 +568,32 @@ def _fit_state(model, state, path) -> None:
     model.load_state_dict(state)
 
 
+def safe_load(path, error=CheckpointError, what: str = "checkpoint", missing=None):
+    """``torch.load(path, weights_only=True)`` on the CPU; a missing or unreadable file raises
+    ``error`` (``missing`` for a missing one, default ``error``) with one line naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise (missing or error)(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, garbage bytes, forbidden pickle globals...
+        detail = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise error(f"{path}: corrupt or truncated {what} ({type(exc).__name__}: {detail})") from None
+
+
+def read_checkpoint(path, fmt: str, kind: str = "snncc", error=CheckpointError) -> dict:
+    """A checkpoint dict whose ``format`` is ``fmt``, or ``error`` naming what was found."""
+    ckpt = safe_load(path, error)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise error(f"{path}: not an {kind} checkpoint (format {found!r}, expected {fmt!r})")
+    return ckpt
+
+
 def load_checkpoint(path):
     """Rebuild the model saved by :func:`train` -> (model in eval mode, TrainConfig)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, garbage bytes, forbidden pickle globals...
-        detail = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(exc).__name__}: {detail})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(f"{path}: not an snncc checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})")
+    ckpt = read_checkpoint(path, CHECKPOINT_FORMAT)
     try:
         config = ckpt.get("config")
         if isinstance(config, dict) and "normalize" not in config:
