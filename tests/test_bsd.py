@@ -18,13 +18,7 @@ from snncc.training.train import (CheckpointError, ConfigError, TrainConfig, Tra
 SMALL = (64, 32, 24, 10)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # These models are tiny: one thread is as fast, and far faster on a busy 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: 1 thread is fastest on a busy box
 
 
 def _digits_batch(n=48, seed=0):

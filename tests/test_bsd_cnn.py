@@ -19,12 +19,7 @@ from snncc.sims import numba_sim
 W = 0.125  # 16, 16, 32, 32, 64 channels
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: 1 thread is fastest on a busy box
 
 
 def _digits(n=24, seed=0):

@@ -16,12 +16,7 @@ from snncc.training.train import ConfigError
 from snncc.sims import numba_sim
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: 1 thread is fastest on a busy box
 
 
 @pytest.fixture
