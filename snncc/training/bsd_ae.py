@@ -79,7 +79,7 @@ from snncc.data.datasets import DatasetError, batches, dataset_info, load_split
 from snncc.fileio import atomic_path, write_json
 from snncc.training.bsd import flatten_time, make_neuron, reco_loss, repeat_time
 from snncc.training.layers import TimeDistributed
-from snncc.training.train import (CheckpointError, ConfigError, TrainingDiverged, _check_float, _check_int,
+from snncc.training.train import (CheckpointError, ConfigError, TrainingDiverged, _check_float, _check_run,
                                   _check_keys, _deterministic, _epoch_seed, _is_int, _is_number, make_scheduler,
                                   read_checkpoint, write_checkpoint)
 
@@ -354,12 +354,7 @@ class AEConfig:
         if self.dataset not in AE_DATASETS:
             raise ConfigError(f"unknown dataset {self.dataset!r} for the autoencoder "
                               f"(choose from {', '.join(AE_DATASETS)})")
-        for name in ("epochs", "timesteps", "batch_size"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("seed", self.seed, 0)
-        for name in ("train_samples", "test_samples"):
-            if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), 1)
+        _check_run(self)
         for name in ("width", "lr", "v_th", "freq_cutoff_ratio"):
             _check_float(name, getattr(self, name), positive=True)
         for name in ("weight_decay", "lam_low", "lam_high"):

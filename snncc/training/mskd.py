@@ -64,8 +64,8 @@ from snncc.models.resnet import ModelError, SpikingResNet, build_resnet, parse_n
 from snncc.neuron import NeuronParams
 from snncc.training.layers import TimeDistributed
 from snncc.training.train import (CheckpointError, ConfigError, _check_choice, _check_float, _check_int, _check_keys,
-                                  _deterministic, _epoch_seed, _is_int, _is_number, read_checkpoint, safe_load,
-                                  write_checkpoint)
+                                  _check_run, _deterministic, _epoch_seed, _is_int, _is_number, read_checkpoint,
+                                  safe_load, write_checkpoint)
 
 CHECKPOINT_FORMAT = "snncc-mskd-checkpoint/1"
 LOGITS_FORMAT = "snncc-teacher-logits/1"
@@ -169,13 +169,9 @@ class MSKDConfig:
         if family is None and self.method != "ann":
             raise MSKDConfigError(f"method {self.method!r} needs a spiking model "
                                   f"({{spike,sew,ms}}-resnetN), got {self.model!r}")
-        for name in ("epochs", "timesteps", "batch_size", "adapter_channels"):
-            _int(name, getattr(self, name), 1)
-        for name in ("seed", "heads"):
-            _int(name, getattr(self, name), 0)
-        for name in ("train_samples", "test_samples"):
-            if getattr(self, name) is not None:
-                _int(name, getattr(self, name), 1)
+        _check_run(self, MSKDConfigError)
+        _int("adapter_channels", self.adapter_channels, 1)
+        _int("heads", self.heads, 0)
         for name in ("lr", "tau", "width", "v_th", "spike_gain"):
             _float(name, getattr(self, name), positive=True)
         for name in ("beta", "weight_decay", "momentum"):

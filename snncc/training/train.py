@@ -170,12 +170,7 @@ class TrainConfig:
         _check_choice("neuron", self.neuron, ("lif", "if"))
         _check_choice("surrogate", self.surrogate, ("atan", "sigmoid"))
         _check_choice("interlayer_loss", self.interlayer_loss, INTERLAYER_LOSSES)
-        for name in ("epochs", "timesteps", "batch_size"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("seed", self.seed, 0)
-        for name in ("train_samples", "test_samples"):
-            if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), 1)
+        _check_run(self)
         if self.lr is not None:
             _check_float("lr", self.lr, positive=True)
         for name in ("v_th", "v_th_backward", "temperature", "width"):
@@ -255,6 +250,17 @@ def _check_float(name, value, positive, error=None) -> None:
     if not _is_number(value) or not math.isfinite(value) or not (value > 0 if positive else value >= 0):
         raise (error or ConfigError)(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, "
                                      f"got {value!r}")
+
+
+def _check_run(cfg, error=None) -> None:
+    """The run-size fields every image trainer's config has: epochs, timesteps and batch_size
+    >= 1, seed >= 0, train_samples / test_samples None or >= 1."""
+    for name in ("epochs", "timesteps", "batch_size"):
+        _check_int(name, getattr(cfg, name), 1, error)
+    _check_int("seed", cfg.seed, 0, error)
+    for name in ("train_samples", "test_samples"):
+        if getattr(cfg, name) is not None:
+            _check_int(name, getattr(cfg, name), 1, error)
 
 
 def _check_keys(cls, d, error=None) -> None:
