@@ -55,6 +55,29 @@ def test_reco_loss_values():
     assert reco_loss(v, -swapped, 0.5).item() == pytest.approx(2.0)  # negative correlations are free
 
 
+@pytest.mark.parametrize("m,lam", [(1, 0.6), (11, 0.6), (11, 0.3), (3, 1.0)])
+def test_reco_with_shared_label_targets_settles_at_one_over_one_plus_lam_m(m, lam):
+    """Classification BSD: samples of one label share one apical target, so eq. 7 also penalises
+    cos(v_k, v_hat_j) = C_kk for the m other same-label samples j. Sample k's loss is then
+    (1 - c)^2 + lam * m * c^2 (c = C_kk), minimised at c = 1 / (1 + lam * m), the level measured in
+    trained MNIST MLPs (~0.1 for batch 128, docs/methods.md)."""
+    target = torch.tensor([1.0, 0.0, 0.0])
+    cs = torch.linspace(-0.2, 1.0, 1201, dtype=torch.float64)
+    losses = []
+    for c in cs:
+        v_k = torch.tensor([float(c), math.sqrt(max(0.0, 1 - float(c) ** 2)), 0.0], dtype=torch.float64)
+        # m same-label samples orthogonal to everything (their own rows cost 1 each), plus sample k
+        others = torch.zeros(m, 3, dtype=torch.float64)
+        others[:, 2] = -1.0  # cos(others, target) = 0 and cos(others, v_k) = 0: no other terms
+        v = torch.cat([v_k[None], others])
+        v_hat = target.expand(m + 1, 3).double()
+        loss = reco_loss(v, v_hat, lam)
+        assert loss.item() == pytest.approx((1 - c.item()) ** 2 + lam * m * max(0.0, c.item()) ** 2 + m, abs=1e-9)
+        losses.append(loss.item())
+    best = cs[int(torch.tensor(losses).argmin())].item()
+    assert best == pytest.approx(1 / (1 + lam * m), abs=1e-3)
+
+
 def test_interlayer_losses_and_silent_layer():
     g = torch.Generator().manual_seed(0)
     v, v_hat = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
