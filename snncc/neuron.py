@@ -77,6 +77,18 @@ class NeuronParams:
         inv_tau = 1.0 / self.tau if self.leaky else 1.0
         return (int(self.leaky), inv_tau, self.v_th, self.v_reset, self.v_rest, int(self.soft))
 
+    def firing_current(self, steps: int) -> float:
+        """The smallest constant input current with which a neuron starting at rest fires within ``steps`` steps.
+
+        From the update above with constant ``x`` and no spike yet, ``u_t = h_t - v_rest`` is
+        ``x * (1 - (1 - 1/tau)^t)`` (LIF) or ``t * x`` (IF), increasing in t, so the neuron fires
+        by step ``steps`` iff ``u_steps >= v_th - v_rest``.
+        """
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        gain = 1.0 - (1.0 - 1.0 / self.tau) ** steps if self.leaky else float(steps)
+        return (self.v_th - self.v_rest) / gain
+
 
 @register_jitable
 def charge(v, x, leaky, inv_tau, v_rest):

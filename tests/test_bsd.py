@@ -10,7 +10,7 @@ from snncc.data.datasets import load_split
 from snncc.training import train as train_mod
 from snncc.training.bptt import BPTTMLP
 from snncc.training.bsd import (BSDMLP, cosine_predict, interlayer_loss, reco_grad_closed_form, reco_loss,
-                                repeat_time)
+                                repeat_time, top_loss)
 from snncc.training.layers import SpikingNeuron
 from snncc.training.train import (CheckpointError, ConfigError, TrainConfig, TrainingDiverged, build_model,
                                   load_checkpoint, train, train_step)
@@ -87,6 +87,43 @@ def test_interlayer_losses_and_silent_layer():
     assert math.isfinite(reco_loss(torch.zeros(6, 4), v_hat, 0.6).item())  # silent layer: no NaN
     with pytest.raises(ValueError, match="unknown inter-layer loss 'l1'"):
         interlayer_loss("l1", v, v_hat)
+
+
+def test_top_losses():
+    """"ce" (eq. 9) ignores the common level of the top currents; "firing" is a logistic loss per class on the
+    current minus the firing level, which pushes the label's current up and every other one down."""
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(4, 6, 3, generator=g, dtype=torch.float64)  # (T, B, C)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    ce = top_loss("ce", v, y, 0.2)
+    assert ce.item() == pytest.approx(torch.nn.functional.cross_entropy(v.mean(0), y, reduction="sum").item())
+    assert top_loss("ce", v + 5.0, y, 0.2).item() == pytest.approx(ce.item())  # shift-invariant
+    level = 0.3
+    m = v.mean(0) - level
+    onehot = torch.nn.functional.one_hot(y, 3).double()
+    expected = -(onehot * torch.log(torch.sigmoid(m)) + (1 - onehot) * torch.log(1 - torch.sigmoid(m))).sum()
+    assert top_loss("firing", v, y, level).item() == pytest.approx(expected.item(), rel=1e-12)
+    assert top_loss("firing", v + 5.0, y, level).item() != pytest.approx(expected.item())  # not shift-invariant
+    w = v.clone().requires_grad_(True)
+    top_loss("firing", w, y, level).backward()
+    grad = w.grad.sum(0)  # d loss / d mean current, times T
+    assert (grad[torch.arange(6), y] < 0).all()  # raise the label's current
+    assert (grad.masked_fill(onehot.bool(), 1.0) > 0).all()  # lower every other class
+    with pytest.raises(ValueError, match="unknown top loss 'mse'"):
+        top_loss("mse", v, y, level)
+
+
+def test_firing_top_loss_keeps_the_spike_readout_one_hot(tmp_path):
+    """With the top loss on the firing level, mostly the label's output neuron fires, so the spike-count
+    readout sees a single winner (CE leaves the outputs' level free: tests/test_bsd.py::test_top_losses)."""
+    cfg = TrainConfig(method="bsd", dataset="digits", epochs=12, top_loss="firing")
+    metrics = train(cfg, tmp_path, progress=False)
+    assert metrics["test_accuracy"] > 0.8  # 0.872 here (slow start: all outputs begin below the level)
+    assert 0.05 < metrics["history"][-1]["firing_rates"]["s4"] < 0.15  # ~ one of 10 output neurons
+    model, loaded = load_checkpoint(tmp_path / "model.pt")
+    assert loaded.top_loss == "firing" and model.top == "firing"
+    with pytest.raises(ConfigError, match="top_loss 'firing' applies to --method bsd"):
+        TrainConfig(method="bptt", top_loss="firing").validate()
 
 
 def test_cosine_prediction_equals_argmax_for_one_hot_codes():

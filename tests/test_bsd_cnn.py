@@ -174,6 +174,21 @@ def test_interlayer_ablations_reach_the_cnn(loss):
     assert all(torch.isfinite(v) for v in losses.values())
 
 
+def test_top_loss_reaches_the_cnn():
+    """--top-loss firing: the CNN's top loss is top_loss("firing") on its top current, anchored at the firing level
+    of its top neurons (threshold 1.0: 1.0 / (1 - 2^-T) for LIF tau = 2)."""
+    from snncc.training.bsd import top_loss
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(model="cnn", width=W, timesteps=2, top_loss="firing"))
+    assert model.top == "firing"
+    x, y = _digits(8)
+    losses, info = model.training_losses(repeat_time(x, 2), y)
+    name = f"forward layer {model.num_layers} (W{model.num_layers - 1})"
+    level = model.forward_path[-1].params.firing_current(2)
+    assert level == pytest.approx(1.0 / (1 - 0.5 ** 2))
+    assert losses[name].item() == pytest.approx(top_loss("firing", info["currents"][name], y, level).item())
+
+
 @pytest.mark.parametrize("change, match", [
     (dict(model="cnn", sizes=(64, 10)), "sizes only apply to the mlp"),
     (dict(model="cnn", width=0.0), "width must be"),

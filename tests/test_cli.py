@@ -75,6 +75,7 @@ def test_validate_names_hybrid_nodes(rng, tmp_path):
     (["export", "{tmp}/garbage.snn.onnx", "-o", "{tmp}/out.snn.onnx"], "checkpoint"),
     (["train", "--method", "bsd", "--model", "transformer", "--out", "{tmp}/r"], "model"),
     (["train", "--method", "bsd", "--dataset", "cifar10", "--data-dir", "{tmp}/nodata", "--out", "{tmp}/r"], "nodata"),
+    (["train", "--method", "bptt", "--top-loss", "firing", "--out", "{tmp}/r"], "top_loss 'firing' applies to --method bsd"),
     (["energy", "report", "{tmp}/missing.snn.onnx", "--dataset", "digits"], "cannot read spike graph"),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(args, message, rng, tmp_path):

@@ -85,3 +85,17 @@ def test_same_functions_compile_with_numba():
 def test_bad_parameters_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         NeuronParams(**kwargs)
+
+
+@pytest.mark.parametrize("params", [NeuronParams("lif", tau=2.0, v_th=0.2), NeuronParams("lif", tau=4.0, v_th=1.0, v_reset=-0.5),
+                                    NeuronParams("lif", tau=2.0, v_th=1.0, reset="soft"), NeuronParams("if", v_th=0.7)],
+                         ids=["lif", "lif-reset-below-0", "lif-soft", "if"])
+@pytest.mark.parametrize("steps", [1, 2, 4, 7])
+def test_firing_current_is_the_smallest_constant_input_that_fires_in_time(params, steps):
+    level = params.firing_current(steps)
+    fires_by = lambda x: simulate(params, [x] * steps)[0].any()  # noqa: E731
+    assert fires_by(level * (1 + 1e-9) + 1e-12)
+    assert not fires_by(level * (1 - 1e-6))
+    assert params.firing_current(steps + 1) < level  # more steps: a weaker current suffices
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        params.firing_current(0)

@@ -29,6 +29,10 @@ BSD_MODELS = ("mlp", "cnn")
 @click.option("--lr", type=float, default=None)
 @click.option("--lam", type=float, default=None, help="ReCo penalty weight (BSD)")
 @click.option("--interlayer-loss", type=click.Choice(["reco", "mse", "infonce"]), default=None)
+@click.option("--top-loss", type=click.Choice(["ce", "firing"]), default=None,
+              help="BSD top layer: ce (the paper's cross-entropy on the currents) or firing (snncc's: a logistic "
+                   "loss per class that puts the label's current above the firing level and the others below "
+                   "it, the spike readout's condition) [default: ce]")
 @click.option("--v-th", type=float, default=None, help="feedforward (Type 1) threshold")
 @click.option("--v-th-backward", type=float, default=None, help="BSD backward (Type 2) threshold")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=None, help="BSD: linear warm-up steps")
@@ -83,8 +87,8 @@ def _train_resnet(out_dir, quiet, threads, options):
 
     from snncc.training.mskd import MSKDConfig, train_mskd
     resume = options.pop("resume")
-    for key in ("interlayer_loss", "lam", "v_th", "v_th_backward", "warmup_steps", "augment", "ra_n", "ra_m",
-                "normalize"):
+    for key in ("interlayer_loss", "top_loss", "lam", "v_th", "v_th_backward", "warmup_steps", "augment", "ra_n",
+                "ra_m", "normalize"):
         if options.pop(key) is not None:
             raise click.UsageError(f"--{key.replace('_', '-')} does not apply to --method {options['method']}")
     renames = {"temperature": "tau"}

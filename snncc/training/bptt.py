@@ -2,8 +2,9 @@
 
 The forward path is built by the same function as BSD's, so both methods export
 the same graph and differ only in how the weights were learned. The loss is
-cross-entropy on the output firing rate (spike count / T, a rate code); the
-error flows back through every layer and step via the surrogate derivative of
+the mean squared error between the output firing rate (spike count / T, a rate
+code) and the one-hot label (:func:`rate_loss`, spikingjelly's recipe for its
+MNIST / Fashion-MNIST examples); the error flows back through every layer and step via the surrogate derivative of
 the Heaviside, which is exactly the global, two-phase credit assignment that BSD
 avoids. Inference uses the same cosine-to-label-code rule as BSD.
 """
@@ -14,6 +15,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from snncc.training.bsd import build_forward_path, forward_weights, make_neuron, run_forward_path
+
+
+def rate_loss(spikes: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """BPTT's output loss: sum over the batch of ||rate - onehot(y)||^2 for (T, B, C) output spikes.
+
+    Pushes the label's neuron to fire every step and every other output neuron to stay
+    silent, which is what the spike-count readout needs. Cross-entropy on the rate was
+    used before: rates live in [0, 1], so CE keeps several classes firing at the same
+    saturated count and the count readout ties (Fashion-MNIST, 3 epochs: 58 % of test
+    samples tied, 60.8 % accuracy; 86.5 % with this loss, docs/results.md).
+    """
+    rate = spikes.mean(0)
+    return F.mse_loss(rate, F.one_hot(y, rate.shape[1]).to(rate.dtype), reduction="sum")
 
 
 class BPTTMLP(nn.Module):
@@ -37,10 +51,9 @@ class BPTTMLP(nn.Module):
         return [(f"forward layer {i + 1} (W{i})", m) for i, m in enumerate(forward_weights(self.forward_path), 1)]
 
     def training_losses(self, x_seq: torch.Tensor, y: torch.Tensor):
-        """({"output layer (end-to-end CE)": loss}, info), the loss summed over the batch."""
+        """({"output layer (end-to-end rate MSE)": loss}, info), the loss summed over the batch."""
         v, s = run_forward_path(self.forward_path, x_seq, detach=False)
-        rate = s[-1].mean(0)  # rate code: spike count / T
-        loss = F.cross_entropy(rate, y, reduction="sum")
+        loss = rate_loss(s[-1], y)
         spikes = {f"s{i}": si for i, si in enumerate(s, 1)}
         own = dict(zip((name for name, _ in self.named_weight_layers()), v[1:]))
-        return {f"output layer {len(s)} (end-to-end CE)": loss}, {"output": s[-1], "spikes": spikes, "currents": own}
+        return {f"output layer {len(s)} (end-to-end rate MSE)": loss}, {"output": s[-1], "spikes": spikes, "currents": own}

@@ -190,6 +190,36 @@ def interlayer_loss(name: str, v: torch.Tensor, v_hat: torch.Tensor, lam: float 
     raise ValueError(f"unknown inter-layer loss {name!r} (choose from {', '.join(INTERLAYER_LOSSES)})")
 
 
+# ---------------------------------------------------------------- top-layer loss
+TOP_LOSSES = ("ce", "firing")
+
+
+def top_loss(kind: str, v_top: torch.Tensor, y: torch.Tensor, firing_current: float) -> torch.Tensor:
+    """The top layer's loss on its (T, B, C) currents, summed over the batch (eq. 9).
+
+    ``"ce"`` is the paper's: cross-entropy on the time-averaged currents v_L. It depends
+    only on differences between classes, so the common level of the currents is left
+    free, while the deployed readout counts spikes: a class is seen only if its current
+    reaches the firing level, and two classes that both fire every step tie. Under AdamW
+    the level drifts (docs/results.md) and the spike readout loses samples.
+
+    ``"firing"`` (snncc's addition, not in the paper) is the spike readout's own
+    condition as a loss: a logistic loss per class on ``v_L,c - firing_current``, the
+    smallest constant current that fires within T steps
+    (``NeuronParams.firing_current``), with target 1 for the label and 0 for every other
+    class, so the label's neuron is pushed above the firing level and the others below
+    it. Like CE it sees only the top layer's own current (C2: no other layer's
+    gradient changes).
+    """
+    logits = v_top.mean(0)
+    if kind == "ce":
+        return F.cross_entropy(logits, y, reduction="sum")
+    if kind == "firing":
+        target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
+        return F.binary_cross_entropy_with_logits(logits - float(firing_current), target, reduction="sum")
+    raise ValueError(f"unknown top loss {kind!r} (choose from {', '.join(TOP_LOSSES)})")
+
+
 # ---------------------------------------------------------------- shared MLP plumbing
 def make_neuron(v_th: float, tau: float = 2.0, model: str = "lif", surrogate: str = "atan") -> SpikingNeuron:
     """A Type 1 / Type 2 population: hard reset to 0 (eq. 1), LIF (eq. 2) or IF (eq. 10)."""
@@ -273,8 +303,12 @@ class BSDMLP(nn.Module):
 
     def __init__(self, sizes, timesteps: int = 4, v_th: float = 0.2, v_th_backward: float = 0.1,
                  tau: float = 2.0, neuron_model: str = "lif", surrogate: str = "atan", lam: float = 0.6,
-                 interlayer: str = "reco", temperature: float = 0.1, share_label_path: bool = True):
+                 interlayer: str = "reco", temperature: float = 0.1, share_label_path: bool = True,
+                 top: str = "ce"):
         super().__init__()
+        if top not in TOP_LOSSES:
+            raise ValueError(f"unknown top loss {top!r} (choose from {', '.join(TOP_LOSSES)})")
+        self.top = top
         self.share_label_path = bool(share_label_path)
         if len(sizes) < 2:
             raise ValueError(f"BSD needs at least an input and an output layer, got sizes {list(sizes)}")
@@ -293,6 +327,11 @@ class BSDMLP(nn.Module):
     @property
     def num_layers(self) -> int:
         return len(self.sizes)
+
+    @property
+    def top_firing_current(self) -> float:
+        """The smallest constant current with which a top neuron fires within T steps (``top_loss="firing"``)."""
+        return self.forward_path[-1].params.firing_current(self.timesteps)
 
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         """Inference: (T, B, *input) -> top-layer spikes (T, B, n_L)."""
@@ -360,7 +399,7 @@ class BSDMLP(nn.Module):
         big_l = self.num_layers
         losses = {f"forward layer {i} (W{i - 1})": self._align(v[i - 1], vb[i], cols=index)
                   for i in range(2, big_l)}
-        losses[f"forward layer {big_l} (W{big_l - 1})"] = F.cross_entropy(v[-1].mean(0), y, reduction="sum")
+        losses[f"forward layer {big_l} (W{big_l - 1})"] = top_loss(self.top, v[-1], y, self.top_firing_current)
         for i in range(1, big_l):
             losses[f"backward layer {i} (Theta{i})"] = self._align(vb[i], v[i - 1], rows=index)
         spikes = {f"s{i}": s[i - 1] for i in range(1, big_l + 1)}

@@ -44,10 +44,10 @@ current trains the FC layer. Currents are flattened per sample to T*C*H*W.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from snncc.training.bsd import interlayer_loss, label_code, make_neuron
+from snncc.training.bptt import rate_loss
+from snncc.training.bsd import TOP_LOSSES, interlayer_loss, label_code, make_neuron, top_loss
 from snncc.training.layers import InputNormalize, TimeDistributed
 
 CNN_CHANNELS = (128, 128, 256, 256, 512)
@@ -202,8 +202,11 @@ class BSDCNN(_CNNBase):
     def __init__(self, input_shape, num_classes: int, width: float = 1.0, timesteps: int = 4,
                  v_th: float = 1.0, v_th_backward: float = 1.0, tau: float = 2.0, neuron_model: str = "lif",
                  surrogate: str = "atan", lam: float = 0.6, interlayer: str = "reco", temperature: float = 0.1,
-                 normalize: bool = False):
+                 normalize: bool = False, top: str = "ce"):
         super().__init__()
+        if top not in TOP_LOSSES:
+            raise ValueError(f"unknown top loss {top!r} (choose from {', '.join(TOP_LOSSES)})")
+        self.top = top
         type1 = lambda: make_neuron(v_th, tau, neuron_model, surrogate)  # noqa: E731
         type2 = lambda: make_neuron(v_th_backward, tau, neuron_model, surrogate)  # noqa: E731
         self._init_forward(input_shape, num_classes, width, timesteps, type1, normalize=normalize)
@@ -255,7 +258,8 @@ class BSDCNN(_CNNBase):
         vb, sb = self.backward_pass(y)
         big_l = self.num_layers
         losses = {f"forward layer {i} (W{i - 1})": self._align(v[i], vb[i]) for i in range(2, big_l)}
-        losses[f"forward layer {big_l} (W{big_l - 1})"] = F.cross_entropy(v[big_l].mean(0), y, reduction="sum")
+        losses[f"forward layer {big_l} (W{big_l - 1})"] = top_loss(
+            self.top, v[big_l], y, self.forward_path[-1].params.firing_current(self.timesteps))
         for i in range(1, big_l):
             losses[f"backward layer {i} (Theta{i})"] = self._align(vb[i], v[i])
         spikes = {f"s{i}": s[i] for i in range(2, big_l + 1)}
@@ -283,7 +287,7 @@ class BSDCNN(_CNNBase):
 
 
 class BPTTCNN(_CNNBase):
-    """The same spiking CNN trained end to end by surrogate-gradient BPTT (rate-coded CE)."""
+    """The same spiking CNN trained end to end by surrogate-gradient BPTT (rate MSE, ``bptt.rate_loss``)."""
 
     local_clipping = False
 
@@ -299,10 +303,10 @@ class BPTTCNN(_CNNBase):
 
     def training_losses(self, x_seq: torch.Tensor, y: torch.Tensor):
         cur, spk = run_blocks(self.forward_path, self.block_lengths, x_seq, detach=False)
-        loss = F.cross_entropy(spk[-1].mean(0), y, reduction="sum")
+        loss = rate_loss(spk[-1], y)
         spikes = {f"s{i}": s for i, s in enumerate(spk, 2)}
         own = dict(zip((name for name, _ in self.named_weight_layers()), cur))
-        return ({f"output layer {len(spk) + 1} (end-to-end CE)": loss},
+        return ({f"output layer {len(spk) + 1} (end-to-end rate MSE)": loss},
                 {"output": spk[-1], "spikes": spikes, "currents": own})
 
 

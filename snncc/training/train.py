@@ -24,7 +24,7 @@ from snncc.data.augment import RandAugment
 from snncc.data.datasets import DatasetError, batches, dataset_info, load_split
 from snncc.fileio import atomic_path, write_json
 from snncc.training.bptt import BPTTMLP
-from snncc.training.bsd import INTERLAYER_LOSSES, BSDMLP, cosine_predict, firing_rates, repeat_time
+from snncc.training.bsd import INTERLAYER_LOSSES, TOP_LOSSES, BSDMLP, cosine_predict, firing_rates, repeat_time
 from snncc.training.bsd_ann import ANNCNN, ANNMLP
 from snncc.training.bsd_cnn import BPTTCNN, BSDCNN
 from snncc.training.layers import channel_stats
@@ -113,6 +113,7 @@ class TrainConfig:
     lam: float = 0.6
     interlayer_loss: str = "reco"
     temperature: float = 0.1  # InfoNCE ablation only
+    top_loss: str = "ce"  # BSD top layer: "ce" (eq. 9) or "firing" (snncc: per-class, vs the firing level)
     grad_clip: float | None = 0.3  # None: no clipping
     weight_decay: float = 0.01
     width: float = 1.0  # CNN channel multiplier (e.g. 0.125 for CPU runs)
@@ -170,6 +171,9 @@ class TrainConfig:
         _check_choice("neuron", self.neuron, ("lif", "if"))
         _check_choice("surrogate", self.surrogate, ("atan", "sigmoid"))
         _check_choice("interlayer_loss", self.interlayer_loss, INTERLAYER_LOSSES)
+        _check_choice("top_loss", self.top_loss, TOP_LOSSES)
+        if self.top_loss != "ce" and self.method != "bsd":
+            raise ConfigError(f"top_loss {self.top_loss!r} applies to --method bsd (got {self.method!r})")
         _check_run(self)
         if self.lr is not None:
             _check_float("lr", self.lr, positive=True)
@@ -279,7 +283,7 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
     common = dict(timesteps=cfg.timesteps, v_th=cfg.v_th, tau=cfg.tau, neuron_model=cfg.neuron,
                   surrogate=cfg.surrogate)
     bsd = dict(v_th_backward=cfg.v_th_backward, lam=cfg.lam, interlayer=cfg.interlayer_loss,
-               temperature=cfg.temperature)
+               temperature=cfg.temperature, top=cfg.top_loss)
     if cfg.model == "cnn":
         info = dataset_info(cfg.dataset)
         shape = dict(input_shape=info.input_shape, num_classes=info.num_classes, width=cfg.width,
