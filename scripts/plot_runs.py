@@ -1,6 +1,6 @@
 """Test accuracy against cumulative wall time for several `snncc train` runs, in one PNG.
 
-    python scripts/plot_runs.py RUN_DIR[=LABEL] ... -o OUT.png [--target 0.95] [--budget-min 30]
+    python scripts/plot_runs.py RUN_DIR[=LABEL] ... -o OUT.png [--target 0.95] [--budget-min 30] [--ymin 88]
 
 Reads each RUN_DIR/metrics.json (per-epoch `test_accuracy` and `seconds`).
 """
@@ -18,6 +18,7 @@ def main(argv=None) -> int:
     ap.add_argument("-o", "--out", required=True)
     ap.add_argument("--target", type=float, default=None, help="horizontal line at this accuracy")
     ap.add_argument("--budget-min", type=float, default=None, help="vertical line at this many minutes")
+    ap.add_argument("--ymin", type=float, default=None, help="lower end of the accuracy axis, in percent")
     args = ap.parse_args(argv)
     import matplotlib
     matplotlib.use("Agg")
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
         ax.axvline(args.budget_min, color="grey", ls=":", lw=1)
     ax.set_xlabel("wall time (min, cumulative over epochs incl. evaluation)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(bottom=max(0, ax.get_ylim()[0]))
+    ax.set_ylim(bottom=args.ymin if args.ymin is not None else max(0, ax.get_ylim()[0]))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
