@@ -4,8 +4,8 @@ The forward path is built by the same function as BSD's, so both methods export
 the same graph and differ only in how the weights were learned. The loss is
 the mean squared error between the output firing rate (spike count / T, a rate
 code) and the one-hot label (:func:`rate_loss`, spikingjelly's recipe for its
-MNIST / Fashion-MNIST examples); the error flows back through every layer and step via the surrogate derivative of
-the Heaviside, which is exactly the global, two-phase credit assignment that BSD
+MNIST / Fashion-MNIST examples); the error flows back through every layer and
+step via the surrogate derivative of the Heaviside, which is exactly the global, two-phase credit assignment that BSD
 avoids. Inference uses the same cosine-to-label-code rule as BSD.
 """
 from __future__ import annotations
@@ -56,4 +56,5 @@ class BPTTMLP(nn.Module):
         loss = rate_loss(s[-1], y)
         spikes = {f"s{i}": si for i, si in enumerate(s, 1)}
         own = dict(zip((name for name, _ in self.named_weight_layers()), v[1:]))
-        return {f"output layer {len(s)} (end-to-end rate MSE)": loss}, {"output": s[-1], "spikes": spikes, "currents": own}
+        info = {"output": s[-1], "spikes": spikes, "currents": own}
+        return {f"output layer {len(s)} (end-to-end rate MSE)": loss}, info

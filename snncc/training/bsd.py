@@ -194,6 +194,13 @@ def interlayer_loss(name: str, v: torch.Tensor, v_hat: torch.Tensor, lam: float 
 TOP_LOSSES = ("ce", "firing")
 
 
+def check_top_loss(kind: str) -> str:
+    """``kind`` if it names a top loss, else ValueError listing them."""
+    if kind not in TOP_LOSSES:
+        raise ValueError(f"unknown top loss {kind!r} (choose from {', '.join(TOP_LOSSES)})")
+    return kind
+
+
 def top_loss(kind: str, v_top: torch.Tensor, y: torch.Tensor, firing_current: float) -> torch.Tensor:
     """The top layer's loss on its (T, B, C) currents, summed over the batch (eq. 9).
 
@@ -212,12 +219,10 @@ def top_loss(kind: str, v_top: torch.Tensor, y: torch.Tensor, firing_current: fl
     gradient changes).
     """
     logits = v_top.mean(0)
-    if kind == "ce":
+    if check_top_loss(kind) == "ce":
         return F.cross_entropy(logits, y, reduction="sum")
-    if kind == "firing":
-        target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
-        return F.binary_cross_entropy_with_logits(logits - float(firing_current), target, reduction="sum")
-    raise ValueError(f"unknown top loss {kind!r} (choose from {', '.join(TOP_LOSSES)})")
+    target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits - float(firing_current), target, reduction="sum")
 
 
 # ---------------------------------------------------------------- shared MLP plumbing
@@ -306,9 +311,7 @@ class BSDMLP(nn.Module):
                  interlayer: str = "reco", temperature: float = 0.1, share_label_path: bool = True,
                  top: str = "ce"):
         super().__init__()
-        if top not in TOP_LOSSES:
-            raise ValueError(f"unknown top loss {top!r} (choose from {', '.join(TOP_LOSSES)})")
-        self.top = top
+        self.top = check_top_loss(top)
         self.share_label_path = bool(share_label_path)
         if len(sizes) < 2:
             raise ValueError(f"BSD needs at least an input and an output layer, got sizes {list(sizes)}")

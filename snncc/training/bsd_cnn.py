@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from snncc.training.bptt import rate_loss
-from snncc.training.bsd import TOP_LOSSES, interlayer_loss, label_code, make_neuron, top_loss
+from snncc.training.bsd import check_top_loss, interlayer_loss, label_code, make_neuron, top_loss
 from snncc.training.layers import InputNormalize, TimeDistributed
 
 CNN_CHANNELS = (128, 128, 256, 256, 512)
@@ -204,9 +204,7 @@ class BSDCNN(_CNNBase):
                  surrogate: str = "atan", lam: float = 0.6, interlayer: str = "reco", temperature: float = 0.1,
                  normalize: bool = False, top: str = "ce"):
         super().__init__()
-        if top not in TOP_LOSSES:
-            raise ValueError(f"unknown top loss {top!r} (choose from {', '.join(TOP_LOSSES)})")
-        self.top = top
+        self.top = check_top_loss(top)
         type1 = lambda: make_neuron(v_th, tau, neuron_model, surrogate)  # noqa: E731
         type2 = lambda: make_neuron(v_th_backward, tau, neuron_model, surrogate)  # noqa: E731
         self._init_forward(input_shape, num_classes, width, timesteps, type1, normalize=normalize)
