@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from snncc.data.datasets import load_split
+from snncc.neuron import NeuronParams
 from snncc.training import train as train_mod
 from snncc.training.bptt import BPTTMLP
 from snncc.training.bsd import (BSDMLP, cosine_predict, interlayer_loss, reco_grad_closed_form, reco_loss,
@@ -91,26 +92,27 @@ def test_interlayer_losses_and_silent_layer():
 
 def test_top_losses():
     """"ce" (eq. 9) ignores the common level of the top currents; "firing" is a logistic loss per class on the
-    current minus the firing level, which pushes the label's current up and every other one down."""
+    current minus the top neurons' firing level, which pushes the label's current up and every other one down."""
     g = torch.Generator().manual_seed(0)
     v = torch.randn(4, 6, 3, generator=g, dtype=torch.float64)  # (T, B, C)
     y = torch.tensor([0, 1, 2, 0, 1, 2])
-    ce = top_loss("ce", v, y, 0.2)
+    neuron = NeuronParams("lif", tau=2.0, v_th=0.3)
+    ce = top_loss("ce", v, y, neuron)
     assert ce.item() == pytest.approx(torch.nn.functional.cross_entropy(v.mean(0), y, reduction="sum").item())
-    assert top_loss("ce", v + 5.0, y, 0.2).item() == pytest.approx(ce.item())  # shift-invariant
-    level = 0.3
+    assert top_loss("ce", v + 5.0, y, neuron).item() == pytest.approx(ce.item())  # shift-invariant
+    level = 0.3 / (1 - 0.5 ** 4)  # fires within T = 4 steps
     m = v.mean(0) - level
     onehot = torch.nn.functional.one_hot(y, 3).double()
     expected = -(onehot * torch.log(torch.sigmoid(m)) + (1 - onehot) * torch.log(1 - torch.sigmoid(m))).sum()
-    assert top_loss("firing", v, y, level).item() == pytest.approx(expected.item(), rel=1e-12)
-    assert top_loss("firing", v + 5.0, y, level).item() != pytest.approx(expected.item())  # not shift-invariant
+    assert top_loss("firing", v, y, neuron).item() == pytest.approx(expected.item(), rel=1e-12)
+    assert top_loss("firing", v + 5.0, y, neuron).item() != pytest.approx(expected.item())  # not shift-invariant
     w = v.clone().requires_grad_(True)
-    top_loss("firing", w, y, level).backward()
+    top_loss("firing", w, y, neuron).backward()
     grad = w.grad.sum(0)  # d loss / d mean current, times T
     assert (grad[torch.arange(6), y] < 0).all()  # raise the label's current
     assert (grad.masked_fill(onehot.bool(), 1.0) > 0).all()  # lower every other class
     with pytest.raises(ValueError, match="unknown top loss 'mse'"):
-        top_loss("mse", v, y, level)
+        top_loss("mse", v, y, neuron)
 
 
 def test_firing_top_loss_keeps_the_spike_readout_one_hot(tmp_path):

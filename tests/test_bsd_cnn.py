@@ -186,7 +186,8 @@ def test_top_loss_reaches_the_cnn():
     name = f"forward layer {model.num_layers} (W{model.num_layers - 1})"
     level = model.forward_path[-1].params.firing_current(2)
     assert level == pytest.approx(1.0 / (1 - 0.5 ** 2))
-    assert losses[name].item() == pytest.approx(top_loss("firing", info["currents"][name], y, level).item())
+    assert losses[name].item() == pytest.approx(top_loss("firing", info["currents"][name], y,
+                                                         model.forward_path[-1].params).item())
 
 
 @pytest.mark.parametrize("change, match", [

@@ -201,8 +201,9 @@ def check_top_loss(kind: str) -> str:
     return kind
 
 
-def top_loss(kind: str, v_top: torch.Tensor, y: torch.Tensor, firing_current: float) -> torch.Tensor:
-    """The top layer's loss on its (T, B, C) currents, summed over the batch (eq. 9).
+def top_loss(kind: str, v_top: torch.Tensor, y: torch.Tensor, neuron: NeuronParams) -> torch.Tensor:
+    """The top layer's loss on its (T, B, C) currents, summed over the batch (eq. 9); ``neuron``: the top
+    population's parameters.
 
     ``"ce"`` is the paper's: cross-entropy on the time-averaged currents v_L. It depends
     only on differences between classes, so the common level of the currents is left
@@ -211,9 +212,8 @@ def top_loss(kind: str, v_top: torch.Tensor, y: torch.Tensor, firing_current: fl
     the level drifts (docs/results.md) and the spike readout loses samples.
 
     ``"firing"`` (snncc's addition, not in the paper) is the spike readout's own
-    condition as a loss: a logistic loss per class on ``v_L,c - firing_current``, the
-    smallest constant current that fires within T steps
-    (``NeuronParams.firing_current``), with target 1 for the label and 0 for every other
+    condition as a loss: a logistic loss per class on ``v_L,c - neuron.firing_current(T)``,
+    the smallest constant current that fires within the T steps, with target 1 for the label and 0 for every other
     class, so the label's neuron is pushed above the firing level and the others below
     it. Like CE it sees only the top layer's own current (C2: no other layer's
     gradient changes).
@@ -222,7 +222,8 @@ def top_loss(kind: str, v_top: torch.Tensor, y: torch.Tensor, firing_current: fl
     if check_top_loss(kind) == "ce":
         return F.cross_entropy(logits, y, reduction="sum")
     target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
-    return F.binary_cross_entropy_with_logits(logits - float(firing_current), target, reduction="sum")
+    level = neuron.firing_current(v_top.shape[0])
+    return F.binary_cross_entropy_with_logits(logits - level, target, reduction="sum")
 
 
 # ---------------------------------------------------------------- shared MLP plumbing
@@ -331,11 +332,6 @@ class BSDMLP(nn.Module):
     def num_layers(self) -> int:
         return len(self.sizes)
 
-    @property
-    def top_firing_current(self) -> float:
-        """The smallest constant current with which a top neuron fires within T steps (``top_loss="firing"``)."""
-        return self.forward_path[-1].params.firing_current(self.timesteps)
-
     def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         """Inference: (T, B, *input) -> top-layer spikes (T, B, n_L)."""
         return self.forward_path(x_seq)
@@ -402,7 +398,7 @@ class BSDMLP(nn.Module):
         big_l = self.num_layers
         losses = {f"forward layer {i} (W{i - 1})": self._align(v[i - 1], vb[i], cols=index)
                   for i in range(2, big_l)}
-        losses[f"forward layer {big_l} (W{big_l - 1})"] = top_loss(self.top, v[-1], y, self.top_firing_current)
+        losses[f"forward layer {big_l} (W{big_l - 1})"] = top_loss(self.top, v[-1], y, self.forward_path[-1].params)
         for i in range(1, big_l):
             losses[f"backward layer {i} (Theta{i})"] = self._align(vb[i], v[i - 1], rows=index)
         spikes = {f"s{i}": s[i - 1] for i in range(1, big_l + 1)}

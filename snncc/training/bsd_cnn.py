@@ -256,8 +256,7 @@ class BSDCNN(_CNNBase):
         vb, sb = self.backward_pass(y)
         big_l = self.num_layers
         losses = {f"forward layer {i} (W{i - 1})": self._align(v[i], vb[i]) for i in range(2, big_l)}
-        losses[f"forward layer {big_l} (W{big_l - 1})"] = top_loss(
-            self.top, v[big_l], y, self.forward_path[-1].params.firing_current(self.timesteps))
+        losses[f"forward layer {big_l} (W{big_l - 1})"] = top_loss(self.top, v[big_l], y, self.forward_path[-1].params)
         for i in range(1, big_l):
             losses[f"backward layer {i} (Theta{i})"] = self._align(vb[i], v[i])
         spikes = {f"s{i}": s[i] for i in range(2, big_l + 1)}
