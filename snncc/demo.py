@@ -1,7 +1,8 @@
 """`snncc demo`: the whole path on the embedded digits set, in about a minute on 2 cores.
 
 train (BSD MLP) -> export -> validate -> simulate with numba and torch (must agree
-spike for spike) -> energy report.
+spike for spike: every population's train compared exactly, per step and sample, by
+:mod:`snncc.agreement`) -> energy report.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from rich.console import Console  # noqa: F401  (type of the console argument)
 
 from snncc.data.datasets import load_split
 from snncc.energy import energy_report
-from snncc.evaluate import evaluate
+from snncc.evaluate import evaluate_agreement
 from snncc.ir import serialize
 from snncc.passes.validate import check_fully_spiking
 from snncc.report import conventions_line, energy_table, make_console
@@ -52,22 +53,20 @@ def run_demo(out_dir="runs/demo", epochs=None, console: Console | None = None) -
         console.print(f"note: {note}")
     console.print("fully spiking" if report.fully_spiking else f"hybrid: {report.violations}")
 
-    t = _stage(console, "4/5 simulate: numba event-driven vs torch reference")
+    _stage(console, "4/5 simulate: numba event-driven vs torch reference, spike trains compared")
     x, y = load_split("digits", "test")
     T = graph.metadata["timesteps"]
-    results = {}
+    results, agreement = evaluate_agreement(graph, ("numba", "torch"), x, y, T)
     for backend in ("numba", "torch"):
-        t = time.perf_counter()
-        results[backend] = evaluate(graph, backend, x, y, T)
         console.print(f"{backend:>5}: accuracy {results[backend]['accuracy']:.4f} on {len(x)} samples "
-                      f"[{time.perf_counter() - t:.2f} s]")
-    same = results["numba"]["activity"] == results["torch"]["activity"] and \
-        results["numba"]["accuracy"] == results["torch"]["accuracy"]
+                      f"[{results[backend]['seconds']:.2f} s]")
     for layer_nb, layer_t in zip(results["numba"]["layers"], results["torch"]["layers"]):
         console.print(f"  {layer_nb['name']:<22} spikes numba {layer_nb['spikes']:>8}  torch {layer_t['spikes']:>8}")
-    console.print("numba and torch agree spike for spike" if same else "[red]numba and torch DISAGREE")
+    same = agreement.agree
+    for line in agreement.lines():
+        console.print(line if same else f"[red]{line}")
     if not same:
-        raise DemoFailed("numba and torch backends disagree")
+        raise DemoFailed(agreement.lines()[0])
 
     _stage(console, "5/5 energy (Kundu op counts, 45 nm)")
     rep = energy_report(graph, results["numba"]["activity"], len(x), T)

@@ -1,6 +1,7 @@
 """Benchmarks (timed side by side in one run) and the demo."""
 from __future__ import annotations
 
+import sys
 
 import click
 
@@ -74,8 +75,12 @@ def bench_compile_cmd(width, fixed_point, as_json):
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
 def demo(out_dir, epochs):
     """Train a small BSD MLP on digits, export, validate, simulate (numba + torch), energy."""
-    from snncc.demo import run_demo
-    run_demo(out_dir, epochs=epochs)
+    from snncc.demo import DemoFailed, run_demo
+    try:
+        run_demo(out_dir, epochs=epochs)
+    except DemoFailed as e:  # a check the demo exists to make failed: say so, exit 1 (not a crash)
+        click.echo(f"demo check failed: {e}", err=True)
+        sys.exit(1)
 
 
 COMMANDS = (bench, demo,)

@@ -60,22 +60,41 @@ def _backend_options(model, backend, graded=False) -> dict:
     return {}
 
 
-def _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=True, graded=False):
-    from snncc.evaluate import default_timesteps, evaluate
+def _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=True, graded=False, compare=None):
+    """Evaluate MODEL on ``backend``; with ``compare`` (another backend) also run that one on every batch
+    and compare the spike trains (:mod:`snncc.agreement`). Returns (graph, result[, agreement])."""
+    from snncc.evaluate import default_timesteps, evaluate_agreement
     from snncc.runtime import get_backend
     graph = _load_graph(model)
-    get_backend(backend)  # unknown names fail before any data is read
-    options = _backend_options(model, backend, graded)
-    if options.get("graded"):   # refuse what graded spikes cannot carry before reading any data
+    backends = (backend,) if compare is None else (backend, compare)
+    for b in backends:
+        get_backend(b)  # unknown names fail before any data is read
+    options = {b: _backend_options(model, b, graded) for b in backends}
+    if any(o.get("graded") for o in options.values()):  # refuse what graded spikes cannot carry before reading data
         from snncc.backends.lava_backend import lower
         lower(graph, graded=True)
     t = default_timesteps(graph, timesteps)
     x, y = _test_data(_dataset_for(graph, dataset), data_dir, limit)
-    res = evaluate(graph, backend, x, y, t, progress=progress, options=options)
-    if backend == "lava":
-        res["precision"] = "fixed_pt" if options.get("fixed_point") else "floating_pt"
-        res["graded_spikes"] = bool(options.get("graded"))
-    return graph, res
+    results, agreement = evaluate_agreement(graph, backends, x, y, t, progress=progress, options=options)
+    for b, res in results.items():
+        if b == "lava":
+            res["precision"] = "fixed_pt" if options[b].get("fixed_point") else "floating_pt"
+            res["graded_spikes"] = bool(options[b].get("graded"))
+    if compare is None:
+        return graph, results[backend]
+    return graph, results[backend], agreement
+
+
+def _print_run(res):
+    extra = ""
+    if res["backend"] == "lava":
+        extra = f" [{res['precision']}" + (", graded spikes" if res["graded_spikes"] else "") + "]"
+    click.echo(f"backend {res['backend']}{extra}: accuracy {res['accuracy']:.4f} on {res['samples']} samples, "
+               f"T={res['timesteps']}")
+    for layer in res["layers"]:
+        rate = layer["spikes"] / (layer["neurons"] * res["samples"] * res["timesteps"])
+        click.echo(f"  {layer['name']:<20} {layer['neurons']:>8} neurons {layer['spikes']:>12} spikes  "
+                   f"rate {rate:.4f}")
 
 
 @click.command()
@@ -87,24 +106,30 @@ def _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=True
 @_TIMESTEPS
 @click.option("--graded-spikes", "graded", is_flag=True,
               help="Lava: send spike counts (SEW spike ADD) as Loihi 2 graded spikes instead of refusing the graph")
+@click.option("--compare", "compare", default=None, metavar="BACKEND",
+              help="also run BACKEND on every batch and compare spike trains exactly (exit 1 if they differ)")
 @click.option("--json", "as_json", is_flag=True)
-def run(model, backend, dataset, data_dir, limit, timesteps, graded, as_json):
+def run(model, backend, dataset, data_dir, limit, timesteps, graded, compare, as_json):
     """Simulate MODEL (a .snn.onnx file or a `snncc compile` directory) on a dataset's test split."""
     backend = backend or _artifact_target(model) or "numba"
-    _, res = _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=not as_json, graded=graded)
+    if compare is not None and compare == backend:
+        raise click.UsageError(f"--compare {compare}: compare {backend} with another backend")
+    out = _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=not as_json, graded=graded,
+                    compare=compare)
+    res, agreement = out[1], (out[2] if compare else None)
     res.pop("activity")
+    res.pop("seconds")
+    if agreement is not None:
+        res["agreement"] = agreement.as_dict()
     if as_json:
         _emit_json(res)
-        return
-    extra = ""
-    if backend == "lava":
-        extra = f" [{res['precision']}" + (", graded spikes" if res["graded_spikes"] else "") + "]"
-    click.echo(f"backend {res['backend']}{extra}: accuracy {res['accuracy']:.4f} on {res['samples']} samples, "
-               f"T={res['timesteps']}")
-    for layer in res["layers"]:
-        rate = layer["spikes"] / (layer["neurons"] * res["samples"] * res["timesteps"])
-        click.echo(f"  {layer['name']:<20} {layer['neurons']:>8} neurons {layer['spikes']:>12} spikes  "
-                   f"rate {rate:.4f}")
+    else:
+        _print_run(res)
+        if agreement is not None:
+            for line in agreement.lines():
+                click.echo(line)
+    if agreement is not None and not agreement.agree:
+        sys.exit(EXIT_HYBRID)
 
 
 @click.group()
@@ -211,7 +236,9 @@ def quantize(model, dataset, data_dir, limit, timesteps, input_bound, json_path)
     click.echo(plan.fixed.summary())
     flt = numba_sim.run(graph, x, t, record=True)
     fix = run_integer(graph, x, t, plan=plan, record=True, input_bound=input_bound)
-    agree = {p: float((flt.trains[p] == fix.trains[p]).mean()) for p in graph.populations()}
+    from snncc.agreement import compare_runs
+    agreement = compare_runs(graph, flt, fix, names=("float", "fixed"))
+    agree = {p: agreement.fraction(p) for p in graph.populations()}
     rep = {"samples": int(len(x)), "timesteps": t,
            "float_accuracy": float((flt.predictions() == y).mean()),
            "fixed_accuracy": float((fix.predictions() == y).mean()),
