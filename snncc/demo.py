@@ -74,9 +74,9 @@ def run_demo(out_dir="runs/demo", epochs=None, console: Console | None = None) -
     console.print(conventions_line(rep))
     summary = {"train_accuracy_module": metrics["test_accuracy"], "accuracy": results["numba"]["accuracy"],
                "fully_spiking": report.fully_spiking, "backends_agree": same,
-               "total_energy_pj": rep["total_energy_pj"], "ann_energy_pj": rep["ann_energy_pj"],
+               "total_energy_pj": rep.total_energy_pj, "ann_energy_pj": rep.ann_energy_pj,
                "seconds": time.perf_counter() - t0}
     console.rule(f"[bold]done in {summary['seconds']:.1f} s: accuracy {summary['accuracy']:.4f}, "
-                 f"SNN {rep['total_energy_pj'] / 1e3:.1f} nJ vs ANN {rep['ann_energy_pj'] / 1e3:.1f} nJ per inference")
+                 f"SNN {rep.total_energy_pj / 1e3:.1f} nJ vs ANN {rep.ann_energy_pj / 1e3:.1f} nJ per inference")
     return summary
 

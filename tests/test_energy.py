@@ -1,9 +1,17 @@
-"""Energy report: Kundu-style op counts from measured activity, checked by hand-computed values."""
+"""Energy report: op counts from measured activity priced by a plug-in model, checked by hand-computed values."""
+import json
+
 import pytest
 from graphs import mlp, residual
 
+from snncc import energy
 from snncc.backends import torch_backend
-from snncc.energy import EnergyModel, energy_report
+from snncc.energy import EnergyModel, Kundu, count_layers, energy_report, get_model
+from snncc.energy.base import Constant
+
+
+def _rows(rep):
+    return [r.as_dict() for r in rep.layers]
 
 
 def test_mlp_energy_matches_hand_computation(rng):
@@ -11,7 +19,7 @@ def test_mlp_energy_matches_hand_computation(rng):
     T, B = 6, 5
     res = torch_backend.run(g, rng.random((B, 1, 8, 8)), T, record=True)
     rep = energy_report(g, res.activity, B, T)
-    fc0, fc1, fc2 = rep["layers"]
+    fc0, fc1, fc2 = _rows(rep)
     # first layer: analog direct input -> MACs once per inference
     assert fc0["macs"] == 64 * 48 and fc0["sops"] == 0
     # hidden layers: FLOPs x spikes per presynaptic neuron per inference
@@ -20,32 +28,75 @@ def test_mlp_energy_matches_hand_computation(rng):
     assert fc1["input_rate"] == pytest.approx(spikes0 / T)
     assert fc2["firing_rate"] == pytest.approx(res.trains["lif2"].mean())
     total = 4.6 * 64 * 48 + 0.9 * (fc1["sops"] + fc2["sops"])
-    assert rep["total_energy_pj"] == pytest.approx(total)
-    assert rep["ann_energy_pj"] == pytest.approx(4.6 * (64 * 48 + 48 * 32 + 32 * 10))
-    assert rep["ann_over_snn"] == pytest.approx(rep["ann_energy_pj"] / total)
+    assert rep.total_energy_pj == pytest.approx(total)
+    assert rep.ann_energy_pj == pytest.approx(4.6 * (64 * 48 + 48 * 32 + 32 * 10))
+    assert rep.ann_over_snn == pytest.approx(rep.ann_energy_pj / total)
+    d = json.loads(json.dumps(rep.as_dict()))  # the JSON the CLI writes
+    assert d["total_energy_pj"] == pytest.approx(total) and d["breakdown"] == {"compute": pytest.approx(total)}
+    assert d["constants"]["E_MAC"]["pj"] == 4.6 and "Horowitz" in d["constants"]["E_AC"]["source"]
 
 
 def test_first_layer_per_step_flag(rng):
     g = mlp(rng)
     res = torch_backend.run(g, rng.random((2, 1, 8, 8)), 6)
-    once = energy_report(g, res.activity, 2, 6)["layers"][0]["macs"]
-    per_step = energy_report(g, res.activity, 2, 6, EnergyModel(first_layer="per_step"))["layers"][0]["macs"]
+    once = energy_report(g, res.activity, 2, 6).layers[0].counts.macs
+    per_step = energy_report(g, res.activity, 2, 6, first_layer="per_step").layers[0].counts.macs
     assert per_step == 6 * once
     with pytest.raises(ValueError, match="first_layer"):
-        EnergyModel(first_layer="sometimes")
+        energy_report(g, res.activity, 2, 6, first_layer="sometimes")
 
 
 def test_conv_flops_and_hybrid_counts(rng):
     g = residual(rng, "sew")
     T, B = 4, 3
     res = torch_backend.run(g, rng.random((B, 2, 6, 6)), T)
-    rep = energy_report(g, res.activity, B, T)
-    rows = {r["name"]: r for r in rep["layers"]}
+    rows = {r["name"]: r for r in _rows(energy_report(g, res.activity, B, T))}
     assert rows["stem"]["flops"] == 3 * 3 * 6 * 6 * 2 * 4
     # the fc after the SEW add receives counts: ACs = FLOPs x counts per neuron (pooled)
     assert rows["fc"]["sops"] == pytest.approx(36 * 5 * res.activity["flat"] / (36 * B))
     g = residual(rng, "ms")
     res = torch_backend.run(g, rng.random((B, 2, 6, 6)), T)
-    rows = {r["name"]: r for r in energy_report(g, res.activity, B, T)["layers"]}
+    rows = {r["name"]: r for r in _rows(energy_report(g, res.activity, B, T))}
     assert rows["down"]["macs"] == rows["down"]["flops"] * T  # analog-input synapse: MACs every step
     assert rows["conv2"]["population"] is None and rows["conv2"]["firing_rate"] is None
+
+
+def test_kundu_presets(rng):
+    g = mlp(rng)
+    res = torch_backend.run(g, rng.random((3, 1, 8, 8)), 6)
+    counts = count_layers(g, res.activity, 3, 6)
+    rep = energy_report(g, res.activity, 3, 6, get_model("kundu:int32-45nm"))
+    want = sum(c.macs * 3.2 + c.sops * 0.1 for c in counts)
+    assert rep.total_energy_pj == pytest.approx(want)
+    assert rep.ann_energy_pj == pytest.approx(3.2 * sum(c.flops for c in counts))
+    assert get_model("kundu").constants()["E_MAC"].value_pj == 4.6
+    assert Kundu(2.0, 1.0).constants()["E_AC"].grade == "user"
+    for bad in ("kundu:fp8", "nosuch"):
+        with pytest.raises(ValueError, match="unknown"):
+            get_model(bad)
+    with pytest.raises(ValueError, match="finite"):
+        Kundu(float("nan"), 1.0)
+
+
+class _PerNeuronUpdate(EnergyModel):
+    """A toy model written in a test: one class, one registry entry, nothing else touched."""
+
+    name = "toy"
+
+    def constants(self):
+        return {"E_UPDATE": Constant(1.0, "test", "made up")}
+
+    def layer_energy(self, c):
+        return {"neuron updates": float(c.neurons) * (1.0 if c.population else 0.0)}
+
+    def ann_layer_energy(self, c):
+        return {"compute": float(c.flops)}
+
+
+def test_adding_an_energy_model_touches_one_place(rng, monkeypatch):
+    monkeypatch.setitem(energy.MODELS, "toy", _PerNeuronUpdate)
+    g = mlp(rng)
+    res = torch_backend.run(g, rng.random((2, 1, 8, 8)), 6)
+    rep = energy_report(g, res.activity, 2, 6, get_model("toy"))
+    assert rep.model == "toy" and rep.breakdown() == {"neuron updates": 48.0 + 32 + 10}
+    assert rep.ann_energy_pj == 64 * 48 + 48 * 32 + 32 * 10

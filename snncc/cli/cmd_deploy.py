@@ -155,16 +155,16 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, firs
 
     With several MODELS (e.g. Spike-, SEW- and MS-ResNet), a side-by-side comparison
     table, and with --png a figure of per-layer firing rates and energy."""
-    from snncc.energy import EnergyModel, energy_report
+    from snncc.energy import energy_report
     from snncc.passes.validate import check_fully_spiking
     from snncc.report import print_comparison, print_energy
     reports = []
     for model in models:
         graph, res = _evaluate(model, backend, dataset, data_dir, limit, timesteps)
         rep = energy_report(graph, res["activity"], res["samples"], res["timesteps"],
-                            EnergyModel(first_layer=first_layer.replace("-", "_")))
-        rep.update(accuracy=res["accuracy"], model=str(model), name=graph.name,
-                   fully_spiking=check_fully_spiking(graph).fully_spiking)
+                            first_layer=first_layer.replace("-", "_"))
+        rep.accuracy, rep.model_path, rep.name = res["accuracy"], str(model), graph.name
+        rep.fully_spiking = check_fully_spiking(graph).fully_spiking
         reports.append(rep)
     if len(reports) == 1 and not compare:
         print_energy(reports[0])
@@ -175,7 +175,8 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, firs
         plot_energy_comparison(reports, png_path)
         click.echo(f"figure -> {png_path}")
     if json_path:
-        _emit_json(reports[0] if len(reports) == 1 and not compare else {"models": reports}, json_path)
+        dicts = [r.as_dict() for r in reports]
+        _emit_json(dicts[0] if len(dicts) == 1 and not compare else {"models": dicts}, json_path)
 
 
 @click.command("compile")
