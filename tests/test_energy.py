@@ -2,7 +2,7 @@
 import pytest
 from graphs import mlp, residual
 
-from snncc.backends import torch_backend
+from snncc.backends import torch_ref as torch_backend
 from snncc.energy import EnergyModel, energy_report
 
 
