@@ -115,7 +115,10 @@ def read_artifact(path, expect: str | None = None, lowered: bool = False) -> Pro
         raise ArtifactError(f"{d}: a {target} artifact, not a {expect} one")
     backend = get_backend(target)
     options = _options(backend, cfg["options"], tpath)
-    backend.check_target({k: v for k, v in cfg.items() if k not in HEADER}, options, tpath)
+    try:
+        backend.check_target({k: v for k, v in cfg.items() if k not in HEADER}, options, tpath)
+    except LoweringError as e:
+        raise ArtifactError(str(e)) from None
     try:
         graph = serialize.load(d / GRAPH_FILE)
     except serialize.SerializeError as e:

@@ -5,7 +5,8 @@ name, Options dataclass, ``lower(graph, options) -> Program``, ``run(program, x,
 artifact ``save``/``check_target``. Backends are looked up by name here (imported lazily:
 optional ones such as Lava cost nothing until used). One pipeline for every backend::
 
-    lower(graph, backend, options):  infer -> validate (backend.requirements) -> check_ops -> backend.lower
+    lower(graph, backend, options):  check_ops (ops without a rule, by name) -> infer -> validate
+                                     (backend.requirements) -> backend.lower
 """
 from __future__ import annotations
 
@@ -98,12 +99,12 @@ def validate(graph: SpikeGraph, req) -> None:
 
 
 def lower(graph: SpikeGraph, backend, options=None, deploy: bool = False):
-    """The one compile path: infer -> validate -> op coverage -> backend.lower; a Program.
+    """The one compile path: op coverage -> infer -> validate -> backend.lower; a Program.
     ``deploy``: for an artifact (every backend then requires a fully spiking graph)."""
     backend = get_backend(backend)
     options = options if options is not None else backend.Options()
-    validate(graph, backend.requirements(options, deploy))
     backend.check_ops(graph)
+    validate(graph, backend.requirements(options, deploy))
     return backend.lower(graph, options)
 
 

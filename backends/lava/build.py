@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from snncc.backends.lava.plan import Conn, ConnKind, LavaPlan, Precision
+from snncc.backends.lava.plan import Conn, ConnKind, DynVar, LavaPlan, Precision
 
 __all__ = ["graded_float_model", "run_cfg", "build", "zero_buffer", "set_dyn"]
 
@@ -120,7 +120,7 @@ def zero_buffer(c: Conn, proc, dtype):
 def set_dyn(plan, procs, dense, d, value, b, init=False):
     """Give a per-sample parameter its value (``plan.params.dyn_values``: fixed point gives the
     quantised bias_mant and bias_exp)."""
-    proc = dense[d.target] if d.var == "weights" else procs[d.target]
+    proc = dense[d.target] if d.var is DynVar.WEIGHTS else procs[d.target]
     for name, val in plan.params.dyn_values(plan, d, value, b):
         var = getattr(proc, name)
         if init:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from snncc.backends.lava.plan import Dyn, LavaPlan, PopRole
+from snncc.backends.lava.plan import Dyn, DynVar, LavaPlan, PopRole
 from snncc.backends.torch_ref import apply
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import ReadoutMode
@@ -31,7 +31,7 @@ def dyn_value(d: Dyn, static: dict, b: int) -> np.ndarray:
     v = d.const.copy()
     for node, scale in d.terms:
         term = static[node][b] * scale
-        v = v + (term[:, None] if d.var == "weights" else term)
+        v = v + (term[:, None] if d.var is DynVar.WEIGHTS else term)
     return v
 
 

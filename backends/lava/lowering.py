@@ -15,7 +15,7 @@ from scipy import sparse
 
 from snncc.backends.base import Requirements
 from snncc.backends.lava.matrices import as_matrix, conv_matrix_sparse, identity, pool_matrix_sparse
-from snncc.backends.lava.plan import (DENSE_MAX_ENTRIES, GRADED_MAX_BITS, Conn, ConnKind, ConnRole, Dyn, LavaPlan,
+from snncc.backends.lava.plan import (DENSE_MAX_ENTRIES, GRADED_MAX_BITS, Conn, ConnKind, ConnRole, Dyn, DynVar, LavaPlan,
                                       LoweringError, Pop, PopRole, Precision)
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, PoolMode, Readout, is_synapse
@@ -347,7 +347,7 @@ def lower_float(graph: SpikeGraph, graded: bool = False) -> LavaPlan:
         if col == 0:
             pops[name].bias = g["const"]
             if g["terms"]:
-                dyns.append(Dyn(name, "bias_mant", g["const"], g["terms"]))
+                dyns.append(Dyn(name, DynVar.BIAS, g["const"], g["terms"]))
         else:
             if "~clock" not in pops:
                 pops["~clock"] = Pop("~clock", PopRole.CLOCK, 1, 1.0, 1.0, 0.5, bias=np.ones(1))
@@ -356,7 +356,7 @@ def lower_float(graph: SpikeGraph, graded: bool = False) -> LavaPlan:
             conns.append(Conn(cname, relay("~clock", col - 1), name, g["const"][:, None], ConnRole.BIAS,
                               tuple(n for n, _ in g["terms"]), 0, col))
             if g["terms"]:
-                dyns.append(Dyn(cname, "weights", g["const"][:, None], g["terms"]))
+                dyns.append(Dyn(cname, DynVar.WEIGHTS, g["const"][:, None], g["terms"]))
     for p in pops.values():
         if p.bias is None:
             p.bias = np.zeros(p.size)

@@ -17,7 +17,7 @@ from snncc.backends.lava.matrices import lava_kernel
 from snncc.ir.types import StrEnum
 
 __all__ = ["LoweringError", "LavaOptions", "Precision", "PopRole", "ConnRole", "ConnKind", "Pop", "Conn",
-           "Dyn", "LavaPlan", "FORMAT", "GRADED_MAX_BITS", "DENSE_MAX_ENTRIES", "FloatParams"]
+           "Dyn", "DynVar", "LavaPlan", "FORMAT", "GRADED_MAX_BITS", "DENSE_MAX_ENTRIES", "FloatParams"]
 
 FORMAT = "snncc-lava/1"
 GRADED_MAX_BITS = 24       # GradedVec's fixed_pt ports carry 24-bit payloads
@@ -63,6 +63,12 @@ class ConnRole(StrEnum):
     CLOCK = "clock"
     BIAS = "bias"
     ADD = "add"
+
+
+class DynVar(StrEnum):
+    """The Lava variable a per-sample parameter sets."""
+    BIAS = "bias_mant"     # a population's bias (column-0 direct-input current)
+    WEIGHTS = "weights"    # a clock-fed bias Dense's column (deeper direct-input current)
 
 
 class ConnKind(StrEnum):
@@ -134,7 +140,7 @@ class Conn:
 class Dyn:
     """A per-sample parameter: const + sum(scale * static value of node) (direct-input currents)."""
     target: str            # pop name (bias_mant) or conn name (weights, column vector)
-    var: str               # bias_mant | weights
+    var: DynVar
     const: np.ndarray
     terms: list = field(default_factory=list)   # [(graph node, scale)]
 

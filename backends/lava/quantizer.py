@@ -10,7 +10,7 @@ import numpy as np
 from snncc.backends.lava.fixed import FixedConn, FixedParams, FixedPop
 from snncc.backends.lava.lowering import lower_float, requirements
 from snncc.backends.lava.matrices import pool_matrix_sparse
-from snncc.backends.lava.plan import ConnKind, LoweringError, PopRole, Precision
+from snncc.backends.lava.plan import ConnKind, DynVar, LoweringError, PopRole, Precision
 from snncc.backends.lava.quant import (A_IN_MAX, BIAS_EXP_MAX, BIAS_MANT, DECAY_UNITY, DU_MAX, NETX_BIAS_EXP,
                                        VTH_MAX, WEIGHT_EXP, SignMode, conv_apply, lava_weights, map_values,
                                        netx_bias, quant_weights, row_pos_neg, sign_mode, split_bias, vals)
@@ -132,8 +132,8 @@ class _PopQuant:
 def quantize_plan(graph, plan, input_bound: float = 1.0, scale_exp=None, netx: bool = False) -> FixedParams:
     """Quantise a float LavaPlan (pure: plan and graph are not modified). ``netx``: netx's
     conventions (integer weights with weight_exp 0, bias_exp 6; module docstring)."""
-    if any(d.var == "weights" for d in plan.dyns):
-        d = next(d for d in plan.dyns if d.var == "weights")
+    if any(d.var is DynVar.WEIGHTS for d in plan.dyns):
+        d = next(d for d in plan.dyns if d.var is DynVar.WEIGHTS)
         raise LoweringError(f"fixed point: direct-input current into a deeper population ({d.target!r}) "
                             "needs a per-sample Dense weight exponent; not supported")
     bounds = _static_bounds(graph, plan, input_bound) if plan.dyns else {}
