@@ -18,7 +18,6 @@ from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 from snncc.ir.graph import SpikeGraph
-from snncc.ir.types import Kind
 
 
 class LoweringError(ValueError):

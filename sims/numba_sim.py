@@ -12,7 +12,8 @@ not one per step. Nodes on a cycle through a delayed edge are stepped time-major
 Storage. Each node's values live in a (T+1, B, size) float64 buffer whose row 0 is zero:
 step t is row t+1 and a delay-1 edge reads row t, so delayed reads need no copies.
 
-The neuron update is compiled from :mod:`snncc.neuron` itself -- there is one definition.
+The neuron update is compiled from :mod:`snncc.neuron` itself -- there is one definition
+(the kernels: :mod:`snncc.sims.numba_kernels`).
 
 Nothing happens at import time beyond compiling-on-demand declarations: the stale-cache
 check (file I/O) runs on the first Plan, the worker threads start on the first parallel
@@ -20,11 +21,7 @@ kernel call, and the thread count is a Plan parameter (default: numba's NUMBA_NU
 """
 from __future__ import annotations
 
-import hashlib
-import inspect
-import os
 import threading
-import types as pytypes
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -32,213 +29,18 @@ import networkx as nx
 import numba
 import numpy as np
 
-from snncc import neuron as nrn
 from snncc.backends.base import Backend, LoweringError, Options, Program
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, PoolMode, Readout, ReadoutMode
 from snncc.ir.types import Kind
 from snncc.runtime import RunResult, check_input
-
-if __name__ not in ("snncc.sims.numba_sim", "__main__"):
-    # numba's on-disk cache records the importing module's name; a second name for this file
-    # (e.g. `sims.numba_sim` from the repository root) would leave entries the other cannot load
-    raise ImportError(f"import this module as snncc.sims.numba_sim, not {__name__}")
+from snncc.sims.numba_kernels import (NEURON_BLOCK, check_cache_once, conv_rows, dense_tile, neuron_blocks, pool,
+                                      time_sum)
 
 _BUFFER_BUDGET = 256 << 20  # bytes of node buffers per batch chunk
-_NEURON_BLOCK = 256  # neurons per task unit: long enough to vectorise
 _PARALLEL_MIN_WORK = 1 << 20  # below this (~element operations) one thread is faster
 _TASKS = 8  # tasks per thread and kernel call: small tasks even out uneven spike counts
 _DENSITY = 8  # assumed 1/8 of synapse inputs nonzero when estimating work
-_jit = numba.njit(cache=True, nogil=True)  # nogil: kernels run on the worker threads
-
-# -- the neuron, compiled from its one definition -----------------------------------
-_charge = numba.njit(nrn.charge)
-_fire = numba.njit(nrn.fire)
-_reset = numba.njit(nrn.reset)
-# nrn.step calls charge/fire/reset by global name; numba can only call compiled
-# functions, so compile step's own bytecode with those names bound to the jitted ones.
-_step = numba.njit(pytypes.FunctionType(
-    nrn.step.__code__, {"charge": _charge, "fire": _fire, "reset": _reset}, "step"))
-
-
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
-def _total(a):
-    """Sum of a 1-D array for the activity statistics, vectorised (any order is exact for
-    spike counts; analog activity is a float statistic). Called on rows still in cache."""
-    acc = 0.0
-    for j in range(a.size):
-        acc += a[j]
-    return acc
-
-
-@_jit
-def _neuron_blocks(k0, k1, cur, v, out, leaky, inv_tau, v_th, v_reset, v_rest, soft):
-    """All steps of neuron blocks k0:k1, block k = neurons [k % nblk] of sample k // nblk.
-    cur, out: (steps, B, N); v: (B, N) membrane state, updated in place. Returns #spikes."""
-    n = cur.shape[2]
-    nblk = (n + _NEURON_BLOCK - 1) // _NEURON_BLOCK
-    total = 0.0
-    for k in range(k0, k1):
-        b, j0 = k // nblk, (k % nblk) * _NEURON_BLOCK
-        j1 = min(n, j0 + _NEURON_BLOCK)
-        vb = v[b, j0:j1]
-        for t in range(cur.shape[0]):
-            cu, ou = cur[t, b, j0:j1], out[t, b, j0:j1]
-            for j in range(vb.size):  # 0-based 1-D views: this loop vectorises
-                s, vb[j] = _step(vb[j], cu[j], leaky, inv_tau, v_th, v_reset, v_rest, soft)
-                ou[j] = s
-            total += _total(ou)
-    return total
-
-
-# -- event-driven synapses ----------------------------------------------------------
-@_jit
-def _events(row, idx):
-    """Compact the nonzero entries of one input row into idx; returns their number."""
-    m = 0
-    for k in range(row.size):  # branch-free: spikes are too irregular to predict
-        idx[m] = k
-        m += row[k] != 0.0
-    return m
-
-
-@_jit
-def _fan_out(o, xrow, idx, m, w_t, c0, c1):
-    """o += xrow[k] * w_t[k, c0:c1] for each event k, in event order (o: a row's c0:c1).
-    Four events share one pass over o: the sums are still formed left to right
-    (bit-identical to one event at a time) with a quarter of o's loads and stores.
-    Loops run over 0-based slices: with a runtime start offset LLVM vectorises badly."""
-    q = 0
-    while q + 4 <= m:
-        ka, kb, kc, kd = idx[q], idx[q + 1], idx[q + 2], idx[q + 3]
-        a, b, c, d = w_t[ka, c0:c1], w_t[kb, c0:c1], w_t[kc, c0:c1], w_t[kd, c0:c1]
-        xa, xb, xc, xd = xrow[ka], xrow[kb], xrow[kc], xrow[kd]
-        for j in range(o.size):
-            o[j] = o[j] + xa * a[j] + xb * b[j] + xc * c[j] + xd * d[j]
-        q += 4
-    while q < m:
-        a = w_t[idx[q], c0:c1]
-        xa = xrow[idx[q]]
-        for j in range(o.size):
-            o[j] = o[j] + xa * a[j]
-        q += 1
-
-
-@_jit
-def _dense_tile(r0, r1, c0, c1, x, w_t, bias, out):
-    """Rows r0:r1, output columns c0:c1 of a Dense. x: (R, n_in); w_t: (n_in, n_out), so
-    an event adds one contiguous row; out: (R, n_out). Returns the sum of the tile."""
-    idx = np.empty(x.shape[1], np.int64)
-    total = 0.0
-    for r in range(r0, r1):
-        m = _events(x[r], idx)
-        o = out[r, c0:c1]
-        o[:] = bias[c0:c1]
-        _fan_out(o, x[r], idx, m, w_t, c0, c1)
-        total += _total(o)
-    return total
-
-
-@_jit
-def _conv_rows(r0, r1, x, w_t, bias, out, h, w, ho, wo, sh, sw, ph, pw):
-    """Samples r0:r1 of a conv. x: (R, C_in*H*W), out: (R, C_out*Ho*Wo) channel-first;
-    w_t: (C_in, kh, kw, C_out). Events scatter into acc (Ho, Wo, C_out), channels last so
-    an event adds a contiguous C_out vector per kernel tap. Returns the sum of out[r0:r1]."""
-    kh, kw, c_out = w_t.shape[1], w_t.shape[2], w_t.shape[3]
-    acc = np.empty((ho, wo, c_out))
-    idx = np.empty(x.shape[1], np.int64)
-    total = 0.0
-    for r in range(r0, r1):
-        acc[:, :] = bias
-        xrow = x[r]
-        for q in range(_events(xrow, idx)):
-            k = idx[q]
-            c, ci, y, xx = xrow[k], k // (h * w), (k // w) % h, k % w
-            for ky in range(kh):
-                oy = y + ph - ky  # output row whose window puts tap ky on input row y
-                if oy < 0 or oy % sh != 0 or oy // sh >= ho:
-                    continue
-                for kx in range(kw):
-                    ox = xx + pw - kx
-                    if ox < 0 or ox % sw != 0 or ox // sw >= wo:
-                        continue
-                    a, wv = acc[oy // sh, ox // sw], w_t[ci, ky, kx]
-                    for co in range(c_out):
-                        a[co] = a[co] + c * wv[co]
-        for co in range(c_out):
-            for oy in range(ho):
-                for ox in range(wo):
-                    out[r, (co * ho + oy) * wo + ox] = acc[oy, ox, co]
-        total += _total(out[r])
-    return total
-
-
-@_jit
-def _pool(x, out, c, h, w, ho, wo, kh, kw, sh, sw, ph, pw, mode):
-    """x: (R, C*H*W), out: (R, C*Ho*Wo). mode 0: max over in-bounds taps (padding
-    ignored); 1: avg (sum / kh*kw, padding counted); 2: sum (exact counts).
-    Serial: pooling is cheap next to the synapses around it. Returns the sum of out."""
-    kk = float(kh * kw)
-    for r in range(x.shape[0]):
-        for ch in range(c):
-            for oy in range(ho):
-                for ox in range(wo):
-                    best, total = -np.inf, 0.0
-                    for ky in range(kh):
-                        iy = oy * sh - ph + ky
-                        if iy < 0 or iy >= h:
-                            continue
-                        for kx in range(kw):
-                            ix = ox * sw - pw + kx
-                            if 0 <= ix < w:
-                                v = x[r, (ch * h + iy) * w + ix]
-                                best = max(best, v)
-                                total += v
-                    out[r, (ch * ho + oy) * wo + ox] = best if mode == 0 else (
-                        total / kk if mode == 1 else total)
-    return _total(out.ravel())
-
-
-@_jit
-def _time_sum(x):
-    """Sum of x[0], x[1], ... in step order (the reference accumulates its readout so)."""
-    acc = x[0].copy()
-    for t in range(1, x.shape[0]):
-        acc += x[t]
-    return acc
-
-
-def _guard_stale_cache():
-    """Numba invalidates a cached kernel only when *this* file changes, but
-    _neuron_blocks inlines snncc/neuron.py: drop its cache when that source changes."""
-    path = getattr(getattr(_neuron_blocks, "_cache", None), "_cache_path", None)
-    if not path or not os.path.isdir(path):
-        return
-    digest = hashlib.sha256(inspect.getsource(nrn).encode()).hexdigest()
-    stamp = os.path.join(path, "numba_sim.neuron.sha256")
-    try:
-        with open(stamp) as f:
-            if f.read() == digest:
-                return
-    except OSError:
-        pass
-    _neuron_blocks._cache.flush()
-    try:
-        with open(stamp, "w") as f:
-            f.write(digest)
-    except OSError:
-        pass
-
-
-_CACHE_CHECKED = False
-
-
-def _check_cache_once():
-    global _CACHE_CHECKED
-    if not _CACHE_CHECKED:
-        _CACHE_CHECKED = True
-        _guard_stale_cache()
-
 
 # -- threads ------------------------------------------------------------------------
 # Kernels are serial nogil functions over a task range, shared out to a thread pool.
@@ -324,7 +126,7 @@ def _eval_dense(node, ins, out, state, threads):
     else:
         cols = _ranges(n_out, min(2 * threads, n_out // 64))
         tiles = [(r, r + 1) + c for r in range(rows) for c in cols]
-    return _share(_dense_tile, tiles, (x, node.data["w_t"], node.data["bias"], o),
+    return _share(dense_tile, tiles, (x, node.data["w_t"], node.data["bias"], o),
                   x.size * (1 + n_out // _DENSITY), threads)
 
 
@@ -338,7 +140,7 @@ def _eval_conv(node, ins, out, state, threads):
     d = node.data
     x = _rows(ins[0])
     work = x.size * (1 + d["w_t"][0].size // _DENSITY)  # kh * kw * C_out adds per event
-    return _share(_conv_rows, _ranges(x.shape[0], _TASKS * threads),
+    return _share(conv_rows, _ranges(x.shape[0], _TASKS * threads),
                   (x, d["w_t"], d["bias"], _rows(out), *d["dims"]), work, threads)
 
 
@@ -348,7 +150,7 @@ def _prep_pool(op, tin, tout):
 
 
 def _eval_pool(node, ins, out, state, threads):
-    return _pool(_rows(ins[0]), _rows(out), *node.data["args"])
+    return pool(_rows(ins[0]), _rows(out), *node.data["args"])
 
 
 def _prep_neuron(op, tin, tout):
@@ -368,8 +170,8 @@ def _summed(ins):
 
 
 def _eval_neuron(node, ins, out, state, threads):
-    blocks = out.shape[1] * -(-out.shape[2] // _NEURON_BLOCK)
-    return _share(_neuron_blocks, _ranges(blocks, _TASKS * threads),
+    blocks = out.shape[1] * -(-out.shape[2] // NEURON_BLOCK)
+    return _share(neuron_blocks, _ranges(blocks, _TASKS * threads),
                   (_summed(ins), state[node.name], out, *node.data["params"]), 4 * out.size, threads)
 
 
@@ -428,7 +230,7 @@ class Plan:
     kernels (default :func:`default_threads`)."""
 
     def __init__(self, graph: SpikeGraph, threads: int | None = None):
-        _check_cache_once()
+        check_cache_once()
         self.graph = graph
         self.threads = max(1, int(threads)) if threads is not None else default_threads()
         types = graph.infer()
@@ -523,7 +325,7 @@ class Plan:
             for p in trains:
                 trains[p].append(bufs[p][1:].astype(np.uint8).reshape(
                     timesteps, -1, *self.nodes[p].type.shape))
-            outputs.append(_time_sum(bufs[self.output][1:]))
+            outputs.append(time_sum(bufs[self.output][1:]))
         output = np.concatenate(outputs).reshape(batch, *self.nodes[self.output].type.shape)
         if self.nodes[self.output].op.mode is ReadoutMode.MEAN:
             output = output / timesteps
