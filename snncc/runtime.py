@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from snncc.backends.base import LoweringError
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.types import GraphError, Kind
+from snncc.passes.validate import check_fully_spiking
 
 # name -> (module holding BACKEND, the artifact file that names this target)
 BACKENDS = {
@@ -80,8 +82,6 @@ def make_options(backend, flags: dict, base=None, word: str = "--backend"):
 def validate(graph: SpikeGraph, req) -> None:
     """The validation stage: type the graph and enforce a backend's Requirements (one-line
     LoweringError quoting the validator's first violation)."""
-    from snncc.backends.base import LoweringError
-    from snncc.passes.validate import check_fully_spiking
     try:
         graph.infer()
         report = check_fully_spiking(graph) if req.fully_spiking else None
