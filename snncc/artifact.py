@@ -42,14 +42,6 @@ def target_files() -> list:
     return sorted({f for _, f in BACKENDS.values()})
 
 
-def target_of(path):
-    """The target a compiled artifact folder names (None for a plain graph file). A folder
-    without a readable target file is refused (ArtifactError), never given a default."""
-    if not Path(path).is_dir():
-        return None
-    return read_artifact(path).backend
-
-
 def compile_artifact(graph, backend, options, out_dir) -> Path:
     """Validate and lower ``graph`` for ``backend`` (a name or Backend), then write ``out_dir``."""
     backend = get_backend(backend)
