@@ -24,7 +24,7 @@ from snncc.ir.types import Kind
 __all__ = ["RULES", "GRADED_HINT", "requirements", "lower_float"]
 
 GRADED_HINT = ("its spike counts can be sent as Loihi 2 graded spikes: snncc compile/run --graded-spikes, "
-               "lower(graded=True)")
+               "Options(graded_spikes=True)")
 
 
 def requirements(graded: bool) -> Requirements:

@@ -157,7 +157,7 @@ class LavaPlan:
     static: list            # graph nodes computed once per sample (direct input chain)
     max_depth: int
     fixed: object = None    # fixed.FixedParams when precision is fixed_pt
-    graded: bool = False    # lowered with graded spikes allowed (lower(graded=True))
+    graded: bool = False    # lowered with graded spikes allowed (LavaOptions.graded_spikes)
 
     @property
     def params(self):
