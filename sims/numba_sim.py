@@ -12,220 +12,35 @@ not one per step. Nodes on a cycle through a delayed edge are stepped time-major
 Storage. Each node's values live in a (T+1, B, size) float64 buffer whose row 0 is zero:
 step t is row t+1 and a delay-1 edge reads row t, so delayed reads need no copies.
 
-The neuron update is compiled from :mod:`snncc.neuron` itself -- there is one definition.
+The neuron update is compiled from :mod:`snncc.neuron` itself -- there is one definition
+(the kernels: :mod:`snncc.sims.numba_kernels`).
+
+Nothing happens at import time beyond compiling-on-demand declarations: the stale-cache
+check (file I/O) runs on the first Plan, the worker threads start on the first parallel
+kernel call, and the thread count is a Plan parameter (default: numba's NUMBA_NUM_THREADS).
 """
 from __future__ import annotations
 
-import hashlib
-import inspect
-import os
 import threading
-import types as pytypes
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import networkx as nx
 import numba
 import numpy as np
 
-from snncc import neuron as nrn
+from snncc.backends.base import Backend, LoweringError, Options, Program
 from snncc.ir.graph import SpikeGraph
-from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout
+from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, PoolMode, Readout, ReadoutMode
 from snncc.ir.types import Kind
 from snncc.runtime import RunResult, check_input
-
-if __name__ not in ("snncc.sims.numba_sim", "__main__"):
-    # numba's on-disk cache records the importing module's name; a second name for this file
-    # (e.g. `sims.numba_sim` from the repository root) would leave entries the other cannot load
-    raise ImportError(f"import this module as snncc.sims.numba_sim, not {__name__}")
+from snncc.sims.numba_kernels import (NEURON_BLOCK, check_cache_once, conv_rows, dense_tile, neuron_blocks, pool,
+                                      time_sum)
 
 _BUFFER_BUDGET = 256 << 20  # bytes of node buffers per batch chunk
-_NEURON_BLOCK = 256  # neurons per task unit: long enough to vectorise
 _PARALLEL_MIN_WORK = 1 << 20  # below this (~element operations) one thread is faster
 _TASKS = 8  # tasks per thread and kernel call: small tasks even out uneven spike counts
 _DENSITY = 8  # assumed 1/8 of synapse inputs nonzero when estimating work
-_jit = numba.njit(cache=True, nogil=True)  # nogil: kernels run on the worker threads
-
-# -- the neuron, compiled from its one definition -----------------------------------
-_charge = numba.njit(nrn.charge)
-_fire = numba.njit(nrn.fire)
-_reset = numba.njit(nrn.reset)
-# nrn.step calls charge/fire/reset by global name; numba can only call compiled
-# functions, so compile step's own bytecode with those names bound to the jitted ones.
-_step = numba.njit(pytypes.FunctionType(
-    nrn.step.__code__, {"charge": _charge, "fire": _fire, "reset": _reset}, "step"))
-
-
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
-def _total(a):
-    """Sum of a 1-D array for the activity statistics, vectorised (any order is exact for
-    spike counts; analog activity is a float statistic). Called on rows still in cache."""
-    acc = 0.0
-    for j in range(a.size):
-        acc += a[j]
-    return acc
-
-
-@_jit
-def _neuron_blocks(k0, k1, cur, v, out, leaky, inv_tau, v_th, v_reset, v_rest, soft):
-    """All steps of neuron blocks k0:k1, block k = neurons [k % nblk] of sample k // nblk.
-    cur, out: (steps, B, N); v: (B, N) membrane state, updated in place. Returns #spikes."""
-    n = cur.shape[2]
-    nblk = (n + _NEURON_BLOCK - 1) // _NEURON_BLOCK
-    total = 0.0
-    for k in range(k0, k1):
-        b, j0 = k // nblk, (k % nblk) * _NEURON_BLOCK
-        j1 = min(n, j0 + _NEURON_BLOCK)
-        vb = v[b, j0:j1]
-        for t in range(cur.shape[0]):
-            cu, ou = cur[t, b, j0:j1], out[t, b, j0:j1]
-            for j in range(vb.size):  # 0-based 1-D views: this loop vectorises
-                s, vb[j] = _step(vb[j], cu[j], leaky, inv_tau, v_th, v_reset, v_rest, soft)
-                ou[j] = s
-            total += _total(ou)
-    return total
-
-
-# -- event-driven synapses ----------------------------------------------------------
-@_jit
-def _events(row, idx):
-    """Compact the nonzero entries of one input row into idx; returns their number."""
-    m = 0
-    for k in range(row.size):  # branch-free: spikes are too irregular to predict
-        idx[m] = k
-        m += row[k] != 0.0
-    return m
-
-
-@_jit
-def _fan_out(o, xrow, idx, m, w_t, c0, c1):
-    """o += xrow[k] * w_t[k, c0:c1] for each event k, in event order (o: a row's c0:c1).
-    Four events share one pass over o: the sums are still formed left to right
-    (bit-identical to one event at a time) with a quarter of o's loads and stores.
-    Loops run over 0-based slices: with a runtime start offset LLVM vectorises badly."""
-    q = 0
-    while q + 4 <= m:
-        ka, kb, kc, kd = idx[q], idx[q + 1], idx[q + 2], idx[q + 3]
-        a, b, c, d = w_t[ka, c0:c1], w_t[kb, c0:c1], w_t[kc, c0:c1], w_t[kd, c0:c1]
-        xa, xb, xc, xd = xrow[ka], xrow[kb], xrow[kc], xrow[kd]
-        for j in range(o.size):
-            o[j] = o[j] + xa * a[j] + xb * b[j] + xc * c[j] + xd * d[j]
-        q += 4
-    while q < m:
-        a = w_t[idx[q], c0:c1]
-        xa = xrow[idx[q]]
-        for j in range(o.size):
-            o[j] = o[j] + xa * a[j]
-        q += 1
-
-
-@_jit
-def _dense_tile(r0, r1, c0, c1, x, w_t, bias, out):
-    """Rows r0:r1, output columns c0:c1 of a Dense. x: (R, n_in); w_t: (n_in, n_out), so
-    an event adds one contiguous row; out: (R, n_out). Returns the sum of the tile."""
-    idx = np.empty(x.shape[1], np.int64)
-    total = 0.0
-    for r in range(r0, r1):
-        m = _events(x[r], idx)
-        o = out[r, c0:c1]
-        o[:] = bias[c0:c1]
-        _fan_out(o, x[r], idx, m, w_t, c0, c1)
-        total += _total(o)
-    return total
-
-
-@_jit
-def _conv_rows(r0, r1, x, w_t, bias, out, h, w, ho, wo, sh, sw, ph, pw):
-    """Samples r0:r1 of a conv. x: (R, C_in*H*W), out: (R, C_out*Ho*Wo) channel-first;
-    w_t: (C_in, kh, kw, C_out). Events scatter into acc (Ho, Wo, C_out), channels last so
-    an event adds a contiguous C_out vector per kernel tap. Returns the sum of out[r0:r1]."""
-    kh, kw, c_out = w_t.shape[1], w_t.shape[2], w_t.shape[3]
-    acc = np.empty((ho, wo, c_out))
-    idx = np.empty(x.shape[1], np.int64)
-    total = 0.0
-    for r in range(r0, r1):
-        acc[:, :] = bias
-        xrow = x[r]
-        for q in range(_events(xrow, idx)):
-            k = idx[q]
-            c, ci, y, xx = xrow[k], k // (h * w), (k // w) % h, k % w
-            for ky in range(kh):
-                oy = y + ph - ky  # output row whose window puts tap ky on input row y
-                if oy < 0 or oy % sh != 0 or oy // sh >= ho:
-                    continue
-                for kx in range(kw):
-                    ox = xx + pw - kx
-                    if ox < 0 or ox % sw != 0 or ox // sw >= wo:
-                        continue
-                    a, wv = acc[oy // sh, ox // sw], w_t[ci, ky, kx]
-                    for co in range(c_out):
-                        a[co] = a[co] + c * wv[co]
-        for co in range(c_out):
-            for oy in range(ho):
-                for ox in range(wo):
-                    out[r, (co * ho + oy) * wo + ox] = acc[oy, ox, co]
-        total += _total(out[r])
-    return total
-
-
-@_jit
-def _pool(x, out, c, h, w, ho, wo, kh, kw, sh, sw, ph, pw, mode):
-    """x: (R, C*H*W), out: (R, C*Ho*Wo). mode 0: max over in-bounds taps (padding
-    ignored); 1: avg (sum / kh*kw, padding counted); 2: sum (exact counts).
-    Serial: pooling is cheap next to the synapses around it. Returns the sum of out."""
-    kk = float(kh * kw)
-    for r in range(x.shape[0]):
-        for ch in range(c):
-            for oy in range(ho):
-                for ox in range(wo):
-                    best, total = -np.inf, 0.0
-                    for ky in range(kh):
-                        iy = oy * sh - ph + ky
-                        if iy < 0 or iy >= h:
-                            continue
-                        for kx in range(kw):
-                            ix = ox * sw - pw + kx
-                            if 0 <= ix < w:
-                                v = x[r, (ch * h + iy) * w + ix]
-                                best = max(best, v)
-                                total += v
-                    out[r, (ch * ho + oy) * wo + ox] = best if mode == 0 else (
-                        total / kk if mode == 1 else total)
-    return _total(out.ravel())
-
-
-@_jit
-def _time_sum(x):
-    """Sum of x[0], x[1], ... in step order (the reference accumulates its readout so)."""
-    acc = x[0].copy()
-    for t in range(1, x.shape[0]):
-        acc += x[t]
-    return acc
-
-
-def _guard_stale_cache():
-    """Numba invalidates a cached kernel only when *this* file changes, but
-    _neuron_blocks inlines snncc/neuron.py: drop its cache when that source changes."""
-    path = getattr(getattr(_neuron_blocks, "_cache", None), "_cache_path", None)
-    if not path or not os.path.isdir(path):
-        return
-    digest = hashlib.sha256(inspect.getsource(nrn).encode()).hexdigest()
-    stamp = os.path.join(path, "numba_sim.neuron.sha256")
-    try:
-        with open(stamp) as f:
-            if f.read() == digest:
-                return
-    except OSError:
-        pass
-    _neuron_blocks._cache.flush()
-    try:
-        with open(stamp, "w") as f:
-            f.write(digest)
-    except OSError:
-        pass
-
-
-_guard_stale_cache()
-
 
 # -- threads ------------------------------------------------------------------------
 # Kernels are serial nogil functions over a task range, shared out to a thread pool.
@@ -233,15 +48,26 @@ _guard_stale_cache()
 # (12 s vs 1 s for the conv), and its static fork/join stalls for a whole scheduler
 # slice when another process holds a core. Here the calling thread takes tasks too,
 # and a worker that has not started by the time the work is done is simply cancelled.
-_THREADS = max(1, numba.config.NUMBA_NUM_THREADS)
-_EXECUTOR = ThreadPoolExecutor(_THREADS - 1, "snncc-sim") if _THREADS > 1 else None  # lazy threads
+_EXECUTORS: dict = {}   # thread count -> pool of count - 1 workers, created on first use
+_EXECUTORS_LOCK = threading.Lock()
 
 
-def _share(kernel, ranges, args, work: int) -> float:
-    """sum(kernel(*r, *args) for r in ranges), on several threads when the work is large."""
+def default_threads() -> int:
+    return max(1, numba.config.NUMBA_NUM_THREADS)
+
+
+def _executor(threads: int) -> ThreadPoolExecutor:
+    with _EXECUTORS_LOCK:
+        if threads not in _EXECUTORS:
+            _EXECUTORS[threads] = ThreadPoolExecutor(threads - 1, "snncc-sim")
+        return _EXECUTORS[threads]
+
+
+def _share(kernel, ranges, args, work: int, threads: int) -> float:
+    """sum(kernel(*r, *args) for r in ranges), on ``threads`` threads when the work is large."""
     calls = [r + args for r in ranges]
     results = [0.0] * len(calls)
-    if _THREADS == 1 or len(calls) == 1 or work < _PARALLEL_MIN_WORK:
+    if threads == 1 or len(calls) == 1 or work < _PARALLEL_MIN_WORK:
         return float(sum(kernel(*c) for c in calls))
     todo = iter(range(len(calls)))
     lock = threading.Lock()
@@ -254,7 +80,8 @@ def _share(kernel, ranges, args, work: int) -> float:
                 return
             results[i] = kernel(*calls[i])
 
-    helpers = [_EXECUTOR.submit(worker) for _ in range(_THREADS - 1)]
+    pool = _executor(threads)
+    helpers = [pool.submit(worker) for _ in range(threads - 1)]
     worker()
     for f in helpers:
         if not f.cancel():
@@ -289,18 +116,18 @@ def _prep_dense(op, tin, tout):
     return {"w_t": _weights(np.asarray(op.weight).T), "bias": _f64(op.bias, tout.shape[0])}
 
 
-def _eval_dense(node, ins, out, state):
+def _eval_dense(node, ins, out, state, threads):
     """Tiles: a few row chunks per thread so uneven spike counts balance out; column
     blocks too when there are few rows (one sample stepped time-major)."""
     x, o = _rows(ins[0]), _rows(out)
     rows, n_out = o.shape
-    if rows >= 2 * _THREADS:
-        tiles = [r + (0, n_out) for r in _ranges(rows, _TASKS * _THREADS)]
+    if rows >= 2 * threads:
+        tiles = [r + (0, n_out) for r in _ranges(rows, _TASKS * threads)]
     else:
-        cols = _ranges(n_out, min(2 * _THREADS, n_out // 64))
+        cols = _ranges(n_out, min(2 * threads, n_out // 64))
         tiles = [(r, r + 1) + c for r in range(rows) for c in cols]
-    return _share(_dense_tile, tiles, (x, node.data["w_t"], node.data["bias"], o),
-                  x.size * (1 + n_out // _DENSITY))
+    return _share(dense_tile, tiles, (x, node.data["w_t"], node.data["bias"], o),
+                  x.size * (1 + n_out // _DENSITY), threads)
 
 
 def _prep_conv(op, tin, tout):
@@ -309,21 +136,21 @@ def _prep_conv(op, tin, tout):
             "dims": tuple(int(d) for d in dims)}
 
 
-def _eval_conv(node, ins, out, state):
+def _eval_conv(node, ins, out, state, threads):
     d = node.data
     x = _rows(ins[0])
     work = x.size * (1 + d["w_t"][0].size // _DENSITY)  # kh * kw * C_out adds per event
-    return _share(_conv_rows, _ranges(x.shape[0], _TASKS * _THREADS),
-                  (x, d["w_t"], d["bias"], _rows(out), *d["dims"]), work)
+    return _share(conv_rows, _ranges(x.shape[0], _TASKS * threads),
+                  (x, d["w_t"], d["bias"], _rows(out), *d["dims"]), work, threads)
 
 
 def _prep_pool(op, tin, tout):
     dims = (*tin.shape, *tout.shape[1:], *op.kernel, *op.stride, *op.padding)
-    return {"args": tuple(int(d) for d in dims) + ({"max": 0, "avg": 1, "sum": 2}[op.mode],)}
+    return {"args": tuple(int(d) for d in dims) + ({PoolMode.MAX: 0, PoolMode.AVG: 1, PoolMode.SUM: 2}[op.mode],)}
 
 
-def _eval_pool(node, ins, out, state):
-    return _pool(_rows(ins[0]), _rows(out), *node.data["args"])
+def _eval_pool(node, ins, out, state, threads):
+    return pool(_rows(ins[0]), _rows(out), *node.data["args"])
 
 
 def _prep_neuron(op, tin, tout):
@@ -342,13 +169,13 @@ def _summed(ins):
     return total
 
 
-def _eval_neuron(node, ins, out, state):
-    blocks = out.shape[1] * -(-out.shape[2] // _NEURON_BLOCK)
-    return _share(_neuron_blocks, _ranges(blocks, _TASKS * _THREADS),
-                  (_summed(ins), state[node.name], out, *node.data["params"]), 4 * out.size)
+def _eval_neuron(node, ins, out, state, threads):
+    blocks = out.shape[1] * -(-out.shape[2] // NEURON_BLOCK)
+    return _share(neuron_blocks, _ranges(blocks, _TASKS * threads),
+                  (_summed(ins), state[node.name], out, *node.data["params"]), 4 * out.size, threads)
 
 
-def _eval_sum(node, ins, out, state):  # Add; Flatten / Readout on a delayed edge (copy)
+def _eval_sum(node, ins, out, state, threads):  # Add; Flatten / Readout on a delayed edge (copy)
     out[...] = _summed(ins)
     return float(out.sum())
 
@@ -357,7 +184,7 @@ def _no_prep(op, tin, tout):
     return {}
 
 
-_RULES = {  # op class: (prepare(op, in_type, out_type) -> data, evaluate)
+RULES = {  # op class: (prepare(op, in_type, out_type) -> data, evaluate)
     Dense: (_prep_dense, _eval_dense),
     Conv: (_prep_conv, _eval_conv),
     Pool: (_prep_pool, _eval_pool),
@@ -376,7 +203,7 @@ class _Node:
         self.static = False
         # Flatten and Readout pass values through unchanged (storage is already flat):
         # on a same-step edge they share their source's buffer.
-        self.alias = isinstance(op, (Flatten, Readout)) and ports[0].delay == 0
+        self.alias = op.passes_through and ports[0].delay == 0
 
 
 def _schedule(graph: SpikeGraph, order: list) -> list:
@@ -399,20 +226,22 @@ def _schedule(graph: SpikeGraph, order: list) -> list:
 class Plan:
     """A graph compiled for the simulator: weights in kernel layout, evaluation schedule
     and reusable buffers (so one Plan must not run in two threads at once).
-    ``Plan(graph).run(x, T)`` is what :func:`run` does."""
+    ``Plan(graph).run(x, T)`` is what :func:`run` does. ``threads``: worker threads of the
+    kernels (default :func:`default_threads`)."""
 
-    def __init__(self, graph: SpikeGraph):
+    def __init__(self, graph: SpikeGraph, threads: int | None = None):
+        check_cache_once()
         self.graph = graph
+        self.threads = max(1, int(threads)) if threads is not None else default_threads()
         types = graph.infer()
         self.order = graph.order()
         self.nodes = {}
+        BACKEND.check_ops(graph)
         for n in self.order:
             op = graph.op(n)
-            if type(op) not in _RULES:
-                raise NotImplementedError(f"numba simulator has no rule for op {type(op).__name__} ({n})")
             ports = graph.inputs(n)
             tin = types[ports[0].src] if ports else None
-            self.nodes[n] = _Node(n, op, ports, types[n], _RULES[type(op)][0](op, tin, types[n]))
+            self.nodes[n] = _Node(n, op, ports, types[n], RULES[type(op)][0](op, tin, types[n]))
         (self.input,), (self.output,) = graph.input_nodes, graph.output_nodes
         self.populations = graph.populations()
         self._mark_static(types[self.input].kind is Kind.ANALOG)
@@ -424,7 +253,7 @@ class Plan:
         change, so they are computed once (then copied to every step)."""
         self.nodes[self.input].static = direct
         for node in self.nodes.values():
-            if node.ports and not isinstance(node.op, (Neuron, Readout)):
+            if node.ports and node.op.can_be_static:
                 node.static = all(p.delay == 0 and self.nodes[p.src].static for p in node.ports)
 
     def _chunk(self, batch: int, steps: int) -> int:
@@ -450,7 +279,7 @@ class Plan:
     def _eval(self, nd, bufs, state, t0, t1) -> float:
         """Evaluate steps [t0, t1) of one node; returns the sum of the values written."""
         ins = [bufs[p.src][t0 + 1 - p.delay:t1 + 1 - p.delay] for p in nd.ports]
-        return _RULES[type(nd.op)][1](nd, ins, bufs[nd.name][t0 + 1:t1 + 1], state)
+        return RULES[type(nd.op)][1](nd, ins, bufs[nd.name][t0 + 1:t1 + 1], state, self.threads)
 
     def _simulate(self, x, steps: int) -> tuple:
         """Run one batch chunk; returns (buffers, {node: sum of its values})."""
@@ -463,7 +292,7 @@ class Plan:
             inp[1:] = x.reshape(batch, steps, -1).transpose(1, 0, 2)
         totals = {self.input: float(x.sum()) * (steps if self.nodes[self.input].static else 1)}
         state = {n: np.full((batch, nd.size), nd.data["params"][4])
-                 for n, nd in self.nodes.items() if isinstance(nd.op, Neuron)}
+                 for n, nd in self.nodes.items() if nd.op.is_population}
         for names, looped in self.schedule:
             nodes = [self.nodes[n] for n in names if n != self.input and not self.nodes[n].alias]
             if looped:
@@ -496,13 +325,61 @@ class Plan:
             for p in trains:
                 trains[p].append(bufs[p][1:].astype(np.uint8).reshape(
                     timesteps, -1, *self.nodes[p].type.shape))
-            outputs.append(_time_sum(bufs[self.output][1:]))
+            outputs.append(time_sum(bufs[self.output][1:]))
         output = np.concatenate(outputs).reshape(batch, *self.nodes[self.output].type.shape)
-        if self.nodes[self.output].op.mode == "mean":
+        if self.nodes[self.output].op.mode is ReadoutMode.MEAN:
             output = output / timesteps
         return RunResult(output=output, timesteps=timesteps, batch=batch, activity=activity,
                          trains={p: np.concatenate(v, axis=1) for p, v in trains.items()})
 
 
-def run(graph: SpikeGraph, x, timesteps: int, record: bool = False) -> RunResult:
-    return Plan(graph).run(x, timesteps, record)
+def run(graph: SpikeGraph, x, timesteps: int, record: bool = False, threads: int | None = None) -> RunResult:
+    return Plan(graph, threads).run(x, timesteps, record)
+
+
+@dataclass(frozen=True)
+class NumbaOptions(Options):
+    """threads: kernel worker threads (0: numba's NUMBA_NUM_THREADS)."""
+
+    threads: int = 0
+
+
+class NumbaBackend(Backend):
+    """The event-driven simulator behind the Backend interface; its program is a :class:`Plan`."""
+
+    name = "numba"
+    Options = NumbaOptions
+    rules = RULES
+
+    def lower(self, graph: SpikeGraph, options: NumbaOptions) -> Program:
+        return Program(self.name, graph, options, Plan(graph, options.threads or None))
+
+    def run(self, program: Program, x, timesteps: int, record: bool = False) -> RunResult:
+        return program.plan.run(x, timesteps, record)
+
+    _KEYS = ("format", "event_driven_synapses", "populations", "layers")
+
+    def save(self, program: Program, folder) -> tuple:
+        """target.json: the plan's description (the simulator builds its Plan at load time and
+        numba caches its kernels on disk, so the graph is the program)."""
+        graph = program.graph
+        types = graph.infer()
+        layers = [{"node": n, "op": type(graph.op(n)).__name__, "kind": types[n].kind.value,
+                   "shape": list(types[n].shape)} for n in graph.order()]
+        body = {"format": "snncc-numba/1",
+                "event_driven_synapses": [n for n in graph.synapses()
+                                          if types[graph.inputs(n)[0].src].kind is not Kind.ANALOG],
+                "populations": graph.populations(), "layers": layers}
+        return body, graph.summary() + "\n"
+
+    def check_target(self, config: dict, options: NumbaOptions, path) -> None:
+        for key in self._KEYS:
+            if key not in config:
+                raise LoweringError(f"{path}: missing field {key!r}")
+        for key in sorted(set(config) - set(self._KEYS)):
+            raise LoweringError(f"{path}: unknown field {key!r}")
+        if config["format"] != "snncc-numba/1":
+            raise LoweringError(f"{path}: field 'format' is {config['format']!r}, not 'snncc-numba/1'")
+
+
+BACKEND = NumbaBackend()

@@ -7,8 +7,9 @@ import numpy as np
 from tqdm import tqdm
 
 from snncc.agreement import Agreement, compare_runs
+from snncc.backends.base import Program
 from snncc.ir.graph import SpikeGraph
-from snncc.runtime import InputError, RunResult, check_input, get_backend
+from snncc.runtime import InputError, RunResult, check_input, get_backend, lower
 
 
 def default_timesteps(graph: SpikeGraph, timesteps: int | None) -> int:
@@ -19,63 +20,78 @@ def default_timesteps(graph: SpikeGraph, timesteps: int | None) -> int:
 
 
 class _Tally:
-    """Accuracy, activity and wall time of one backend, accumulated batch by batch."""
+    """Accuracy, activity and wall time of one program, accumulated batch by batch."""
 
-    def __init__(self, backend: str):
-        self.backend, self.correct, self.activity, self.seconds = backend, 0, {}, 0.0
+    def __init__(self, backend, program: Program):
+        self.backend, self.program = backend, program
+        self.correct, self.activity, self.seconds = 0, {}, 0.0
 
-    def add(self, res: RunResult, y: np.ndarray, seconds: float) -> None:
+    def run(self, x, y, timesteps: int, record: bool) -> RunResult:
+        t = time.perf_counter()
+        res = self.backend.run(self.program, x, timesteps, record=record)
+        self.seconds += time.perf_counter() - t
         self.correct += int((res.predictions() == y).sum())
-        self.seconds += seconds
         for n, v in res.activity.items():
             self.activity[n] = self.activity.get(n, 0.0) + v
+        return res
 
-    def result(self, graph: SpikeGraph, samples: int, timesteps: int) -> dict:
+    def result(self, samples: int, timesteps: int) -> dict:
+        graph = self.program.graph
         total = RunResult(output=np.zeros((0,)), timesteps=timesteps, batch=samples, activity=self.activity)
-        return {"backend": self.backend, "accuracy": self.correct / samples, "samples": int(samples),
+        return {"backend": self.backend.name, "accuracy": self.correct / samples, "samples": int(samples),
                 "timesteps": int(timesteps), "layers": total.layer_stats(graph), "activity": self.activity,
-                "seconds": self.seconds}
+                "seconds": self.seconds} | self.backend.describe(self.program.options)
 
 
-def _timed_run(mod, graph, x, timesteps, options, record):
-    t = time.perf_counter()
-    res = mod.run(graph, x, timesteps, **(options or {}), **({"record": True} if record else {}))
-    return res, time.perf_counter() - t
+def evaluate_programs(programs, x: np.ndarray, y: np.ndarray, timesteps: int, batch_size: int = 256,
+                      progress: bool = False):
+    """Run one lowered :class:`Program`, or two to compare, over a labelled set, batch by batch.
+
+    Returns ([evaluate() result per program], Agreement or None). With two programs each batch is run on
+    both with recorded spike trains and compared by :func:`snncc.agreement.compare_runs` (spikes exactly,
+    per population, step, sample and neuron; analog values within its stated tolerance)."""
+    programs = list(programs)
+    if len(x) == 0:
+        raise InputError("no samples to evaluate")
+    if len(programs) not in (1, 2):
+        raise InputError(f"evaluate one program, or two to compare, not {len(programs)}")
+    names = tuple(p.backend for p in programs)
+    if len(set(names)) != len(names):
+        raise InputError(f"compare one backend with another, not {names[0]} with itself")
+    graph = programs[0].graph
+    check_input(graph, x[:1], timesteps)  # fail on a shape mismatch before any progress output
+    tallies = [_Tally(get_backend(p.backend), p) for p in programs]
+    record = len(programs) == 2
+    agreement: Agreement | None = None
+    for i in tqdm(range(0, len(x), batch_size), desc=f"run[{','.join(names)}]", disable=not progress,
+                  leave=False):
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        runs = [t.run(xb, yb, timesteps, record) for t in tallies]
+        if record:
+            part = compare_runs(graph, runs[0], runs[1], names=names, sample_offset=i)
+            agreement = part if agreement is None else agreement.merge(part)
+    return [t.result(len(x), timesteps) for t in tallies], agreement
 
 
-def evaluate(graph: SpikeGraph, backend: str, x: np.ndarray, y: np.ndarray, timesteps: int,
-             batch_size: int = 256, progress: bool = False, options: dict | None = None) -> dict:
+def _lowered(graph, backend, options) -> Program:
+    return graph if isinstance(graph, Program) else lower(graph, get_backend(backend), options)
+
+
+def evaluate(graph, backend, x: np.ndarray, y: np.ndarray, timesteps: int,
+             batch_size: int = 256, progress: bool = False, options=None) -> dict:
     """Accuracy and per-node activity summed over the whole set (spike counts for populations).
-    ``options`` are passed to the backend's run (e.g. fixed_point=True for Lava)."""
-    return evaluate_agreement(graph, (backend,), x, y, timesteps, batch_size, progress,
-                              {backend: options or {}})[0][backend]
+    ``graph``: a SpikeGraph, lowered here for ``backend`` (a name or Backend) with ``options``
+    (the backend's Options dataclass), or an already lowered Program."""
+    return evaluate_programs([_lowered(graph, backend, options)], x, y, timesteps, batch_size, progress)[0][0]
 
 
 def evaluate_agreement(graph: SpikeGraph, backends, x: np.ndarray, y: np.ndarray, timesteps: int,
                        batch_size: int = 256, progress: bool = False, options: dict | None = None):
-    """Run each of ``backends`` (one, or two to compare) over the set, batch by batch.
-
-    Returns ({backend: evaluate() result}, Agreement or None). With two backends each batch is run on
-    both with recorded spike trains and compared by :func:`snncc.agreement.compare_runs` (spikes exactly,
-    per population, step, sample and neuron; analog values within its stated tolerance)."""
+    """``graph`` on two backends (names), compared batch by batch: ({backend: result}, Agreement).
+    ``options``: {backend name: Options} where not the default."""
     backends = tuple(backends)
-    if len(x) == 0:
-        raise InputError("no samples to evaluate")
-    if len(backends) not in (1, 2) or len(set(backends)) != len(backends):
-        raise InputError(f"compare one backend with another, not {list(backends)}")
-    mods = {b: get_backend(b) for b in backends}
-    check_input(graph, x[:1], timesteps)  # fail on a shape mismatch before any progress output
-    tallies = {b: _Tally(b) for b in backends}
-    agreement: Agreement | None = None
-    record = len(backends) == 2
-    starts = range(0, len(x), batch_size)
-    for i in tqdm(starts, desc=f"run[{','.join(backends)}]", disable=not progress, leave=False):
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        runs = {}
-        for b in backends:
-            runs[b], seconds = _timed_run(mods[b], graph, xb, timesteps, (options or {}).get(b), record)
-            tallies[b].add(runs[b], yb, seconds)
-        if record:
-            part = compare_runs(graph, runs[backends[0]], runs[backends[1]], names=backends, sample_offset=i)
-            agreement = part if agreement is None else agreement.merge(part)
-    return {b: t.result(graph, len(x), timesteps) for b, t in tallies.items()}, agreement
+    if len(backends) != 2:
+        raise InputError(f"compare two backends, not {list(backends)}")
+    programs = [_lowered(graph, b, (options or {}).get(b)) for b in backends]
+    results, agreement = evaluate_programs(programs, x, y, timesteps, batch_size, progress)
+    return {r["backend"]: r for r in results}, agreement

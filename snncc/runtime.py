@@ -1,7 +1,12 @@
-"""What every execution backend takes and returns, and the backend registry.
+"""What every execution backend takes and returns, the backend registry, and the pipeline.
 
-A backend is a module with ``run(graph, x, timesteps, record=False) -> RunResult``.
-The CLI is the only place that picks one by name; optional backends import lazily.
+A backend is a :class:`snncc.backends.base.Backend` object (``BACKEND`` in its module):
+name, Options dataclass, ``lower(graph, options) -> Program``, ``run(program, x, T)``,
+artifact ``save``/``check_target``. Backends are looked up by name here (imported lazily:
+optional ones such as Lava cost nothing until used). One pipeline for every backend::
+
+    lower(graph, backend, options):  check_ops (ops without a rule, by name) -> infer -> validate
+                                     (backend.requirements) -> backend.lower
 """
 from __future__ import annotations
 
@@ -10,14 +15,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from snncc.backends.base import LoweringError
 from snncc.ir.graph import SpikeGraph
-from snncc.ir.ops import Neuron
-from snncc.ir.types import Kind
+from snncc.ir.types import GraphError, Kind
+from snncc.passes.validate import check_fully_spiking
 
+# name -> (module holding BACKEND, the artifact file that names this target)
 BACKENDS = {
-    "torch": "snncc.backends.torch_backend",
-    "numba": "snncc.sims.numba_sim",
-    "lava": "snncc.backends.lava_backend",
+    "torch": ("snncc.backends.torch_ref", "target.json"),
+    "numba": ("snncc.sims.numba_sim", "target.json"),
+    "lava": ("snncc.backends.lava", "lava.json"),
 }
 
 
@@ -43,13 +50,62 @@ class RunResult:
     def layer_stats(self, graph: SpikeGraph) -> list[dict]:
         types = graph.infer()
         return [{"name": n, "neurons": types[n].size, "spikes": int(round(self.activity[n]))}
-                for n in graph.nodes(Neuron)]
+                for n in graph.populations()]
 
 
-def get_backend(name: str):
+def get_backend(name):
+    """The Backend object registered as ``name`` (a Backend is returned unchanged)."""
+    if not isinstance(name, str):
+        return name
     if name not in BACKENDS:
         raise InputError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
-    return importlib.import_module(BACKENDS[name])
+    return importlib.import_module(BACKENDS[name][0]).BACKEND
+
+
+def make_options(backend, flags: dict, base=None, word: str = "--backend"):
+    """The backend's Options from CLI flags ({field: value}; falsy values mean 'not given'),
+    on top of ``base`` (e.g. an artifact's options). A flag the backend has no field for is
+    refused, naming the backends it applies to."""
+    from dataclasses import replace
+    backend = get_backend(backend)
+    opts = base if base is not None else backend.Options()
+    for flag, value in flags.items():
+        if not value:
+            continue
+        if flag not in backend.Options.names():
+            owners = [n for n in BACKENDS if flag in get_backend(n).Options.names()]
+            raise InputError(f"--{flag.replace('_', '-')} applies to {word} {' or '.join(owners)}")
+        opts = replace(opts, **{flag: value})
+    return opts
+
+
+def validate(graph: SpikeGraph, req) -> None:
+    """The validation stage: type the graph and enforce a backend's Requirements (one-line
+    LoweringError quoting the validator's first violation)."""
+    try:
+        graph.infer()
+        report = check_fully_spiking(graph) if req.fully_spiking else None
+    except GraphError as e:
+        raise LoweringError(f"invalid graph: {e}") from None
+    if report is None:
+        return
+    rest = [v for v in report.violations if Kind(v.kind) not in req.accept]
+    if not rest:
+        return
+    if not req.accept:
+        offer = req.hint and all(Kind(v.kind) in req.could_accept for v in report.violations)
+        raise LoweringError(f"graph is not fully spiking: {rest[0]}" + (f" ({req.hint})" if offer else ""))
+    raise LoweringError(f"graph is not fully spiking, {req.relaxed.format(kind=rest[0].kind)}: {rest[0]}")
+
+
+def lower(graph: SpikeGraph, backend, options=None, deploy: bool = False):
+    """The one compile path: op coverage -> infer -> validate -> backend.lower; a Program.
+    ``deploy``: for an artifact (every backend then requires a fully spiking graph)."""
+    backend = get_backend(backend)
+    options = options if options is not None else backend.Options()
+    backend.check_ops(graph)
+    validate(graph, backend.requirements(options, deploy))
+    return backend.lower(graph, options)
 
 
 def check_input(graph: SpikeGraph, x: np.ndarray, timesteps: int) -> np.ndarray:

@@ -3,9 +3,9 @@ import pytest
 
 
 def require_lava():
-    """-> (lava_backend, lava_fixed); skips the calling test module if lava-nc cannot be imported."""
-    lb = pytest.importorskip("snncc.backends.lava_backend")
-    lf = pytest.importorskip("snncc.backends.lava_fixed")
+    """-> (the Lava backend package, its fixed-point API); skips the calling test module if lava-nc cannot be imported."""
+    lb = pytest.importorskip("snncc.backends.lava")
+    lf = pytest.importorskip("snncc.backends.lava.fixed_point")
     try:
         from snncc.compat.lava import import_lava
         import_lava()

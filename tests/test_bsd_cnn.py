@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from snncc.backends import torch_backend
+from snncc.backends import torch_ref as torch_backend
 from snncc.data.datasets import load_split
 from snncc.exporter import ExportError, export
 from snncc.passes.validate import check_fully_spiking

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from snncc.backends import torch_backend
+from snncc.backends import torch_ref as torch_backend
 from snncc.data.sequences import SequenceError, load_text, load_timeseries
 from snncc.exporter import ExportError
 from snncc.passes.validate import check_fully_spiking

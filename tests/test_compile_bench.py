@@ -7,7 +7,7 @@ import pytest
 from snncc.bench import compile_bench as cb
 from snncc.ir.ops import Conv
 
-pytest.importorskip("snncc.backends.lava_backend")
+pytest.importorskip("snncc.backends.lava")
 
 
 def test_graph_structure_full_width():

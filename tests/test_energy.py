@@ -5,7 +5,7 @@ import pytest
 from graphs import mlp, residual
 
 from snncc import energy
-from snncc.backends import torch_backend
+from snncc.backends import torch_ref as torch_backend
 from snncc.energy import EnergyModel, Kundu, count_layers, energy_report, get_model
 from snncc.energy.base import Constant
 

@@ -6,7 +6,7 @@ from spikingjelly.activation_based import functional, layer, neuron
 from torch import nn
 
 import snncc
-from snncc.backends import torch_backend
+from snncc.backends import torch_ref as torch_backend
 from snncc.exporter import ExportError, export
 from snncc.ir.ops import Add
 from snncc.passes.validate import check_fully_spiking

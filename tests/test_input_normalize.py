@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import graphs
-from snncc.backends import torch_backend
+from snncc.backends import torch_ref as torch_backend
 from snncc.exporter import ExportError, export
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Input

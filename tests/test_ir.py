@@ -4,7 +4,7 @@ import onnx
 import pytest
 from graphs import mlp, residual, rnn
 
-from snncc.backends import torch_backend
+from snncc.backends import torch_ref as torch_backend
 from snncc.ir import serialize
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Add, Dense, Flatten, Input, Neuron, Pool, Readout

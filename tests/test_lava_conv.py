@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lavatest import require_lava
-from snncc.backends import torch_backend
+from snncc.backends import torch_ref as torch_backend
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Conv, Dense, Flatten, Input, Neuron, Pool, Readout
 from snncc.neuron import NeuronParams
@@ -126,13 +126,13 @@ def test_fixed_conv_bit_exact(encoding):
     g = strided_cnn(rng, encoding)
     T, batch = 6, 2
     x = _inputs(rng, g, batch, T, 1.0)
-    plan = lb.lower(g, fixed_point=True)
+    plan = lb.lower(g, lb.Options(fixed_point=True))
     for name in ("c2->s2", "c3->s3", "c4->s3", "c5->s4"):
         q = plan.fixed.conns[name]
         assert q.kind == "conv" and q.weight_exp >= 0
         kw = lf.lava_conv_kwargs(plan, name)
         assert kw["weight_exp"] == 0       # Lava's CPU Conv ignores it: weights are pre-shifted
-        assert np.abs(kw["weight"]).max() == np.abs(lf._lava_weights(q.weight, q.sign_mode)).max() << q.weight_exp
+        assert np.abs(kw["weight"]).max() == np.abs(lf.lava_weights(q.weight, q.sign_mode)).max() << q.weight_exp
     ref = lf.run_integer(g, x, T, plan=plan, record=True)
     _check_activity(ref, g)
     got = lb.run((g, plan), x, T, record=True)
@@ -151,17 +151,17 @@ def test_fixed_conv_negative_exponent_is_clamped():
     g = strided_cnn(rng, "spike")
     plan = lb.lower(g)
     by = {c.name: c for c in plan.conns}
-    assert lf._quant_weights(by["c2->s2"].weight * 2.0, "mixed")[3] < 0   # wanted exponent at k = 1
+    assert lf.quant_weights(by["c2->s2"].weight * 2.0, "mixed")[3] < 0   # wanted exponent at k = 1
     fx = lf.quantize_plan(g, plan, scale_exp={"s2": 1})
     q = fx.conns["c2->s2"]
     assert q.weight_exp == 0 and q.kind == "conv"
     row = next(r for r in fx.report if r["layer"] == "c2->s2")
     assert row["process"] == "conv" and row["weight_exp"] == 0
     # the integer reference's conv == the unrolled matrix of the same integer kernel
-    w = lf._lava_weights(q.weight, q.sign_mode)
+    w = lf.lava_weights(q.weight, q.sign_mode)
     spikes = (rng.random((3, 4 * 9 * 10)) < 0.4).astype(np.int64)
     m = lb.conv_matrix(w, (4, 9, 10), (2, 1), (1, 0))
-    assert np.array_equal(np.rint(lf._conv_apply(spikes, w, by["c2->s2"].conv)),
+    assert np.array_equal(np.rint(lf.conv_apply(spikes, w, by["c2->s2"].conv)),
                           spikes @ m.T)
 
 
@@ -176,6 +176,6 @@ def test_conv_row_bounds_match_unrolled_matrix():
         ho = (7 + 2 * pad[0] - 3) // stride[0] + 1
         wo = (6 + 2 * pad[1] - 2) // stride[1] + 1
         cv = {"in_shape": shape, "out_shape": (3, ho, wo), "stride": stride, "padding": pad}
-        pos, neg = lf._row_pos_neg(w, cv)
+        pos, neg = lf.row_pos_neg(w, cv)
         np.testing.assert_allclose(pos, np.where(m > 0, m, 0).sum(1), atol=1e-12)
         np.testing.assert_allclose(neg, np.where(m < 0, -m, 0).sum(1), atol=1e-12)

@@ -8,7 +8,7 @@ import pytest
 
 import graphs
 from lavatest import require_lava
-from snncc.backends import torch_backend
+from snncc.backends import torch_ref as torch_backend
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Dense, Flatten, Input, Neuron, Readout
 from snncc.neuron import NeuronParams
@@ -46,7 +46,7 @@ def test_lava_fixed_equals_integer_reference(case):
     build, batch, T, gain = CASES[case]
     g = build(rng)
     x = _inputs(rng, g, batch, T, gain)
-    plan = lb.lower(g, fixed_point=True) if gain == 1.0 else lf.lower_fixed(g, input_bound=gain)
+    plan = lb.lower(g, lb.Options(fixed_point=True)) if gain == 1.0 else lf.lower_fixed(g, input_bound=gain)
     assert plan.precision == "fixed_pt" and plan.fixed is not None
     ref = lf.run_integer(g, x, T, plan=plan, record=True)
     got = lb.run((g, plan), x, T, record=True)
@@ -123,14 +123,14 @@ def test_refuses_per_sample_weight_and_soft_reset():
     g.add("b", Neuron(LIF_HARD), ["ab", "fb"])
     g.add("out", Readout("count"), ["b"])
     with pytest.raises(lb.LoweringError, match=r"fixed point: direct-input current into a deeper"):
-        lb.lower(g, fixed_point=True)
+        lb.lower(g, lb.Options(fixed_point=True))
     with pytest.raises(lb.LoweringError, match="soft reset"):
-        lb.lower(graphs.rnn(rng), fixed_point=True)
+        lb.lower(graphs.rnn(rng), lb.Options(fixed_point=True))
 
 
 def test_compile_fixed_artifact(tmp_path):
     g = cnn(np.random.default_rng(0))
-    out = lb.compile_graph(g, tmp_path / "art", fixed_point=True)
+    out = lb.compile_graph(g, tmp_path / "art", lb.Options(fixed_point=True))
     g2, cfg = lb.load_artifact(out)
     assert cfg["precision"] == "fixed_pt" and 'select_tag="fixed_pt"' in cfg["run_config"]
     q = cfg["quantization"]
@@ -138,7 +138,7 @@ def test_compile_fixed_artifact(tmp_path):
     assert "s1" in layers and "c2->s2" in layers
     assert q["dense"]["c2->s2"]["num_weight_bits"] == 8
     assert "fixed-point quantisation" in (out / "summary.txt").read_text()
-    assert lb.lower(g2, fixed_point=True).to_json() == json.loads(json.dumps(lb.lower(g, fixed_point=True).to_json()))
+    assert lb.lower(g2, lb.Options(fixed_point=True)).to_json() == json.loads(json.dumps(lb.lower(g, lb.Options(fixed_point=True)).to_json()))
 
 
 def _digits_graph(T=8):
@@ -175,7 +175,7 @@ def test_digits_fixed_vs_float_accuracy(record_property):
     T = 8
     g = _digits_graph(T)
     x, y = load_split("digits", "test", limit=300)
-    plan = lb.lower(g, fixed_point=True)
+    plan = lb.lower(g, lb.Options(fixed_point=True))
     flt = torch_backend.run(g, x, T)
     fix = lf.run_integer(g, x, T, plan=plan)
     acc_f = float((flt.predictions() == y).mean())

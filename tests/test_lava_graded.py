@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import graphs
 from lavatest import require_lava
-from snncc.backends import torch_backend
+from snncc.backends import torch_ref as torch_backend
 from snncc.ir import serialize
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Add, Dense, Flatten, Input, Neuron, Pool, Readout
@@ -84,7 +84,7 @@ def test_float_sew_dense_equals_torch():
     """tests/graphs.residual('sew'): the spike ADD reaches a pool-folded Dense as graded messages."""
     rng = np.random.default_rng(1)
     g = graphs.residual(rng, "sew")
-    plan = lb.lower(g, graded=True)
+    plan = lb.lower(g, lb.Options(graded_spikes=True))
     assert plan.graded and plan.pops["add"].lava_type == "GradedVec" and plan.pops["add"].max_value == 2
     (edge,) = plan.graded_edges
     assert (edge.src, edge.dst, edge.kind, edge.bits) == ("add", "sn_out", "dense", 2)
@@ -92,7 +92,7 @@ def test_float_sew_dense_equals_torch():
     assert plan.pops["add"].depth == 3 and plan.pops["sn_out"].depth == 4
     x = rng.random((2, 2, 6, 6)) * 4.0
     ref = torch_backend.run(g, x, 6, record=True)
-    got = lb.run(g, x, 6, record=True, graded=True)
+    got = lb.run(g, x, 6, record=True, options=lb.Options(graded_spikes=True))
     _assert_equal_trains(g, got, ref, "sew")
     assert (_counts(ref, "sn2", "sn0") == 2).sum() > 0, "no count of 2 reached the synapse"
 
@@ -100,7 +100,7 @@ def test_float_sew_dense_equals_torch():
 def test_float_two_sew_blocks_conv_and_graded_relays():
     rng = np.random.default_rng(2)
     g = sew2(rng)
-    plan = lb.lower(g, graded=True)
+    plan = lb.lower(g, lb.Options(graded_spikes=True))
     kinds = {(c.src, c.dst): (c.kind, c.bits) for c in plan.graded_edges}
     assert kinds[("add1", "sn3")] == ("conv", 2)                    # COUNT into a lava Conv
     assert plan.pops["add2"].max_value == 3 and kinds[("add2", "sn_out")] == ("dense", 2)
@@ -121,7 +121,7 @@ def test_graded_payload_is_used():
     g = doubled(rng)
     x = rng.random((2, 6)) * 1.5
     ref = torch_backend.run(g, x, 8, record=True)
-    plan = lb.lower(g, graded=True)
+    plan = lb.lower(g, lb.Options(graded_spikes=True))
     (edge,) = plan.graded_edges
     assert edge.role == "identity" and edge.bits == 2 and plan.pops["sum"].max_value == 2
     got = lb.run((g, plan), x, 8, record=True)
@@ -160,7 +160,7 @@ def test_refusals():
     first = str(check_fully_spiking(sew).violations[0])
     for fixed in (False, True):
         with pytest.raises(lb.LoweringError, match="not fully spiking") as ei:
-            lb.lower(sew, fixed_point=fixed)
+            lb.lower(sew, lb.Options(fixed_point=fixed))
         msg = str(ei.value)
         assert first in msg and "graded" in msg and "--graded-spikes" in msg and "\n" not in msg
     with pytest.raises(lb.LoweringError, match=r"Add \(node 'sum'\).*--graded-spikes"):
@@ -168,7 +168,7 @@ def test_refusals():
     ms = graphs.residual(rng, "ms")
     for fixed in (False, True):
         with pytest.raises(lb.LoweringError, match="even with graded spikes") as ei:
-            lb.lower(ms, fixed_point=fixed, graded=True)
+            lb.lower(ms, lb.Options(fixed_point=fixed, graded_spikes=True))
         msg = str(ei.value)
         assert "analog" in msg and "'add'" in msg and "\n" not in msg and "--graded-spikes" not in msg
     # without the flag an analog graph gets no hint at graded spikes (they would not help)
@@ -185,13 +185,13 @@ def test_refusals():
     g.add("b", Neuron(LIF), ["acc"])
     g.add("out", Readout("count"), ["b"])
     with pytest.raises(lb.LoweringError, match=r"'acc'.*depends on itself"):
-        lb.lower(g, graded=True)
+        lb.lower(g, lb.Options(graded_spikes=True))
 
 
 def test_artifact_and_summary_say_graded(tmp_path):
     rng = np.random.default_rng(2)
     g = sew2(rng)
-    out = lb.compile_graph(g, tmp_path / "art", graded=True)
+    out = lb.compile_graph(g, tmp_path / "art", lb.Options(graded_spikes=True))
     g2, cfg = lb.load_artifact(out)
     assert cfg["graded_spikes"] is True
     edges = {(e["src"], e["dst"]): e for e in cfg["graded_edges"]}
@@ -202,9 +202,9 @@ def test_artifact_and_summary_say_graded(tmp_path):
     text = (out / "summary.txt").read_text()
     assert "graded spikes" in text and "graded messages (COUNT edges lowered as graded spikes): 5" in text
     assert "add1 -> conv3->sn3 -> sn3: spike counts 0..2, num_message_bits=2" in text
-    assert lb.lower(g2, graded=True).to_json() == json.loads(json.dumps(lb.lower(g, graded=True).to_json()))
+    assert lb.lower(g2, lb.Options(graded_spikes=True)).to_json() == json.loads(json.dumps(lb.lower(g, lb.Options(graded_spikes=True)).to_json()))
     # a fully spiking graph with the flag: nothing is graded, and the summary says so
-    plain = lb.lower(graphs.mlp(rng), graded=True)
+    plain = lb.lower(graphs.mlp(rng), lb.Options(graded_spikes=True))
     assert plain.graded and not plain.graded_edges and "nothing needed them" in plain.summary()
     assert lb.lower(graphs.mlp(rng)).to_json()["graded_spikes"] is False
 

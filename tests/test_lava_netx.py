@@ -11,15 +11,15 @@ import pytest
 from click.testing import CliRunner
 
 import graphs
-from snncc.backends import torch_backend
+from snncc.backends import torch_ref as torch_backend
 from snncc.ir import serialize
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Conv, Dense, Flatten, Input, Neuron, Pool, Readout
 from snncc.neuron import NeuronParams
 
-lb = pytest.importorskip("snncc.backends.lava_backend")
-lf = pytest.importorskip("snncc.backends.lava_fixed")
-nx = pytest.importorskip("snncc.backends.lava_netx")
+lb = pytest.importorskip("snncc.backends.lava")
+lf = pytest.importorskip("snncc.backends.lava.fixed_point")
+nx = pytest.importorskip("snncc.backends.lava.netx")
 
 LIF = NeuronParams("lif", tau=2.0, v_th=0.5)
 IF = NeuronParams("if", v_th=1.0)
@@ -230,12 +230,12 @@ def test_structure_and_roundtrip(tmp_path):
     assert c2["groups"] == 1 and c1["weight"].shape == (3, 1, 3, 3) and fc["weight"].shape == (5, 64)  # avg pool folded in
     for lay, pop, syn in ((c1, "s1", "c1->s1"), (c2, "s2", "c2->s2"), (fc, "s3", "fc->s3")):
         q, fp = fx.conns[syn], fx.pops[pop]
-        assert np.array_equal(lay["weight"], lf._lava_weights(q.weight, q.sign_mode))   # the plan's integers
+        assert np.array_equal(lay["weight"], lf.lava_weights(q.weight, q.sign_mode))   # the plan's integers
         assert lay["weight"].dtype.kind == "i" and np.abs(lay["weight"]).max() <= 256
         n = lay["neuron"]
         assert n["type"] == "CUBA" and n["iDecay"] == fp.du + 1 == 4096 and n["vDecay"] == fp.dv == 2048
         assert n["vThMant"] == fp.vth and n["refDelay"] == 1 and not n["gradedSpike"]
-        bias = lf._lava_weights(fx.conns[f"{pop}.bias@{plan.pops[pop].depth}"].weight,
+        bias = lf.lava_weights(fx.conns[f"{pop}.bias@{plan.pops[pop].depth}"].weight,
                                 fx.conns[f"{pop}.bias@{plan.pops[pop].depth}"].sign_mode)[:, 0]
         got = np.repeat(lay["bias"], bias.size // lay["bias"].size)
         assert np.array_equal(got, bias)

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 
 import graphs
-from snncc.backends import torch_backend
+from snncc.backends import torch_ref as torch_backend
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout
 from snncc.ir.types import Kind
 from snncc.neuron import NeuronParams
-from snncc.sims import numba_sim
+from snncc.sims import numba_kernels, numba_sim
 
 LIF = NeuronParams("lif", tau=2.0, v_th=0.5)  # thresholds exact in float32: see _assert_same
 IF_SOFT = NeuronParams("if", v_th=1.0, reset="soft")
@@ -183,7 +183,7 @@ def test_event_conv_scatter_matches_conv2d(rng):
                    stride=(2, 1), padding=(1, 2))[0].numpy()
     w_t = np.ascontiguousarray(weight.transpose(1, 2, 3, 0))
     out = np.empty((1, ref.size))
-    total = numba_sim._conv_rows(0, 1, x.reshape(1, -1), w_t, bias, out, h, w, ref.shape[1], ref.shape[2],
+    total = numba_kernels.conv_rows(0, 1, x.reshape(1, -1), w_t, bias, out, h, w, ref.shape[1], ref.shape[2],
                                  2, 1, 1, 2)
     np.testing.assert_allclose(out.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
     assert np.isclose(total, ref.sum())
@@ -207,8 +207,8 @@ def test_unknown_op_is_refused(rng):
 def test_uses_the_one_neuron_definition():
     from snncc import neuron
 
-    assert numba_sim._charge.py_func is neuron.charge
-    assert numba_sim._step.py_func.__code__ is neuron.step.__code__
+    assert numba_kernels.charge.py_func is neuron.charge
+    assert numba_kernels.step.py_func.__code__ is neuron.step.__code__
 
 
 @pytest.mark.parametrize("mode", ["max", "avg", "sum"])
@@ -216,9 +216,9 @@ def test_pool_kernel_matches_reference_bit_for_bit(rng, mode):
     """5x5 windows over ~30% spikes: sum pooling must give exact integer counts (7/25*25 != 7 would not)."""
     x = (rng.random((2, 3, 9, 9)) < 0.3).astype(np.float64)
     op = Pool(mode, (5, 5), (2, 2), (2, 2))
-    ref = torch_backend._pool(op, [torch.as_tensor(x)], None).numpy()
+    ref = torch_backend.pool(op, [torch.as_tensor(x)]).numpy()
     out = np.empty((2, ref[0].size))
-    numba_sim._pool(x.reshape(2, -1), out, 3, 9, 9, 5, 5, 5, 5, 2, 2, 2, 2, ["max", "avg", "sum"].index(mode))
+    numba_kernels.pool(x.reshape(2, -1), out, 3, 9, 9, 5, 5, 5, 5, 2, 2, 2, 2, ["max", "avg", "sum"].index(mode))
     assert np.array_equal(out.reshape(ref.shape), ref)
     if mode == "sum":
         assert np.array_equal(ref, np.round(ref)) and (ref == 7).any()
@@ -240,11 +240,12 @@ def test_float32_representable_weights_take_the_float32_path_and_stay_exact(rng)
 
 
 def test_simulator_refuses_a_second_module_name(monkeypatch):
-    """Importing the file as `sims.numba_sim` would pollute numba's disk cache for snncc.sims.numba_sim."""
+    """Importing the kernels' file as `sims.numba_kernels` would pollute numba's disk cache for
+    snncc.sims.numba_kernels (the module holding the cached kernels)."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(numba_sim.__file__)
-    spec = importlib.util.spec_from_file_location("sims.numba_sim", path)
-    with pytest.raises(ImportError, match="snncc.sims.numba_sim"):
+    path = Path(numba_kernels.__file__)
+    spec = importlib.util.spec_from_file_location("sims.numba_kernels", path)
+    with pytest.raises(ImportError, match="snncc.sims.numba_kernels"):
         spec.loader.exec_module(importlib.util.module_from_spec(spec))

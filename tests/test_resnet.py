@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from snncc.backends import torch_backend
+from snncc.backends import torch_ref as torch_backend
 from snncc.exporter import ExportError, export
 from snncc.ir.ops import Add
 from snncc.models.resnet import ANN_NAMES, MODEL_NAMES, ModelError, build_resnet

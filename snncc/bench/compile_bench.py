@@ -11,7 +11,7 @@ weights), so the benchmark does not depend on training code or an exporter:
     avgpool 4x4 -> flatten -> FC 10 -> LIF -> count readout
 
 About 11.2 M weights and 0.5 M neurons. Timed: building the graph (not part of compilation),
-``lava_backend.lower`` (float, and optionally fixed point), ``compile_graph`` into a temporary
+``snncc.backends.lava.lower`` (float, and optionally fixed point), ``compile_graph`` into a temporary
 directory (lowering + ONNX + lava.json + summary). No Lava process is built and no runtime
 started. Run ``python -m snncc.bench.compile_bench``.
 """
@@ -77,7 +77,7 @@ def bench_compile(width: float = 1.0, seed: int = 0, fixed_point: bool = False,
                   with_artifact: bool = True, out_dir=None) -> dict:
     """Time lowering (and compile_graph) of the Spike-ResNet-18 graph. Returns a dict of
     seconds and plan statistics; ``within_target`` compares float ``lower_s`` with 10 s."""
-    from snncc.backends import lava_backend as lb
+    from snncc.backends import lava as lb
     t0 = time.perf_counter()
     g = build_spike_resnet18(width=width, seed=seed)
     g.infer()
@@ -94,7 +94,7 @@ def bench_compile(width: float = 1.0, seed: int = 0, fixed_point: bool = False,
         "graph_nodes": len(g),
         "build_graph_s": build_s,
         "lower_s": lower_s,
-        "lava_processes": dict(Counter(c.kind for c in plan.conns)) | {"LIF": len(plan.pops)},
+        "lava_processes": dict(Counter(str(c.kind) for c in plan.conns)) | {"LIF": len(plan.pops)},
         "conv_synapses_as_lava_conv": sum(1 for c in plan.conns if c.kind == "conv"),
         "conv_synapses": sum(1 for n in g.synapses() if isinstance(g.op(n), Conv)),
         "max_depth": plan.max_depth,
@@ -102,7 +102,7 @@ def bench_compile(width: float = 1.0, seed: int = 0, fixed_point: bool = False,
     }
     if fixed_point:
         t0 = time.perf_counter()
-        fplan = lb.lower(g, fixed_point=True)
+        fplan = lb.lower(g, lb.Options(fixed_point=True))
         res["lower_fixed_s"] = time.perf_counter() - t0
         res["fixed_conv_weight_exp"] = sorted({q.weight_exp for q in fplan.fixed.conns.values() if q.kind == "conv"})
     if with_artifact:

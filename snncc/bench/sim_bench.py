@@ -6,7 +6,7 @@
     same neuron update (``snncc.neuron.step``), as a dense GPU-style code would run on CPU,
 (c) Lava's CPU float simulator (``snncc.bench.lava_mlp``: hand-built processes),
 (d) with ``with_lava_ir=True``: the same graph compiled from the IR by
-    ``snncc.backends.lava_backend`` and run with ``lava_backend.run``, float and bit-accurate
+    ``snncc.backends.lava`` and run with ``snncc.backends.lava.run``, float and bit-accurate
     fixed point (``lava_ir_*`` keys). ``run`` reports its phases separately; the per-step time
     is taken from a second, identical sample (compile, process spawn and the first sample
     excluded) and the sink read-back (lava 0.10's Var.get, slow) is reported on its own.
@@ -61,19 +61,17 @@ def _median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _time_numba(graph, x, timesteps, repeats):
-    plan = numba_sim.Plan(graph)
+def _time_numba(graph, x, timesteps, repeats, threads=None):
+    plan = numba_sim.Plan(graph, threads)
     t0 = time.perf_counter()
     plan.run(x, timesteps, record=True)  # JIT compile (or cache load) + warm buffers
     compile_s = time.perf_counter() - t0
     result = plan.run(x, timesteps, record=True)
     wall = _median_time(lambda: plan.run(x, timesteps), repeats)
-    threads, numba_sim._THREADS = numba_sim._THREADS, 1
-    try:
-        wall_1 = _median_time(lambda: plan.run(x, timesteps), repeats)
-    finally:
-        numba_sim._THREADS = threads
-    return result, wall, wall_1, compile_s
+    single = numba_sim.Plan(graph, threads=1)
+    single.run(x, timesteps)  # warm buffers
+    wall_1 = _median_time(lambda: single.run(x, timesteps), repeats)
+    return result, wall, wall_1, compile_s, plan.threads
 
 
 def torch_loop(weights, spikes: np.ndarray, record: bool = False):
@@ -119,15 +117,15 @@ def _time_lava(weights, spikes):
 
 
 def _time_lava_ir(graph, spikes: np.ndarray, numba_trains: dict, timesteps: int) -> dict:
-    """lava_backend.run on the IR graph, float and fixed point, batch 2 (the same sample twice:
-    sample 2 is the steady-state timing). Spikes are compared with the numba simulator's."""
-    from snncc.backends import lava_backend as lb
+    """The Lava backend's run on the IR graph, float and fixed point, batch 2 (the same sample
+    twice: sample 2 is the steady-state timing). Spikes are compared with the numba simulator's."""
+    from snncc.backends import lava as lb
 
     x = np.repeat(spikes[None, :timesteps], 2, axis=0)          # (B=2, T, 784)
     out = {"lava_ir_timesteps": timesteps}
     for tag, fixed in (("float", False), ("fixed", True)):
         t0 = time.perf_counter()
-        plan = lb.lower(graph, fixed_point=fixed)
+        plan = lb.lower(graph, lb.Options(fixed_point=fixed))
         lower_s = time.perf_counter() - t0
         timing: dict = {}
         t0 = time.perf_counter()
@@ -148,7 +146,7 @@ def _time_lava_ir(graph, spikes: np.ndarray, numba_trains: dict, timesteps: int)
         }
         out["lava_ir_steps_per_sample"] = steps
     out["lava_ir_float_spikes_equal_numba"] = out["lava_ir_float_spike_agreement_vs_numba"] == 1.0
-    out["lava_ir_note"] = (f"lava_backend.run, T={timesteps} (+{out['lava_ir_steps_per_sample'] - timesteps} "
+    out["lava_ir_note"] = (f"lava run, T={timesteps} (+{out['lava_ir_steps_per_sample'] - timesteps} "
                            "alignment steps) per sample, ms/step from the 2nd of 2 identical samples; "
                            "compile/spawn, read-back (Var.get) and stop reported separately; fixed point "
                            "uses 8-bit weights, so its spikes are not expected to equal numba's")
@@ -157,13 +155,15 @@ def _time_lava_ir(graph, spikes: np.ndarray, numba_trains: dict, timesteps: int)
 
 def run_bench(timesteps: int = 200, input_rate: float = 0.15, seed: int = 0,
               with_lava: bool = True, repeats: int = 10, with_lava_ir: bool = False,
-              lava_ir_timesteps: int = 50) -> dict:
+              lava_ir_timesteps: int = 50, numba_threads: int | None = None) -> dict:
+    """``numba_threads``: the simulator's worker threads (default: numba's thread count); the
+    single-thread figure always uses a second plan with threads=1."""
     rng = np.random.default_rng(seed)
     graph, weights = build_mlp(rng)
     spikes = (rng.random((timesteps, SIZES[0])) < input_rate).astype(np.float64)
     x = spikes[None]  # (B=1, T, 784)
 
-    res, numba_s, numba_1, compile_s = _time_numba(graph, x, timesteps, repeats)
+    res, numba_s, numba_1, compile_s, numba_threads = _time_numba(graph, x, timesteps, repeats, numba_threads)
     torch_1, torch_s, threads = _time_torch(weights, spikes, max(1, repeats // 3))
     ref = torch_loop(weights, spikes, record=True)
     agree = all(np.array_equal(res.trains[f"lif{i}"][:, 0], ref[i]) for i in range(len(ref)))
@@ -190,7 +190,7 @@ def run_bench(timesteps: int = 200, input_rate: float = 0.15, seed: int = 0,
         "spikes_agree_numba_vs_torch_loop": bool(agree),
         "torch_1thread_ms_per_step": torch_1 * 1e3 / timesteps,
         "torch_threads": threads,
-        "numba_threads": numba_sim._THREADS,
+        "numba_threads": numba_threads,
         "numba_1thread_ms_per_step": numba_1 * 1e3 / timesteps,
         "numba_first_run_s": compile_s,
         "lava_compile_s": lava["compile_s"] if lava else None,

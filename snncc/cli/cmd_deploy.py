@@ -8,8 +8,9 @@ import sys
 import click
 
 from snncc.cli.common import (
-    _artifact_target, _DATA_DIR, _DATASET, _dataset_for, _emit_json, _LIMIT, _load_graph,
+    _DATA_DIR, _DATASET, _dataset_for, _emit_json, _LIMIT, _load_graph,
     _test_data, _TIMESTEPS, EXIT_HYBRID)
+from snncc.runtime import BACKENDS
 
 
 # -- validate / inspect -------------------------------------------------------------
@@ -43,58 +44,35 @@ def inspect(model):
 
 
 # -- run / energy -------------------------------------------------------------------
-def _backend_options(model, backend, graded=False) -> dict:
-    """A Lava artifact compiled with --fixed-point runs in fixed point, one compiled with
-    --graded-spikes with graded spikes; --graded-spikes asks for them on any Lava run."""
-    if graded and backend != "lava":
-        raise click.UsageError("--graded-spikes applies to --backend lava (torch and numba compute spike counts "
-                               "natively)")
-    if backend == "lava":
-        opts = {"graded": bool(graded)}
-        if _artifact_target(model) == "lava":
-            from snncc.backends.lava_backend import load_artifact
-            cfg = load_artifact(model)[1]
-            opts.update(fixed_point=cfg.get("precision") == "fixed_pt",
-                        graded=bool(graded or cfg.get("graded_spikes", False)))
-        return opts
-    return {}
-
-
-def _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=True, graded=False, compare=None):
-    """Evaluate MODEL on ``backend``; with ``compare`` (another backend) also run that one on every batch
-    and compare the spike trains (:mod:`snncc.agreement`). Returns (graph, result[, agreement])."""
-    from snncc.evaluate import default_timesteps, evaluate_agreement
-    from snncc.runtime import get_backend
+def _program(model, backend, flags=None):
+    """The lowered program to run: a compiled artifact's (its target and options, CLI flags on
+    top; ``backend`` overrides the target, then only the flags apply), or a graph file's for
+    ``backend`` (default numba). Lowered (validated, refused if unsupported) before any data
+    is read."""
+    from snncc.runtime import get_backend, lower, make_options
+    flags = flags or {}
+    if os.path.isdir(model):
+        from snncc.artifact import read_artifact
+        art = read_artifact(model)
+        be = get_backend(backend or art.backend)
+        options = make_options(be, flags, art.options if be.name == art.backend else None)
+        return lower(art.graph, be, options, deploy=be.name == art.backend)
     graph = _load_graph(model)
-    backends = (backend,) if compare is None else (backend, compare)
-    for b in backends:
-        get_backend(b)  # unknown names fail before any data is read
-    options = {b: _backend_options(model, b, graded) for b in backends}
-    if any(o.get("graded") for o in options.values()):  # refuse what graded spikes cannot carry before reading data
-        from snncc.backends.lava_backend import lower
-        lower(graph, graded=True)
-    t = default_timesteps(graph, timesteps)
-    x, y = _test_data(_dataset_for(graph, dataset), data_dir, limit)
-    results, agreement = evaluate_agreement(graph, backends, x, y, t, progress=progress, options=options)
-    for b, res in results.items():
-        if b == "lava":
-            res["precision"] = "fixed_pt" if options[b].get("fixed_point") else "floating_pt"
-            res["graded_spikes"] = bool(options[b].get("graded"))
-    if compare is None:
-        return graph, results[backend]
-    return graph, results[backend], agreement
+    be = get_backend(backend or "numba")
+    return lower(graph, be, make_options(be, flags))
 
 
-def _print_run(res):
-    extra = ""
-    if res["backend"] == "lava":
-        extra = f" [{res['precision']}" + (", graded spikes" if res["graded_spikes"] else "") + "]"
-    click.echo(f"backend {res['backend']}{extra}: accuracy {res['accuracy']:.4f} on {res['samples']} samples, "
-               f"T={res['timesteps']}")
-    for layer in res["layers"]:
-        rate = layer["spikes"] / (layer["neurons"] * res["samples"] * res["timesteps"])
-        click.echo(f"  {layer['name']:<20} {layer['neurons']:>8} neurons {layer['spikes']:>12} spikes  "
-                   f"rate {rate:.4f}")
+def _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=True, flags=None, compare=None):
+    """Evaluate MODEL on ``backend``; with ``compare`` (another backend) also run that one on every batch
+    and compare the spike trains (:mod:`snncc.agreement`). Returns (program, result, agreement or None)."""
+    from snncc.evaluate import default_timesteps, evaluate_programs
+    programs = [_program(model, backend, flags)]
+    if compare is not None:
+        programs.append(_program(model, compare))
+    t = default_timesteps(programs[0].graph, timesteps)
+    x, y = _test_data(_dataset_for(programs[0].graph, dataset), data_dir, limit)
+    results, agreement = evaluate_programs(programs, x, y, t, progress=progress)
+    return programs[0], results[0], agreement
 
 
 @click.command()
@@ -111,12 +89,9 @@ def _print_run(res):
 @click.option("--json", "as_json", is_flag=True)
 def run(model, backend, dataset, data_dir, limit, timesteps, graded, compare, as_json):
     """Simulate MODEL (a .snn.onnx file or a `snncc compile` directory) on a dataset's test split."""
-    backend = backend or _artifact_target(model) or "numba"
-    if compare is not None and compare == backend:
-        raise click.UsageError(f"--compare {compare}: compare {backend} with another backend")
-    out = _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=not as_json, graded=graded,
-                    compare=compare)
-    res, agreement = out[1], (out[2] if compare else None)
+    from snncc.runtime import get_backend
+    program, res, agreement = _evaluate(model, backend, dataset, data_dir, limit, timesteps,
+                                        progress=not as_json, flags={"graded_spikes": graded}, compare=compare)
     res.pop("activity")
     res.pop("seconds")
     if agreement is not None:
@@ -124,10 +99,16 @@ def run(model, backend, dataset, data_dir, limit, timesteps, graded, compare, as
     if as_json:
         _emit_json(res)
     else:
-        _print_run(res)
-        if agreement is not None:
-            for line in agreement.lines():
-                click.echo(line)
+        label = get_backend(program.backend).label(program.options)
+        extra = f" [{label}]" if label else ""
+        click.echo(f"backend {res['backend']}{extra}: accuracy {res['accuracy']:.4f} on {res['samples']} samples, "
+                   f"T={res['timesteps']}")
+        for layer in res["layers"]:
+            rate = layer["spikes"] / (layer["neurons"] * res["samples"] * res["timesteps"])
+            click.echo(f"  {layer['name']:<20} {layer['neurons']:>8} neurons {layer['spikes']:>12} spikes  "
+                       f"rate {rate:.4f}")
+        for line in agreement.lines() if agreement is not None else ():
+            click.echo(line)
     if agreement is not None and not agreement.agree:
         sys.exit(EXIT_HYBRID)
 
@@ -160,7 +141,8 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, firs
     from snncc.report import print_comparison, print_energy
     reports = []
     for model in models:
-        graph, res = _evaluate(model, backend, dataset, data_dir, limit, timesteps)
+        program, res, _ = _evaluate(model, backend, dataset, data_dir, limit, timesteps)
+        graph = program.graph
         rep = energy_report(graph, res["activity"], res["samples"], res["timesteps"],
                             first_layer=first_layer.replace("-", "_"))
         rep.accuracy, rep.model_path, rep.name = res["accuracy"], str(model), graph.name
@@ -181,7 +163,7 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, firs
 
 @click.command("compile")
 @click.argument("model", type=click.Path())
-@click.option("--target", type=click.Choice(["lava", "numba"]), required=True)
+@click.option("--target", type=click.Choice(sorted(BACKENDS)), required=True)
 @click.option("-o", "--output", "out_dir", type=click.Path(), required=True, help="artifact directory")
 @click.option("--fixed-point", is_flag=True, help="Lava: Loihi bit-accurate fixed point (select_tag fixed_pt)")
 @click.option("--graded-spikes", "graded", is_flag=True,
@@ -190,20 +172,12 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, firs
               help="Lava: also write OUT_DIR/model.net, the network as a lava-dl netx HDF5 file")
 def compile_cmd(model, target, out_dir, fixed_point, graded, netx):
     """Lower a fully spiking graph for a target; writes an artifact `snncc run` can load."""
-    from snncc.passes.validate import check_fully_spiking
+    from snncc.artifact import compile_artifact
+    from snncc.runtime import make_options
     graph = _load_graph(model)
-    if target == "lava":
-        from snncc.backends.lava_backend import compile_graph
-        compile_graph(graph, out_dir, fixed_point=fixed_point, graded=graded, netx=netx)
-    else:
-        for flag, on in (("fixed-point", fixed_point), ("graded-spikes", graded), ("netx", netx)):
-            if on:
-                raise click.UsageError(f"--{flag} applies to --target lava")
-        report = check_fully_spiking(graph)
-        if not report.fully_spiking:
-            raise click.UsageError(f"not fully spiking: {report.violations[0]}")
-        from snncc.artifact import compile_artifact
-        compile_artifact(graph, out_dir)
+    options = make_options(target, {"fixed_point": fixed_point, "graded_spikes": graded, "netx": netx},
+                           word="--target")
+    compile_artifact(graph, target, options, out_dir)
     mode = ", ".join(m for m, on in (("fixed point", fixed_point), ("graded spikes", graded),
                                      ("netx model.net", netx)) if on)
     click.echo(f"compiled for {target}{f' ({mode})' if mode else ''} -> {out_dir}")
@@ -227,7 +201,8 @@ def quantize(model, dataset, data_dir, limit, timesteps, input_bound, json_path)
     (tests/test_lava_fixed.py), so no Lava runtime is needed; the float run is the numba simulator."""
     import numpy as np
 
-    from snncc.backends.lava_fixed import lower_fixed, run_integer
+    from snncc.backends.lava.integer import run_integer
+    from snncc.backends.lava.quantizer import lower_fixed
     from snncc.evaluate import default_timesteps
     from snncc.sims import numba_sim
     graph = _load_graph(model)

@@ -20,7 +20,7 @@ def _user_errors() -> tuple:
     from snncc.ir.types import GraphError
     from snncc.runtime import InputError
     from snncc.training.train import CheckpointError, ConfigError, TrainingDiverged
-    from snncc.backends.lava_backend import LoweringError
+    from snncc.backends.base import LoweringError
     from snncc.analysis.bsd_plots import PlotError
     from snncc.data.sequences import SequenceError
     from snncc.models.resnet import ModelError
@@ -67,21 +67,13 @@ def _one_line(e: Exception) -> str:
 
 # -- helpers ------------------------------------------------------------------
 def _load_graph(path):
-    """A spike-graph file, or a directory written by `snncc compile` (its graph.snn.onnx)."""
+    """A spike-graph file, or a directory written by `snncc compile` (its graph.snn.onnx, after
+    the artifact's target file is validated: a folder without one is refused)."""
     from snncc.ir.serialize import load
     if os.path.isdir(path):
-        from snncc.backends.lava_backend import load_artifact
-        if os.path.isfile(os.path.join(path, "lava.json")):
-            return load_artifact(path)[0]
-        return load(os.path.join(path, "graph.snn.onnx"))
+        from snncc.artifact import read_artifact
+        return read_artifact(path).graph
     return load(path)
-
-
-def _artifact_target(path):
-    """The target a compiled artifact directory was built for (None for a plain graph file)."""
-    if os.path.isdir(path):
-        return "lava" if os.path.isfile(os.path.join(path, "lava.json")) else "numba"
-    return None
 
 
 def _dataset_for(graph, dataset):

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from snncc.ir.ops import OP_TYPES, Input, Neuron, Readout, is_synapse
+from snncc.ir import ops as _ops
+from snncc.ir.ops import is_synapse
 from snncc.ir.types import GraphError, TensorType
 
 
@@ -34,7 +35,7 @@ class SpikeGraph:
     def add(self, name: str, op, inputs=()) -> str:
         if name in self._g:
             raise GraphError(f"duplicate node name {name!r}")
-        if not isinstance(op, OP_TYPES):
+        if not isinstance(op, _ops.OP_TYPES):
             raise GraphError(f"node {name!r}: {type(op).__name__} is not a spike-graph op")
         ports = [p if isinstance(p, Port) else Port(p) for p in inputs]
         self._g.add_node(name, op=op)
@@ -48,7 +49,7 @@ class SpikeGraph:
         """Give node ``name`` a new op, keeping its edges (e.g. fold preprocessing into the Input)."""
         if name not in self._g:
             raise GraphError(f"unknown node {name!r}")
-        if not isinstance(op, OP_TYPES):
+        if not isinstance(op, _ops.OP_TYPES):
             raise GraphError(f"node {name!r}: {type(op).__name__} is not a spike-graph op")
         self._g.nodes[name]["op"] = op
         self._types = self._order = None
@@ -99,17 +100,17 @@ class SpikeGraph:
 
     @property
     def input_nodes(self) -> list[str]:
-        return self.nodes(Input)
+        return [n for n in self.order() if self.op(n).is_input]
 
     @property
     def output_nodes(self) -> list[str]:
-        return self.nodes(Readout)
+        return [n for n in self.order() if self.op(n).is_readout]
 
     def synapses(self) -> list[str]:
         return [n for n in self.order() if is_synapse(self.op(n))]
 
     def populations(self) -> list[str]:
-        return self.nodes(Neuron)
+        return [n for n in self.order() if self.op(n).is_population]
 
     # -- typing ---------------------------------------------------------
     def infer(self) -> dict[str, TensorType]:

@@ -1,8 +1,12 @@
 """Spike-graph operations: small frozen dataclasses that infer their output type.
 
 Adding a node type means: write its dataclass here with an ``infer`` method and
-list it in :data:`OP_TYPES`. Serialization, validation and every backend look
-ops up by class, and backends refuse (by name) any op they have no rule for.
+register it (``@register_op``, which appends it to :data:`OP_TYPES`). Serialization,
+validation and every backend look ops up by class, and backends refuse (by name) any
+op they have no rule for. Passes ask ops questions through class attributes
+(``is_synapse``, ``is_population``, ``folds_into_synapse``, ``can_be_static``,
+``passes_through``) instead of type-checking them; a new op answers them by
+overriding the defaults of :class:`Op`.
 
 Shapes are per sample, channel-first, without batch or time axes.
 """
@@ -12,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from snncc.ir.types import GraphError, Kind, TensorType
+from snncc.ir.types import GraphError, Kind, StrEnum, TensorType
 from snncc.neuron import NeuronParams
 
 
@@ -35,8 +39,59 @@ def _summed_kind(types: list[TensorType]) -> Kind:
     return Kind.COUNT
 
 
+class Encoding(StrEnum):
+    DIRECT = "direct"   # the analog sample is presented at every step
+    SPIKE = "spike"     # the input is already a binary spike train
+
+
+class PoolMode(StrEnum):
+    MAX = "max"
+    AVG = "avg"
+    SUM = "sum"
+
+
+class ReadoutMode(StrEnum):
+    COUNT = "count"     # spike counts of a population
+    MEAN = "mean"       # time-averaged analog value
+
+
+OP_TYPES: tuple = ()
+OP_BY_NAME: dict = {}
+
+
+def register_op(cls):
+    """Class decorator: make ``cls`` a spike-graph op (listed in OP_TYPES / OP_BY_NAME)."""
+    global OP_TYPES
+    if cls.__name__ in OP_BY_NAME:
+        raise GraphError(f"op {cls.__name__!r} is already registered")
+    OP_TYPES = OP_TYPES + (cls,)
+    OP_BY_NAME[cls.__name__] = cls
+    return cls
+
+
+def unregister_op(cls) -> None:
+    """Undo :func:`register_op` (for tests that add a toy op)."""
+    global OP_TYPES
+    OP_TYPES = tuple(c for c in OP_TYPES if c is not cls)
+    OP_BY_NAME.pop(cls.__name__, None)
+
+
+class Op:
+    """Defaults of the questions passes and backends ask an op (override in a subclass)."""
+
+    arity = (1, 1)
+    is_synapse = False          # weighted map whose output current a population integrates
+    is_population = False       # stateful neurons emitting spikes
+    is_input = False
+    is_readout = False
+    folds_into_synapse = False  # linear and stateless: folds into the synapse that reads it
+    can_be_static = True        # its value is constant over time when its inputs are
+    passes_through = False      # output == input values (only reshaped)
+
+
+@register_op
 @dataclass(frozen=True, eq=False)
-class Input:
+class Input(Op):
     """Network input. ``encoding='direct'``: the analog sample is presented at every step.
     ``encoding='spike'``: the input is already a binary spike train (B, T, *shape).
 
@@ -47,19 +102,27 @@ class Input:
     """
 
     shape: tuple
-    encoding: str = "direct"
+    encoding: Encoding = Encoding.DIRECT
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
     arity = (0, 0)
+    is_input = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "encoding", Encoding.coerce(self.encoding))
+
+    @property
+    def direct(self) -> bool:
+        return self.encoding is Encoding.DIRECT
 
     def infer(self, name, types):
-        if self.encoding not in ("direct", "spike"):
+        if not isinstance(self.encoding, Encoding):
             raise GraphError(f"node {name!r}: unknown input encoding {self.encoding!r}")
         shape = tuple(int(d) for d in self.shape)
         if (self.mean is None) != (self.std is None):
             raise GraphError(f"node {name!r}: input normalisation needs both mean and std")
         if self.mean is not None:
-            if self.encoding != "direct":
+            if not self.direct:
                 raise GraphError(f"node {name!r}: a spike-encoded input cannot be normalised")
             mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
             channels = shape[0] if shape else 1
@@ -68,7 +131,7 @@ class Input:
                                  f"got {list(mean.shape)} / {list(std.shape)}")
             if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
                 raise GraphError(f"node {name!r}: normalisation needs finite mean and std > 0")
-        kind = Kind.ANALOG if self.encoding == "direct" else Kind.SPIKE
+        kind = Kind.ANALOG if self.direct else Kind.SPIKE
         return TensorType(kind, shape)
 
     def present(self, x: np.ndarray) -> np.ndarray:
@@ -88,8 +151,9 @@ class Input:
         return float(np.max((np.abs(mean) + raw_bound) / std))
 
 
+@register_op
 @dataclass(frozen=True, eq=False)
-class Dense:
+class Dense(Op):
     """Fully connected synapse: current = weight @ x + bias. weight: (out, in)."""
 
     weight: np.ndarray
@@ -110,8 +174,9 @@ class Dense:
         return int(self.weight.shape[0] * self.weight.shape[1])
 
 
+@register_op
 @dataclass(frozen=True, eq=False)
-class Conv:
+class Conv(Op):
     """2-D convolution synapse (cross-correlation, groups=1). weight: (C_out, C_in, kh, kw)."""
 
     weight: np.ndarray
@@ -137,20 +202,30 @@ class Conv:
         return int(kh * kw * out_type.shape[1] * out_type.shape[2] * c_in * c_out)
 
 
+@register_op
 @dataclass(frozen=True, eq=False)
-class Pool:
+class Pool(Op):
     """2-D pooling. max of spikes is an OR (stays SPIKE); sum of spikes is a COUNT;
     avg is ANALOG (sum / k*k, padding counted)."""
 
-    mode: str
+    mode: PoolMode
     kernel: tuple
     stride: tuple
     padding: tuple = (0, 0)
     arity = (1, 1)
+    folds_into_synapse = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "mode", PoolMode.coerce(self.mode))
+
+    @property
+    def window_value(self) -> float:
+        """Weight of each window element when the pool is a linear map (avg: 1/k, sum: 1)."""
+        return 1.0 / (self.kernel[0] * self.kernel[1]) if self.mode is PoolMode.AVG else 1.0
 
     def infer(self, name, types):
         (t,) = types
-        if self.mode not in ("max", "avg", "sum"):
+        if not isinstance(self.mode, PoolMode):
             raise GraphError(f"node {name!r}: unknown pooling mode {self.mode!r}")
         if len(t.shape) != 3:
             raise GraphError(f"node {name!r}: pooling expects [C, H, W], got {list(t.shape)}")
@@ -158,35 +233,42 @@ class Pool:
         wo = _conv_out(t.shape[2], self.kernel[1], self.stride[1], self.padding[1])
         if ho <= 0 or wo <= 0:
             raise GraphError(f"node {name!r}: pooling window larger than input {list(t.shape)}")
-        kind = {"max": t.kind, "sum": _summed_kind([t]), "avg": Kind.ANALOG}[self.mode]
+        kind = {PoolMode.MAX: t.kind, PoolMode.SUM: _summed_kind([t]), PoolMode.AVG: Kind.ANALOG}[self.mode]
         return TensorType(kind, (t.shape[0], ho, wo))
 
 
+@register_op
 @dataclass(frozen=True, eq=False)
-class Flatten:
+class Flatten(Op):
     """Reshape to a vector (C-order); values and kind unchanged."""
 
     arity = (1, 1)
+    folds_into_synapse = True
+    passes_through = True
 
     def infer(self, name, types):
         (t,) = types
         return TensorType(t.kind, (t.size,))
 
 
+@register_op
 @dataclass(frozen=True, eq=False)
-class Neuron:
+class Neuron(Op):
     """A LIF/IF population. It integrates the sum of all its inputs: synaptic currents
     and/or identity spike paths (a Spike-ResNet shortcut)."""
 
     params: NeuronParams = field(default_factory=NeuronParams)
     arity = (1, None)
+    is_population = True
+    can_be_static = False
 
     def infer(self, name, types):
         return TensorType(Kind.SPIKE, _same_shapes(name, types))
 
 
+@register_op
 @dataclass(frozen=True, eq=False)
-class Add:
+class Add(Op):
     """Element-wise sum (a SEW spike ADD or an MS membrane shortcut)."""
 
     arity = (2, None)
@@ -195,29 +277,32 @@ class Add:
         return TensorType(_summed_kind(types), _same_shapes(name, types))
 
 
+@register_op
 @dataclass(frozen=True, eq=False)
-class Readout:
+class Readout(Op):
     """Network output, accumulated over the T steps.
     'count': spike counts of a population (prediction = argmax, which equals BSD's
     cosine similarity to one-hot label codes). 'mean': time-averaged analog value
     (e.g. a synapse's current used directly as logits: an analog readout)."""
 
-    mode: str = "count"
+    mode: ReadoutMode = ReadoutMode.COUNT
     arity = (1, 1)
+    is_readout = True
+    can_be_static = False
+    passes_through = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "mode", ReadoutMode.coerce(self.mode))
 
     def infer(self, name, types):
         (t,) = types
-        if self.mode == "count":
+        if self.mode is ReadoutMode.COUNT:
             if t.kind is Kind.ANALOG:
                 raise GraphError(f"node {name!r}: a 'count' readout needs spikes, got {t.kind.value}")
             return TensorType(Kind.COUNT, t.shape)
-        if self.mode == "mean":
+        if self.mode is ReadoutMode.MEAN:
             return TensorType(Kind.ANALOG, t.shape)
         raise GraphError(f"node {name!r}: unknown readout mode {self.mode!r}")
-
-
-OP_TYPES = (Input, Dense, Conv, Pool, Flatten, Neuron, Add, Readout)
-OP_BY_NAME = {cls.__name__: cls for cls in OP_TYPES}
 
 
 def is_synapse(op) -> bool:

@@ -36,5 +36,25 @@ class TensorType:
         return n
 
 
+class StrEnum(str, enum.Enum):
+    """An enum whose members are also their string values (JSON, ONNX attributes, f-strings
+    and comparisons with plain strings keep working); ``str(m)`` is the value."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec) -> str:
+        return format(str(self.value), spec)
+
+    @classmethod
+    def coerce(cls, value):
+        """The member for ``value``, or ``value`` unchanged when it names none (so that the
+        op's ``infer`` can refuse it with a message naming the node)."""
+        try:
+            return cls(value)
+        except ValueError:
+            return value
+
+
 class GraphError(ValueError):
     """A malformed or inconsistent spike graph; the message names the node."""

@@ -10,7 +10,7 @@ validator can name it.
 from __future__ import annotations
 
 from snncc.ir.graph import SpikeGraph
-from snncc.ir.ops import Add, Neuron
+from snncc.ir.ops import Add
 
 
 def fuse_add_into_neuron(graph: SpikeGraph) -> SpikeGraph:
@@ -19,7 +19,7 @@ def fuse_add_into_neuron(graph: SpikeGraph) -> SpikeGraph:
     for n in graph.order():
         op = graph.op(n)
         consumers = graph.consumers(n)
-        if isinstance(op, Add) and len(consumers) == 1 and isinstance(graph.op(consumers[0]), Neuron) \
+        if isinstance(op, Add) and len(consumers) == 1 and graph.op(consumers[0]).is_population \
                 and all(p.delay == 0 for p in graph.inputs(n)):
             fused[n] = [fused.get(p.src, [p]) for p in graph.inputs(n)]
             fused[n] = [p for group in fused[n] for p in group]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from snncc.ir.graph import SpikeGraph
-from snncc.ir.ops import Add, Flatten, Input, Neuron, Pool, Readout, is_synapse
+from snncc.ir.ops import Add, is_synapse
 from snncc.ir.types import Kind
 
 
@@ -48,7 +48,7 @@ class Report:
 
 def origin_of(graph: SpikeGraph, name: str) -> str:
     """Walk back through ops that fold into a synapse (flatten, avg/sum/max pooling)."""
-    while isinstance(graph.op(name), (Flatten, Pool)):
+    while graph.op(name).folds_into_synapse:
         name = graph.inputs(name)[0].src
     return name
 
@@ -62,7 +62,7 @@ def _check_synapse_input(graph, syn, types, report, bad_sources):
             report.notes.append(Diagnostic(src, types[src].kind.value,
                                            f"pooling of spikes from {origin!r} folds into synapse {syn!r} (linear)"))
         return
-    if isinstance(graph.op(origin), Input):
+    if graph.op(origin).is_input:
         report.notes.append(Diagnostic(syn, kind.value, "first synapse receives the analog input "
                                                         "directly (direct encoding)"))
         return
@@ -83,9 +83,9 @@ def _bad_source(graph, origin, kind, synapses) -> list:
 
 def _check_synapse_output(graph, syn, report):
     consumers = graph.consumers(syn)
-    if len(consumers) == 1 and isinstance(graph.op(consumers[0]), Neuron):
+    if len(consumers) == 1 and graph.op(consumers[0]).is_population:
         return
-    if any(isinstance(graph.op(c), Readout) for c in consumers):
+    if any(graph.op(c).is_readout for c in consumers):
         reason = "analog readout: the synapse's current is read out directly, not integrated by a population"
     elif any(isinstance(graph.op(c), Add) for c in consumers):
         adds = [c for c in consumers if isinstance(graph.op(c), Add)]
@@ -98,7 +98,7 @@ def _check_synapse_output(graph, syn, report):
 def _check_analog_add(graph, node, types, report):
     if not isinstance(graph.op(node), Add) or types[node].kind is not Kind.ANALOG:
         return
-    pops = [c for c in graph.consumers(node) if isinstance(graph.op(c), Neuron)]
+    pops = [c for c in graph.consumers(node) if graph.op(c).is_population]
     later = [c for c in graph.consumers(node) if c not in pops]
     where = f" past population {pops[0]!r}" if pops else ""
     into = f" into {', '.join(repr(c) for c in later)}" if later else ""

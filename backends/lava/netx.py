@@ -22,8 +22,8 @@ weights go through netx's ``optimize_weight_bits``, which keeps plain integer we
 a_in units with weight_exp 0.
 
 The numbers are snncc's fixed-point lowering under netx's conventions
-(``lava_fixed.lower_fixed(graph, netx=True)``: weight_exp 0, bias_exp 6): the file's integers
-*are* that plan's, so its integer reference (:func:`lava_fixed.run_integer`) and Lava's
+(``quantizer.lower_fixed(graph, netx=True)``: weight_exp 0, bias_exp 6): the file's integers
+*are* that plan's, so its integer reference (:func:`.integer.run_integer`) and Lava's
 fixed_pt run of that plan give the spikes the netx network gives when loaded as::
 
     hdf5.Network(net_config="model.net", reset_interval=T + D, reset_offset=R)
@@ -59,9 +59,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 
-from snncc.backends.lava_backend import LoweringError
+from snncc.backends.lava.plan import ConnKind, ConnRole, LoweringError, PopRole
+from snncc.backends.lava.quant import NETX_BIAS_EXP, lava_weights
+from snncc.backends.lava.quantizer import lower_fixed
 from snncc.ir.graph import SpikeGraph
-from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout, is_synapse
+from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Pool, PoolMode, is_synapse
+from snncc.ir.types import GraphError
 
 __all__ = ["NETX_FILE", "NetxExport", "netx_export", "write_netx"]
 
@@ -108,16 +111,15 @@ def _synapses_reached(graph: SpikeGraph, n: str) -> list:
     out, todo = [], [c for c in graph.consumers(n)]
     while todo:
         c = todo.pop()
-        if isinstance(graph.op(c), (Flatten, Pool)):
+        if graph.op(c).folds_into_synapse:
             todo.extend(graph.consumers(c))
-        elif not isinstance(graph.op(c), Readout):
+        elif not graph.op(c).is_readout:
             out.append(c)
     return out
 
 
 def _check_graph(graph: SpikeGraph) -> None:
     """Structural checks with a one-line error naming the node (before any quantisation)."""
-    from snncc.ir.types import GraphError
     try:
         graph.infer()
     except GraphError as e:
@@ -131,17 +133,17 @@ def _check_graph(graph: SpikeGraph) -> None:
                                     "netx networks are feedforward layer chains")
         if isinstance(op, Add):
             _fail(n, name, "a residual/shortcut sum has no netx layer (netx networks are feedforward chains)")
-        if isinstance(op, Pool) and op.mode == "max":
+        if isinstance(op, Pool) and op.mode is PoolMode.MAX:
             _fail(n, f"max {name}", "max pooling (an OR population in snncc's Lava lowering) has no netx "
                                     "layer: netx does not implement 'pool'")
     for n in graph.order():
         op = graph.op(n)
         name = type(op).__name__
-        if isinstance(op, Neuron):
+        if op.is_population:
             ins = graph.inputs(n)
             if len(ins) != 1:
                 _fail(n, name, f"integrates {len(ins)} inputs; a netx layer has exactly one synapse")
-            direct = _reads_input(graph, ins[0].src) and _input_of(graph, ins[0].src).encoding == "direct"
+            direct = _reads_input(graph, ins[0].src) and _input_of(graph, ins[0].src).direct
             if not is_synapse(graph.op(ins[0].src)) and not direct:
                 _fail(n, name, f"is fed by {ins[0].src!r} directly (an identity spike path), not through a "
                                "dense/conv synapse")
@@ -151,7 +153,7 @@ def _check_graph(graph: SpikeGraph) -> None:
                                "shortcut; netx networks are chains")
     (out,) = graph.output_nodes
     src = graph.inputs(out)[0].src
-    while isinstance(graph.op(src), Flatten):
+    while graph.op(src).passes_through:
         src = graph.inputs(src)[0].src
     pops = graph.populations()
     if not pops or src != pops[-1]:
@@ -163,11 +165,11 @@ def _reads_input(graph: SpikeGraph, node) -> bool:
     while isinstance(graph.op(node), Flatten):
         (p,) = graph.inputs(node)
         node = p.src
-    return isinstance(graph.op(node), Input)
+    return graph.op(node).is_input
 
 
 def _input_of(graph: SpikeGraph, node):
-    while not isinstance(graph.op(node), Input):
+    while not graph.op(node).is_input:
         (p,) = graph.inputs(node)
         node = p.src
     return graph.op(node)
@@ -200,7 +202,7 @@ def _host_layer(graph: SpikeGraph, plan, pop) -> dict:
     while isinstance(graph.op(src), Flatten):
         (q,) = graph.inputs(src)
         src = q.src
-    if not isinstance(graph.op(src), Input):
+    if not graph.op(src).is_input:
         _fail(p.src, type(graph.op(p.src)).__name__, "netx host-side first layer supports [Flatten] + one "
                                                      "Dense or Conv on the input")
     host = {"kind": "dense" if isinstance(op, Dense) else "conv", "scale": float(scale),
@@ -219,24 +221,22 @@ def _neuron_group(fp) -> dict:
 
 
 def _int_weight(plan, c):
-    from snncc.backends.lava_fixed import _lava_weights
     q = plan.fixed.conns[c.name]
     if q.weight_exp != 0:  # pragma: no cover - netx mode guarantees it
         raise LoweringError(f"netx: {c.name!r} has weight_exp {q.weight_exp}")
-    w = _lava_weights(q.weight, q.sign_mode)
+    w = lava_weights(q.weight, q.sign_mode)
     w = w.toarray() if sparse.issparse(w) else np.asarray(w)
     return w.astype(np.int64)
 
 
 def netx_export(graph: SpikeGraph, input_bound: float = 1.0) -> NetxExport:
     """Check the graph, quantise it under netx's conventions and describe the netx layers."""
-    from snncc.backends.lava_fixed import NETX_BIAS_EXP, lower_fixed
     _check_graph(graph)
     plan = lower_fixed(graph, input_bound=input_bound, netx=True)
     if plan.graded_edges:  # pragma: no cover - an Add is refused above
         raise LoweringError("netx: graded messages are not exported")
-    pops = sorted((p for p in plan.pops.values() if p.role == "neuron"), key=lambda p: p.depth)
-    others = [p for p in plan.pops.values() if p.role not in ("neuron", "clock")]
+    pops = sorted((p for p in plan.pops.values() if p.role is PopRole.NEURON), key=lambda p: p.depth)
+    others = [p for p in plan.pops.values() if p.role not in (PopRole.NEURON, PopRole.CLOCK)]
     if others:  # pragma: no cover - relays/OR pools only come with shortcuts or max pools, refused above
         raise LoweringError(f"netx: helper population {others[0].name!r} ({others[0].role}) has no netx layer")
     types = graph.infer()
@@ -246,8 +246,8 @@ def netx_export(graph: SpikeGraph, input_bound: float = 1.0) -> NetxExport:
     if plan.source:                       # spike input: shape only, spikes go into the first synapse
         (inp,) = graph.input_nodes
         shape = types[inp].shape
-        syn = next(c for c in plan.conns if c.dst == first.name and c.role == "synapse")
-        if syn.kind != "conv":
+        syn = next(c for c in plan.conns if c.dst == first.name and c.role is ConnRole.SYNAPSE)
+        if syn.kind is not ConnKind.CONV:
             shape = (int(np.prod(shape)),)      # first layer dense: feed flattened (C-order) spikes
         ex.layers.append({"type": "input", "shape": np.asarray(shape, np.int64), "node": inp})
         ex.reset_offset = 1
@@ -255,7 +255,7 @@ def netx_export(graph: SpikeGraph, input_bound: float = 1.0) -> NetxExport:
         chain = pops
     else:                                 # direct input: the first population is netx's input layer
         fp = plan.fixed.pops[first.name]
-        if first.depth != 0 or any(c.dst == first.name and c.role == "synapse" for c in plan.conns):
+        if first.depth != 0 or any(c.dst == first.name and c.role is ConnRole.SYNAPSE for c in plan.conns):
             _fail(first.node, "Neuron", "the first population must be driven by the direct input alone")
         lay = {"type": "input", "shape": np.asarray(first.shape, np.int64), "neuron": _neuron_group(fp),
                "node": first.node} | _host_layer(graph, plan, first.name)
@@ -268,8 +268,8 @@ def netx_export(graph: SpikeGraph, input_bound: float = 1.0) -> NetxExport:
     prev = first.name if not plan.source else plan.source["name"]
     for p in chain:
         ins = [c for c in plan.conns if c.dst == p.name]
-        syns = [c for c in ins if c.role == "synapse"]
-        biases = [c for c in ins if c.role == "bias"]
+        syns = [c for c in ins if c.role is ConnRole.SYNAPSE]
+        biases = [c for c in ins if c.role is ConnRole.BIAS]
         if len(syns) != 1 or len(syns) + len(biases) != len(ins) or syns[0].src != prev or syns[0].hops != 1:
             _fail(p.node, "Neuron", "is not one synapse hop after the previous layer")  # pragma: no cover
         (c,) = syns
@@ -281,7 +281,7 @@ def netx_export(graph: SpikeGraph, input_bound: float = 1.0) -> NetxExport:
             bias += _int_weight(plan, b)[:, 0]
         lay = {"neuron": _neuron_group(fp), "node": p.node, "synapse": c.nodes[0]}
         w = _int_weight(plan, c)
-        if c.kind == "conv":
+        if c.kind is ConnKind.CONV:
             if ndim != 3:
                 _fail(c.nodes[0], "Conv", "reads a 1-D netx layer (an avg/sum pool folded into the conv before "
                                           "it makes that an unrolled dense layer: netx has no pooling layer); "

@@ -1,7 +1,8 @@
 """Reference executor: runs a SpikeGraph step by step with dense torch ops (float64).
 
 This is the oracle the other backends are compared against. Per-op rules live in
-``_RULES`` keyed by op class; the neuron update comes from :mod:`snncc.neuron`.
+``RULES`` keyed by op class (public: the Lava backend replays its recorded spike trains
+through them with :func:`apply`); the neuron update comes from :mod:`snncc.neuron`.
 Nodes whose value cannot change over time (synapses fed only by a direct-encoded
 analog input) are evaluated once and reused at every step.
 """
@@ -12,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from snncc import neuron as nrn
+from snncc.backends.base import Backend, Options, Program
 from snncc.ir.graph import SpikeGraph
-from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout
+from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, PoolMode, Readout, ReadoutMode
 from snncc.runtime import RunResult, check_input
 
 
@@ -31,10 +33,10 @@ def _conv(op, xs, _):
 
 def _pool(op, xs, _):
     x = xs[0]
-    if op.mode == "max":
+    if op.mode is PoolMode.MAX:
         return F.max_pool2d(x, op.kernel, op.stride, op.padding)
     # divisor_override=1 turns the window mean into an exact window sum (counts stay integers)
-    divisor = None if op.mode == "avg" else 1
+    divisor = None if op.mode is PoolMode.AVG else 1
     return F.avg_pool2d(x, op.kernel, op.stride, op.padding, count_include_pad=True, divisor_override=divisor)
 
 
@@ -57,7 +59,13 @@ def _neuron(op, xs, state):
     return s
 
 
-_RULES = {
+def pool(op, xs, state=None):
+    """The reference pooling rule (public for the simulators' bit-for-bit tests)."""
+    return _pool(op, xs, state)
+
+
+RULES = {
+    Input: None,          # presented by the executor (run / replay), not computed
     Dense: _dense,
     Conv: _conv,
     Pool: _pool,
@@ -68,12 +76,17 @@ _RULES = {
 }
 
 
-def _static_nodes(graph: SpikeGraph, direct_inputs) -> set:
+def apply(op, xs, state=None):
+    """One op's reference output for its input values ``xs`` (state: the node's, or {})."""
+    return RULES[type(op)](op, xs, {} if state is None else state)
+
+
+def static_nodes(graph: SpikeGraph, direct_inputs) -> set:
+    """Nodes whose value never changes over time: fed only (same step) by a direct input."""
     static = set(direct_inputs)
     for n in graph.order():
         ports = graph.inputs(n)
-        if ports and not isinstance(graph.op(n), (Neuron, Readout)) and \
-                all(p.delay == 0 and p.src in static for p in ports):
+        if ports and graph.op(n).can_be_static and all(p.delay == 0 and p.src in static for p in ports):
             static.add(n)
     return static
 
@@ -82,13 +95,11 @@ def run(graph: SpikeGraph, x, timesteps: int, record: bool = False) -> RunResult
     x = check_input(graph, x, timesteps)
     types = graph.infer()
     order = graph.order()
-    for n in order:
-        if type(graph.op(n)) not in _RULES and not isinstance(graph.op(n), Input):
-            raise NotImplementedError(f"torch backend has no rule for op {type(graph.op(n)).__name__} ({n})")
+    TorchBackend().check_ops(graph)
     (inp,) = graph.input_nodes
     direct = x.ndim == 1 + len(types[inp].shape)
     xt = torch.as_tensor(x, dtype=torch.float64)
-    static = _static_nodes(graph, [inp] if direct else [])
+    static = static_nodes(graph, [inp] if direct else [])
     batch = x.shape[0]
     values, prev, states = {}, {}, {n: {} for n in order}
     activity = {n: 0.0 for n in order}
@@ -102,13 +113,13 @@ def run(graph: SpikeGraph, x, timesteps: int, record: bool = False) -> RunResult
                 op = graph.op(n)
                 if n in static and n in values:
                     current[n] = values[n]
-                elif isinstance(op, Input):
+                elif op.is_input:
                     current[n] = xt if direct else xt[:, t]
                 else:
                     xs = [current[p.src] if p.delay == 0 else
                           prev.get(p.src, torch.zeros((batch, *types[p.src].shape), dtype=torch.float64))
                           for p in graph.inputs(n)]
-                    current[n] = _RULES[type(op)](op, xs, states[n])
+                    current[n] = apply(op, xs, states[n])
                 activity[n] += float(current[n].sum())
                 if n in trains:
                     trains[n].append(current[n].to(torch.uint8).numpy())
@@ -116,7 +127,25 @@ def run(graph: SpikeGraph, x, timesteps: int, record: bool = False) -> RunResult
             prev = current
             readout = current[out] if readout is None else readout + current[out]
     output = readout.numpy()
-    if graph.op(out).mode == "mean":
+    if graph.op(out).mode is ReadoutMode.MEAN:
         output = output / timesteps
     return RunResult(output=output, timesteps=timesteps, batch=batch, activity=activity,
                      trains={n: np.stack(v) for n, v in trains.items()})
+
+
+class TorchBackend(Backend):
+    """The reference executor behind the Backend interface (no plan: it steps the graph)."""
+
+    name = "torch"
+    Options = Options
+    rules = RULES
+
+    def lower(self, graph: SpikeGraph, options: Options) -> Program:
+        self.check_ops(graph)
+        return Program(self.name, graph, options)
+
+    def run(self, program: Program, x, timesteps: int, record: bool = False) -> RunResult:
+        return run(program.graph, x, timesteps, record)
+
+
+BACKEND = TorchBackend()

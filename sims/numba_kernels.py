@@ -1,0 +1,215 @@
+"""The simulator's compiled kernels (numba, cached on disk): the neuron update compiled from
+:mod:`snncc.neuron` itself (one definition), event-driven Dense / Conv synapses, pooling.
+Serial nogil functions over a task range; :mod:`snncc.sims.numba_sim` shares them out to
+threads. Nothing runs at import: :func:`check_cache_once` does the stale-cache file check on
+the simulator's first plan."""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import types as pytypes
+
+import numba
+import numpy as np
+
+from snncc import neuron as nrn
+
+if __name__ not in ("snncc.sims.numba_kernels", "__main__"):
+    # numba's on-disk cache records the importing module's name; a second name for this file
+    # (e.g. `sims.numba_kernels` from the repository root) would leave entries the other cannot load
+    raise ImportError(f"import this module as snncc.sims.numba_kernels, not {__name__}")
+
+__all__ = ["NEURON_BLOCK", "charge", "fire", "reset", "step", "vector_sum", "neuron_blocks", "dense_tile",
+           "conv_rows", "pool", "time_sum", "check_cache_once"]
+
+NEURON_BLOCK = 256  # neurons per task unit: long enough to vectorise
+_jit = numba.njit(cache=True, nogil=True)  # nogil: kernels run on the worker threads
+
+# -- the neuron, compiled from its one definition -----------------------------------
+charge = numba.njit(nrn.charge)
+fire = numba.njit(nrn.fire)
+reset = numba.njit(nrn.reset)
+# nrn.step calls charge/fire/reset by global name; numba can only call compiled
+# functions, so compile step's own bytecode with those names bound to the jitted ones.
+step = numba.njit(pytypes.FunctionType(
+    nrn.step.__code__, {"charge": charge, "fire": fire, "reset": reset}, "step"))
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})
+def vector_sum(a):
+    """Sum of a 1-D array for the activity statistics, vectorised (any order is exact for
+    spike counts; analog activity is a float statistic). Called on rows still in cache."""
+    acc = 0.0
+    for j in range(a.size):
+        acc += a[j]
+    return acc
+
+
+@_jit
+def neuron_blocks(k0, k1, cur, v, out, leaky, inv_tau, v_th, v_reset, v_rest, soft):
+    """All steps of neuron blocks k0:k1, block k = neurons [k % nblk] of sample k // nblk.
+    cur, out: (steps, B, N); v: (B, N) membrane state, updated in place. Returns #spikes."""
+    n = cur.shape[2]
+    nblk = (n + NEURON_BLOCK - 1) // NEURON_BLOCK
+    total = 0.0
+    for k in range(k0, k1):
+        b, j0 = k // nblk, (k % nblk) * NEURON_BLOCK
+        j1 = min(n, j0 + NEURON_BLOCK)
+        vb = v[b, j0:j1]
+        for t in range(cur.shape[0]):
+            cu, ou = cur[t, b, j0:j1], out[t, b, j0:j1]
+            for j in range(vb.size):  # 0-based 1-D views: this loop vectorises
+                s, vb[j] = step(vb[j], cu[j], leaky, inv_tau, v_th, v_reset, v_rest, soft)
+                ou[j] = s
+            total += vector_sum(ou)
+    return total
+
+
+# -- event-driven synapses ----------------------------------------------------------
+@_jit
+def _events(row, idx):
+    """Compact the nonzero entries of one input row into idx; returns their number."""
+    m = 0
+    for k in range(row.size):  # branch-free: spikes are too irregular to predict
+        idx[m] = k
+        m += row[k] != 0.0
+    return m
+
+
+@_jit
+def _fan_out(o, xrow, idx, m, w_t, c0, c1):
+    """o += xrow[k] * w_t[k, c0:c1] for each event k, in event order (o: a row's c0:c1).
+    Four events share one pass over o: the sums are still formed left to right
+    (bit-identical to one event at a time) with a quarter of o's loads and stores.
+    Loops run over 0-based slices: with a runtime start offset LLVM vectorises badly."""
+    q = 0
+    while q + 4 <= m:
+        ka, kb, kc, kd = idx[q], idx[q + 1], idx[q + 2], idx[q + 3]
+        a, b, c, d = w_t[ka, c0:c1], w_t[kb, c0:c1], w_t[kc, c0:c1], w_t[kd, c0:c1]
+        xa, xb, xc, xd = xrow[ka], xrow[kb], xrow[kc], xrow[kd]
+        for j in range(o.size):
+            o[j] = o[j] + xa * a[j] + xb * b[j] + xc * c[j] + xd * d[j]
+        q += 4
+    while q < m:
+        a = w_t[idx[q], c0:c1]
+        xa = xrow[idx[q]]
+        for j in range(o.size):
+            o[j] = o[j] + xa * a[j]
+        q += 1
+
+
+@_jit
+def dense_tile(r0, r1, c0, c1, x, w_t, bias, out):
+    """Rows r0:r1, output columns c0:c1 of a Dense. x: (R, n_in); w_t: (n_in, n_out), so
+    an event adds one contiguous row; out: (R, n_out). Returns the sum of the tile."""
+    idx = np.empty(x.shape[1], np.int64)
+    total = 0.0
+    for r in range(r0, r1):
+        m = _events(x[r], idx)
+        o = out[r, c0:c1]
+        o[:] = bias[c0:c1]
+        _fan_out(o, x[r], idx, m, w_t, c0, c1)
+        total += vector_sum(o)
+    return total
+
+
+@_jit
+def conv_rows(r0, r1, x, w_t, bias, out, h, w, ho, wo, sh, sw, ph, pw):
+    """Samples r0:r1 of a conv. x: (R, C_in*H*W), out: (R, C_out*Ho*Wo) channel-first;
+    w_t: (C_in, kh, kw, C_out). Events scatter into acc (Ho, Wo, C_out), channels last so
+    an event adds a contiguous C_out vector per kernel tap. Returns the sum of out[r0:r1]."""
+    kh, kw, c_out = w_t.shape[1], w_t.shape[2], w_t.shape[3]
+    acc = np.empty((ho, wo, c_out))
+    idx = np.empty(x.shape[1], np.int64)
+    total = 0.0
+    for r in range(r0, r1):
+        acc[:, :] = bias
+        xrow = x[r]
+        for q in range(_events(xrow, idx)):
+            k = idx[q]
+            c, ci, y, xx = xrow[k], k // (h * w), (k // w) % h, k % w
+            for ky in range(kh):
+                oy = y + ph - ky  # output row whose window puts tap ky on input row y
+                if oy < 0 or oy % sh != 0 or oy // sh >= ho:
+                    continue
+                for kx in range(kw):
+                    ox = xx + pw - kx
+                    if ox < 0 or ox % sw != 0 or ox // sw >= wo:
+                        continue
+                    a, wv = acc[oy // sh, ox // sw], w_t[ci, ky, kx]
+                    for co in range(c_out):
+                        a[co] = a[co] + c * wv[co]
+        for co in range(c_out):
+            for oy in range(ho):
+                for ox in range(wo):
+                    out[r, (co * ho + oy) * wo + ox] = acc[oy, ox, co]
+        total += vector_sum(out[r])
+    return total
+
+
+@_jit
+def pool(x, out, c, h, w, ho, wo, kh, kw, sh, sw, ph, pw, mode):
+    """x: (R, C*H*W), out: (R, C*Ho*Wo). mode 0: max over in-bounds taps (padding
+    ignored); 1: avg (sum / kh*kw, padding counted); 2: sum (exact counts).
+    Serial: pooling is cheap next to the synapses around it. Returns the sum of out."""
+    kk = float(kh * kw)
+    for r in range(x.shape[0]):
+        for ch in range(c):
+            for oy in range(ho):
+                for ox in range(wo):
+                    best, total = -np.inf, 0.0
+                    for ky in range(kh):
+                        iy = oy * sh - ph + ky
+                        if iy < 0 or iy >= h:
+                            continue
+                        for kx in range(kw):
+                            ix = ox * sw - pw + kx
+                            if 0 <= ix < w:
+                                v = x[r, (ch * h + iy) * w + ix]
+                                best = max(best, v)
+                                total += v
+                    out[r, (ch * ho + oy) * wo + ox] = best if mode == 0 else (
+                        total / kk if mode == 1 else total)
+    return vector_sum(out.ravel())
+
+
+@_jit
+def time_sum(x):
+    """Sum of x[0], x[1], ... in step order (the reference accumulates its readout so)."""
+    acc = x[0].copy()
+    for t in range(1, x.shape[0]):
+        acc += x[t]
+    return acc
+
+
+def _guard_stale_cache():
+    """Numba invalidates a cached kernel only when *this* file changes, but
+    neuron_blocks inlines snncc/neuron.py: drop its cache when that source changes."""
+    path = getattr(getattr(neuron_blocks, "_cache", None), "_cache_path", None)
+    if not path or not os.path.isdir(path):
+        return
+    digest = hashlib.sha256(inspect.getsource(nrn).encode()).hexdigest()
+    stamp = os.path.join(path, "numba_sim.neuron.sha256")
+    try:
+        with open(stamp) as f:
+            if f.read() == digest:
+                return
+    except OSError:
+        pass
+    neuron_blocks._cache.flush()
+    try:
+        with open(stamp, "w") as f:
+            f.write(digest)
+    except OSError:
+        pass
+
+
+_CACHE_CHECKED = False
+
+
+def check_cache_once():
+    global _CACHE_CHECKED
+    if not _CACHE_CHECKED:
+        _CACHE_CHECKED = True
+        _guard_stale_cache()
