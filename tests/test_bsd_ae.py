@@ -133,7 +133,7 @@ def test_short_digits_run_learns_and_writes_outputs(tmp_path):
     saved = json.loads((tmp_path / "bsd" / "metrics.json").read_text())
     assert saved["test_mse"] == pytest.approx(hist[-1]["test_mse"]) and saved["test_psnr"] > 0
     model, cfg2 = load_ae_checkpoint(tmp_path / "bsd" / "model.pt")  # weights_only load
-    assert cfg2 == cfg and isinstance(model, BSDAutoencoder)
+    assert cfg2 == cfg.resolved() and isinstance(model, BSDAutoencoder)  # recipe values recorded
 
     bp = train_ae(AEConfig(method="bp", dataset="digits", epochs=4, width=W, lr=5e-3, train_samples=None,
                            test_samples=100), tmp_path / "bp", progress=False, threads=1)

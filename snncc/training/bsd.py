@@ -297,6 +297,12 @@ def firing_rates(spikes: dict) -> dict:
     return {name: float(s.detach().mean()) for name, s in spikes.items()}
 
 
+def weight_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """cos(vec(a), vec(b)) in float64: App. F.4's W-Theta alignment (0 for a zero tensor)."""
+    a, b = a.detach().flatten().double(), b.detach().flatten().double()
+    return float(a @ b / (a.norm() * b.norm()).clamp_min(1e-12))
+
+
 # ---------------------------------------------------------------- the BSD model
 class BSDMLP(nn.Module):
     """Feedforward (W) and backward (Theta) spiking MLPs trained by mutual distillation.
@@ -414,8 +420,5 @@ class BSDMLP(nn.Module):
         W_i maps layer i to i+1 and Theta_i maps layer i+1 back to i, so Theta_i^T
         has W_i's shape. Near 0 means the two paths did not become symmetric (C1).
         """
-        out = {}
-        for i, (w, th) in enumerate(zip(forward_weights(self.forward_path), self.theta), 1):
-            a, b = w.weight.detach().flatten().double(), th.weight.detach().T.flatten().double()
-            out[f"W{i}"] = float(a @ b / (a.norm() * b.norm()).clamp_min(1e-12))
-        return out
+        return {f"W{i}": weight_cosine(w.weight, th.weight.T)
+                for i, (w, th) in enumerate(zip(forward_weights(self.forward_path), self.theta), 1)}

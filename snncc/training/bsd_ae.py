@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,14 +76,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from snncc.data.datasets import DatasetError, batches, dataset_info, load_split
-from snncc.fileio import atomic_path, write_json
+from snncc.fileio import atomic_path
 from snncc.training.bsd import flatten_time, make_neuron, reco_loss, repeat_time
+from snncc.training.checkpoint import FORMATS, CheckpointError, read_checkpoint
+from snncc.training.config import ConfigError, check_choice, check_float, check_keys, check_run, fill, is_number
 from snncc.training.layers import TimeDistributed
-from snncc.training.train import (CheckpointError, ConfigError, TrainingDiverged, _check_float, _check_run,
-                                  _check_keys, _deterministic, _epoch_seed, _is_int, _is_number, make_scheduler,
-                                  read_checkpoint, write_checkpoint)
+from snncc.training.loop import TrainingDiverged, deterministic, epoch_seed, fit, make_scheduler, step_on_losses
+from snncc.training.recipes import DEFAULT_RECIPE, RECIPES, recipe_defaults
 
-AE_CHECKPOINT_FORMAT = "snncc-ae-checkpoint/1"
+AE_CHECKPOINT_FORMAT = FORMATS["ae"]
 AE_METHODS = ("bsd", "bp")
 AE_DATASETS = ("digits", "mnist", "fashion-mnist")
 ENCODER_CHANNELS = (128, 256, 512)
@@ -332,13 +333,14 @@ class AEConfig:
     method: str = "bsd"
     dataset: str = "mnist"
     data_dir: str | None = None
-    epochs: int = 10
+    recipe: str = DEFAULT_RECIPE  # defaults of the None fields (snncc.training.recipes)
+    epochs: int | None = None
     timesteps: int = 8
     width: float = 1.0
-    batch_size: int = 32
-    lr: float = 1e-3
+    batch_size: int | None = None
+    lr: float | None = None
     weight_decay: float = 0.01
-    v_th: float = 0.4
+    v_th: float | None = None
     tau: float = 2.0
     freq_cutoff_ratio: float = 0.6
     lam_low: float = 0.005
@@ -349,23 +351,30 @@ class AEConfig:
     top_bn: bool = False
 
     def validate(self) -> "AEConfig":
+        check_choice("recipe", self.recipe, RECIPES)
         if self.method not in AE_METHODS:
             raise ConfigError(f"unknown method {self.method!r} (choose from {', '.join(AE_METHODS)})")
         if self.dataset not in AE_DATASETS:
             raise ConfigError(f"unknown dataset {self.dataset!r} for the autoencoder "
                               f"(choose from {', '.join(AE_DATASETS)})")
-        _check_run(self)
+        check_run(self)
         for name in ("width", "lr", "v_th", "freq_cutoff_ratio"):
-            _check_float(name, getattr(self, name), positive=True)
+            if getattr(self, name) is not None:
+                check_float(name, getattr(self, name), positive=True)
         for name in ("weight_decay", "lam_low", "lam_high"):
-            _check_float(name, getattr(self, name), positive=False)
-        if not (_is_number(self.tau) and math.isfinite(self.tau) and self.tau > 1):
+            check_float(name, getattr(self, name), positive=False)
+        if not (is_number(self.tau) and math.isfinite(self.tau) and self.tau > 1):
             raise ConfigError(f"tau must be > 1 for LIF neurons, got {self.tau!r}")
         if not isinstance(self.top_bn, bool):
             raise ConfigError(f"top_bn must be true or false, got {self.top_bn!r}")
         if self.data_dir is not None and not isinstance(self.data_dir, (str, Path)):
             raise ConfigError(f"data_dir must be a path, got {self.data_dir!r}")
         return self
+
+    def resolved(self) -> "AEConfig":
+        """A validated copy with the recipe's values for the None fields."""
+        self.validate()
+        return replace(self, **fill(self, recipe_defaults(self.recipe, self.method, "autoencoder", self.dataset)))
 
     def to_dict(self) -> dict:
         d = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in asdict(self).items()}
@@ -374,12 +383,12 @@ class AEConfig:
 
     @classmethod
     def from_dict(cls, d) -> "AEConfig":
-        _check_keys(cls, d)
+        check_keys(cls, d)
         return cls(**d).validate()
 
 
 def build_ae(cfg: AEConfig) -> nn.Module:
-    cfg.validate()
+    cfg = cfg.resolved()
     shape = dataset_info(cfg.dataset).input_shape
     if cfg.method == "bp":
         return BPAutoencoder(shape, cfg.width, cfg.top_bn)
@@ -388,26 +397,13 @@ def build_ae(cfg: AEConfig) -> nn.Module:
 
 
 # ---------------------------------------------------------------- training
-def _finite(t: torch.Tensor) -> bool:
-    return bool(torch.isfinite(t.detach()).all())
-
-
 def ae_train_step(model, optimizer, x: torch.Tensor):
-    """One pass, one backward of the summed local losses, one update -> (total, {name: loss}, info)."""
+    """One pass, one backward of the summed local losses, one update -> (total, {name: loss}, info).
+    No gradient clipping: App. E.2.4 states none."""
     model.train()
     losses, info = model.training_losses(x)
-    bad = [n for n, l in losses.items() if not _finite(l)]
-    if bad:
-        culprit = next((n for n in bad if n in info["currents"] and not _finite(info["currents"][n])), bad[0])
-        raise TrainingDiverged(f"loss of {culprit} is not finite", culprit)
-    total = torch.stack(list(losses.values())).sum()
-    optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    for name, layer in model.named_weight_layers():
-        if any(p.grad is not None and not _finite(p.grad) for p in layer.parameters()):
-            raise TrainingDiverged(f"gradient of {name} is not finite", name)
-    optimizer.step()
-    return float(total.detach()), {n: float(l.detach()) for n, l in losses.items()}, info
+    total = step_on_losses(model, optimizer, losses, info["currents"], None)
+    return total, {n: float(l.detach()) for n, l in losses.items()}, info
 
 
 @torch.no_grad()
@@ -454,25 +450,21 @@ def save_reconstructions(path, originals: np.ndarray, recon: np.ndarray, title: 
     return path
 
 
-def _save_checkpoint(path: Path, model, cfg: AEConfig, epoch: int) -> None:
-    write_checkpoint(path, AE_CHECKPOINT_FORMAT, cfg.to_dict(), model.state_dict(), epoch)
-
-
-def train_ae(cfg: AEConfig, out_dir, progress: bool = True, threads: int | None = None) -> dict:
+def train_ae(cfg: AEConfig, out_dir, progress: bool = True, threads: int | None = None,
+             resume: bool = False) -> dict:
     """Train the BSD (or BP) autoencoder; after every epoch atomically rewrite
     out_dir/model.pt, out_dir/metrics.json and out_dir/reconstructions.png.
+    ``resume=True`` continues from out_dir/model.pt (bit-identical to an uninterrupted run).
 
     Returns the metrics dict (``test_mse``, ``test_psnr``, ``mean_image_mse``,
-    ``mean_image_psnr``, per-epoch ``history``). Raises ConfigError, DatasetError
+    ``mean_image_psnr``, per-epoch ``history``). Raises ConfigError, DatasetError, CheckpointError
     or TrainingDiverged (the last completed epoch's files are left intact).
     """
-    cfg.validate()
-    if threads is not None and not (_is_int(threads) and threads >= 1):
-        raise ConfigError(f"threads must be an integer >= 1, got {threads!r}")
+    cfg = cfg.resolved()
     from tqdm import tqdm
 
     out = Path(out_dir)
-    with _deterministic(cfg.seed, threads):
+    with deterministic(cfg.seed, threads):
         model = build_ae(cfg)
         x_tr, _ = load_split(cfg.dataset, "train", cfg.data_dir, cfg.train_samples, cfg.seed)
         x_te, _ = load_split(cfg.dataset, "test", cfg.data_dir, cfg.test_samples, cfg.seed)
@@ -481,25 +473,22 @@ def train_ae(cfg: AEConfig, out_dir, progress: bool = True, threads: int | None 
         scheduler, _ = make_scheduler(optimizer, steps, 0)
         mean_mse = float(((x_te - x_tr.mean(0, keepdims=True)) ** 2).mean())
         shown = x_te[:8]
-        metrics = {"method": cfg.method, "dataset": cfg.dataset, "test_mse": None, "test_psnr": None,
-                   "mean_image_mse": mean_mse, "mean_image_psnr": psnr(mean_mse),
+        metrics = {"method": cfg.method, "dataset": cfg.dataset, "recipe": cfg.recipe, "test_mse": None,
+                   "test_psnr": None, "mean_image_mse": mean_mse, "mean_image_psnr": psnr(mean_mse),
                    "fid": None, "fid_note": "FID needs Inception-v3 weights (not available offline)",
                    "layer_shapes": [list(s) for s in model.layer_shapes()],
                    "history": [], "config": cfg.to_dict()}
         dummy_y = np.zeros(len(x_tr), dtype=np.int64)
         with tqdm(total=steps, desc=f"ae {cfg.method} {cfg.dataset}", disable=not progress, unit="batch") as bar:
-            for epoch in range(1, cfg.epochs + 1):
+            def run_epoch(epoch):
                 start = time.perf_counter()
                 loss_sum, layer_sums, rate_sums, recon_sum = 0.0, {}, {}, 0.0
-                order = batches(x_tr, dummy_y, cfg.batch_size, shuffle=True, seed=_epoch_seed(cfg.seed, epoch, 7))
+                order = batches(x_tr, dummy_y, cfg.batch_size, shuffle=True, seed=epoch_seed(cfg.seed, epoch, 7))
                 for step, (xb, _) in enumerate(order):
                     try:
                         loss, parts, info = ae_train_step(model, optimizer, xb)
                     except TrainingDiverged as exc:
-                        kept = (f"last good checkpoint: {out / 'model.pt'} (epoch {epoch - 1})" if epoch > 1
-                                else "no checkpoint written")
-                        raise TrainingDiverged(f"training diverged at epoch {epoch}, step {step + 1}: {exc}; "
-                                               f"{kept}", exc.layer) from None
+                        raise TrainingDiverged(f"epoch {epoch}, step {step + 1}: {exc}", exc.layer) from None
                     scheduler.step()
                     loss_sum += loss
                     recon_sum += float(((info["output"].detach() - xb) ** 2).sum())
@@ -511,22 +500,22 @@ def train_ae(cfg: AEConfig, out_dir, progress: bool = True, threads: int | None 
                     bar.set_postfix(epoch=epoch, loss=f"{loss / len(xb):.3f}", refresh=False)
                 test_mse = evaluate_ae(model, x_te)
                 n = len(x_tr)
-                entry = {"epoch": epoch, "train_loss": loss_sum / n,
-                         "train_mse": recon_sum / x_tr.size,
+                entry = {"epoch": epoch, "train_loss": loss_sum / n, "train_mse": recon_sum / x_tr.size,
                          "layer_losses": {k: v / n for k, v in layer_sums.items()},
-                         "test_mse": test_mse, "test_psnr": psnr(test_mse),
-                         "seconds": time.perf_counter() - start}
+                         "test_mse": test_mse, "test_psnr": psnr(test_mse), "seconds": time.perf_counter() - start}
                 if rate_sums:
                     entry["firing_rates"] = {k: v / n for k, v in rate_sums.items()}
-                metrics["history"].append(entry)
-                metrics["test_mse"], metrics["test_psnr"] = test_mse, psnr(test_mse)
-                _save_checkpoint(out / "model.pt", model, cfg, epoch)
-                write_json(out / "metrics.json", metrics)
+                bar.set_postfix(epoch=epoch, test_mse=f"{test_mse:.4f}")
+                return entry
+
+            def pictures(epoch, entry):
                 save_reconstructions(out / "reconstructions.png", shown, reconstruct_images(model, shown),
                                      f"{cfg.method.upper()} {cfg.dataset}, epoch {epoch}: "
-                                     f"test MSE {test_mse:.4f}, PSNR {psnr(test_mse):.2f} dB")
-                bar.set_postfix(epoch=epoch, test_mse=f"{test_mse:.4f}")
-    return metrics
+                                     f"test MSE {entry['test_mse']:.4f}, PSNR {entry['test_psnr']:.2f} dB")
+
+            return fit(out, AE_CHECKPOINT_FORMAT, cfg.to_dict(), cfg.seed, cfg.epochs, model, optimizer, scheduler,
+                       metrics, run_epoch, lambda e: {"test_mse": e["test_mse"], "test_psnr": e["test_psnr"]},
+                       lambda: {"state_dict": model.state_dict()}, resume=resume, after_epoch=pictures)
 
 
 def load_ae_checkpoint(path):

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from snncc.training.bptt import rate_loss
-from snncc.training.bsd import check_top_loss, interlayer_loss, label_code, make_neuron, top_loss
+from snncc.training.bsd import check_top_loss, interlayer_loss, label_code, make_neuron, top_loss, weight_cosine
 from snncc.training.layers import InputNormalize, TimeDistributed
 
 CNN_CHANNELS = (128, 128, 256, 256, 512)
@@ -144,11 +144,6 @@ def _weighted(mods) -> nn.ModuleList:
 
 def _synapse(mods):
     return next(m for m in mods if isinstance(m, (nn.Conv2d, nn.Linear)))
-
-
-def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().flatten().double(), b.detach().flatten().double()
-    return float(a @ b / (a.norm() * b.norm()).clamp_min(1e-12))
 
 
 class _CNNBase(nn.Module):
@@ -279,7 +274,7 @@ class BSDCNN(_CNNBase):
             th = _synapse(list(self.theta[i - 1].module)).weight
             th_t = th.transpose(0, 1).flip(-1, -2) if th.dim() == 4 else th.T
             if th_t.shape == w.shape:
-                out[f"W{i}"] = _cosine(w, th_t)
+                out[f"W{i}"] = weight_cosine(w, th_t)
         return out
 
 

@@ -35,14 +35,9 @@ from snncc.exporter import ExportError
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Dense, Input, Neuron, Readout
 from snncc.neuron import HARD, NeuronParams
-from snncc.training.bsd import flatten_time, interlayer_loss
+from snncc.training.bsd import flatten_time, interlayer_loss, weight_cosine
 
 TASKS = ("text", "timeseries")
-
-
-def _cos(a, b) -> float:
-    a, b = a.detach().flatten().double(), b.detach().flatten().double()
-    return float(a @ b / (a.norm() * b.norm()).clamp_min(1e-12))
 
 
 class BSDRNN(nn.Module):
@@ -142,9 +137,9 @@ class BSDRNN(nn.Module):
     @torch.no_grad()
     def weight_alignment(self) -> dict:
         """App. F.4 for the RNN: cos(W, Theta^T) of the three mirrored pairs."""
-        return {"W_ih~Theta_hi": _cos(self.w_ih.weight, self.theta_hi.weight.T),
-                "W_hh~Theta_hh": _cos(self.w_hh.weight, self.theta_hh.weight.T),
-                "W_ho~Theta_oh": _cos(self.w_ho.weight, self.theta_oh.weight.T)}
+        return {"W_ih~Theta_hi": weight_cosine(self.w_ih.weight, self.theta_hi.weight.T),
+                "W_hh~Theta_hh": weight_cosine(self.w_hh.weight, self.theta_hh.weight.T),
+                "W_ho~Theta_oh": weight_cosine(self.w_ho.weight, self.theta_oh.weight.T)}
 
 
 def export_rnn(model: BSDRNN, seq_len: int, name: str = "bsd-rnn", metadata: dict | None = None) -> SpikeGraph:

@@ -13,9 +13,10 @@ Losses (see :func:`mskd_loss`):
 
 * ``L_c = CE(final) + sum_m w_c[m] CE(head_m)``                                  (eq. 8)
 * ``L_k = KD(final) + sum_m w_k[m] KD(head_m)``                                  (eq. 10)
-  with ``KD(s) = tau^2 * KL( softmax(s/tau) || softmax(t/tau) )``: eq. 9 *as written* --
-  the student distribution first (a reverse KL, mode-seeking). The ``tau^2`` factor (Hinton et
-  al.) keeps gradient magnitudes independent of tau; ``kd_tau_squared=False`` drops it.
+  with ``KD(s) = T^2 * KL( softmax(s/T) || softmax(t/T) )``, T the KD temperature
+  (``kd_temperature``; ``tau`` is the membrane time constant): eq. 9 *as written* --
+  the student distribution first (a reverse KL, mode-seeking). The ``T^2`` factor (Hinton et
+  al.) keeps gradient magnitudes independent of T; ``kd_temperature_squared=False`` drops it.
 * ``L_r = mean((X_hat - X)^2)`` over (T, B, C, H, W), X the direct-encoded input.
 
 Auxiliary heads (App. A.2, Table 7): at M block outputs spread evenly over depth
@@ -48,7 +49,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,39 +60,30 @@ from torch import nn
 from tqdm import tqdm
 
 from snncc.data.datasets import DatasetError, dataset_info, load_split
-from snncc.fileio import atomic_path, write_json
+from snncc.fileio import atomic_path
 from snncc.models.resnet import ModelError, SpikingResNet, build_resnet, parse_name
 from snncc.neuron import NeuronParams
+from snncc.training.checkpoint import FORMATS, CheckpointError, read_checkpoint, safe_load
+from snncc.training.config import (ConfigError, check_choice, check_float, check_int, check_keys, check_run, fill,
+                                   is_int, is_number)
+from snncc.training.errors import MSKDError, TeacherError, TeacherNotFoundError
 from snncc.training.layers import TimeDistributed
-from snncc.training.train import (CheckpointError, ConfigError, _check_choice, _check_float, _check_int, _check_keys,
-                                  _check_run, _deterministic, _epoch_seed, _is_int, _is_number, read_checkpoint,
-                                  safe_load, write_checkpoint)
+from snncc.training.loop import deterministic, epoch_seed, fit
+from snncc.training.recipes import DEFAULT_RECIPE, RECIPES, recipe_defaults
 
-CHECKPOINT_FORMAT = "snncc-mskd-checkpoint/1"
+CHECKPOINT_FORMAT = FORMATS["mskd"]
 LOGITS_FORMAT = "snncc-teacher-logits/1"
 METHODS = ("ann", "direct", "kd", "mskd", "mskd-norecon")
 TEACHER_METHODS = ("kd", "mskd", "mskd-norecon")
 
 
 # ---------------------------------------------------------------- errors
-class MSKDError(ValueError):
-    """Base class of MSKD errors (one-line messages)."""
-
-
 class MSKDConfigError(MSKDError, ConfigError):
     """An invalid MSKD configuration value."""
 
 
 class HeadPositionError(MSKDConfigError):
     """An auxiliary head placed outside the student's residual blocks."""
-
-
-class TeacherError(MSKDError):
-    """The teacher cannot be used (wrong class count, unreadable file, wrong data)."""
-
-
-class TeacherNotFoundError(TeacherError, FileNotFoundError):
-    """The teacher file or directory does not exist."""
 
 
 class MSKDCheckpointError(MSKDError, CheckpointError):
@@ -105,33 +97,34 @@ class MSKDConfig:
     model: str = "spike-resnet18"  # {spike,sew,ms}-resnet{18,34,50,101}; method 'ann' uses resnet{depth}
     dataset: str = "mnist"
     data_dir: str | None = None
-    epochs: int = 1
+    epochs: int | None = None
     timesteps: int = 4
     train_samples: int | None = None
     test_samples: int | None = None
-    batch_size: int = 64  # global batch (split over ranks under DDP)
-    lr: float = 0.05
-    optimizer: str = "sgd"  # paper: SGD, momentum 0.9, cosine schedule
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    recipe: str = DEFAULT_RECIPE  # defaults of the None fields (snncc.training.recipes)
+    batch_size: int | None = None  # global batch (split over ranks under DDP)
+    lr: float | None = None
+    optimizer: str | None = None  # paper: SGD, momentum 0.9, cosine schedule
+    momentum: float | None = None
+    weight_decay: float | None = None
     width: float = 1.0
     stem: str = "small"  # 'small' (28/32 px inputs) or 'imagenet'
     alpha: float = 0.2  # Table 6
-    tau: float = 5.0  # KD temperature (Table 6)
+    kd_temperature: float = 5.0  # KD temperature (Table 6)
     beta: float = 0.9  # reconstruction weight (Table 6)
     heads: int = 3  # M auxiliary heads, spread evenly over the residual blocks
     head_positions: tuple | None = None  # explicit 1-based block indices (overrides `heads`)
     head_weights_ce: tuple | None = None  # w_c^(m); None: all 1.0
     head_weights_kd: tuple | None = None  # w_k^(m); None: all 1.0
     adapter_channels: int = 128  # K of Table 7 before width scaling
-    kd_tau_squared: bool = True
+    kd_temperature_squared: bool = True
     teacher: str | None = None  # MSKD 'ann' checkpoint, teacher-logits file, or 'dinov2:DIR' (local DINOv2 model)
     readout: str | None = None  # None: 'spike' for Spike-ResNet, 'mean' for SEW / MS
     spike_gain: float = 5.0  # logits = spike_gain * spike rate for the 'spike' readout
     connect: str = "add"  # SEW connect function
     neuron: str = "lif"
     v_th: float = 0.5  # 1.0 leaves ~5% firing at T=2 and tiny runs barely learn; 0.5 gives 15-25%
-    tau_m: float = 2.0  # membrane time constant
+    tau: float = 2.0  # membrane time constant
     detach_reset: bool = True
     grad_clip: float | None = None
     seed: int = 0
@@ -146,7 +139,12 @@ class MSKDConfig:
 
     @classmethod
     def from_dict(cls, d) -> "MSKDConfig":
-        _check_keys(cls, d, MSKDConfigError)
+        if isinstance(d, dict) and "tau_m" in d:  # written before the KD temperature was renamed
+            d = {k: v for k, v in d.items() if k not in ("tau", "tau_m", "kd_tau_squared")} | {
+                "kd_temperature": d.get("tau"), "tau": d["tau_m"],
+                "kd_temperature_squared": d.get("kd_tau_squared", True)}
+            d.setdefault("recipe", DEFAULT_RECIPE)
+        check_keys(cls, d, MSKDConfigError)
         cfg = cls(**d)
         for k in ("head_positions", "head_weights_ce", "head_weights_kd"):
             if getattr(cfg, k) is not None:
@@ -154,9 +152,16 @@ class MSKDConfig:
         return cfg
 
     # -- validation ------------------------------------------------------
+    def resolved(self) -> "MSKDConfig":
+        """A validated copy with the recipe's values for the None fields."""
+        self.validate()
+        return replace(self, **fill(self, recipe_defaults(self.recipe, self.method, "resnet", self.dataset)))
+
     def validate(self) -> None:
+        _choice("recipe", self.recipe, RECIPES)
         _choice("method", self.method, METHODS)
-        _choice("optimizer", self.optimizer, ("sgd", "adamw"))
+        if self.optimizer is not None:
+            _choice("optimizer", self.optimizer, ("sgd", "adamw"))
         _choice("stem", self.stem, ("small", "imagenet"))
         _choice("neuron", self.neuron, ("lif", "if"))
         if self.readout is not None:
@@ -169,30 +174,32 @@ class MSKDConfig:
         if family is None and self.method != "ann":
             raise MSKDConfigError(f"method {self.method!r} needs a spiking model "
                                   f"({{spike,sew,ms}}-resnetN), got {self.model!r}")
-        _check_run(self, MSKDConfigError)
+        check_run(self, MSKDConfigError)
         _int("adapter_channels", self.adapter_channels, 1)
         _int("heads", self.heads, 0)
-        for name in ("lr", "tau", "width", "v_th", "spike_gain"):
-            _float(name, getattr(self, name), positive=True)
+        for name in ("lr", "kd_temperature", "width", "v_th", "spike_gain"):
+            if getattr(self, name) is not None:
+                _float(name, getattr(self, name), positive=True)
         for name in ("beta", "weight_decay", "momentum"):
-            _float(name, getattr(self, name), positive=False)
+            if getattr(self, name) is not None:
+                _float(name, getattr(self, name), positive=False)
         _float("alpha", self.alpha, positive=False)
         if self.alpha > 1:
             raise MSKDConfigError(f"alpha must be in [0, 1], got {self.alpha!r}")
         if self.grad_clip is not None:
             _float("grad_clip", self.grad_clip, positive=True)
-        if self.neuron == "lif" and not (_is_number(self.tau_m) and self.tau_m > 1):
-            raise MSKDConfigError(f"tau_m must be > 1 for LIF neurons, got {self.tau_m!r}")
+        if self.neuron == "lif" and not (is_number(self.tau) and self.tau > 1):
+            raise MSKDConfigError(f"tau must be > 1 for LIF neurons, got {self.tau!r}")
         if self.method in TEACHER_METHODS and self.teacher is not None and not isinstance(self.teacher, (str, Path)):
             raise MSKDConfigError(f"teacher must be a path, got {type(self.teacher).__name__}")
         if self.head_positions is not None:
             if not isinstance(self.head_positions, (list, tuple)) or \
-                    not all(_is_int(p) for p in self.head_positions):
+                    not all(is_int(p) for p in self.head_positions):
                 raise MSKDConfigError(f"head_positions must be a list of integers, got {self.head_positions!r}")
         for name in ("head_weights_ce", "head_weights_kd"):
             ws = getattr(self, name)
             if ws is not None and (not isinstance(ws, (list, tuple)) or
-                                   not all(_is_number(w) and math.isfinite(w) and w >= 0 for w in ws)):
+                                   not all(is_number(w) and math.isfinite(w) and w >= 0 for w in ws)):
                 raise MSKDConfigError(f"{name} must be a list of numbers >= 0, got {ws!r}")
 
     @property
@@ -205,15 +212,15 @@ class MSKDConfig:
 
 
 def _choice(name, value, choices):
-    _check_choice(name, value, choices, MSKDConfigError)
+    check_choice(name, value, choices, MSKDConfigError)
 
 
 def _int(name, value, minimum):
-    _check_int(name, value, minimum, MSKDConfigError)
+    check_int(name, value, minimum, MSKDConfigError)
 
 
 def _float(name, value, positive):
-    _check_float(name, value, positive, MSKDConfigError)
+    check_float(name, value, positive, MSKDConfigError)
 
 
 # ---------------------------------------------------------------- modules
@@ -224,7 +231,7 @@ def build_student(cfg: MSKDConfig) -> nn.Module:
     family, depth = parse_name(cfg.model)
     if cfg.method == "ann":
         return build_resnet(f"resnet{depth}", info.num_classes, info.input_shape[0], cfg.stem, cfg.width)
-    params = NeuronParams(cfg.neuron, cfg.tau_m if cfg.neuron == "lif" else 2.0, cfg.v_th)
+    params = NeuronParams(cfg.neuron, cfg.tau if cfg.neuron == "lif" else 2.0, cfg.v_th)
     return build_resnet(cfg.model, info.num_classes, info.input_shape[0], cfg.stem, cfg.width, cfg.timesteps,
                         info.input_shape[1:], params, "sigmoid", cfg.detach_reset, cfg.readout, cfg.spike_gain,
                         cfg.connect)
@@ -335,23 +342,24 @@ class MSKDNet(nn.Module):
 
 
 # ---------------------------------------------------------------- losses
-def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float,
-          tau_squared: bool = True) -> torch.Tensor:
-    """Eq. 9: ``KL(softmax(s/tau) || softmax(t/tau))`` -- student first, as written in the paper --
-    averaged over the batch, times ``tau**2`` when ``tau_squared``."""
-    return _kd_kl_log(student_logits, F.log_softmax(teacher_logits.detach() / tau, dim=1), tau, tau_squared)
+def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+          squared: bool = True) -> torch.Tensor:
+    """Eq. 9: ``KL(softmax(s/T) || softmax(t/T))`` at KD temperature T -- student first, as written in the
+    paper -- averaged over the batch, times ``T**2`` when ``squared``."""
+    return _kd_kl_log(student_logits, F.log_softmax(teacher_logits.detach() / temperature, dim=1), temperature,
+                      squared)
 
 
-def _kd_kl_log(student_logits, log_pt, tau, tau_squared):
-    """:func:`kd_kl` given the teacher's log-softmax ``log_pt`` at temperature ``tau`` (computed once per
+def _kd_kl_log(student_logits, log_pt, temperature, squared):
+    """:func:`kd_kl` given the teacher's log-softmax ``log_pt`` at ``temperature`` (computed once per
     batch and shared by the final head and every auxiliary head)."""
-    log_ps = F.log_softmax(student_logits / tau, dim=1)
+    log_ps = F.log_softmax(student_logits / temperature, dim=1)
     kl = (log_ps.exp() * (log_ps - log_pt)).sum(1).mean()
-    return kl * (tau * tau) if tau_squared else kl
+    return kl * (temperature * temperature) if squared else kl
 
 
 def mskd_loss(final_logits, head_logits, labels, teacher_logits=None, recon=None, target=None, *,
-              alpha=0.2, tau=5.0, beta=0.9, w_c=None, w_k=None, tau_squared=True):
+              alpha=0.2, temperature=5.0, beta=0.9, w_c=None, w_k=None, squared=True):
     """Eq. 11 -> (total, parts). ``head_logits``: the M auxiliary heads' logits (may be empty).
 
     Without ``teacher_logits`` the loss is ``L_c + beta L_r`` (no alpha split); without ``recon``
@@ -365,8 +373,8 @@ def mskd_loss(final_logits, head_logits, labels, teacher_logits=None, recon=None
     l_c = ce[0] + sum(w * c for w, c in zip(w_c, ce[1:]))
     parts = {"ce": [float(c.detach()) for c in ce]}
     if teacher_logits is not None:
-        log_pt = F.log_softmax(teacher_logits.detach() / tau, dim=1)  # once, for all M + 1 heads
-        kd = [_kd_kl_log(s, log_pt, tau, tau_squared) for s in (final_logits, *head_logits)]
+        log_pt = F.log_softmax(teacher_logits.detach() / temperature, dim=1)  # once, for all M + 1 heads
+        kd = [_kd_kl_log(s, log_pt, temperature, squared) for s in (final_logits, *head_logits)]
         l_k = kd[0] + sum(w * k for w, k in zip(w_k, kd[1:]))
         total = (1 - alpha) * l_c + alpha * l_k
         parts["kd"] = [float(k.detach()) for k in kd]
@@ -578,9 +586,10 @@ def _chunk_backward(net, inner, xb, yb, teacher_logits, piece, cfg, chunks):
         x_seq = inner.student.encode(xb)
         logits, heads, recon, r = net(x_seq)
         total, parts = mskd_loss(logits, heads, yb, tb, recon, x_seq if recon is not None else None,
-                                 alpha=cfg.alpha, tau=cfg.tau, beta=cfg.beta if cfg.uses_recon else 0.0,
+                                 alpha=cfg.alpha, temperature=cfg.kd_temperature,
+                                 beta=cfg.beta if cfg.uses_recon else 0.0,
                                  w_c=cfg.head_weights_ce, w_k=cfg.head_weights_kd,
-                                 tau_squared=cfg.kd_tau_squared)
+                                 squared=cfg.kd_temperature_squared)
     else:  # the ANN
         logits = net(xb)
         total = F.cross_entropy(logits, yb)
@@ -625,7 +634,9 @@ def build_net(cfg: MSKDConfig) -> nn.Module:
     return MSKDNet(student, positions, cfg.adapter_channels, cfg.width, recon=cfg.uses_recon)
 
 
-def _make_optimizer(cfg, params):
+def make_optimizer(cfg, params):
+    """The recipe's optimiser for ``cfg`` (SGD with momentum, or AdamW) over ``params``."""
+    cfg = cfg.resolved()
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -636,19 +647,9 @@ def _cosine(lr, step, total):
 
 
 def _global_batches(n, cfg, epoch, world):
-    order = np.random.default_rng(_epoch_seed(cfg.seed, epoch)).permutation(n)
+    order = np.random.default_rng(epoch_seed(cfg.seed, epoch)).permutation(n)
     out = [order[s:s + cfg.batch_size] for s in range(0, n, cfg.batch_size)]
     return [b for b in out if len(b) >= world]  # every rank needs at least one sample
-
-
-def _save(path, net, optimizer, cfg, epoch, history):
-    inner = _unwrap(net)
-    student = inner.student if isinstance(inner, MSKDNet) else inner
-    aux = {k: v for k, v in inner.state_dict().items() if not k.startswith("student.")} \
-        if isinstance(inner, MSKDNet) else {}
-    write_checkpoint(path, CHECKPOINT_FORMAT, cfg.to_dict(), student.state_dict(), epoch,
-                     aux_state_dict={k: v.detach().clone() for k, v in aux.items()},
-                     optimizer=optimizer.state_dict(), history=history)
 
 
 def _read_checkpoint(path):
@@ -678,11 +679,6 @@ def load_mskd_checkpoint(path):
     return model.eval(), cfg
 
 
-def _same_run(a: MSKDConfig, b: MSKDConfig) -> list:
-    da, db = a.to_dict(), b.to_dict()
-    return [k for k in da if k != "epochs" and da[k] != db[k]]
-
-
 def train_mskd(cfg: MSKDConfig, out_dir, progress: bool = True, teacher=None, resume: bool = False,
                ghost_batches: int = 1) -> dict:
     """Train ``cfg`` writing ``out_dir/model.pt`` (student checkpoint) and ``metrics.json`` after every epoch.
@@ -694,13 +690,13 @@ def train_mskd(cfg: MSKDConfig, out_dir, progress: bool = True, teacher=None, re
     batch into that many ghost batches (own batch-norm statistics, accumulated gradients): a
     single-process run with ``ghost_batches=W`` reproduces a W-rank DDP run. Returns the metrics dict.
     """
-    if not _is_int(ghost_batches) or ghost_batches < 1:
+    if not is_int(ghost_batches) or ghost_batches < 1:
         raise MSKDConfigError(f"ghost_batches must be an integer >= 1, got {ghost_batches!r}")
-    cfg.validate()
+    cfg = cfg.resolved()
     out = Path(out_dir)
     d = _dist_setup()
     try:
-        with _deterministic(cfg.seed, None):
+        with deterministic(cfg.seed, None):
             return _train(cfg, out, progress and d.main, teacher, resume, d, ghost_batches)
     finally:
         if d.owns_group:
@@ -750,42 +746,22 @@ def _train(cfg, out, progress, teacher, resume, d, ghost_batches=1):
     (x_te, y_te) = load_split(cfg.dataset, "test", cfg.data_dir, cfg.test_samples, cfg.seed)
     teacher_info = {}
     t_logits = _resolve_teacher(cfg, teacher, x_tr, y_tr, out, d, resume, teacher_info)
-    optimizer = _make_optimizer(cfg, net.parameters())
-    metrics = {"method": cfg.method, "test_accuracy": None, "history": [], "config": cfg.to_dict(),
-               "world_size": d.world, "ghost_batches": ghost_batches}
+    optimizer = make_optimizer(cfg, net.parameters())
+    metrics = {"method": cfg.method, "recipe": cfg.recipe, "test_accuracy": None, "history": [],
+               "config": cfg.to_dict(), "world_size": d.world, "ghost_batches": ghost_batches}
     if teacher_info:
         metrics["teacher"] = teacher_info
     if isinstance(net, MSKDNet):
         metrics["head_positions"] = net.positions
-    start_epoch = 1
-    ckpt_path = out / "model.pt"
-    if resume and ckpt_path.is_file():
-        ckpt, old = _read_checkpoint(ckpt_path)
-        diff = _same_run(cfg, old)
-        if diff:
-            raise MSKDCheckpointError(f"{ckpt_path}: cannot resume, config differs in {', '.join(diff)}")
-        inner = net.student if isinstance(net, MSKDNet) else net
-        _load_state(inner, ckpt["state_dict"], ckpt_path)
-        if isinstance(net, MSKDNet):
-            aux = {k: v for k, v in net.state_dict().items() if not k.startswith("student.")}
-            aux.update(ckpt.get("aux_state_dict", {}))
-            student_state = {f"student.{k}": v for k, v in inner.state_dict().items()}
-            _load_state(net, {**aux, **student_state}, ckpt_path)
-        try:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except (KeyError, ValueError) as exc:
-            raise MSKDCheckpointError(f"{ckpt_path}: optimizer state does not fit ({exc})") from None
-        metrics["history"] = list(ckpt.get("history", []))
-        metrics["test_accuracy"] = metrics["history"][-1]["test_accuracy"] if metrics["history"] else None
-        start_epoch = int(ckpt["epoch"]) + 1
-        metrics["resumed_from_epoch"] = int(ckpt["epoch"])
     model = nn.parallel.DistributedDataParallel(net) if d.world > 1 else net
+    student = net.student if isinstance(net, MSKDNet) else net
     n_steps = [len(_global_batches(len(y_tr), cfg, e, d.world * ghost_batches)) for e in range(1, cfg.epochs + 1)]
     total_steps = sum(n_steps)
-    step = sum(n_steps[:start_epoch - 1])
     x_t, y_t = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
-    for epoch in range(start_epoch, cfg.epochs + 1):
+
+    def run_epoch(epoch):
         start = time.perf_counter()
+        step = sum(n_steps[:epoch - 1])  # the cosine schedule's position is a function of the epoch
         loss_sum, correct, seen, parts_sum, rate_sum, step_times = 0.0, 0, 0, {}, None, []
         batches = _global_batches(len(y_tr), cfg, epoch, d.world * ghost_batches)
         bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
@@ -808,7 +784,6 @@ def _train(cfg, out, progress, teacher, resume, d, ghost_batches=1):
         stats = torch.tensor([loss_sum, correct, seen], dtype=torch.float64)
         if d.world > 1:
             dist.all_reduce(stats)
-        student = net.student if isinstance(net, MSKDNet) else net
         acc = evaluate(student, x_te, y_te, d=d)
         entry = {"epoch": epoch, "train_loss": float(stats[0] / stats[2]), "train_accuracy": float(stats[1] / stats[2]),
                  "test_accuracy": acc, "seconds": time.perf_counter() - start,
@@ -816,14 +791,16 @@ def _train(cfg, out, progress, teacher, resume, d, ghost_batches=1):
                  "loss_parts": {k: v / seen for k, v in parts_sum.items()}}
         if rate_sum is not None:
             entry["block_output_mean"] = [float(v) for v in rate_sum / seen]
-        metrics["history"].append(entry)
-        metrics["test_accuracy"] = acc
-        if d.main:
-            _save(ckpt_path, net, optimizer, cfg, epoch, metrics["history"])
-            write_json(out / "metrics.json", metrics)
-        if d.world > 1:
-            dist.barrier()
-    return metrics
+        return entry
+
+    def checkpoint():
+        aux = {k: v for k, v in net.state_dict().items() if not k.startswith("student.")} \
+            if isinstance(net, MSKDNet) else {}
+        return {"state_dict": student.state_dict(), "aux_state_dict": aux}
+
+    return fit(out, CHECKPOINT_FORMAT, cfg.to_dict(), cfg.seed, cfg.epochs, net, optimizer, None, metrics,
+               run_epoch, lambda e: {"test_accuracy": e["test_accuracy"]}, checkpoint, resume=resume, main=d.main,
+               barrier=dist.barrier if d.world > 1 else None, error=MSKDCheckpointError)
 
 
 def export_mskd_checkpoint(path, name: str | None = None):
