@@ -9,10 +9,10 @@ import torch
 from snncc.data.datasets import load_split
 from snncc.neuron import NeuronParams
 from snncc.training import train as train_mod
-from snncc.training.bptt import BPTTMLP
-from snncc.training.bsd import (BSDMLP, cosine_predict, interlayer_loss, reco_grad_closed_form, reco_loss,
+from snncc.models.mlp import BPTTMLP, BSDMLP
+from snncc.training.bsd import (cosine_predict, interlayer_loss, reco_grad_closed_form, reco_loss,
                                 repeat_time, top_loss)
-from snncc.training.layers import SpikingNeuron
+from snncc.models.layers import SpikingNeuron
 from snncc.training.train import (CheckpointError, ConfigError, TrainConfig, TrainingDiverged, build_model,
                                   load_checkpoint, train, train_step)
 

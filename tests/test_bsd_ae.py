@@ -8,8 +8,9 @@ import torch
 
 from snncc.data.datasets import load_split
 from snncc.training.bsd import reco_loss
-from snncc.training.bsd_ae import (AEConfig, BPAutoencoder, BSDAutoencoder, ae_layer_shapes, fft_reco_loss,
-                                   fft_split, frequency_mask, load_ae_checkpoint, train_ae)
+from snncc.models.autoencoder import BPAutoencoder, BSDAutoencoder, ae_layer_shapes
+from snncc.training.bsd import fft_reco_loss, fft_split, frequency_mask
+from snncc.training.bsd_ae import AEConfig, load_ae_checkpoint, train_ae
 from snncc.training.train import ConfigError
 
 W = 1 / 32  # 4, 8, 16 channels

@@ -6,12 +6,12 @@ import torch
 
 from snncc.backends import torch_backend
 from snncc.data.datasets import load_split
-from snncc.exporter import ExportError, export
+from snncc.export import ExportError, export
 from snncc.passes.validate import check_fully_spiking
 from snncc.training.bsd import repeat_time
-from snncc.training.bsd_ann import ANNCNN, ANNMLP
-from snncc.training.bsd_cnn import BPTTCNN, BSDCNN, cnn_layer_shapes
-from snncc.training.layers import SpikingNeuron
+from snncc.models.mlp import ANNMLP
+from snncc.models.cnn import ANNCNN, BPTTCNN, BSDCNN, cnn_layer_shapes
+from snncc.models.layers import SpikingNeuron
 from snncc.training.train import (ConfigError, TrainConfig, build_model, load_checkpoint, train,
                                   train_step)
 from snncc.sims import numba_sim

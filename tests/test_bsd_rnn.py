@@ -8,9 +8,10 @@ import torch
 
 from snncc.backends import torch_backend
 from snncc.data.sequences import SequenceError, load_text, load_timeseries
-from snncc.exporter import ExportError
+from snncc.export import ExportError
 from snncc.passes.validate import check_fully_spiking
-from snncc.training.bsd_rnn import BSDRNN, export_rnn
+from snncc.export import export_rnn
+from snncc.models.rnn import BSDRNN
 from snncc.training.bsd_seq import SeqConfig, load_seq_checkpoint, train_seq
 from snncc.training.train import ConfigError
 from snncc.sims import numba_sim

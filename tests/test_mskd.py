@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from snncc.exporter import export
+from snncc.export import export
 from snncc.passes.validate import check_fully_spiking
 from snncc.training.mskd import (CHECKPOINT_FORMAT, METHODS, HeadPositionError, MSKDCheckpointError, MSKDConfig,
                                  MSKDConfigError,

@@ -130,7 +130,7 @@ def export_checkpoint(path, timesteps=None):
         return mskd.export_mskd_checkpoint(path)
 
     from snncc.data.datasets import dataset_info
-    from snncc.exporter import export
+    from snncc.export import export
     from snncc.training.train import load_checkpoint
     model, cfg = load_checkpoint(path)
     info = dataset_info(cfg.dataset)
@@ -238,7 +238,7 @@ def bsd_train_ae(out_dir, threads, quiet, resume, **options):
 def bsd_export_rnn(checkpoint, output):
     """Export a BSD-RNN's feedforward path (recurrent synapse as a delayed edge) to a spike graph."""
     from snncc.ir.serialize import save
-    from snncc.training.bsd_rnn import export_rnn
+    from snncc.export import export_rnn
     from snncc.training.bsd_seq import load_seq_checkpoint
     model, cfg, _ = load_seq_checkpoint(checkpoint)
     graph = export_rnn(model, cfg.seq_len)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from snncc.data.sequences import SequenceData, load_sequences
 from snncc.training.bsd import INTERLAYER_LOSSES, firing_rates
-from snncc.training.bsd_rnn import TASKS, BSDRNN
+from snncc.models.rnn import TASKS, BSDRNN
 from snncc.training.checkpoint import FORMATS, CheckpointError, read_checkpoint
 from snncc.training.config import ConfigError, check_choice, check_float, check_int, check_keys, fill
 from snncc.training.loop import (TrainingDiverged, apply_local_losses, deterministic, epoch_seed, fit,

@@ -20,14 +20,13 @@ from snncc.data.augment import MAX_MAGNITUDE as RA_MAX_MAGNITUDE
 from snncc.data.augment import MAX_OPS as RA_MAX_OPS
 from snncc.data.augment import RandAugment
 from snncc.data.datasets import DatasetError, batches, dataset_info, load_split
-from snncc.training.bptt import BPTTMLP
-from snncc.training.bsd import INTERLAYER_LOSSES, TOP_LOSSES, BSDMLP, cosine_predict, firing_rates, repeat_time
-from snncc.training.bsd_ann import ANNCNN, ANNMLP
-from snncc.training.bsd_cnn import BPTTCNN, BSDCNN
+from snncc.models.cnn import ANNCNN, BPTTCNN, BSDCNN
+from snncc.models.layers import channel_stats
+from snncc.models.mlp import ANNMLP, BPTTMLP, BSDMLP
+from snncc.training.bsd import INTERLAYER_LOSSES, TOP_LOSSES, cosine_predict, firing_rates, repeat_time
 from snncc.training.checkpoint import FORMATS, CheckpointError, fit_state, read_checkpoint
 from snncc.training.config import (ConfigError, check_choice, check_float, check_int, check_keys, check_run, fill,
                                    is_int, is_number, plain)
-from snncc.training.layers import channel_stats
 from snncc.training.loop import (SCHEDULES, TrainingDiverged, apply_local_losses, deterministic, epoch_seed, fit,
                                  hamming_similarity, make_optimizer, make_scheduler)
 from snncc.training.recipes import DEFAULT_RECIPE, RECIPES, recipe_defaults
