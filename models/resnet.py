@@ -1,9 +1,9 @@
 """Spiking ResNets for snncc: Spike-ResNet, SEW-ResNet and MS-ResNet (MSKD paper, Fig. 1).
 
 All three are multi-step modules on (T, B, C, H, W) tensors built from snncc's
-:class:`~snncc.training.layers.SpikingNeuron` (the one neuron definition) and
-:class:`~snncc.training.layers.TimeDistributed` convs / batch norms / pools, so
-``snncc.exporter.export(model, torch.zeros(T, 1, C, H, W))`` maps them onto the
+:class:`~snncc.models.layers.SpikingNeuron` (the one neuron definition) and
+:class:`~snncc.models.layers.TimeDistributed` convs / batch norms / pools, so
+``snncc.export.export(model, torch.zeros(T, 1, C, H, W))`` maps them onto the
 spike-graph IR with batch norm folded into the synapses. Input is direct-encoded:
 the analog image is repeated over T (:meth:`SpikingResNet.encode`).
 
@@ -48,7 +48,7 @@ import torch
 from torch import fx, nn
 
 from snncc.neuron import NeuronParams
-from snncc.training.layers import SpikingNeuron, TimeDistributed
+from snncc.models.layers import SpikingNeuron, TimeDistributed
 
 FAMILIES = ("spike", "sew", "ms")
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
@@ -66,7 +66,7 @@ class ModelError(ValueError):
 
 
 def _exporter_error(message: str) -> Exception:
-    from snncc.exporter import ExportError  # late import: the exporter imports training.layers
+    from snncc.export import ExportError  # late import: the exporter imports models.layers
     return ExportError(message)
 
 

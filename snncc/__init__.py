@@ -10,6 +10,6 @@ __version__ = "0.1.0"
 
 
 def export(module, example_input, timesteps=None, **kwargs):
-    """Export a torch/spikingjelly spiking network to a SpikeGraph (see snncc.exporter.export)."""
-    from snncc.exporter import export as _export
+    """Export a torch/spikingjelly spiking network to a SpikeGraph (see snncc.export.export)."""
+    from snncc.export.trace import export as _export
     return _export(module, example_input, timesteps=timesteps, **kwargs)

@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from snncc.training import train as train_mod
-from snncc.training.bsd import BSDMLP, affinity, flatten_time, interlayer_loss, repeat_time
+from snncc.training import loop
+from snncc.models.mlp import BSDMLP
+from snncc.training.bsd import affinity, flatten_time, interlayer_loss, repeat_time
 from snncc.training.train import TrainConfig, TrainingDiverged, build_model, make_optimizer, train_step
 
 SMALL = (20, 16, 12, 5)
@@ -100,7 +101,7 @@ def _grads_model(method, seed=0):
 @pytest.mark.parametrize("method", ["bsd", "bptt"])
 def test_clipping_equals_clip_grad_norm_per_layer_or_global(method):
     model, ref = _grads_model(method), _grads_model(method)
-    train_mod._clip(model, 0.3)
+    loop.clip(model, 0.3)
     if ref.local_clipping:
         for _, layer in ref.named_weight_layers():
             torch.nn.utils.clip_grad_norm_(layer.parameters(), 0.3)
@@ -119,10 +120,10 @@ def test_non_finite_gradient_is_reported_but_a_large_finite_one_is_not():
     model = _grads_model("bsd")
     layers = model.named_weight_layers()
     layers[1][1].weight.grad[0, 0] = 1e30  # finite: the norm overflows float32, the elements do not
-    train_mod._check_grads(train_mod._grad_norms(model))
+    loop.check_grads(loop.grad_norms(model))
     layers[3][1].weight.grad[1, 1] = float("nan")
     with pytest.raises(TrainingDiverged, match="gradient of backward layer 1") as info:
-        train_mod._check_grads(train_mod._grad_norms(model))
+        loop.check_grads(loop.grad_norms(model))
     assert info.value.layer == layers[3][0]
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from snncc.analysis.bsd_plots import PlotError, plot_run
-from snncc.training.bsd import BSDMLP
+from snncc.models.mlp import BSDMLP
 from snncc.training.train import TrainConfig, hamming_similarity, train
 
 

@@ -7,7 +7,7 @@ from torch import nn
 
 import snncc
 from snncc.backends import torch_ref as torch_backend
-from snncc.exporter import ExportError, export
+from snncc.export import ExportError, export
 from snncc.ir.ops import Add
 from snncc.passes.validate import check_fully_spiking
 

@@ -7,7 +7,7 @@ from torch import nn
 
 import graphs
 from snncc.backends import torch_ref as torch_backend
-from snncc.exporter import ExportError, export
+from snncc.export import ExportError, export
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Input
 from snncc.ir.serialize import from_onnx, to_onnx
@@ -15,7 +15,7 @@ from snncc.ir.types import GraphError
 from snncc.neuron import NeuronParams
 from snncc.runtime import check_input
 from snncc.sims import numba_sim
-from snncc.training.layers import InputNormalize, SpikingNeuron, TimeDistributed, channel_stats
+from snncc.models.layers import InputNormalize, SpikingNeuron, TimeDistributed, channel_stats
 from snncc.training.train import ConfigError, TrainConfig, build_model, load_checkpoint, train
 
 

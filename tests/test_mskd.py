@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from snncc.exporter import export
+from snncc.export import export
 from snncc.passes.validate import check_fully_spiking
 from snncc.training.mskd import (CHECKPOINT_FORMAT, METHODS, HeadPositionError, MSKDCheckpointError, MSKDConfig,
                                  MSKDConfigError,
@@ -38,16 +38,16 @@ def test_kd_kl_direction_and_temperature():
     s = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.2, 3.0]], dtype=torch.float64)
     t = torch.tensor([[0.0, 1.5, 0.0], [1.0, -2.0, 0.5]], dtype=torch.float64)
     tau = 3.0
-    got = float(kd_kl(s, t, tau, tau_squared=False))
+    got = float(kd_kl(s, t, tau, squared=False))
     assert got == pytest.approx(_kl(s, t, tau), rel=1e-12)  # student distribution first (eq. 9 as written)
     peaked, flat = torch.tensor([[6.0, 0.0, 0.0]]), torch.zeros(1, 3)  # KL is asymmetric here
-    fwd = float(kd_kl(peaked, flat, 1.0, tau_squared=False))
+    fwd = float(kd_kl(peaked, flat, 1.0, squared=False))
     assert fwd == pytest.approx(_kl(peaked, flat, 1.0), rel=1e-5)
     assert abs(fwd - _kl(flat, peaked, 1.0)) > 0.5  # ... not the reverse KL(teacher || student)
     assert float(kd_kl(s, t, tau)) == pytest.approx(tau ** 2 * got, rel=1e-12)  # tau^2 factor by default
     assert float(kd_kl(s, s.clone(), tau)) == pytest.approx(0.0, abs=1e-12)
     # higher temperature -> softer distributions -> smaller KL (before the tau^2 factor)
-    assert float(kd_kl(s, t, 10.0, tau_squared=False)) < got
+    assert float(kd_kl(s, t, 10.0, squared=False)) < got
     # the teacher gets no gradient
     s2, t2 = s.clone().requires_grad_(), t.clone().requires_grad_()
     kd_kl(s2, t2, tau).backward()
@@ -70,15 +70,15 @@ def test_loss_composition_matches_eq11():
 
     T = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
     total, parts = mskd_loss(T(final), [T(h) for h in heads], torch.tensor(y), T(teacher), T(recon), T(target),
-                             alpha=alpha, tau=tau, beta=beta, w_c=w_c, w_k=w_k)
+                             alpha=alpha, temperature=tau, beta=beta, w_c=w_c, w_k=w_k)
     assert float(total) == pytest.approx(expected, rel=1e-12)
     assert parts["L_c"] == pytest.approx(l_c) and parts["L_k"] == pytest.approx(l_k)
     assert parts["L_r"] == pytest.approx(l_r)
     # no teacher, no heads, no reconstruction: plain CE on the final head (the 'direct' baseline)
-    total, _ = mskd_loss(T(final), [], torch.tensor(y), alpha=alpha, tau=tau, beta=beta)
+    total, _ = mskd_loss(T(final), [], torch.tensor(y), alpha=alpha, temperature=tau, beta=beta)
     assert float(total) == pytest.approx(_ce(final, y), rel=1e-12)
     # vanilla KD: final head only
-    total, _ = mskd_loss(T(final), [], torch.tensor(y), T(teacher), alpha=alpha, tau=tau, beta=beta)
+    total, _ = mskd_loss(T(final), [], torch.tensor(y), T(teacher), alpha=alpha, temperature=tau, beta=beta)
     assert float(total) == pytest.approx((1 - alpha) * _ce(final, y) + alpha * tau ** 2 * _kl(final, teacher, tau))
     with pytest.raises(MSKDConfigError, match="2 auxiliary heads but 1 CE"):
         mskd_loss(T(final), [T(h) for h in heads], torch.tensor(y), w_c=[1.0])
@@ -149,7 +149,7 @@ def test_tiny_run_each_method_writes_loadable_checkpoints(method, ann_teacher, t
     assert not any(k.startswith(("heads.", "recon.")) for k in raw["state_dict"])
     assert bool(raw["aux_state_dict"]) == method.startswith("mskd")
     student, loaded = load_mskd_checkpoint(tmp_path / "model.pt")
-    assert loaded == cfg and not student.training
+    assert loaded == cfg.resolved() and not student.training  # recipe values recorded
     g = export_mskd_checkpoint(tmp_path / "model.pt")
     assert g.metadata["timesteps"] == 2 and g.metadata["method"] == method
     assert check_fully_spiking(g).fully_spiking  # a Spike-ResNet student stays fully spiking

@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from conftest import SHARED_DATA
-from snncc.training import mskd
+from snncc.training import distributed, mskd
 
 CFG = dict(method="mskd", model="spike-resnet18", dataset="mnist", epochs=1, timesteps=2, train_samples=64,
            test_samples=32, batch_size=16, width=0.125, lr=0.05)
@@ -39,9 +39,9 @@ def _worker(rank, world, tmp, data_dir):
         torch.manual_seed(0)
         net = torch.nn.parallel.DistributedDataParallel(mskd.build_net(cfg))
         opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9)
-        d = mskd._Dist(rank, world)
+        d = distributed.Dist(rank, world)
         for x, y, t in _batches():
-            idx = torch.from_numpy(mskd._shard(np.arange(len(y)), d))
+            idx = torch.from_numpy(distributed.shard(np.arange(len(y)), d))
             mskd.train_step(net, opt, x[idx], y[idx], t[idx], cfg)
         params = {k: v for k, v in _state(net.module).items() if "running" not in k and "num_batches" not in k}
         torch.save(params, f"{tmp}/rank{rank}.pt")

@@ -5,7 +5,7 @@ import torch
 
 from snncc import neuron as nrn
 from snncc.neuron import NeuronParams
-from snncc.training.layers import SURROGATES, SpikingNeuron
+from snncc.models.layers import SURROGATES, SpikingNeuron
 
 
 def reference(x, params, surrogate_name, detach_reset):

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from snncc.backends import torch_ref as torch_backend
-from snncc.exporter import ExportError, export
+from snncc.export import ExportError, export
 from snncc.ir.ops import Add
 from snncc.models.resnet import ANN_NAMES, MODEL_NAMES, ModelError, build_resnet
 from snncc.passes.validate import check_fully_spiking

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from snncc.fileio import atomic_path
-from snncc.training.layers import SpikingNeuron
+from snncc.models.layers import SpikingNeuron
 
 
 def _encode(model, x):

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from snncc.training.mskd import MSKDConfig, _make_optimizer, build_net, train_step
+from snncc.training.mskd import MSKDConfig, make_optimizer, build_net, train_step
 
 METHODS = ("direct", "kd", "mskd")
 
@@ -71,7 +71,7 @@ def _bench(model, width, timesteps, batch_size, steps, input_shape, num_classes,
                          lr=1e-3, seed=seed)
         torch.manual_seed(seed)
         net = build_net(cfg)
-        opt = _make_optimizer(cfg, net.parameters())
+        opt = make_optimizer(cfg, net.parameters())
         logits = None if method == "direct" else teacher_logits
         runs[method] = (net, opt, cfg, logits)
     times = {m: [] for m in METHODS}

@@ -10,6 +10,13 @@ from snncc.cli.common import _DATA_DIR, _TIMESTEPS
 
 
 # -- train / export -------------------------------------------------------------
+_RECIPE = click.option("--recipe", type=click.Choice(["cpu", "paper"]), default="cpu", show_default=True,
+                       help="defaults for the options not given (lr, epochs, batch size, schedule, warm-up, "
+                            "augmentation, thresholds): cpu = tuned for CPU budgets, paper = the papers' protocols "
+                            "(snncc/training/recipes.py); recorded in metrics.json and the checkpoint")
+_RESUME = click.option("--resume", is_flag=True,
+                       help="continue from OUT/model.pt after its last completed epoch (same options; --epochs may "
+                            "grow); the result is bit-identical to an uninterrupted run on the same machine")
 RESNET_METHODS = ("ann", "direct", "kd", "mskd", "mskd-norecon")
 BSD_MODELS = ("mlp", "cnn")
 
@@ -57,7 +64,10 @@ BSD_MODELS = ("mlp", "cnn")
 @click.option("--beta", type=float, default=None, help="MSKD: reconstruction weight")
 @click.option("--heads", type=click.IntRange(min=0), default=None, help="MSKD: number of auxiliary heads")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help="ResNets: optimizer")
-@click.option("--resume", is_flag=True, help="MSKD: continue from OUT/model.pt")
+@_RECIPE
+@click.option("--schedule", type=click.Choice(["cosine", "constant"]), default=None,
+              help="mlp/cnn: learning-rate schedule after the warm-up [default: the recipe's]")
+@_RESUME
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def train(out_dir, quiet, sizes, threads, **options):
     """Train a spiking network; writes OUT/model.pt and OUT/metrics.json."""
@@ -67,8 +77,7 @@ def train(out_dir, quiet, sizes, threads, **options):
     for key in ("teacher", "alpha", "temperature", "beta", "heads", "optimizer"):
         if options.pop(key) is not None:
             raise click.UsageError(f"--{key} applies to the ResNet methods ({', '.join(RESNET_METHODS)})")
-    if options.pop("resume"):
-        raise click.UsageError("--resume applies to the ResNet methods")
+    resume = options.pop("resume")
     from snncc.training.train import ConfigError, TrainConfig, train as run_training
     if sizes is not None:
         try:
@@ -77,7 +86,7 @@ def train(out_dir, quiet, sizes, threads, **options):
             raise ConfigError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
     cfg = TrainConfig(**{k: v for k, v in options.items() if v is not None})
     cfg.validate()
-    metrics = run_training(cfg, out_dir, progress=not quiet, threads=threads)
+    metrics = run_training(cfg, out_dir, progress=not quiet, threads=threads, resume=resume)
     click.echo(f"test accuracy {metrics['test_accuracy']:.4f} -> {os.path.join(out_dir, 'model.pt')}")
 
 
@@ -88,10 +97,10 @@ def _train_resnet(out_dir, quiet, threads, options):
     from snncc.training.mskd import MSKDConfig, train_mskd
     resume = options.pop("resume")
     for key in ("interlayer_loss", "top_loss", "lam", "v_th", "v_th_backward", "warmup_steps", "augment", "ra_n",
-                "ra_m", "normalize"):
+                "ra_m", "normalize", "schedule"):
         if options.pop(key) is not None:
             raise click.UsageError(f"--{key.replace('_', '-')} does not apply to --method {options['method']}")
-    renames = {"temperature": "tau"}
+    renames = {"temperature": "kd_temperature"}
     fields = {renames.get(k, k): v for k, v in options.items() if v is not None}
     if fields.get("model") in BSD_MODELS:
         raise click.UsageError(f"--method {fields['method']} trains ResNets: pass --model "
@@ -105,7 +114,7 @@ def _train_resnet(out_dir, quiet, threads, options):
 
 
 def _checkpoint_format(path):
-    from snncc.training.train import safe_load
+    from snncc.training.checkpoint import safe_load
     obj = safe_load(path)
     return obj.get("format") if isinstance(obj, dict) else None
 
@@ -121,7 +130,7 @@ def export_checkpoint(path, timesteps=None):
         return mskd.export_mskd_checkpoint(path)
 
     from snncc.data.datasets import dataset_info
-    from snncc.exporter import export
+    from snncc.export import export
     from snncc.training.train import load_checkpoint
     model, cfg = load_checkpoint(path)
     info = dataset_info(cfg.dataset)
@@ -178,13 +187,15 @@ def bsd_plots(run_dir):
 @click.option("--seed", type=int, default=None)
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option("--out", "out_dir", type=click.Path(), required=True)
+@_RECIPE
+@_RESUME
 @click.option("--quiet", is_flag=True)
-def bsd_train_seq(out_dir, threads, quiet, **options):
+def bsd_train_seq(out_dir, threads, quiet, resume, **options):
     """BSD-RNN: next-character prediction (text) or next-step regression (timeseries)."""
     from snncc.training.bsd_seq import SeqConfig, train_seq
     cfg = SeqConfig(**{k: v for k, v in options.items() if v is not None})
     cfg.validate()
-    metrics = train_seq(cfg, out_dir, progress=not quiet, threads=threads)
+    metrics = train_seq(cfg, out_dir, progress=not quiet, threads=threads, resume=resume)
     shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     click.echo(f"{json.dumps(shown)} -> {os.path.join(out_dir, 'model.pt')}")
 
@@ -208,13 +219,15 @@ def bsd_train_seq(out_dir, threads, quiet, **options):
 @click.option("--top-bn", is_flag=True, default=None, help="batch norm on the output layer too (the paper's setting)")
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option("--out", "out_dir", type=click.Path(), required=True)
+@_RECIPE
+@_RESUME
 @click.option("--quiet", is_flag=True)
-def bsd_train_ae(out_dir, threads, quiet, **options):
+def bsd_train_ae(out_dir, threads, quiet, resume, **options):
     """BSD conv autoencoder (App. E.2.4) or its BP baseline; writes reconstructions.png."""
     from snncc.training.bsd_ae import AEConfig, train_ae
     cfg = AEConfig(**{k: v for k, v in options.items() if v is not None})
     cfg.validate()
-    metrics = train_ae(cfg, out_dir, progress=not quiet, threads=threads)
+    metrics = train_ae(cfg, out_dir, progress=not quiet, threads=threads, resume=resume)
     shown = {k: round(v, 5) for k, v in metrics.items() if isinstance(v, float)}
     click.echo(f"{json.dumps(shown)} -> {out_dir}")
 
@@ -225,7 +238,7 @@ def bsd_train_ae(out_dir, threads, quiet, **options):
 def bsd_export_rnn(checkpoint, output):
     """Export a BSD-RNN's feedforward path (recurrent synapse as a delayed edge) to a spike graph."""
     from snncc.ir.serialize import save
-    from snncc.training.bsd_rnn import export_rnn
+    from snncc.export import export_rnn
     from snncc.training.bsd_seq import load_seq_checkpoint
     model, cfg, _ = load_seq_checkpoint(checkpoint)
     graph = export_rnn(model, cfg.seq_len)

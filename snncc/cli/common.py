@@ -15,7 +15,7 @@ EXIT_HYBRID, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
 def _user_errors() -> tuple:
     """Exception types that mean 'the user gave us something wrong' (imported lazily)."""
     from snncc.data.datasets import DatasetError
-    from snncc.exporter import ExportError
+    from snncc.export import ExportError
     from snncc.ir.serialize import SerializeError
     from snncc.ir.types import GraphError
     from snncc.runtime import InputError

@@ -1,4 +1,8 @@
-"""Bidirectional spike-based distillation (BSD) for MLPs (Lv et al., Sec. 4, Alg. 1).
+"""Bidirectional spike-based distillation (BSD; Lv et al., Sec. 4, Alg. 1): the local losses and helpers.
+
+The architectures that use them (MLP, CNN, RNN, autoencoder) are in :mod:`snncc.models`; this module is
+the method: ReCo and its ablations, the top-layer losses, FFT-ReCo (autoencoder), label codes, readout.
+For the MLP (:class:`snncc.models.mlp.BSDMLP`):
 
 Two spiking paths with independent weights (criterion C1):
 
@@ -33,10 +37,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from snncc.neuron import HARD, NeuronParams
-from snncc.training.layers import SpikingNeuron, TimeDistributed
+from snncc.models.layers import SpikingNeuron
 
 _EPS = 1e-8  # norm floor: a silent layer (all-zero current) gives C = 0, not NaN
 
@@ -232,41 +235,6 @@ def make_neuron(v_th: float, tau: float = 2.0, model: str = "lif", surrogate: st
     return SpikingNeuron(NeuronParams(model=model, tau=tau, v_th=v_th, v_reset=0.0, reset=HARD), surrogate)
 
 
-def build_forward_path(sizes, neuron_fn) -> nn.Sequential:
-    """Flatten -> SN (encoder, v_1 = x: Alg. 1 line 8) -> [Linear -> SN] per layer (eq. 4).
-
-    No bias: eq. 4 is v_i = W_{i-1} s_{i-1}, and eq. 17 has no bias term.
-    """
-    layers = [TimeDistributed(nn.Flatten()), neuron_fn()]
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [TimeDistributed(nn.Linear(n_in, n_out, bias=False)), neuron_fn()]
-    return nn.Sequential(*layers)
-
-
-def run_forward_path(path: nn.Sequential, x_seq: torch.Tensor, detach: bool):
-    """Run ``path`` layer by layer; returns (currents [v_1..v_L], spikes [s_1..s_L]), each (T, B, D_i).
-
-    ``detach=True`` cuts the graph at every layer's input spikes (C2), so a loss on
-    v_i reaches only W_{i-1}. The values equal ``path(x_seq)`` either way.
-    """
-    mods = list(path)
-    v = mods[0](x_seq)
-    currents, spikes = [v], [mods[1](v)]
-    for linear, neuron in zip(mods[2::2], mods[3::2]):
-        s_in = spikes[-1].detach() if detach else spikes[-1]
-        currents.append(linear(s_in))
-        # with the graph cut at every layer input, no loss differentiates through the spikes:
-        # skip recording the neuron's (surrogate) graph altogether
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not detach):
-            spikes.append(neuron(currents[-1]))
-    return currents, spikes
-
-
-def forward_weights(path: nn.Sequential) -> list:
-    """The Linear modules W_1..W_{L-1} of a forward path."""
-    return [m.module for m in list(path)[2::2]]
-
-
 def repeat_time(x: torch.Tensor, timesteps: int) -> torch.Tensor:
     """Static input presented at every step: (B, ...) -> (T, B, ...)."""
     return x.unsqueeze(0).expand(timesteps, *x.shape)
@@ -287,135 +255,68 @@ def cosine_predict(counts: torch.Tensor) -> torch.Tensor:
     return (F.normalize(counts, dim=1, eps=_EPS) @ F.normalize(codes, dim=1).T).argmax(1)
 
 
-def _expand(t, index):
-    """(T, n_distinct, ...) rows -> (T, B, ...) per sample (``index`` None: already per sample)."""
-    return t if t is None or index is None else t.index_select(1, index)
-
-
 def firing_rates(spikes: dict) -> dict:
     """{name: mean spike probability per neuron per step} for logging."""
     return {name: float(s.detach().mean()) for name, s in spikes.items()}
 
 
-# ---------------------------------------------------------------- the BSD model
-class BSDMLP(nn.Module):
-    """Feedforward (W) and backward (Theta) spiking MLPs trained by mutual distillation.
+def weight_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """cos(vec(a), vec(b)) in float64: App. F.4's W-Theta alignment (0 for a zero tensor)."""
+    a, b = a.detach().flatten().double(), b.detach().flatten().double()
+    return float(a @ b / (a.norm() * b.norm()).clamp_min(1e-12))
 
-    ``sizes`` = [n_1, ..., n_L] including the input (n_1 = flattened input) and the
-    label code (n_L = classes); App. E.2.1 uses [784, 1024, 1024, 512, 256, 10].
+
+# ---------------------------------------------------------------- FFT-ReCo (autoencoder, App. E.2.4)
+def frequency_mask(h: int, w: int, cutoff: float, device=None) -> torch.Tensor:
+    """Boolean (H, W) low-frequency mask in *unshifted* FFT order.
+
+    The mask is a disc centred at the zero frequency of the fftshift-ed spectrum:
+    with centred coordinates u = (k - H//2) / (H/2) and v = (l - W//2) / (W/2), both
+    in [-1, 1), bin (k, l) is low-frequency iff sqrt(u^2 + v^2) <= cutoff. It is
+    returned ifftshift-ed to match ``torch.fft.fft2`` output. The disc is symmetric
+    under k -> -k, so the low part of a real signal is real.
     """
+    u = (torch.arange(h, device=device, dtype=torch.float64) - h // 2) / (h / 2)
+    v = (torch.arange(w, device=device, dtype=torch.float64) - w // 2) / (w / 2)
+    centred = (u[:, None] ** 2 + v[None, :] ** 2).sqrt() <= cutoff + 1e-12
+    return torch.fft.ifftshift(centred)
 
-    local_clipping = True  # per-layer gradient clipping: a global norm would couple layers (C2)
 
-    def __init__(self, sizes, timesteps: int = 4, v_th: float = 0.2, v_th_backward: float = 0.1,
-                 tau: float = 2.0, neuron_model: str = "lif", surrogate: str = "atan", lam: float = 0.6,
-                 interlayer: str = "reco", temperature: float = 0.1, share_label_path: bool = True,
-                 top: str = "ce"):
-        super().__init__()
-        self.top = check_top_loss(top)
-        self.share_label_path = bool(share_label_path)
-        if len(sizes) < 2:
-            raise ValueError(f"BSD needs at least an input and an output layer, got sizes {list(sizes)}")
-        self.sizes, self.timesteps = [int(n) for n in sizes], int(timesteps)
-        self.lam, self.interlayer, self.temperature = lam, interlayer, temperature
-        type1 = lambda: make_neuron(v_th, tau, neuron_model, surrogate)  # noqa: E731
-        type2 = lambda: make_neuron(v_th_backward, tau, neuron_model, surrogate)  # noqa: E731
-        self.forward_path = build_forward_path(self.sizes, type1)
-        n = self.sizes
-        # theta[i-1] is Theta_i: s'_{i+1} (n_{i+1}) -> v'_i (n_i), i = 1..L-1 (eq. 5)
-        self.theta = nn.ModuleList(nn.Linear(n[i], n[i - 1], bias=False) for i in range(1, len(n)))
-        # backward_neurons[i-2] are the Type 2 neurons of layer i, i = 2..L (layer 1's
-        # Type 2 neurons would feed nothing, so only their current v'_1 is computed)
-        self.backward_neurons = nn.ModuleList(type2() for _ in range(1, len(n)))
+def fft_split(x: torch.Tensor, cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(low, high) spatial-domain parts of ``x`` (..., H, W); low + high == x.
 
-    @property
-    def num_layers(self) -> int:
-        return len(self.sizes)
+    low = Re(ifft2(mask * fft2(x))), high = Re(ifft2((1 - mask) * fft2(x))).
+    """
+    h, w = x.shape[-2:]
+    mask = frequency_mask(h, w, cutoff, x.device)
+    spec = torch.fft.fft2(x)
+    low = torch.fft.ifft2(spec * mask).real
+    high = torch.fft.ifft2(spec * ~mask).real
+    return low.to(x.dtype), high.to(x.dtype)
 
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
-        """Inference: (T, B, *input) -> top-layer spikes (T, B, n_L)."""
-        return self.forward_path(x_seq)
 
-    def named_weight_layers(self) -> list:
-        """[(name, module)] for every W_i and Theta_i, named as in the loss dict."""
-        big_l = self.num_layers
-        fwd = [(f"forward layer {i + 1} (W{i})", m) for i, m in enumerate(forward_weights(self.forward_path), 1)]
-        bwd = [(f"backward layer {i} (Theta{i})", self.theta[i - 1]) for i in range(1, big_l)]
-        return fwd + bwd
+def fft_reco_loss(v: torch.Tensor, v_hat: torch.Tensor, cutoff: float, lam_low: float,
+                  lam_high: float) -> torch.Tensor:
+    """ReCo(low(v), low(v_hat), lam_low) + ReCo(high(v), high(v_hat), lam_high).
 
-    def label_path(self, y: torch.Tensor):
-        """Eq. 5 / Alg. 1 lines 16-20 on the distinct labels of ``y`` -> (index, currents, spikes).
+    ``v``/``v_hat`` are (T, B, C, H, W) currents (or (B, C, H, W)); each band is
+    flattened per sample (T*C*H*W) before the cosine affinity. A band the mask
+    leaves empty (e.g. the high band of a 1x1 map, or any cutoff >= sqrt(2))
+    contributes 0 instead of ReCo's constant loss on all-zero vectors.
+    """
+    h, w = v.shape[-2:]
+    mask = frequency_mask(h, w, cutoff)
+    flat = flatten_time if v.dim() == 5 else (lambda t: t.reshape(t.shape[0], -1))
+    v_lo, v_hi = fft_split(v, cutoff)
+    t_lo, t_hi = fft_split(v_hat, cutoff)
+    loss = v.new_zeros(())
+    if bool(mask.any()):
+        loss = loss + reco_loss(flat(v_lo), flat(t_lo), lam_low)
+    if not bool(mask.all()):
+        loss = loss + reco_loss(flat(v_hi), flat(t_hi), lam_high)
+    return loss
 
-        The backward path is a function of the label alone: its input is the label
-        code (eq. 5, v'_L = s_hat), and every step after it (Theta_i, the Type 2
-        neurons) acts on each sample's row independently. Samples with equal labels
-        therefore have identical Type 2 currents and spikes, and the path is run once
-        per distinct label present (at most n_L rows instead of B). ``currents`` /
-        ``spikes`` are indexed by layer (1-based; None where absent) with one row per
-        distinct label, and sample k's row is ``index[k]``. The losses expand them
-        through this index, so values and gradients equal those of the per-sample
-        path (``share_label_path=False`` runs that, one row per sample, index None).
-        """
-        if self.share_label_path:
-            labels, index = torch.unique(y, sorted=True, return_inverse=True)
-        else:
-            labels, index = y, None
-        big_l = self.num_layers
-        currents, spikes = [None] * (big_l + 1), [None] * (big_l + 1)
-        code = label_code(labels, self.sizes[-1], self.timesteps)
-        currents[big_l] = code.to(self.theta[-1].weight.dtype)  # v'_L = s_hat
-        spikes[big_l] = self.backward_neurons[-1](currents[big_l])
-        for i in range(big_l - 1, 0, -1):
-            currents[i] = self.theta[i - 1](spikes[i + 1].detach())  # detach: C2
-            if i > 1:
-                with torch.no_grad():  # spikes only feed the next (detached) layer
-                    spikes[i] = self.backward_neurons[i - 2](currents[i])
-        return index, currents, spikes
 
-    def backward_pass(self, y: torch.Tensor):
-        """Eq. 5 per sample: currents and spikes (T, B, n_i), indexed by layer (1-based; None where absent)."""
-        index, currents, spikes = self.label_path(y)
-        if index is None:
-            return currents, spikes
-        return [_expand(t, index) for t in currents], [_expand(t, index) for t in spikes]
-
-    def _align(self, v: torch.Tensor, target: torch.Tensor, rows=None, cols=None) -> torch.Tensor:
-        return interlayer_loss(self.interlayer, v, target.detach(), self.lam, self.temperature, rows, cols)
-
-    def training_losses(self, x_seq: torch.Tensor, y: torch.Tensor):
-        """One combined pass of both paths -> ({layer name: local loss}, info).
-
-        Alg. 1 lines 24-36: L_i = ReCo(v_i, v_hat_i = v'_i) trains W_{i-1} (eq. 7);
-        L'_i = ReCo(v'_i, v_hat'_i = v_i) trains Theta_i (eq. 18), including Theta_1,
-        whose target is the input v_1 = x; W_{L-1} learns from cross-entropy on the
-        time-averaged top current v_L (eq. 9). ``info`` holds the top spikes
-        ("output"), every spike tensor ("spikes", per sample: accuracy, firing
-        rates, the binary check) and each weight's own current ("currents", keyed
-        like the losses; the Type 2 ones with one row per distinct label).
-        """
-        v, s = run_forward_path(self.forward_path, x_seq, detach=True)  # v[i-1] = v_i
-        index, vb, sb = self.label_path(y)
-        big_l = self.num_layers
-        losses = {f"forward layer {i} (W{i - 1})": self._align(v[i - 1], vb[i], cols=index)
-                  for i in range(2, big_l)}
-        losses[f"forward layer {big_l} (W{big_l - 1})"] = top_loss(self.top, v[-1], y, self.forward_path[-1].params)
-        for i in range(1, big_l):
-            losses[f"backward layer {i} (Theta{i})"] = self._align(vb[i], v[i - 1], rows=index)
-        spikes = {f"s{i}": s[i - 1] for i in range(1, big_l + 1)}
-        spikes.update({f"s'{i}": _expand(sb[i], index) for i in range(2, big_l + 1)})
-        # each weight's own output current, to blame the right layer when a loss goes NaN
-        own = dict(zip((name for name, _ in self.named_weight_layers()), v[1:] + vb[1:big_l]))
-        return losses, {"output": s[-1], "spikes": spikes, "currents": own}
-
-    @torch.no_grad()
-    def weight_alignment(self) -> dict:
-        """App. F.4: cos(vec(W_i), vec(Theta_i^T)) for each weight layer i = 1..L-1.
-
-        W_i maps layer i to i+1 and Theta_i maps layer i+1 back to i, so Theta_i^T
-        has W_i's shape. Near 0 means the two paths did not become symmetric (C1).
-        """
-        out = {}
-        for i, (w, th) in enumerate(zip(forward_weights(self.forward_path), self.theta), 1):
-            a, b = w.weight.detach().flatten().double(), th.weight.detach().T.flatten().double()
-            out[f"W{i}"] = float(a @ b / (a.norm() * b.norm()).clamp_min(1e-12))
-        return out
+def recon_mse(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean squared error over pixels, summed over the batch (the top loss)."""
+    return F.mse_loss(out, x, reduction="none").flatten(1).mean(1).sum()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,35 +20,33 @@ import torch
 from tqdm import tqdm
 
 from snncc.data.sequences import SequenceData, load_sequences
-from snncc.fileio import write_json
 from snncc.training.bsd import INTERLAYER_LOSSES, firing_rates
-from snncc.training.bsd_rnn import TASKS, BSDRNN
-from snncc.training.train import (CheckpointError, ConfigError, TrainingDiverged, _check_choice, _check_float,
-                                  _check_int, _deterministic, _epoch_seed, apply_local_losses,
-                                  hamming_similarity, make_scheduler, read_checkpoint,
-                                  write_checkpoint)
+from snncc.models.rnn import TASKS, BSDRNN
+from snncc.training.checkpoint import FORMATS, CheckpointError, read_checkpoint
+from snncc.training.config import ConfigError, check_choice, check_float, check_int, check_keys, fill
+from snncc.training.loop import (TrainingDiverged, apply_local_losses, deterministic, epoch_seed, fit,
+                                 hamming_similarity, make_scheduler)
+from snncc.training.recipes import DEFAULT_RECIPE, RECIPES, recipe_defaults
 
-SEQ_CHECKPOINT_FORMAT = "snncc-seq-checkpoint/1"
-# E.2.3: threshold 0.8 (Electricity), batch 64 (128 for Electricity). The paper's 1.0 for text
-# (Harry Potter) leaves our hidden layer silent (measured firing rate 0.0 on tinyshakespeare: a one-hot
-# input drives one column of W_ih, ~U(+-1/sqrt(V)) at init, and ReCo is scale-free), so text uses 0.1.
-TASK_DEFAULTS = {"text": dict(v_th=0.1, batch_size=64), "timeseries": dict(v_th=0.8, batch_size=128)}
+SEQ_CHECKPOINT_FORMAT = FORMATS["seq"]
 
 
 @dataclass
 class SeqConfig:
-    """A BSD-RNN run. None fields take TASK_DEFAULTS; thresholds of both types are equal (E.2.3)."""
+    """A BSD-RNN run. None fields take the recipe's values for ("bsd", "rnn", task)
+    (:mod:`snncc.training.recipes`); thresholds of both types are equal (E.2.3)."""
 
     task: str = "text"
     data_path: str | None = None  # None: the shared tinyshakespeare / exchange_rate file
     seq_len: int = 32
     stride: int | None = None  # window stride; None: seq_len (non-overlapping)
     hidden: int = 300
-    epochs: int = 10
+    recipe: str = DEFAULT_RECIPE
+    epochs: int | None = None
     train_samples: int | None = None  # number of windows (seeded subset)
     test_samples: int | None = None
     batch_size: int | None = None
-    lr: float = 1e-3
+    lr: float | None = None
     v_th: float | None = None
     v_th_backward: float | None = None
     tau: float = 2.0
@@ -61,31 +59,32 @@ class SeqConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        _check_choice("task", self.task, TASKS)
-        _check_choice("interlayer_loss", self.interlayer_loss, INTERLAYER_LOSSES)
-        for name in ("seq_len", "hidden", "epochs"):
-            _check_int(name, getattr(self, name), 1)
-        for name in ("stride", "train_samples", "test_samples", "batch_size"):
+        check_choice("recipe", self.recipe, RECIPES)
+        check_choice("task", self.task, TASKS)
+        check_choice("interlayer_loss", self.interlayer_loss, INTERLAYER_LOSSES)
+        for name in ("seq_len", "hidden"):
+            check_int(name, getattr(self, name), 1)
+        for name in ("epochs", "stride", "train_samples", "test_samples", "batch_size"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), 1)
-        _check_int("seed", self.seed, 0)
-        _check_int("warmup_steps", self.warmup_steps, 0)
+                check_int(name, getattr(self, name), 1)
+        check_int("seed", self.seed, 0)
+        check_int("warmup_steps", self.warmup_steps, 0)
         for name in ("lr", "temperature", "v_th", "v_th_backward"):
             if getattr(self, name) is not None:
-                _check_float(name, getattr(self, name), positive=True)
+                check_float(name, getattr(self, name), positive=True)
         for name in ("lam", "weight_decay"):
-            _check_float(name, getattr(self, name), positive=False)
+            check_float(name, getattr(self, name), positive=False)
         if self.grad_clip is not None:
-            _check_float("grad_clip", self.grad_clip, positive=True)
+            check_float("grad_clip", self.grad_clip, positive=True)
         if not (isinstance(self.tau, (int, float)) and self.tau > 1):
             raise ConfigError(f"tau must be > 1 for LIF neurons, got {self.tau!r}")
 
     def resolved(self) -> "SeqConfig":
         self.validate()
-        d = TASK_DEFAULTS[self.task]
-        v_th = self.v_th if self.v_th is not None else d["v_th"]
-        return replace(self, v_th=v_th, v_th_backward=self.v_th_backward if self.v_th_backward is not None else v_th,
-                       batch_size=self.batch_size or d["batch_size"], stride=self.stride or self.seq_len,
+        filled = fill(self, recipe_defaults(self.recipe, "bsd", "rnn", self.task))
+        v_th = filled.get("v_th", self.v_th)
+        return replace(self, **filled, v_th_backward=self.v_th_backward if self.v_th_backward is not None else v_th,
+                       stride=self.stride or self.seq_len,
                        data_path=None if self.data_path is None else str(self.data_path))
 
     def to_dict(self) -> dict:
@@ -93,11 +92,7 @@ class SeqConfig:
 
     @classmethod
     def from_dict(cls, d) -> "SeqConfig":
-        if not isinstance(d, dict):
-            raise ConfigError(f"config must be a dict, got {type(d).__name__}")
-        unknown = sorted(set(d) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown config key(s): {', '.join(map(str, unknown))}")
+        check_keys(cls, d)
         return cls(**d)
 
 
@@ -144,31 +139,28 @@ def seq_train_step(model: BSDRNN, optimizer, x, y, grad_clip=1.0):
     return apply_local_losses(model, optimizer, x, y, grad_clip)
 
 
-def _save(path: Path, model, cfg: SeqConfig, epoch: int, data: SequenceData) -> None:
-    write_checkpoint(path, SEQ_CHECKPOINT_FORMAT, cfg.to_dict(), model.state_dict(), epoch,
-                     shape={"n_in": model.n_in, "n_out": model.n_out}, vocab=data.vocab)
-
-
-def train_seq(cfg: SeqConfig, out_dir, progress: bool = True, threads: int | None = None) -> dict:
+def train_seq(cfg: SeqConfig, out_dir, progress: bool = True, threads: int | None = None,
+              resume: bool = False) -> dict:
     """Train a BSD-RNN; writes out_dir/model.pt and out_dir/metrics.json every epoch; returns the metrics.
+    ``resume=True`` continues from out_dir/model.pt (bit-identical to an uninterrupted run).
 
-    Raises ConfigError, SequenceError (missing / malformed data) or TrainingDiverged.
+    Raises ConfigError, SequenceError (missing / malformed data), CheckpointError or TrainingDiverged.
     """
     cfg = cfg.resolved()
     out = Path(out_dir)
-    with _deterministic(cfg.seed, threads):
+    with deterministic(cfg.seed, threads):
         train_data, test_data = load_data(cfg, "train"), load_data(cfg, "test")
         model = build_rnn(cfg, train_data)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         steps = cfg.epochs * math.ceil(len(train_data.x) / cfg.batch_size)
         scheduler, warm = make_scheduler(optimizer, steps, cfg.warmup_steps)
-        metrics = {"history": [], "config": cfg.to_dict(), "effective_warmup_steps": warm,
+        metrics = {"history": [], "config": cfg.to_dict(), "recipe": cfg.recipe, "effective_warmup_steps": warm,
                    "train_windows": len(train_data.x), "test_windows": len(test_data.x)}
         with tqdm(total=steps, desc=f"bsd-rnn {cfg.task}", disable=not progress, unit="batch") as bar:
-            for epoch in range(1, cfg.epochs + 1):
+            def run_epoch(epoch):
                 start, loss_sum, rates, hams = time.perf_counter(), 0.0, {}, {}
                 for step, (xb, yb) in enumerate(_batches(train_data, cfg.batch_size, True,
-                                                         _epoch_seed(cfg.seed, epoch))):
+                                                         epoch_seed(cfg.seed, epoch))):
                     try:
                         loss, info = seq_train_step(model, optimizer, xb, yb, cfg.grad_clip)
                     except TrainingDiverged as exc:
@@ -180,15 +172,15 @@ def train_seq(cfg: SeqConfig, out_dir, progress: bool = True, threads: int | Non
                             acc[k] = acc.get(k, 0.0) + v * len(xb)
                     bar.update(1)
                 n = len(train_data.x)
-                entry = {"epoch": epoch, "train_loss": loss_sum / n, **evaluate_seq(model, test_data),
-                         "seconds": time.perf_counter() - start,
-                         "firing_rates": {k: v / n for k, v in rates.items()},
-                         "hamming": {k: v / n for k, v in hams.items()}, "alignment": model.weight_alignment()}
-                metrics["history"].append(entry)
-                metrics.update({k: v for k, v in entry.items() if k.startswith("test_")})
-                _save(out / "model.pt", model, cfg, epoch, train_data)
-                write_json(out / "metrics.json", metrics)
-    return metrics
+                return {"epoch": epoch, "train_loss": loss_sum / n, **evaluate_seq(model, test_data),
+                        "seconds": time.perf_counter() - start,
+                        "firing_rates": {k: v / n for k, v in rates.items()},
+                        "hamming": {k: v / n for k, v in hams.items()}, "alignment": model.weight_alignment()}
+
+            return fit(out, SEQ_CHECKPOINT_FORMAT, cfg.to_dict(), cfg.seed, cfg.epochs, model, optimizer, scheduler,
+                       metrics, run_epoch, lambda e: {k: v for k, v in e.items() if k.startswith("test_")},
+                       lambda: {"state_dict": model.state_dict(), "shape": {"n_in": model.n_in, "n_out": model.n_out},
+                                "vocab": train_data.vocab}, resume=resume)
 
 
 def load_seq_checkpoint(path):

@@ -35,18 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snncc.training.errors import TeacherError, TeacherNotFoundError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PREFIX = "dinov2:"
 
 
-def _errors():
-    from snncc.training.mskd import TeacherError, TeacherNotFoundError
-    return TeacherError, TeacherNotFoundError
-
-
 def _read_json(path: Path, what: str) -> dict:
-    TeacherError, _ = _errors()
     try:
         obj = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -81,7 +77,7 @@ class DinoV2Teacher(nn.Module):
         self.backbone, self.head, self.side, self.source = backbone.eval(), head, int(side), source
         self.num_channels = int(backbone.config.num_channels)
         if len(mean) != self.num_channels or len(std) != self.num_channels:
-            raise _errors()[0](f"{source}: image_mean / image_std have {len(mean)} / {len(std)} entries for a "
+            raise TeacherError(f"{source}: image_mean / image_std have {len(mean)} / {len(std)} entries for a "
                                f"{self.num_channels}-channel model")
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
@@ -102,7 +98,7 @@ class DinoV2Teacher(nn.Module):
         if x.shape[1] == 1 and self.num_channels != 1:
             x = x.expand(-1, self.num_channels, -1, -1)
         elif x.shape[1] != self.num_channels:
-            raise _errors()[0](f"teacher {self.source} takes {self.num_channels}-channel images, the data have "
+            raise TeacherError(f"teacher {self.source} takes {self.num_channels}-channel images, the data have "
                                f"{x.shape[1]} channels")
         if tuple(x.shape[-2:]) != (self.side, self.side):
             x = F.interpolate(x, size=(self.side, self.side), mode="bilinear", align_corners=False)
@@ -117,7 +113,7 @@ class DinoV2Teacher(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.head is None:
-            raise _errors()[0](f"teacher {self.source} has no classification head yet (fit_probe first)")
+            raise TeacherError(f"teacher {self.source} has no classification head yet (fit_probe first)")
         return self.head(self.features(x))
 
     @torch.no_grad()
@@ -163,7 +159,6 @@ def load_dinov2(path, num_classes: int) -> DinoV2Teacher:
     Raises TeacherNotFoundError (no such directory) or TeacherError (not a directory, no
     config.json, not a DINOv2 model, unreadable weights, a head for another class count,
     ``transformers`` missing) with a one-line message."""
-    TeacherError, TeacherNotFoundError = _errors()
     path = Path(path)
     if not path.exists():
         raise TeacherNotFoundError(f"DINOv2 teacher directory not found: {path}")

@@ -13,9 +13,10 @@ Losses (see :func:`mskd_loss`):
 
 * ``L_c = CE(final) + sum_m w_c[m] CE(head_m)``                                  (eq. 8)
 * ``L_k = KD(final) + sum_m w_k[m] KD(head_m)``                                  (eq. 10)
-  with ``KD(s) = tau^2 * KL( softmax(s/tau) || softmax(t/tau) )``: eq. 9 *as written* --
-  the student distribution first (a reverse KL, mode-seeking). The ``tau^2`` factor (Hinton et
-  al.) keeps gradient magnitudes independent of tau; ``kd_tau_squared=False`` drops it.
+  with ``KD(s) = T^2 * KL( softmax(s/T) || softmax(t/T) )``, T the KD temperature
+  (``kd_temperature``; ``tau`` is the membrane time constant): eq. 9 *as written* --
+  the student distribution first (a reverse KL, mode-seeking). The ``T^2`` factor (Hinton et
+  al.) keeps gradient magnitudes independent of T; ``kd_temperature_squared=False`` drops it.
 * ``L_r = mean((X_hat - X)^2)`` over (T, B, C, H, W), X the direct-encoded input.
 
 Auxiliary heads (App. A.2, Table 7): at M block outputs spread evenly over depth
@@ -45,10 +46,8 @@ so a run on W ranks equals a single-process run with ``chunks=W`` ghost batches
 from __future__ import annotations
 
 import math
-import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,479 +57,26 @@ from torch import distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from snncc.data.datasets import DatasetError, dataset_info, load_split
-from snncc.fileio import atomic_path, write_json
-from snncc.models.resnet import ModelError, SpikingResNet, build_resnet, parse_name
-from snncc.neuron import NeuronParams
-from snncc.training.layers import TimeDistributed
-from snncc.training.train import (CheckpointError, ConfigError, _check_choice, _check_float, _check_int, _check_keys,
-                                  _check_run, _deterministic, _epoch_seed, _is_int, _is_number, read_checkpoint,
-                                  safe_load, write_checkpoint)
-
-CHECKPOINT_FORMAT = "snncc-mskd-checkpoint/1"
-LOGITS_FORMAT = "snncc-teacher-logits/1"
-METHODS = ("ann", "direct", "kd", "mskd", "mskd-norecon")
-TEACHER_METHODS = ("kd", "mskd", "mskd-norecon")
-
-
-# ---------------------------------------------------------------- errors
-class MSKDError(ValueError):
-    """Base class of MSKD errors (one-line messages)."""
-
-
-class MSKDConfigError(MSKDError, ConfigError):
-    """An invalid MSKD configuration value."""
-
-
-class HeadPositionError(MSKDConfigError):
-    """An auxiliary head placed outside the student's residual blocks."""
-
-
-class TeacherError(MSKDError):
-    """The teacher cannot be used (wrong class count, unreadable file, wrong data)."""
-
-
-class TeacherNotFoundError(TeacherError, FileNotFoundError):
-    """The teacher file or directory does not exist."""
-
-
-class MSKDCheckpointError(MSKDError, CheckpointError):
-    """An MSKD checkpoint is missing, unreadable or does not fit its config."""
-
-
-# ---------------------------------------------------------------- config
-@dataclass
-class MSKDConfig:
-    method: str = "mskd"
-    model: str = "spike-resnet18"  # {spike,sew,ms}-resnet{18,34,50,101}; method 'ann' uses resnet{depth}
-    dataset: str = "mnist"
-    data_dir: str | None = None
-    epochs: int = 1
-    timesteps: int = 4
-    train_samples: int | None = None
-    test_samples: int | None = None
-    batch_size: int = 64  # global batch (split over ranks under DDP)
-    lr: float = 0.05
-    optimizer: str = "sgd"  # paper: SGD, momentum 0.9, cosine schedule
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    width: float = 1.0
-    stem: str = "small"  # 'small' (28/32 px inputs) or 'imagenet'
-    alpha: float = 0.2  # Table 6
-    tau: float = 5.0  # KD temperature (Table 6)
-    beta: float = 0.9  # reconstruction weight (Table 6)
-    heads: int = 3  # M auxiliary heads, spread evenly over the residual blocks
-    head_positions: tuple | None = None  # explicit 1-based block indices (overrides `heads`)
-    head_weights_ce: tuple | None = None  # w_c^(m); None: all 1.0
-    head_weights_kd: tuple | None = None  # w_k^(m); None: all 1.0
-    adapter_channels: int = 128  # K of Table 7 before width scaling
-    kd_tau_squared: bool = True
-    teacher: str | None = None  # MSKD 'ann' checkpoint, teacher-logits file, or 'dinov2:DIR' (local DINOv2 model)
-    readout: str | None = None  # None: 'spike' for Spike-ResNet, 'mean' for SEW / MS
-    spike_gain: float = 5.0  # logits = spike_gain * spike rate for the 'spike' readout
-    connect: str = "add"  # SEW connect function
-    neuron: str = "lif"
-    v_th: float = 0.5  # 1.0 leaves ~5% firing at T=2 and tiny runs barely learn; 0.5 gives 15-25%
-    tau_m: float = 2.0  # membrane time constant
-    detach_reset: bool = True
-    grad_clip: float | None = None
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("head_positions", "head_weights_ce", "head_weights_kd"):
-            d[k] = None if d[k] is None else list(d[k])
-        d["data_dir"] = None if self.data_dir is None else str(self.data_dir)
-        d["teacher"] = None if self.teacher is None else str(self.teacher)
-        return d
-
-    @classmethod
-    def from_dict(cls, d) -> "MSKDConfig":
-        _check_keys(cls, d, MSKDConfigError)
-        cfg = cls(**d)
-        for k in ("head_positions", "head_weights_ce", "head_weights_kd"):
-            if getattr(cfg, k) is not None:
-                setattr(cfg, k, tuple(getattr(cfg, k)))
-        return cfg
-
-    # -- validation ------------------------------------------------------
-    def validate(self) -> None:
-        _choice("method", self.method, METHODS)
-        _choice("optimizer", self.optimizer, ("sgd", "adamw"))
-        _choice("stem", self.stem, ("small", "imagenet"))
-        _choice("neuron", self.neuron, ("lif", "if"))
-        if self.readout is not None:
-            _choice("readout", self.readout, ("spike", "mean"))
-        try:
-            family, _ = parse_name(self.model)
-            dataset_info(self.dataset)
-        except (ModelError, DatasetError) as exc:
-            raise MSKDConfigError(str(exc)) from None
-        if family is None and self.method != "ann":
-            raise MSKDConfigError(f"method {self.method!r} needs a spiking model "
-                                  f"({{spike,sew,ms}}-resnetN), got {self.model!r}")
-        _check_run(self, MSKDConfigError)
-        _int("adapter_channels", self.adapter_channels, 1)
-        _int("heads", self.heads, 0)
-        for name in ("lr", "tau", "width", "v_th", "spike_gain"):
-            _float(name, getattr(self, name), positive=True)
-        for name in ("beta", "weight_decay", "momentum"):
-            _float(name, getattr(self, name), positive=False)
-        _float("alpha", self.alpha, positive=False)
-        if self.alpha > 1:
-            raise MSKDConfigError(f"alpha must be in [0, 1], got {self.alpha!r}")
-        if self.grad_clip is not None:
-            _float("grad_clip", self.grad_clip, positive=True)
-        if self.neuron == "lif" and not (_is_number(self.tau_m) and self.tau_m > 1):
-            raise MSKDConfigError(f"tau_m must be > 1 for LIF neurons, got {self.tau_m!r}")
-        if self.method in TEACHER_METHODS and self.teacher is not None and not isinstance(self.teacher, (str, Path)):
-            raise MSKDConfigError(f"teacher must be a path, got {type(self.teacher).__name__}")
-        if self.head_positions is not None:
-            if not isinstance(self.head_positions, (list, tuple)) or \
-                    not all(_is_int(p) for p in self.head_positions):
-                raise MSKDConfigError(f"head_positions must be a list of integers, got {self.head_positions!r}")
-        for name in ("head_weights_ce", "head_weights_kd"):
-            ws = getattr(self, name)
-            if ws is not None and (not isinstance(ws, (list, tuple)) or
-                                   not all(_is_number(w) and math.isfinite(w) and w >= 0 for w in ws)):
-                raise MSKDConfigError(f"{name} must be a list of numbers >= 0, got {ws!r}")
-
-    @property
-    def uses_heads(self) -> bool:
-        return self.method in ("mskd", "mskd-norecon")
-
-    @property
-    def uses_recon(self) -> bool:
-        return self.method == "mskd"
-
-
-def _choice(name, value, choices):
-    _check_choice(name, value, choices, MSKDConfigError)
-
-
-def _int(name, value, minimum):
-    _check_int(name, value, minimum, MSKDConfigError)
-
-
-def _float(name, value, positive):
-    _check_float(name, value, positive, MSKDConfigError)
-
-
-# ---------------------------------------------------------------- modules
-def build_student(cfg: MSKDConfig) -> nn.Module:
-    """The (untrained) spiking student, or the ANN ResNet for ``method='ann'``."""
-    cfg.validate()
-    info = dataset_info(cfg.dataset)
-    family, depth = parse_name(cfg.model)
-    if cfg.method == "ann":
-        return build_resnet(f"resnet{depth}", info.num_classes, info.input_shape[0], cfg.stem, cfg.width)
-    params = NeuronParams(cfg.neuron, cfg.tau_m if cfg.neuron == "lif" else 2.0, cfg.v_th)
-    return build_resnet(cfg.model, info.num_classes, info.input_shape[0], cfg.stem, cfg.width, cfg.timesteps,
-                        info.input_shape[1:], params, "sigmoid", cfg.detach_reset, cfg.readout, cfg.spike_gain,
-                        cfg.connect)
-
-
-def head_positions(cfg: MSKDConfig, num_blocks: int) -> list:
-    """1-based block indices of the auxiliary heads (evenly spread unless given explicitly)."""
-    if cfg.head_positions is not None:
-        pos = [int(p) for p in cfg.head_positions]
-    else:
-        m = cfg.heads
-        if m >= num_blocks:
-            raise HeadPositionError(f"{m} auxiliary heads do not fit {cfg.model}: it has {num_blocks} residual "
-                                    f"blocks (at most {num_blocks - 1} heads)")
-        pos = [int(math.floor(num_blocks * k / (m + 1) + 0.5)) for k in range(1, m + 1)]
-    for p in pos:
-        if not 1 <= p <= num_blocks:
-            raise HeadPositionError(f"head position {p} is beyond the depth of {cfg.model} "
-                                    f"(residual blocks are numbered 1..{num_blocks})")
-    if len(set(pos)) != len(pos):
-        raise HeadPositionError(f"head positions {pos} repeat a block")
-    return pos
-
-
-class AuxHead(nn.Module):
-    """ANN adapter + prediction head (Table 7) on a block output averaged over time.
-
-    What the adapter sees. The paper does not spell out whether the adapter runs per time step
-    or on the time-averaged block output; the text and tables point to the average:
-
-    * Sec. 5: "Each head is implemented as a lightweight ANN adapter that maps the spiking
-      feature Z_{l_m} into logits h_m : Z_{l_m} -> y_m ... where y_m in R^C is the student
-      prediction over C classes at the m-th head" -- one prediction per sample, from an ANN;
-    * Table 7 lists plain ``Conv2d`` / ``BatchNorm2d`` / ``BatchNorm1d`` on (B, C, H, W)
-      maps, whereas Table 14 / App. A.5, where the paper does mean per-step processing,
-      says so explicitly: "a compact time-distributed decoder", input "(T, B, C, H', W')",
-      "Temporal BN", "predicts a per-step reconstruction".
-
-    So the adapter reads the firing-rate (SEW / Spike) or mean-membrane (MS) map
-    ``Z.mean(0)``, the same temporal average the student's own readout applies. This is also
-    the cheap order: running the adapter per step would cost T times the compute.
-    """
-
-    def __init__(self, in_channels: int, channels: int, hidden: int, num_classes: int):
-        super().__init__()
-        act = lambda: nn.LeakyReLU(0.01)  # noqa: E731
-        self.adapter = nn.Sequential(
-            nn.Conv2d(in_channels, channels, 7, 2, 3, bias=False), nn.BatchNorm2d(channels), act(),
-            nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels), act())
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * channels, hidden),
-                                  nn.BatchNorm1d(hidden), act(), nn.Linear(hidden, num_classes))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        # (T, B, C, H, W) -> rate map -> logits. sum(0) / T is z.mean(0) (bit for bit), but its backward hands the
-        # student a broadcast view of the (B, C, H, W) gradient instead of materialising a (T, B, C, H, W)
-        # quotient first (mean's backward), which saved ~1.4 ms per step for the first head at width 0.25.
-        return self.head(self.adapter(z.sum(0) / z.shape[0]))
-
-
-class Reconstruction(nn.Module):
-    """Time-distributed decoder of the stem features back to the input (Table 14)."""
-
-    def __init__(self, channels: int, in_channels: int, factor: int, out_size):
-        super().__init__()
-        mid = max(1, channels // 2)
-        up = (nn.ConvTranspose2d(channels, mid, 4, 2, 1) if factor == 2 else
-              nn.ConvTranspose2d(channels, mid, 3, 1, 1))
-        self.up, self.bn = TimeDistributed(up), TimeDistributed(nn.BatchNorm2d(mid))
-        self.proj = TimeDistributed(nn.Conv2d(mid, in_channels, 3, 1, 1))
-        self.out_size = tuple(out_size)
-
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        # Per step, as Table 14 specifies (T*B images, BN statistics over all of them), computed in
-        # channels-last layout: the same operations and parameters as the NCHW TimeDistributed path
-        # (outputs agree to float rounding, tests/test_mskd_perf.py), but oneDNN runs these convolutions
-        # with few output channels (C -> C/2 -> C_in = 1 or 3) about twice as fast in NHWC on CPU.
-        t, b = f.shape[:2]
-        x = f.reshape(t * b, *f.shape[2:]).contiguous(memory_format=torch.channels_last)
-        x = self.proj.module(torch.relu(self.bn.module(self.up.module(x))))
-        x = x[..., :self.out_size[0], :self.out_size[1]].contiguous()
-        return x.reshape(t, b, *x.shape[1:])
-
-
-class MSKDNet(nn.Module):
-    """Training wrapper: ``student`` (exported) + auxiliary ``heads`` and ``recon`` (training only)."""
-
-    def __init__(self, student: SpikingResNet, positions=(), adapter_channels=128, width=1.0, recon=False):
-        super().__init__()
-        self.student = student
-        self.positions = [int(p) for p in positions]
-        chans = student.block_channels()
-        k = max(4, int(round(adapter_channels * width)))
-        hidden = max(8, int(round(512 * width)))
-        self.heads = nn.ModuleList(AuxHead(chans[p - 1], k, hidden, student.num_classes) for p in self.positions)
-        self.recon = None
-        if recon:
-            factor = student.input_size[0] // student.stem_feature_size[0]
-            self.recon = Reconstruction(student.stem_channels, student.stem.conv.module.in_channels,
-                                        2 if factor >= 2 else 1, student.input_size)
-
-    def forward(self, x_seq: torch.Tensor):
-        """(T, B, C, H, W) -> (final logits, [head logits], reconstruction or None, per-block mean rates)."""
-        out, stem, blocks = self.student.forward_features(x_seq)
-        heads = [h(blocks[p - 1]) for h, p in zip(self.heads, self.positions)]
-        recon = self.recon(stem) if self.recon is not None else None
-        rates = torch.stack([b.detach().mean() for b in blocks])
-        return self.student.logits(out), heads, recon, rates
-
-
-# ---------------------------------------------------------------- losses
-def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float,
-          tau_squared: bool = True) -> torch.Tensor:
-    """Eq. 9: ``KL(softmax(s/tau) || softmax(t/tau))`` -- student first, as written in the paper --
-    averaged over the batch, times ``tau**2`` when ``tau_squared``."""
-    return _kd_kl_log(student_logits, F.log_softmax(teacher_logits.detach() / tau, dim=1), tau, tau_squared)
-
-
-def _kd_kl_log(student_logits, log_pt, tau, tau_squared):
-    """:func:`kd_kl` given the teacher's log-softmax ``log_pt`` at temperature ``tau`` (computed once per
-    batch and shared by the final head and every auxiliary head)."""
-    log_ps = F.log_softmax(student_logits / tau, dim=1)
-    kl = (log_ps.exp() * (log_ps - log_pt)).sum(1).mean()
-    return kl * (tau * tau) if tau_squared else kl
-
-
-def mskd_loss(final_logits, head_logits, labels, teacher_logits=None, recon=None, target=None, *,
-              alpha=0.2, tau=5.0, beta=0.9, w_c=None, w_k=None, tau_squared=True):
-    """Eq. 11 -> (total, parts). ``head_logits``: the M auxiliary heads' logits (may be empty).
-
-    Without ``teacher_logits`` the loss is ``L_c + beta L_r`` (no alpha split); without ``recon``
-    ``L_r`` is 0. ``parts`` holds L_c, L_k, L_r and the per-head CE / KD terms (floats)."""
-    m = len(head_logits)
-    w_c = [1.0] * m if w_c is None else list(w_c)
-    w_k = [1.0] * m if w_k is None else list(w_k)
-    if len(w_c) != m or len(w_k) != m:
-        raise MSKDConfigError(f"{m} auxiliary heads but {len(w_c)} CE and {len(w_k)} KD weights")
-    ce = [F.cross_entropy(final_logits, labels)] + [F.cross_entropy(h, labels) for h in head_logits]
-    l_c = ce[0] + sum(w * c for w, c in zip(w_c, ce[1:]))
-    parts = {"ce": [float(c.detach()) for c in ce]}
-    if teacher_logits is not None:
-        log_pt = F.log_softmax(teacher_logits.detach() / tau, dim=1)  # once, for all M + 1 heads
-        kd = [_kd_kl_log(s, log_pt, tau, tau_squared) for s in (final_logits, *head_logits)]
-        l_k = kd[0] + sum(w * k for w, k in zip(w_k, kd[1:]))
-        total = (1 - alpha) * l_c + alpha * l_k
-        parts["kd"] = [float(k.detach()) for k in kd]
-    else:
-        l_k = final_logits.new_zeros(())
-        total = l_c
-    l_r = F.mse_loss(recon, target) if recon is not None else final_logits.new_zeros(())
-    total = total + beta * l_r
-    parts.update(L_c=float(l_c.detach()), L_k=float(l_k.detach()), L_r=float(l_r.detach()))
-    return total, parts
-
-
-# ---------------------------------------------------------------- distributed
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    owns_group: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _dist_setup() -> _Dist:
-    if dist.is_available() and dist.is_initialized():
-        return _Dist(dist.get_rank(), dist.get_world_size(), False)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "MASTER_ADDR" in os.environ:
-        dist.init_process_group("gloo")
-        return _Dist(dist.get_rank(), dist.get_world_size(), True)
-    return _Dist()
-
-
-def _shard(idx: np.ndarray, d: _Dist) -> np.ndarray:
-    return np.array_split(idx, d.world)[d.rank] if d.world > 1 else idx
-
-
-# ---------------------------------------------------------------- teachers
-def _ensure_logits(t, num_classes, what):
-    if t.ndim != 2 or t.shape[1] != num_classes:
-        raise TeacherError(f"{what} predicts {t.shape[-1] if t.ndim else '?'} classes but the dataset has "
-                           f"{num_classes}")
-    return t
-
-
-class _LogitFn:
-    """Teacher as a function of a (B, C, H, W) batch -> logits; SNN teachers are direct-encoded."""
-
-    def __init__(self, module: nn.Module):
-        self.module = module.eval()
-
-    @torch.no_grad()
-    def __call__(self, x):
-        m = self.module
-        if isinstance(m, SpikingResNet):
-            return m.logits(m(m.encode(x)))
-        out = m(x)
-        return getattr(out, "logits", out)
-
-
-def load_teacher(path, cfg: MSKDConfig):
-    """A teacher from a file: an MSKD checkpoint (any method; usually 'ann') -> a module, a
-    teacher-logits file -> a (N, classes) tensor aligned with cfg's training subset, or
-    ``dinov2:DIR`` / a directory -> a :class:`~snncc.training.dinov2.DinoV2Teacher` (a local
-    DINOv2 model; needs ``transformers``; its linear head is loaded or fitted as a probe)."""
-    from snncc.training.dinov2 import load_dinov2, parse_teacher_spec
-
-    kind, path = parse_teacher_spec(path)
-    num_classes = dataset_info(cfg.dataset).num_classes
-    if kind == "dinov2" or path.is_dir():
-        return load_dinov2(path, num_classes)
-    obj = safe_load(path, TeacherError, "teacher file", missing=TeacherNotFoundError)
-    fmt = obj.get("format") if isinstance(obj, dict) else None
-    if fmt == CHECKPOINT_FORMAT:
-        module, tcfg = load_mskd_checkpoint(path)
-        if tcfg.dataset != cfg.dataset:
-            n = dataset_info(tcfg.dataset).num_classes
-            if n != num_classes:
-                raise TeacherError(f"teacher {path} predicts {n} classes ({tcfg.dataset}) but {cfg.dataset} "
-                                   f"has {num_classes}")
-        return module
-    if fmt == LOGITS_FORMAT:
-        logits = obj.get("logits")
-        if not isinstance(logits, torch.Tensor):
-            raise TeacherError(f"{path}: teacher-logits file has no 'logits' tensor")
-        _ensure_logits(logits, num_classes, f"teacher {path}")
-        meta = obj.get("data", {})
-        want = _data_key(cfg)
-        if meta != want:
-            raise TeacherError(f"{path}: teacher logits were computed for {meta}, not for this run's training "
-                               f"data {want}")
-        return logits.float()
-    raise TeacherError(f"{path}: not a teacher (format {fmt!r}; expected {CHECKPOINT_FORMAT!r} or {LOGITS_FORMAT!r})")
-
-
-def _data_key(cfg: MSKDConfig) -> dict:
-    return {"dataset": cfg.dataset, "split": "train", "train_samples": cfg.train_samples, "seed": cfg.seed}
-
-
-@torch.no_grad()
-def _rows_gathered(fn, x: np.ndarray, width: int, batch_size: int, d: _Dist, check=None):
-    """``fn`` over all samples in batches (sharded over ranks, then gathered) -> (N, width);
-    ``check(local)`` runs on each rank's rows before the gather."""
-    idx = _shard(np.arange(len(x)), d)
-    parts = [fn(torch.from_numpy(np.ascontiguousarray(x[idx[s:s + batch_size]]))).float()
-             for s in range(0, len(idx), batch_size)]
-    local = torch.cat(parts) if parts else torch.zeros(0, width)
-    if check is not None:
-        check(local)
-    if d.world > 1:
-        sizes = [len(s) for s in np.array_split(np.arange(len(x)), d.world)]
-        bufs = [torch.zeros(n, width) for n in sizes]
-        padded = [torch.zeros(max(sizes), width) for _ in sizes]
-        mine = torch.zeros(max(sizes), width)
-        mine[:len(local)] = local
-        dist.all_gather(padded, mine)
-        for b, p in zip(bufs, padded):
-            b.copy_(p[:len(b)])
-        local = torch.cat(bufs)
-    return local
-
-
-@torch.no_grad()
-def teacher_logits_for(teacher, x: np.ndarray, num_classes: int, batch_size: int = 256, d: _Dist = _Dist(),
-                       y: np.ndarray | None = None):
-    """Run the teacher once over all samples (sharded over ranks, then gathered) -> (N, classes).
-
-    A DINOv2 teacher without a loaded head first has its linear probe fitted on the features of
-    these samples and their labels ``y`` (every rank fits the same probe on the gathered features)."""
-    from snncc.training.dinov2 import DinoV2Teacher
-
-    if isinstance(teacher, DinoV2Teacher):
-        feats = _rows_gathered(teacher.features, x, teacher.feature_dim, batch_size, d)
-        if teacher.head is None:
-            if y is None:
-                raise TeacherError(f"teacher {teacher.source} has no classification head: fitting its linear "
-                                   f"probe needs the training labels")
-            teacher.fit_probe(feats, torch.from_numpy(np.asarray(y)), num_classes)
-        return _ensure_logits(teacher.head(feats), num_classes, f"teacher {teacher.source}")
-    fn = teacher if isinstance(teacher, _LogitFn) else _LogitFn(teacher)
-    return _rows_gathered(fn, x, num_classes, batch_size, d,
-                          check=lambda t: _ensure_logits(t, num_classes, f"teacher {type(fn.module).__name__}"))
-
-
-def save_teacher_logits(teacher, cfg: MSKDConfig, path, batch_size: int = 256) -> torch.Tensor:
-    """Precompute ``teacher``'s logits on cfg's training subset into a file usable as ``cfg.teacher``."""
-    x, y = load_split(cfg.dataset, "train", cfg.data_dir, cfg.train_samples, cfg.seed)
-    if isinstance(teacher, (str, Path)):
-        teacher = load_teacher(teacher, cfg)
-    logits = teacher_logits_for(teacher, x, dataset_info(cfg.dataset).num_classes, batch_size, y=y)
-    _write_logits(path, logits, cfg, _describe(teacher))
-    return logits
-
-
-def _describe(teacher) -> dict | None:
-    return teacher.describe() if hasattr(teacher, "describe") else None
-
-
-def _write_logits(path, logits, cfg, teacher_info=None):
-    payload = {"format": LOGITS_FORMAT, "logits": logits.contiguous(), "data": _data_key(cfg)}
-    if teacher_info is not None:
-        payload["teacher"] = teacher_info  # provenance only (e.g. the DINOv2 head: loaded or probe)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+from snncc.data.datasets import dataset_info, load_split
+from snncc.models.mskd_net import AuxHead, MSKDNet, Reconstruction
+from snncc.models.resnet import SpikingResNet
+from snncc.training.config import is_int
+from snncc.training.distributed import Dist, dist_setup, shard
+from snncc.training.errors import MSKDError, TeacherError, TeacherNotFoundError
+from snncc.training.kd import kd_kl, mskd_loss
+from snncc.training.loop import deterministic, epoch_seed, fit
+from snncc.training.mskd_config import (CHECKPOINT_FORMAT, METHODS, TEACHER_METHODS, HeadPositionError,
+                                        MSKDCheckpointError, MSKDConfig, MSKDConfigError, build_net,
+                                        build_student, head_positions, load_mskd_checkpoint)
+from snncc.training.teachers import (LOGITS_FORMAT, load_teacher, resolve_teacher, save_teacher_logits,
+                                     teacher_logits_for)
+
+# the MSKD API in one place (defined in the modules above)
+__all__ = ["AuxHead", "CHECKPOINT_FORMAT", "HeadPositionError", "LOGITS_FORMAT", "METHODS", "MSKDCheckpointError",
+           "MSKDConfig", "MSKDConfigError", "MSKDError", "MSKDNet", "Reconstruction", "TEACHER_METHODS",
+           "TeacherError", "TeacherNotFoundError", "build_net", "build_student", "evaluate", "export_mskd_checkpoint",
+           "head_positions", "kd_kl", "load_mskd_checkpoint", "load_teacher", "make_optimizer", "mskd_loss",
+           "save_teacher_logits", "teacher_logits_for", "train_mskd", "train_step"]
 
 
 # ---------------------------------------------------------------- one step
@@ -578,9 +124,10 @@ def _chunk_backward(net, inner, xb, yb, teacher_logits, piece, cfg, chunks):
         x_seq = inner.student.encode(xb)
         logits, heads, recon, r = net(x_seq)
         total, parts = mskd_loss(logits, heads, yb, tb, recon, x_seq if recon is not None else None,
-                                 alpha=cfg.alpha, tau=cfg.tau, beta=cfg.beta if cfg.uses_recon else 0.0,
+                                 alpha=cfg.alpha, temperature=cfg.kd_temperature,
+                                 beta=cfg.beta if cfg.uses_recon else 0.0,
                                  w_c=cfg.head_weights_ce, w_k=cfg.head_weights_kd,
-                                 tau_squared=cfg.kd_tau_squared)
+                                 squared=cfg.kd_temperature_squared)
     else:  # the ANN
         logits = net(xb)
         total = F.cross_entropy(logits, yb)
@@ -592,10 +139,10 @@ def _chunk_backward(net, inner, xb, yb, teacher_logits, piece, cfg, chunks):
 
 
 @torch.no_grad()
-def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256, d: _Dist = _Dist()) -> float:
+def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256, d: Dist = Dist()) -> float:
     """Test accuracy of a student (logits from its readout) or ANN; sharded over ranks when distributed."""
     model.eval()
-    idx = _shard(np.arange(len(y)), d)
+    idx = shard(np.arange(len(y)), d)
     correct = 0
     for s in range(0, len(idx), batch_size):
         sel = idx[s:s + batch_size]
@@ -611,21 +158,9 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256, d: _Dis
 
 
 # ---------------------------------------------------------------- loop
-def build_net(cfg: MSKDConfig) -> nn.Module:
-    """The module trained for ``cfg``: an :class:`MSKDNet` (student + heads + recon) or the ANN."""
-    student = build_student(cfg)
-    if cfg.method == "ann":
-        return student
-    positions = head_positions(cfg, len(student.blocks())) if cfg.uses_heads else []
-    if cfg.uses_heads:
-        for name in ("head_weights_ce", "head_weights_kd"):
-            ws = getattr(cfg, name)
-            if ws is not None and len(ws) != len(positions):
-                raise MSKDConfigError(f"{name} has {len(ws)} weights for {len(positions)} auxiliary heads")
-    return MSKDNet(student, positions, cfg.adapter_channels, cfg.width, recon=cfg.uses_recon)
-
-
-def _make_optimizer(cfg, params):
+def make_optimizer(cfg, params):
+    """The recipe's optimiser for ``cfg`` (SGD with momentum, or AdamW) over ``params``."""
+    cfg = cfg.resolved()
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -636,51 +171,9 @@ def _cosine(lr, step, total):
 
 
 def _global_batches(n, cfg, epoch, world):
-    order = np.random.default_rng(_epoch_seed(cfg.seed, epoch)).permutation(n)
+    order = np.random.default_rng(epoch_seed(cfg.seed, epoch)).permutation(n)
     out = [order[s:s + cfg.batch_size] for s in range(0, n, cfg.batch_size)]
     return [b for b in out if len(b) >= world]  # every rank needs at least one sample
-
-
-def _save(path, net, optimizer, cfg, epoch, history):
-    inner = _unwrap(net)
-    student = inner.student if isinstance(inner, MSKDNet) else inner
-    aux = {k: v for k, v in inner.state_dict().items() if not k.startswith("student.")} \
-        if isinstance(inner, MSKDNet) else {}
-    write_checkpoint(path, CHECKPOINT_FORMAT, cfg.to_dict(), student.state_dict(), epoch,
-                     aux_state_dict={k: v.detach().clone() for k, v in aux.items()},
-                     optimizer=optimizer.state_dict(), history=history)
-
-
-def _read_checkpoint(path):
-    path = Path(path)
-    ckpt = read_checkpoint(path, CHECKPOINT_FORMAT, "MSKD", MSKDCheckpointError)
-    try:
-        cfg = MSKDConfig.from_dict(ckpt.get("config"))
-        cfg.validate()
-    except (MSKDError, TypeError) as exc:
-        raise MSKDCheckpointError(f"{path}: bad config in checkpoint ({exc})") from None
-    return ckpt, cfg
-
-
-def _load_state(module, state, path):
-    try:
-        module.load_state_dict(state)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        detail = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise MSKDCheckpointError(f"{path}: state dict does not fit its config ({detail})") from None
-
-
-def load_mskd_checkpoint(path):
-    """-> (student module in eval mode, MSKDConfig): the exportable student (or the ANN for 'ann')."""
-    ckpt, cfg = _read_checkpoint(path)
-    model = build_student(cfg)
-    _load_state(model, ckpt.get("state_dict"), path)
-    return model.eval(), cfg
-
-
-def _same_run(a: MSKDConfig, b: MSKDConfig) -> list:
-    da, db = a.to_dict(), b.to_dict()
-    return [k for k in da if k != "epochs" and da[k] != db[k]]
 
 
 def train_mskd(cfg: MSKDConfig, out_dir, progress: bool = True, teacher=None, resume: bool = False,
@@ -694,54 +187,17 @@ def train_mskd(cfg: MSKDConfig, out_dir, progress: bool = True, teacher=None, re
     batch into that many ghost batches (own batch-norm statistics, accumulated gradients): a
     single-process run with ``ghost_batches=W`` reproduces a W-rank DDP run. Returns the metrics dict.
     """
-    if not _is_int(ghost_batches) or ghost_batches < 1:
+    if not is_int(ghost_batches) or ghost_batches < 1:
         raise MSKDConfigError(f"ghost_batches must be an integer >= 1, got {ghost_batches!r}")
-    cfg.validate()
+    cfg = cfg.resolved()
     out = Path(out_dir)
-    d = _dist_setup()
+    d = dist_setup()
     try:
-        with _deterministic(cfg.seed, None):
+        with deterministic(cfg.seed, None):
             return _train(cfg, out, progress and d.main, teacher, resume, d, ghost_batches)
     finally:
         if d.owns_group:
             dist.destroy_process_group()
-
-
-def _resolve_teacher(cfg, teacher, x_tr, y_tr, out, d, resume, info):
-    """The (N, classes) teacher logits of the training subset (computed once and cached in
-    ``out/teacher_logits.pt``); ``info`` receives a description of a DINOv2 teacher."""
-    if cfg.method not in TEACHER_METHODS:
-        return None
-    num_classes = dataset_info(cfg.dataset).num_classes
-    cache = out / "teacher_logits.pt"
-    if teacher is None and resume and cache.is_file():  # resumed runs reuse the cached logits
-        try:
-            logits = load_teacher(cache, cfg)
-        except TeacherError:
-            pass
-        else:
-            described = torch.load(cache, map_location="cpu", weights_only=True).get("teacher")
-            if isinstance(described, dict):
-                info.update(described)
-            return logits
-    if teacher is None and cfg.teacher is None:
-        raise MSKDConfigError(f"method {cfg.method!r} needs a teacher (a checkpoint, logits file or module)")
-    if teacher is None:
-        teacher = load_teacher(cfg.teacher, cfg)
-    if isinstance(teacher, torch.Tensor):
-        logits = _ensure_logits(teacher.float(), num_classes, "teacher logits")
-        if len(logits) != len(x_tr):
-            raise TeacherError(f"teacher logits cover {len(logits)} samples but the training set has {len(x_tr)}")
-        return logits
-    if not isinstance(teacher, nn.Module):
-        raise TeacherError(f"teacher must be a module, a logits tensor or a path, got {type(teacher).__name__}")
-    logits = teacher_logits_for(teacher, x_tr, num_classes, d=d, y=y_tr)
-    described = _describe(teacher)
-    if described is not None:
-        info.update(described)
-    if d.main:
-        _write_logits(cache, logits, cfg, described)
-    return logits
 
 
 def _train(cfg, out, progress, teacher, resume, d, ghost_batches=1):
@@ -749,48 +205,28 @@ def _train(cfg, out, progress, teacher, resume, d, ghost_batches=1):
     (x_tr, y_tr) = load_split(cfg.dataset, "train", cfg.data_dir, cfg.train_samples, cfg.seed)
     (x_te, y_te) = load_split(cfg.dataset, "test", cfg.data_dir, cfg.test_samples, cfg.seed)
     teacher_info = {}
-    t_logits = _resolve_teacher(cfg, teacher, x_tr, y_tr, out, d, resume, teacher_info)
-    optimizer = _make_optimizer(cfg, net.parameters())
-    metrics = {"method": cfg.method, "test_accuracy": None, "history": [], "config": cfg.to_dict(),
-               "world_size": d.world, "ghost_batches": ghost_batches}
+    t_logits = resolve_teacher(cfg, teacher, x_tr, y_tr, out, d, resume, teacher_info)
+    optimizer = make_optimizer(cfg, net.parameters())
+    metrics = {"method": cfg.method, "recipe": cfg.recipe, "test_accuracy": None, "history": [],
+               "config": cfg.to_dict(), "world_size": d.world, "ghost_batches": ghost_batches}
     if teacher_info:
         metrics["teacher"] = teacher_info
     if isinstance(net, MSKDNet):
         metrics["head_positions"] = net.positions
-    start_epoch = 1
-    ckpt_path = out / "model.pt"
-    if resume and ckpt_path.is_file():
-        ckpt, old = _read_checkpoint(ckpt_path)
-        diff = _same_run(cfg, old)
-        if diff:
-            raise MSKDCheckpointError(f"{ckpt_path}: cannot resume, config differs in {', '.join(diff)}")
-        inner = net.student if isinstance(net, MSKDNet) else net
-        _load_state(inner, ckpt["state_dict"], ckpt_path)
-        if isinstance(net, MSKDNet):
-            aux = {k: v for k, v in net.state_dict().items() if not k.startswith("student.")}
-            aux.update(ckpt.get("aux_state_dict", {}))
-            student_state = {f"student.{k}": v for k, v in inner.state_dict().items()}
-            _load_state(net, {**aux, **student_state}, ckpt_path)
-        try:
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except (KeyError, ValueError) as exc:
-            raise MSKDCheckpointError(f"{ckpt_path}: optimizer state does not fit ({exc})") from None
-        metrics["history"] = list(ckpt.get("history", []))
-        metrics["test_accuracy"] = metrics["history"][-1]["test_accuracy"] if metrics["history"] else None
-        start_epoch = int(ckpt["epoch"]) + 1
-        metrics["resumed_from_epoch"] = int(ckpt["epoch"])
     model = nn.parallel.DistributedDataParallel(net) if d.world > 1 else net
+    student = net.student if isinstance(net, MSKDNet) else net
     n_steps = [len(_global_batches(len(y_tr), cfg, e, d.world * ghost_batches)) for e in range(1, cfg.epochs + 1)]
     total_steps = sum(n_steps)
-    step = sum(n_steps[:start_epoch - 1])
     x_t, y_t = torch.from_numpy(x_tr), torch.from_numpy(y_tr)
-    for epoch in range(start_epoch, cfg.epochs + 1):
+
+    def run_epoch(epoch):
         start = time.perf_counter()
+        step = sum(n_steps[:epoch - 1])  # the cosine schedule's position is a function of the epoch
         loss_sum, correct, seen, parts_sum, rate_sum, step_times = 0.0, 0, 0, {}, None, []
         batches = _global_batches(len(y_tr), cfg, epoch, d.world * ghost_batches)
         bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
         for gidx in bar:
-            idx = torch.from_numpy(_shard(gidx, d))
+            idx = torch.from_numpy(shard(gidx, d))
             t0 = time.perf_counter()
             loss, info = train_step(model, optimizer, x_t[idx], y_t[idx],
                                     None if t_logits is None else t_logits[idx], cfg, chunks=ghost_batches,
@@ -808,7 +244,6 @@ def _train(cfg, out, progress, teacher, resume, d, ghost_batches=1):
         stats = torch.tensor([loss_sum, correct, seen], dtype=torch.float64)
         if d.world > 1:
             dist.all_reduce(stats)
-        student = net.student if isinstance(net, MSKDNet) else net
         acc = evaluate(student, x_te, y_te, d=d)
         entry = {"epoch": epoch, "train_loss": float(stats[0] / stats[2]), "train_accuracy": float(stats[1] / stats[2]),
                  "test_accuracy": acc, "seconds": time.perf_counter() - start,
@@ -816,14 +251,16 @@ def _train(cfg, out, progress, teacher, resume, d, ghost_batches=1):
                  "loss_parts": {k: v / seen for k, v in parts_sum.items()}}
         if rate_sum is not None:
             entry["block_output_mean"] = [float(v) for v in rate_sum / seen]
-        metrics["history"].append(entry)
-        metrics["test_accuracy"] = acc
-        if d.main:
-            _save(ckpt_path, net, optimizer, cfg, epoch, metrics["history"])
-            write_json(out / "metrics.json", metrics)
-        if d.world > 1:
-            dist.barrier()
-    return metrics
+        return entry
+
+    def checkpoint():
+        aux = {k: v for k, v in net.state_dict().items() if not k.startswith("student.")} \
+            if isinstance(net, MSKDNet) else {}
+        return {"state_dict": student.state_dict(), "aux_state_dict": aux}
+
+    return fit(out, CHECKPOINT_FORMAT, cfg.to_dict(), cfg.seed, cfg.epochs, net, optimizer, None, metrics,
+               run_epoch, lambda e: {"test_accuracy": e["test_accuracy"]}, checkpoint, resume=resume, main=d.main,
+               barrier=dist.barrier if d.world > 1 else None, error=MSKDCheckpointError)
 
 
 def export_mskd_checkpoint(path, name: str | None = None):
@@ -831,7 +268,7 @@ def export_mskd_checkpoint(path, name: str | None = None):
 
     The example input is (T, 1, *input_shape) of the run's dataset; the graph's metadata records the
     timesteps, model and method. An 'ann' checkpoint has no spiking network and is refused."""
-    from snncc.exporter import export
+    from snncc.export import export
 
     student, cfg = load_mskd_checkpoint(path)
     if cfg.method == "ann":

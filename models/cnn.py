@@ -47,8 +47,9 @@ import torch
 from torch import nn
 
 from snncc.training.bptt import rate_loss
-from snncc.training.bsd import check_top_loss, interlayer_loss, label_code, make_neuron, top_loss
-from snncc.training.layers import InputNormalize, TimeDistributed
+from snncc.training.bsd import check_top_loss, interlayer_loss, label_code, make_neuron, top_loss, weight_cosine
+from snncc.models.ann import ANNBase, identity, relu
+from snncc.models.layers import InputNormalize, TimeDistributed
 
 CNN_CHANNELS = (128, 128, 256, 256, 512)
 
@@ -144,11 +145,6 @@ def _weighted(mods) -> nn.ModuleList:
 
 def _synapse(mods):
     return next(m for m in mods if isinstance(m, (nn.Conv2d, nn.Linear)))
-
-
-def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().flatten().double(), b.detach().flatten().double()
-    return float(a @ b / (a.norm() * b.norm()).clamp_min(1e-12))
 
 
 class _CNNBase(nn.Module):
@@ -279,7 +275,7 @@ class BSDCNN(_CNNBase):
             th = _synapse(list(self.theta[i - 1].module)).weight
             th_t = th.transpose(0, 1).flip(-1, -2) if th.dim() == 4 else th.T
             if th_t.shape == w.shape:
-                out[f"W{i}"] = _cosine(w, th_t)
+                out[f"W{i}"] = weight_cosine(w, th_t)
         return out
 
 
@@ -314,5 +310,26 @@ def cnn_flat_size(input_shape, width: float = 1.0) -> int:
     return ch[-1] * h * w
 
 
-__all__ = ["BSDCNN", "BPTTCNN", "CNN_CHANNELS", "build_cnn_forward_path", "cnn_channels", "cnn_layer_shapes",
+class ANNCNN(ANNBase):
+    """The CNN of :class:`~snncc.models.cnn.BSDCNN` with ReLU units (BN kept)."""
+
+    def __init__(self, input_shape, num_classes: int, width: float = 1.0, timesteps: int = 4,
+                 normalize: bool = False):
+        super().__init__()
+        self.channels, self.timesteps = cnn_channels(width), int(timesteps)
+        self.ann_path, self.block_lengths = build_cnn_forward_path(
+            input_shape, num_classes, self.channels, relu, identity, normalize=normalize)
+
+    @property
+    def input_normalizer(self):
+        first = self.ann_path[0]
+        return first if isinstance(first, InputNormalize) else None
+
+    def named_weight_layers(self) -> list:
+        blocks = block_modules(self.ann_path, self.block_lengths)
+        return [(f"forward layer {i} (W{i - 1})", nn.ModuleList(m for m in mods if list(m.parameters())))
+                for i, mods in enumerate(blocks, 2)]
+
+
+__all__ = ["ANNCNN", "BSDCNN", "BPTTCNN", "CNN_CHANNELS", "build_cnn_forward_path", "cnn_channels", "cnn_layer_shapes",
            "cnn_flat_size", "run_blocks"]

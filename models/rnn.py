@@ -1,4 +1,4 @@
-"""BSD for a one-layer spiking RNN (App. C, eqs. 11-12) and its export to a recurrent SpikeGraph.
+"""BSD for a one-layer spiking RNN (App. C, eqs. 11-12); its export is :func:`snncc.export.export_rnn`.
 
 One hidden layer of pyramidal neurons, each with a Type 1 and a Type 2 neuron.
 One simulation step per sequence element (the LIF state of the hidden layer
@@ -31,18 +31,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from snncc import neuron as nrn
-from snncc.exporter import ExportError
-from snncc.ir.graph import SpikeGraph
-from snncc.ir.ops import Dense, Input, Neuron, Readout
 from snncc.neuron import HARD, NeuronParams
-from snncc.training.bsd import flatten_time, interlayer_loss
+from snncc.training.bsd import flatten_time, interlayer_loss, weight_cosine
 
 TASKS = ("text", "timeseries")
-
-
-def _cos(a, b) -> float:
-    a, b = a.detach().flatten().double(), b.detach().flatten().double()
-    return float(a @ b / (a.norm() * b.norm()).clamp_min(1e-12))
 
 
 class BSDRNN(nn.Module):
@@ -142,32 +134,6 @@ class BSDRNN(nn.Module):
     @torch.no_grad()
     def weight_alignment(self) -> dict:
         """App. F.4 for the RNN: cos(W, Theta^T) of the three mirrored pairs."""
-        return {"W_ih~Theta_hi": _cos(self.w_ih.weight, self.theta_hi.weight.T),
-                "W_hh~Theta_hh": _cos(self.w_hh.weight, self.theta_hh.weight.T),
-                "W_ho~Theta_oh": _cos(self.w_ho.weight, self.theta_oh.weight.T)}
-
-
-def export_rnn(model: BSDRNN, seq_len: int, name: str = "bsd-rnn", metadata: dict | None = None) -> SpikeGraph:
-    """The Type 1 path as a recurrent SpikeGraph: one graph step per sequence element.
-
-    ``Input(n_in, spike-coded) -> Dense W_ih -> Neuron hidden``, ``hidden -> Dense W_hh``
-    whose current enters ``hidden`` through a delay-1 edge (W_hh s_{t-1}), and a
-    spike-count readout of ``hidden``. Feed it (B, L, n_in) one-hot sequences. The
-    analog readout o = W_ho h is not part of the graph (see the module docstring).
-    """
-    if model.task != "text":
-        raise ExportError("only the text RNN exports: its inputs are one-hot spike trains; a time series is a "
-                          "time-varying analog input, which no spike-graph Input encoding carries")
-    w = lambda lin: lin.weight.detach().cpu().double().numpy()  # noqa: E731
-    meta = {"timesteps": int(seq_len), "task": "text", "hidden": model.hidden,
-            "readout": "spike counts of the hidden layer; the paper's output o_t = W_ho h_t is an analog "
-                       "readout of the hidden current and is computed off-graph", **(metadata or {})}
-    g = SpikeGraph(name, meta)
-    g.add("input", Input((model.n_in,), encoding="spike"))
-    g.add("w_ih", Dense(w(model.w_ih)), ["input"])
-    g.add("hidden", Neuron(model.params1), ["w_ih"])
-    g.add("w_hh", Dense(w(model.w_hh)), ["hidden"])
-    g.connect("w_hh", "hidden", 1)  # recurrence: hidden receives W_hh s_{t-1}
-    g.add("readout", Readout("count"), ["hidden"])
-    g.infer()
-    return g
+        return {"W_ih~Theta_hi": weight_cosine(self.w_ih.weight, self.theta_hi.weight.T),
+                "W_hh~Theta_hh": weight_cosine(self.w_hh.weight, self.theta_hh.weight.T),
+                "W_ho~Theta_oh": weight_cosine(self.w_ho.weight, self.theta_oh.weight.T)}
