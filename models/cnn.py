@@ -47,7 +47,8 @@ import torch
 from torch import nn
 
 from snncc.training.bptt import rate_loss
-from snncc.training.bsd import check_top_loss, interlayer_loss, label_code, make_neuron, top_loss, weight_cosine
+from snncc.training.bsd import (check_reco_pairs, check_top_loss, interlayer_loss, label_code, make_neuron,
+                                same_label, top_loss, weight_cosine)
 from snncc.models.ann import ANNBase, identity, relu
 from snncc.models.layers import InputNormalize, TimeDistributed
 
@@ -198,9 +199,10 @@ class BSDCNN(_CNNBase):
     def __init__(self, input_shape, num_classes: int, width: float = 1.0, timesteps: int = 4,
                  v_th: float = 1.0, v_th_backward: float = 1.0, tau: float = 2.0, neuron_model: str = "lif",
                  surrogate: str = "atan", lam: float = 0.6, interlayer: str = "reco", temperature: float = 0.1,
-                 normalize: bool = False, top: str = "ce"):
+                 normalize: bool = False, top: str = "ce", reco_pairs: str = "all"):
         super().__init__()
         self.top = check_top_loss(top)
+        self.reco_pairs = check_reco_pairs(reco_pairs)
         type1 = lambda: make_neuron(v_th, tau, neuron_model, surrogate)  # noqa: E731
         type2 = lambda: make_neuron(v_th_backward, tau, neuron_model, surrogate)  # noqa: E731
         self._init_forward(input_shape, num_classes, width, timesteps, type1, normalize=normalize)
@@ -239,10 +241,10 @@ class BSDCNN(_CNNBase):
                     spikes[i] = self.backward_neurons[i - 2](currents[i])
         return currents, spikes
 
-    def _align(self, v, target):
+    def _align(self, v, target, same=None):
         # time-major (T, B, C*H*W) views: the same per-sample T*C*H*W vectors without a transposed copy
         return interlayer_loss(self.interlayer, v.flatten(2), target.detach().flatten(2),
-                               self.lam, self.temperature)
+                               self.lam, self.temperature, pairs=self.reco_pairs, same=same)
 
     def training_losses(self, x_seq: torch.Tensor, y: torch.Tensor):
         """({layer name: local loss}, info) as :meth:`BSDMLP.training_losses`."""
@@ -251,10 +253,11 @@ class BSDCNN(_CNNBase):
         s = [None, None] + spk  # s[i] = s_i (layer 1 is the analog input)
         vb, sb = self.backward_pass(y)
         big_l = self.num_layers
-        losses = {f"forward layer {i} (W{i - 1})": self._align(v[i], vb[i]) for i in range(2, big_l)}
+        same = None if self.reco_pairs == "all" else same_label(y)
+        losses = {f"forward layer {i} (W{i - 1})": self._align(v[i], vb[i], same) for i in range(2, big_l)}
         losses[f"forward layer {big_l} (W{big_l - 1})"] = top_loss(self.top, v[big_l], y, self.forward_path[-1].params)
         for i in range(1, big_l):
-            losses[f"backward layer {i} (Theta{i})"] = self._align(vb[i], v[i])
+            losses[f"backward layer {i} (Theta{i})"] = self._align(vb[i], v[i], same)
         spikes = {f"s{i}": s[i] for i in range(2, big_l + 1)}
         spikes.update({f"s'{i}": sb[i] for i in range(2, big_l)})
         own = {f"forward layer {i} (W{i - 1})": v[i] for i in range(2, big_l + 1)}

@@ -16,7 +16,7 @@ from torch import nn
 from snncc.models.ann import ANNBase, identity, relu
 from snncc.models.layers import TimeDistributed
 from snncc.training.bptt import rate_loss
-from snncc.training.bsd import (check_top_loss, interlayer_loss, label_code, make_neuron, top_loss,
+from snncc.training.bsd import (check_reco_pairs, check_top_loss, same_label, interlayer_loss, label_code, make_neuron, top_loss,
                                 weight_cosine)
 
 
@@ -72,9 +72,10 @@ class BSDMLP(nn.Module):
     def __init__(self, sizes, timesteps: int = 4, v_th: float = 0.2, v_th_backward: float = 0.1,
                  tau: float = 2.0, neuron_model: str = "lif", surrogate: str = "atan", lam: float = 0.6,
                  interlayer: str = "reco", temperature: float = 0.1, share_label_path: bool = True,
-                 top: str = "ce"):
+                 top: str = "ce", reco_pairs: str = "all"):
         super().__init__()
         self.top = check_top_loss(top)
+        self.reco_pairs = check_reco_pairs(reco_pairs)
         self.share_label_path = bool(share_label_path)
         if len(sizes) < 2:
             raise ValueError(f"BSD needs at least an input and an output layer, got sizes {list(sizes)}")
@@ -141,8 +142,9 @@ class BSDMLP(nn.Module):
             return currents, spikes
         return [_expand(t, index) for t in currents], [_expand(t, index) for t in spikes]
 
-    def _align(self, v: torch.Tensor, target: torch.Tensor, rows=None, cols=None) -> torch.Tensor:
-        return interlayer_loss(self.interlayer, v, target.detach(), self.lam, self.temperature, rows, cols)
+    def _align(self, v: torch.Tensor, target: torch.Tensor, rows=None, cols=None, same=None) -> torch.Tensor:
+        return interlayer_loss(self.interlayer, v, target.detach(), self.lam, self.temperature, rows, cols,
+                               self.reco_pairs, same)
 
     def training_losses(self, x_seq: torch.Tensor, y: torch.Tensor):
         """One combined pass of both paths -> ({layer name: local loss}, info).
@@ -158,11 +160,12 @@ class BSDMLP(nn.Module):
         v, s = run_forward_path(self.forward_path, x_seq, detach=True)  # v[i-1] = v_i
         index, vb, sb = self.label_path(y)
         big_l = self.num_layers
-        losses = {f"forward layer {i} (W{i - 1})": self._align(v[i - 1], vb[i], cols=index)
+        same = None if self.reco_pairs == "all" else same_label(y)
+        losses = {f"forward layer {i} (W{i - 1})": self._align(v[i - 1], vb[i], cols=index, same=same)
                   for i in range(2, big_l)}
         losses[f"forward layer {big_l} (W{big_l - 1})"] = top_loss(self.top, v[-1], y, self.forward_path[-1].params)
         for i in range(1, big_l):
-            losses[f"backward layer {i} (Theta{i})"] = self._align(vb[i], v[i - 1], rows=index)
+            losses[f"backward layer {i} (Theta{i})"] = self._align(vb[i], v[i - 1], rows=index, same=same)
         spikes = {f"s{i}": s[i - 1] for i in range(1, big_l + 1)}
         spikes.update({f"s'{i}": _expand(sb[i], index) for i in range(2, big_l + 1)})
         # each weight's own output current, to blame the right layer when a loss goes NaN

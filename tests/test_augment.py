@@ -197,18 +197,29 @@ def test_policy_rejects_out_of_range_n_and_m():
 
 # ---------------------------------------------------------------- training wiring
 def test_config_defaults_follow_the_paper_and_reject_bad_values():
-    r = TrainConfig(dataset="mnist").resolved()
-    assert (r.augment, r.ra_n, r.ra_m) == ("randaugment", 2, 9)
-    r = TrainConfig(dataset="cifar10", model="cnn").resolved()
+    r = TrainConfig(dataset="mnist", recipe="paper").resolved()
+    assert (r.augment, r.ra_n, r.ra_m, r.lr, r.reco_pairs) == ("randaugment", 2, 9, 1e-4, "all")
+    r = TrainConfig(dataset="cifar10", model="cnn", recipe="paper").resolved()
     assert (r.augment, r.ra_n, r.ra_m) == ("randaugment", 2, 4)  # App. E.2.2: magnitude 4
-    r = TrainConfig(dataset="digits").resolved()
+    r = TrainConfig(dataset="digits", recipe="paper").resolved()
     assert (r.augment, r.ra_n, r.ra_m) == ("none", None, None)
+    # the CPU recipe (default): no augmentation, ReCo with same-label positives; RandAugment on request
+    r = TrainConfig(dataset="mnist").resolved()
+    assert (r.recipe, r.augment, r.ra_n, r.lr, r.epochs, r.reco_pairs) == (
+        "cpu", "none", None, 1e-3, 5, "same-label-positive")
+    r = TrainConfig(dataset="mnist", augment="randaugment").resolved()
+    assert (r.augment, r.ra_n, r.ra_m) == ("randaugment", 2, 9)
+    assert TrainConfig(dataset="mnist", method="bptt").resolved().reco_pairs is None
+    assert TrainConfig(dataset="mnist", interlayer_loss="infonce").resolved().reco_pairs is None
     assert TrainConfig(dataset="mnist", augment="none").resolved().ra_m is None
     for change, match in [(dict(augment="autoaugment"), "unknown augment 'autoaugment'"),
                           (dict(augment="randaugment", ra_n=0), "ra_n must be an integer in 1..10"),
                           (dict(augment="randaugment", ra_m=31), "ra_m must be an integer in 0..30"),
                           (dict(augment="randaugment", ra_m=2.5), "ra_m must be"),
-                          (dict(dataset="mnist", augment="none", ra_m=3), "only apply with augment")]:
+                          (dict(dataset="mnist", augment="none", ra_m=3), "only apply with augment"),
+                          (dict(method="bptt", reco_pairs="all"), "reco_pairs applies to --method bsd"),
+                          (dict(interlayer_loss="mse", reco_pairs="distinct-labels"), "applies to the reco"),
+                          (dict(reco_pairs="some"), "unknown reco_pairs")]:
         with pytest.raises(ConfigError, match=match):
             TrainConfig(**change).validate()
 

@@ -20,14 +20,27 @@ def _digits(n):
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def _mlp():
+def _mlp(pairs="all"):
     x, y = _digits(48)
-    return BSDMLP((64, 32, 24, 10), timesteps=3), (repeat_time(x, 3), y), 6
+    return BSDMLP((64, 32, 24, 10), timesteps=3, reco_pairs=pairs), (repeat_time(x, 3), y), 6
 
 
-def _cnn():
+def _cnn(pairs="all"):
     x, y = _digits(16)
-    return BSDCNN((1, 8, 8), 10, width=0.125, timesteps=2, v_th=0.5, v_th_backward=0.5), (repeat_time(x, 2), y), 12
+    return (BSDCNN((1, 8, 8), 10, width=0.125, timesteps=2, v_th=0.5, v_th_backward=0.5, reco_pairs=pairs),
+            (repeat_time(x, 2), y), 12)
+
+
+def _mlp_distinct():
+    return _mlp("distinct-labels")
+
+
+def _mlp_positive():
+    return _mlp("same-label-positive")
+
+
+def _cnn_positive():
+    return _cnn("same-label-positive")
 
 
 def _autoencoder():
@@ -40,7 +53,9 @@ def _rnn():
     return BSDRNN(5, 5, hidden=12, v_th=0.1), (x, torch.randint(0, 5, (6, 7))), 4
 
 
-@pytest.mark.parametrize("build", [_mlp, _cnn, _autoencoder, _rnn], ids=["mlp", "cnn", "autoencoder", "rnn"])
+@pytest.mark.parametrize("build", [_mlp, _mlp_distinct, _mlp_positive, _cnn, _cnn_positive, _autoencoder, _rnn],
+                         ids=["mlp", "mlp-distinct-labels", "mlp-same-label-positive", "cnn",
+                              "cnn-same-label-positive", "autoencoder", "rnn"])
 def test_each_local_loss_reaches_only_its_own_layer(build):
     torch.manual_seed(0)
     model, inputs, n_layers = build()

@@ -40,13 +40,17 @@ BSD_MODELS = ("mlp", "cnn")
               help="BSD top layer: ce (the paper's cross-entropy on the currents) or firing (snncc's: a logistic "
                    "loss per class that puts the label's current above the firing level and the others below "
                    "it, the spike readout's condition) [default: ce]")
+@click.option("--reco-pairs", type=click.Choice(["all", "distinct-labels", "same-label-positive"]), default=None,
+              help="BSD ReCo (eq. 7) pairs: all (the paper: every other sample repelled, also those with the same "
+                   "label), distinct-labels (same-label pairs ignored) or same-label-positive (same-label pairs "
+                   "attracted; snncc's variant) [default: the recipe's: cpu same-label-positive, paper all]")
 @click.option("--v-th", type=float, default=None, help="feedforward (Type 1) threshold")
 @click.option("--v-th-backward", type=float, default=None, help="BSD backward (Type 2) threshold")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=None, help="BSD: linear warm-up steps")
 @click.option("--sizes", default=None, help="MLP layer sizes, e.g. 784,1024,1024,512,256,10")
 @click.option("--augment", default=None,
-              help="training-batch augmentation: randaugment or none [default: the paper's, randaugment "
-                   "on mnist/fashion-mnist/cifar, none on digits]")
+              help="training-batch augmentation: randaugment or none [default: the recipe's: cpu none, paper "
+                   "randaugment on mnist/fashion-mnist/cifar, none on digits]")
 @click.option("--ra-n", type=int, default=None, help="RandAugment: ops per image, 1..10 [default: 2]")
 @click.option("--ra-m", type=int, default=None,
               help="RandAugment: magnitude bin 0..30 [default: 9 for the mlp, 4 for the cnn (App. E.2.2)]")
@@ -96,7 +100,7 @@ def _train_resnet(out_dir, quiet, threads, options):
 
     from snncc.training.mskd import MSKDConfig, train_mskd
     resume = options.pop("resume")
-    for key in ("interlayer_loss", "top_loss", "lam", "v_th", "v_th_backward", "warmup_steps", "augment", "ra_n",
+    for key in ("interlayer_loss", "top_loss", "reco_pairs", "lam", "v_th", "v_th_backward", "warmup_steps", "augment", "ra_n",
                 "ra_m", "normalize", "schedule"):
         if options.pop(key) is not None:
             raise click.UsageError(f"--{key.replace('_', '-')} does not apply to --method {options['method']}")

@@ -116,43 +116,87 @@ def _gather(c: torch.Tensor, rows, cols) -> torch.Tensor:
     return c
 
 
-def reco_loss(v: torch.Tensor, v_hat: torch.Tensor, lam: float, rows=None, cols=None) -> torch.Tensor:
-    """Eq. 7 (ReCo): sum_k (1 - C_kk)^2 + lam * sum_{k != j} max(0, C_kj)^2.
+# Which off-diagonal pairs (k, j) of eq. 7 count, given the labels (the paper's targets are label codes,
+# so every sample of a label shares one target and C_kj = C_kk for same-label pairs):
+#   "all"                  eq. 7 as written: every k != j is a negative (the paper; it also repels same-label
+#                          samples, so C_kk settles at 1 / (1 + lam * m), docs/methods.md)
+#   "distinct-labels"      only pairs with different labels are negatives; same-label pairs are ignored
+#   "same-label-positive"  pairs with different labels are negatives; same-label pairs are positives,
+#                          attracted like the diagonal, (1 - C_kj)^2 (snncc's variant, not the paper's)
+RECO_PAIRS = ("all", "distinct-labels", "same-label-positive")
+
+
+def check_reco_pairs(pairs: str) -> str:
+    if pairs not in RECO_PAIRS:
+        raise ValueError(f"unknown reco pairs {pairs!r} (choose from {', '.join(RECO_PAIRS)})")
+    return pairs
+
+
+def pair_masks(pairs: str, n: int, same=None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positive, negative) boolean (n, n) masks of eq. 7's terms for ``pairs``; ``same[k, j]``: samples k and j
+    share a label (required unless ``pairs == "all"``)."""
+    eye = torch.eye(n, dtype=torch.bool, device=device)
+    if check_reco_pairs(pairs) == "all":
+        return eye, ~eye
+    if same is None or tuple(same.shape) != (n, n):
+        raise ValueError(f"reco pairs {pairs!r} needs the ({n}, {n}) same-label mask")
+    same = same | eye
+    return (eye if pairs == "distinct-labels" else same), ~same
+
+
+def same_label(y: torch.Tensor) -> torch.Tensor:
+    """(B, B) mask: samples k and j have the same label."""
+    return y[:, None] == y[None, :]
+
+
+def reco_loss(v: torch.Tensor, v_hat: torch.Tensor, lam: float, rows=None, cols=None, pairs: str = "all",
+              same=None) -> torch.Tensor:
+    """Eq. 7 (ReCo): sum_k (1 - C_kk)^2 + lam * sum_{k != j} max(0, C_kj)^2 (``pairs="all"``).
 
     ``v_hat`` is the target; the caller detaches it. Summed (not averaged) over
     the batch as in the paper. ``v``/``v_hat`` are (B, D) or time-major (T, B, D).
     ``rows`` / ``cols`` (optional (B,) index tensors) say that ``v`` / ``v_hat``
     hold only distinct samples and sample k is row ``rows[k]`` / ``cols[k]``;
     the loss is then exactly that of the expanded batch (see BSDMLP).
+    ``pairs`` / ``same``: which pairs are positives and negatives (:data:`RECO_PAIRS`, :func:`pair_masks`).
     """
     c = _gather(affinity(v, v_hat), rows, cols)
-    diag = torch.diagonal(c)
-    off = c.masked_fill(torch.eye(len(c), dtype=torch.bool, device=c.device), 0.0)
-    return ((1.0 - diag) ** 2).sum() + lam * (off.clamp(min=0.0) ** 2).sum()
+    pos, neg = pair_masks(pairs, len(c), same, c.device)
+    if pairs == "all":  # the diagonal alone: no (B, B) temporaries for the positives
+        attract = ((1.0 - torch.diagonal(c)) ** 2).sum()
+    else:
+        attract = ((1.0 - c) ** 2).masked_fill(~pos, 0.0).sum()
+    return attract + lam * (c.clamp(min=0.0) ** 2).masked_fill(~neg, 0.0).sum()
 
 
-def _reco_grad_v(v: torch.Tensor, v_hat: torch.Tensor, lam: float) -> torch.Tensor:
-    """Eqs. 15-16: rows dL/dv_k for (B, D) voltages."""
-    norm = v.norm(dim=1, keepdim=True)
-    u, u_hat = v / norm, v_hat / v_hat.norm(dim=1, keepdim=True)
+def _reco_grad_v(v: torch.Tensor, v_hat: torch.Tensor, lam: float, pairs: str = "all",
+                 same=None) -> torch.Tensor:
+    """Eqs. 15-16: rows dL/dv_k for (B, D) voltages. Norms are floored at _EPS as in :func:`reco_loss`
+    (a silent, all-zero row has C = 0 and a finite gradient, not NaN)."""
+    n = v.norm(dim=1, keepdim=True)
+    norm = n.clamp_min(_EPS)
+    u, u_hat = v / norm, v_hat / v_hat.norm(dim=1, keepdim=True).clamp_min(_EPS)
     c = u @ u_hat.T
-    coef = 2.0 * lam * c.clamp(min=0.0)  # off-diagonal weights of eq. 15
-    coef.diagonal().copy_(-2.0 * (1.0 - c.diagonal()))  # diagonal weight of eq. 15
-    # eq. 16: dC_kj/dv_k = (u_hat_j - C_kj u_k) / ||v_k||, weighted and summed over j
-    return (coef @ u_hat - (coef * c).sum(1, keepdim=True) * u) / norm
+    pos, neg = pair_masks(pairs, len(c), same, c.device)
+    coef = (2.0 * lam * c.clamp(min=0.0)).masked_fill(~neg, 0.0)  # negative pairs of eq. 15
+    coef = torch.where(pos, -2.0 * (1.0 - c), coef)  # positive pairs (the diagonal, eq. 15)
+    # eq. 16: dC_kj/dv_k = (u_hat_j - C_kj u_k) / ||v_k||, weighted and summed over j; the second term is
+    # absent where the norm is floored (as in _Affinity's backward)
+    radial = torch.where(n > _EPS, (coef * c).sum(1, keepdim=True), torch.zeros_like(n))
+    return (coef @ u_hat - radial * u) / norm
 
 
 def reco_grad_closed_form(v: torch.Tensor, v_hat: torch.Tensor, s_prev: torch.Tensor,
-                          lam: float) -> torch.Tensor:
+                          lam: float, pairs: str = "all", same=None) -> torch.Tensor:
     """Eq. 17: dL/dW = sum_k (dL/dv_k) s_{i-1,k}^T for v = W s_prev, as a (D, N) matrix.
 
     Takes (B, D) voltages with (B, N) spikes, or time-major (T, B, D) / (T, B, N)
     tensors flattened as in training, where the outer products also sum over T.
     """
     if v.dim() == 2:
-        return _reco_grad_v(v, v_hat, lam).T @ s_prev
+        return _reco_grad_v(v, v_hat, lam, pairs, same).T @ s_prev
     t, b, d = v.shape
-    g = _reco_grad_v(flatten_time(v), flatten_time(v_hat), lam).reshape(b, t, d)
+    g = _reco_grad_v(flatten_time(v), flatten_time(v_hat), lam, pairs, same).reshape(b, t, d)
     return torch.einsum("btd,tbn->dn", g, s_prev)
 
 
@@ -181,11 +225,13 @@ INTERLAYER_LOSSES = ("reco", "mse", "infonce")
 
 
 def interlayer_loss(name: str, v: torch.Tensor, v_hat: torch.Tensor, lam: float = 0.6,
-                    temperature: float = 0.1, rows=None, cols=None) -> torch.Tensor:
+                    temperature: float = 0.1, rows=None, cols=None, pairs: str = "all",
+                    same=None) -> torch.Tensor:
     """The local alignment loss between basal ``v`` and apical target ``v_hat``: (B, D) rows or
-    time-major (T, B, D) currents flattened per sample; ``rows``/``cols`` as in :func:`reco_loss`."""
+    time-major (T, B, D) currents flattened per sample; ``rows``/``cols``/``pairs``/``same`` as in
+    :func:`reco_loss` (``pairs`` applies to ReCo only)."""
     if name == "reco":
-        return reco_loss(v, v_hat, lam, rows, cols)
+        return reco_loss(v, v_hat, lam, rows, cols, pairs, same)
     if name == "mse":
         return mse_loss(v, v_hat, rows, cols)
     if name == "infonce":

@@ -23,7 +23,7 @@ from snncc.data.datasets import DatasetError, batches, dataset_info, load_split
 from snncc.models.cnn import ANNCNN, BPTTCNN, BSDCNN
 from snncc.models.layers import channel_stats
 from snncc.models.mlp import ANNMLP, BPTTMLP, BSDMLP
-from snncc.training.bsd import INTERLAYER_LOSSES, TOP_LOSSES, cosine_predict, firing_rates, repeat_time
+from snncc.training.bsd import INTERLAYER_LOSSES, RECO_PAIRS, TOP_LOSSES, cosine_predict, firing_rates, repeat_time
 from snncc.training.checkpoint import FORMATS, CheckpointError, fit_state, read_checkpoint
 from snncc.training.config import (ConfigError, check_choice, check_float, check_int, check_keys, check_run, fill,
                                    is_int, is_number, plain)
@@ -89,6 +89,7 @@ class TrainConfig:
     interlayer_loss: str = "reco"
     temperature: float = 0.1  # InfoNCE ablation only
     top_loss: str = "ce"  # BSD top layer: "ce" (eq. 9) or "firing" (snncc: per-class, vs the firing level)
+    reco_pairs: str | None = None  # BSD ReCo pairs: "all" (eq. 7), "distinct-labels", "same-label-positive"
     grad_clip: float | None = 0.3  # None: no clipping
     weight_decay: float = 0.01
     width: float = 1.0  # CNN channel multiplier (e.g. 0.125 for CPU runs)
@@ -127,6 +128,8 @@ class TrainConfig:
         self.validate()
         d = self.defaults()
         filled = fill(self, {k: v for k, v in d.items() if k not in ("ra_n", "ra_m")})
+        if self.interlayer_loss != "reco":  # the recipe's ReCo pairs mean nothing for the ablation losses
+            filled.pop("reco_pairs", None)
         augment = filled.get("augment", self.augment)
         ra = augment == "randaugment"
         return replace(self, **filled, sizes=None if self.model != "mlp" else tuple(self.layer_sizes()),
@@ -151,6 +154,13 @@ class TrainConfig:
             check_choice("schedule", self.schedule, SCHEDULES)
         if self.top_loss != "ce" and self.method != "bsd":
             raise ConfigError(f"top_loss {self.top_loss!r} applies to --method bsd (got {self.method!r})")
+        if self.reco_pairs is not None:
+            check_choice("reco_pairs", self.reco_pairs, RECO_PAIRS)
+            if self.method != "bsd":
+                raise ConfigError(f"reco_pairs applies to --method bsd (got {self.method!r})")
+            if self.reco_pairs != "all" and self.interlayer_loss != "reco":
+                raise ConfigError(f"reco_pairs {self.reco_pairs!r} applies to the reco inter-layer loss "
+                                  f"(got {self.interlayer_loss!r})")
         check_run(self)
         if self.lr is not None:
             check_float("lr", self.lr, positive=True)
@@ -206,7 +216,8 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
     common = dict(timesteps=cfg.timesteps, v_th=cfg.v_th, tau=cfg.tau, neuron_model=cfg.neuron,
                   surrogate=cfg.surrogate)
     bsd = dict(v_th_backward=cfg.v_th_backward, lam=cfg.lam, interlayer=cfg.interlayer_loss,
-               temperature=cfg.temperature, top=cfg.top_loss)
+               temperature=cfg.temperature, top=cfg.top_loss,
+               reco_pairs=cfg.reco_pairs if cfg.interlayer_loss == "reco" and cfg.reco_pairs else "all")
     if cfg.model == "cnn":
         info = dataset_info(cfg.dataset)
         shape = dict(input_shape=info.input_shape, num_classes=info.num_classes, width=cfg.width,
