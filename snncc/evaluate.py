@@ -5,6 +5,7 @@ import numpy as np
 from tqdm import tqdm
 
 from snncc.ir.graph import SpikeGraph
+from snncc.ir.schema import MAX_TIMESTEPS
 from snncc.runtime import InputError, RunResult, check_input, get_backend
 
 
@@ -12,6 +13,8 @@ def default_timesteps(graph: SpikeGraph, timesteps: int | None) -> int:
     t = timesteps if timesteps is not None else graph.metadata.get("timesteps")
     if t is None:
         raise InputError("the graph records no timestep count: pass --timesteps")
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 1 <= t <= MAX_TIMESTEPS:
+        raise InputError(f"timesteps must be an integer in 1..{MAX_TIMESTEPS}, got {t!r}")
     return int(t)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from snncc.cli.common import _emit_result
+from snncc.cli.common import _emit_result, MAX_TIMESTEPS
 
 
 # -- bench / demo ---------------------------------------------------------------------
@@ -14,11 +14,11 @@ def bench():
 
 
 @bench.command("sim")
-@click.option("--timesteps", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--timesteps", type=click.IntRange(1, MAX_TIMESTEPS), default=200, show_default=True)
 @click.option("--input-rate", type=click.FloatRange(0.0, 1.0), default=0.15, show_default=True)
 @click.option("--no-lava", is_flag=True, help="skip the (slow) Lava simulation")
 @click.option("--lava-ir", is_flag=True, help="also time the graph compiled from the IR on Lava (float and fixed)")
-@click.option("--lava-ir-timesteps", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--lava-ir-timesteps", type=click.IntRange(1, MAX_TIMESTEPS), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def bench_sim(timesteps, input_rate, no_lava, lava_ir, lava_ir_timesteps, as_json):
     """numba vs torch vs Lava on a 784-1024-1024-10 LIF MLP, batch 1."""
@@ -45,7 +45,7 @@ def bench_train_cmd(model, dataset, batch_size, steps, threads, as_json):
 @bench.command("mskd")
 @click.option("--model", default="spike-resnet18", show_default=True)
 @click.option("--width", type=float, default=0.25, show_default=True)
-@click.option("--timesteps", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--timesteps", type=click.IntRange(1, MAX_TIMESTEPS), default=2, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's)")

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from snncc.cli.common import _DATA_DIR, _TIMESTEPS
+from snncc.cli.common import _DATA_DIR, _TIMESTEPS, MAX_TIMESTEPS
 
 
 # -- train / export -------------------------------------------------------------
@@ -194,7 +194,7 @@ def bsd_train_seq(out_dir, threads, quiet, **options):
 @click.option("--dataset", default=None, help="digits, mnist or fashion-mnist")
 @_DATA_DIR
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
-@click.option("--timesteps", type=click.IntRange(min=1), default=None)
+@click.option("--timesteps", type=click.IntRange(1, MAX_TIMESTEPS), default=None)
 @click.option("--width", type=float, default=None)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--lr", type=float, default=None)

@@ -8,6 +8,7 @@ import sys
 import click
 
 from snncc import fileio
+from snncc.ir.schema import MAX_TIMESTEPS
 
 EXIT_HYBRID, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
 
@@ -116,4 +117,5 @@ def _emit_json(obj, path=None):
 _DATASET = click.option("--dataset", "dataset", default=None, help="digits, mnist, fashion-mnist, cifar10, cifar100")
 _DATA_DIR = click.option("--data-dir", type=click.Path(), default=None, help="folder with the dataset's files")
 _LIMIT = click.option("--limit", type=click.IntRange(min=1), default=None, help="evaluate on N test samples")
-_TIMESTEPS = click.option("--timesteps", type=click.IntRange(min=1), default=None, help="override T")
+_TIMESTEPS = click.option("--timesteps", type=click.IntRange(1, MAX_TIMESTEPS), default=None,
+                          help=f"override T (1..{MAX_TIMESTEPS})")
