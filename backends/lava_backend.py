@@ -1033,7 +1033,7 @@ def compile_graph(graph: SpikeGraph, out_dir, fixed_point: bool = False, graded:
                        "quantization": ex.plan.fixed.to_json()}
         text += "\n" + ex.summary(NETX_FILE) + "\n" + ex.plan.fixed.summary().replace(
             "fixed-point quantisation", "netx quantisation (weight_exp 0, bias_exp 6)", 1) + "\n"
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, kind="lava") as tmp:
         serialize.save(graph, tmp / "graph.snn.onnx")
         (tmp / "lava.json").write_text(json.dumps(cfg, indent=1) + "\n")
         (tmp / "summary.txt").write_text(text)

@@ -22,7 +22,7 @@ def compile_artifact(graph: SpikeGraph, out_dir) -> None:
               [n for n in graph.order() if is_synapse(graph.op(n))
                and types[graph.inputs(n)[0].src].kind.value != "analog"],
               "populations": graph.nodes(Neuron), "layers": layers}
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, kind="numba") as tmp:
         serialize.save(graph, tmp / "graph.snn.onnx")
         (tmp / "target.json").write_text(json.dumps(target, indent=1) + "\n")
         (tmp / "summary.txt").write_text(graph.summary() + "\n")

@@ -206,7 +206,7 @@ def test_fuzz_structure_mutants_never_escape(data):
     seed = SEEDS[c.int(0, len(SEEDS) - 1)]
     m = _model(seed)
     for _ in range(c.int(1, 3)):
-        fuzz.STRUCTURE_MUTATIONS[c.int(0, len(fuzz.STRUCTURE_MUTATIONS) - 1)](m, c)
+        fuzz.structure_mutation(m, c)
     _outcome(m.SerializeToString())
 
 

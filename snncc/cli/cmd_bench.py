@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from snncc.cli.common import _emit_result, MAX_TIMESTEPS
+from snncc.cli.common import _emit_result, _FORCE, MAX_TIMESTEPS
 
 
 # -- bench / demo ---------------------------------------------------------------------
@@ -59,7 +59,8 @@ def bench_mskd_cmd(model, width, timesteps, batch_size, steps, threads, as_json)
 
 
 @bench.command("compile")
-@click.option("--width", type=float, default=1.0, show_default=True, help="channel width multiplier")
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="channel width multiplier (> 0)")
 @click.option("--fixed-point", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def bench_compile_cmd(width, fixed_point, as_json):
@@ -72,10 +73,13 @@ def bench_compile_cmd(width, fixed_point, as_json):
 @click.command()
 @click.option("--out", "out_dir", type=click.Path(), default="runs/demo", show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
-def demo(out_dir, epochs):
+@_FORCE
+def demo(out_dir, epochs, force):
     """Train a small BSD MLP on digits, export, validate, simulate (numba + torch), energy."""
+    from snncc import fileio
     from snncc.demo import run_demo
-    run_demo(out_dir, epochs=epochs)
+    with fileio.output_dir(out_dir, "demo", force):
+        run_demo(out_dir, epochs=epochs)
 
 
 COMMANDS = (bench, demo,)

@@ -8,8 +8,9 @@ import sys
 import click
 
 from snncc.cli.common import (
-    _artifact_target, _DATA_DIR, _DATASET, _dataset_for, _emit_json, _LIMIT, _load_graph,
+    _artifact_target, _DATA_DIR, _DATASET, _dataset_for, _emit_json, _FORCE, _LIMIT, _load_graph,
     _test_data, _TIMESTEPS, EXIT_HYBRID)
+from snncc import fileio
 
 
 # -- validate / inspect -------------------------------------------------------------
@@ -124,8 +125,9 @@ def energy():
 @click.option("--compare", is_flag=True, help="several MODELS side by side (implied by more than one)")
 @click.option("--png", "png_path", type=click.Path(), default=None, help="comparison figure (PNG)")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="also write the report as JSON to F")
+@_FORCE
 def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, first_layer, compare, png_path,
-                      json_path):
+                      json_path, force):
     """Per-layer firing rate, SOPs, MACs and energy per inference, vs the same ANN.
 
     With several MODELS (e.g. Spike-, SEW- and MS-ResNet), a side-by-side comparison
@@ -133,6 +135,9 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, firs
     from snncc.energy import EnergyModel, energy_report
     from snncc.passes.validate import check_fully_spiking
     from snncc.report import print_comparison, print_energy
+    for path, kind in ((png_path, "png"), (json_path, "json")):
+        if path:
+            fileio.check_output(path, kind, force)   # refuse before the (long) runs
     reports = []
     for model in models:
         graph, res = _evaluate(model, backend, dataset, data_dir, limit, timesteps)
@@ -150,7 +155,7 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, firs
         plot_energy_comparison(reports, png_path)
         click.echo(f"figure -> {png_path}")
     if json_path:
-        _emit_json(reports[0] if len(reports) == 1 and not compare else {"models": reports}, json_path)
+        _emit_json(reports[0] if len(reports) == 1 and not compare else {"models": reports}, json_path, force)
 
 
 @click.command("compile")
@@ -162,10 +167,17 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, firs
               help="Lava: lower spike counts (SEW spike ADD) to Loihi 2 graded spikes instead of refusing the graph")
 @click.option("--netx", is_flag=True,
               help="Lava: also write OUT_DIR/model.net, the network as a lava-dl netx HDF5 file")
-def compile_cmd(model, target, out_dir, fixed_point, graded, netx):
-    """Lower a fully spiking graph for a target; writes an artifact `snncc run` can load."""
+@_FORCE
+def compile_cmd(model, target, out_dir, fixed_point, graded, netx, force):
+    """Lower a fully spiking graph for a target; writes an artifact `snncc run` can load.
+
+    An existing OUT_DIR is replaced only if it is an empty folder or a `snncc compile --target TARGET`
+    artifact; with --force any other folder is moved aside to OUT_DIR.orig-N (never deleted)."""
     from snncc.passes.validate import check_fully_spiking
+    fileio.check_output(out_dir, target, force, is_dir=True)
     graph = _load_graph(model)
+    if force:
+        fileio.move_aside_foreign(out_dir, target)
     if target == "lava":
         from snncc.backends.lava_backend import compile_graph
         compile_graph(graph, out_dir, fixed_point=fixed_point, graded=graded, netx=netx)
@@ -194,7 +206,8 @@ def compile_cmd(model, target, out_dir, fixed_point, graded, netx):
 @_TIMESTEPS
 @click.option("--input-bound", type=float, default=1.0, show_default=True, help="max |input| the scales must cover")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="also write the report as JSON to F")
-def quantize(model, dataset, data_dir, limit, timesteps, input_bound, json_path):
+@_FORCE
+def quantize(model, dataset, data_dir, limit, timesteps, input_bound, json_path, force):
     """Loihi fixed point: per-layer quantisation error, and accuracy of the fixed-point network vs the float one.
 
     The fixed-point run uses snncc's integer reference, which is bit-exact with Lava's fixed_pt models
@@ -204,6 +217,10 @@ def quantize(model, dataset, data_dir, limit, timesteps, input_bound, json_path)
     from snncc.backends.lava_fixed import lower_fixed, run_integer
     from snncc.evaluate import default_timesteps
     from snncc.sims import numba_sim
+    if not (np.isfinite(input_bound) and input_bound > 0):
+        raise click.BadParameter(f"must be a finite number > 0, got {input_bound}", param_hint="'--input-bound'")
+    if json_path:
+        fileio.check_output(json_path, "json", force)
     graph = _load_graph(model)
     t = default_timesteps(graph, timesteps)
     x, y = _test_data(_dataset_for(graph, dataset), data_dir, limit)
@@ -223,7 +240,7 @@ def quantize(model, dataset, data_dir, limit, timesteps, input_bound, json_path)
         click.echo(f"  spike agreement {p:<24} {a:.4f}")
     if json_path:
         _emit_json(json.loads(json.dumps(rep, default=lambda o: o.tolist() if isinstance(o, np.ndarray)
-                                         else (o.item() if hasattr(o, "item") else str(o)))), json_path)
+                                         else (o.item() if hasattr(o, "item") else str(o)))), json_path, force)
 
 
 COMMANDS = (validate, inspect, run, energy, compile_cmd, quantize,)

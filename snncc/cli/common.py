@@ -24,10 +24,12 @@ def _user_errors() -> tuple:
     from snncc.backends.lava_backend import LoweringError
     from snncc.analysis.bsd_plots import PlotError
     from snncc.data.sequences import SequenceError
+    from snncc.fileio import OutputError
     from snncc.models.resnet import ModelError
     from snncc.training.mskd import MSKDError
     errors = [LoweringError, ModelError, PlotError, SequenceError, MSKDError, DatasetError, ExportError, SerializeError, GraphError, InputError, CheckpointError,
-              ConfigError, TrainingDiverged, FileNotFoundError, IsADirectoryError, PermissionError]
+              ConfigError, TrainingDiverged, OutputError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+              FileExistsError, PermissionError]
     try:
         from snncc.compat.lava import LavaUnavailable
         errors.append(LavaUnavailable)
@@ -106,14 +108,17 @@ def _emit_result(res: dict, as_json: bool) -> None:
         click.echo(f"{k:>28}: {v}")
 
 
-def _emit_json(obj, path=None):
-    text = json.dumps(obj, indent=2)
+def _emit_json(obj, path=None, force=False):
+    """JSON on stdout, or into file ``path`` (stamped as snncc's, refused over a foreign file unless ``force``)."""
     if path and path != "-":
-        fileio.write_text(path, text + "\n")
+        fileio.write_json(path, obj, kind="json", force=force)
     else:
-        click.echo(text)
+        click.echo(json.dumps(obj, indent=2))
 
 
+_FORCE = click.option("--force", is_flag=True,
+                      help="replace an existing output that snncc did not write (a foreign folder is moved aside "
+                           "to NAME.orig-N, never deleted)")
 _DATASET = click.option("--dataset", "dataset", default=None, help="digits, mnist, fashion-mnist, cifar10, cifar100")
 _DATA_DIR = click.option("--data-dir", type=click.Path(), default=None, help="folder with the dataset's files")
 _LIMIT = click.option("--limit", type=click.IntRange(min=1), default=None, help="evaluate on N test samples")

@@ -43,7 +43,7 @@ class Chooser:
         self.rnd = rnd
 
     def int(self, lo: int, hi: int) -> int:
-        return self.rnd.randint(lo, hi)
+        return self.rnd.randint(lo, max(lo, hi))
 
     def pick(self, seq):
         return seq[self.int(0, len(seq) - 1)]
@@ -58,7 +58,7 @@ class HypothesisChooser(Chooser):
         self.data, self.st = data, st
 
     def int(self, lo, hi):
-        return self.data.draw(self.st.integers(lo, hi))
+        return self.data.draw(self.st.integers(lo, max(lo, hi)))
 
 
 # -- seeds ----------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def _mut_initializer(m, c):
         raw = bytearray(t.raw_data)
         cut = c.int(0, len(raw))
         t.raw_data = bytes(raw[:cut]) if c.int(0, 1) else bytes(raw + c.bytes(c.int(1, 9)))
-    elif what == 5 and t.raw_data:      # poison one value
+    elif what == 5 and t.raw_data and len(t.raw_data) % 8 == 0:      # poison one value
         arr = np.frombuffer(t.raw_data, dtype="<f4" if t.data_type == TensorProto.FLOAT else "<f8").copy()
         if arr.size:
             with np.errstate(over="ignore"):   # 1e300 into a float32 payload becomes inf: also a mutant
@@ -263,6 +263,8 @@ def _mut_node(m, c):
 
 def _mut_bytes(data: bytes, c: Chooser) -> bytes:
     b = bytearray(data)
+    if not b:
+        return bytes(c.bytes(c.int(1, 16)))
     what = c.int(0, 4)
     pos = c.int(0, max(0, len(b) - 1))
     if what == 0:
@@ -283,6 +285,15 @@ def _mut_bytes(data: bytes, c: Chooser) -> bytes:
 STRUCTURE_MUTATIONS = (_mut_attribute, _mut_initializer, _mut_metadata, _mut_node)
 
 
+def structure_mutation(m: onnx.ModelProto, c: Chooser) -> None:
+    """Apply one structure-level mutation in place (one that does not apply to this model is skipped)."""
+    mutation = STRUCTURE_MUTATIONS[c.int(0, len(STRUCTURE_MUTATIONS) - 1)]
+    try:
+        mutation(m, c)
+    except (IndexError, ValueError, TypeError):   # e.g. nothing left to pick from
+        pass
+
+
 def mutate(seed: bytes, c: Chooser) -> bytes:
     """One mutant of ``seed``: 1-3 structure-level mutations, then maybe a byte-level one."""
     out = seed
@@ -290,7 +301,7 @@ def mutate(seed: bytes, c: Chooser) -> bytes:
         m = onnx.ModelProto()
         m.ParseFromString(seed)
         for _ in range(c.int(1, 3)):
-            c.pick(STRUCTURE_MUTATIONS)(m, c)
+            structure_mutation(m, c)
         out = m.SerializeToString()
         if c.int(0, 4) == 0:
             out = _mut_bytes(out, c)

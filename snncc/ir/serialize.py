@@ -101,8 +101,10 @@ def to_onnx(graph: SpikeGraph) -> onnx.ModelProto:
     return model
 
 
-def save(graph: SpikeGraph, path) -> None:
-    fileio.write_bytes(path, to_onnx(graph).SerializeToString())
+def save(graph: SpikeGraph, path, force: bool = False) -> None:
+    """Write ``graph`` to ``path`` atomically; an existing file is replaced only if it is a snncc graph
+    (or ``force``): see :mod:`snncc.fileio`."""
+    fileio.write_bytes(path, to_onnx(graph).SerializeToString(), kind="graph", force=force)
 
 
 # -- reading ------------------------------------------------------------------
