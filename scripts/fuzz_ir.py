@@ -5,7 +5,8 @@
 Case i is mutated by a Chooser seeded with i, so any case replays alone (``--replay I``).
 Each case must either be rejected with SerializeError or load, validate and run
 (snncc.ir.fuzz.check); anything else is an escape. A case that takes longer than
---timeout seconds is a hang: a SIGALRM aborts it and it is counted. Escaping and hanging
+--timeout seconds is a hang: a SIGALRM aborts it and it is counted (each worker first runs the
+seeds once, so numba's one-off kernel compilation is not charged to the first accepted mutant). Escaping and hanging
 mutants are written to --out (if given) as case-I.snn.onnx. Prints a JSON summary;
 exit 1 if there was any escape or hang.
 """
@@ -39,6 +40,8 @@ def _init():
     warnings.simplefilter("ignore")
     from snncc.ir import fuzz
     _SEEDS = fuzz.seed_files()
+    for seed in _SEEDS:   # compile the numba kernels once per worker: a one-off cost, not a per-file one
+        fuzz.check(seed)
     signal.signal(signal.SIGALRM, _alarm)
 
 
