@@ -42,6 +42,12 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.exceptions.UsageError as e:  # bad option values etc.: one line too, exit 2
+            if os.environ.get("SNNCC_DEBUG"):
+                raise
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            click.echo(f"error: {where}: {_one_line(e)}", err=True)
+            ctx.exit(EXIT_USAGE)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except BrokenPipeError:  # output piped into `head` etc.
@@ -62,7 +68,8 @@ class _Group(click.Group):
 
 
 def _one_line(e: Exception) -> str:
-    text = str(e).strip() or type(e).__name__
+    text = e.format_message() if isinstance(e, click.exceptions.ClickException) else str(e)
+    text = text.strip() or type(e).__name__
     if isinstance(e, OSError) and e.filename:
         text = f"{e.strerror}: {e.filename}"
     return text.splitlines()[0]
