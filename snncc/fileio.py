@@ -205,6 +205,9 @@ def _oserror(path: Path, e: OSError) -> OutputError:
 
 
 def _stamp_png(tmp: Path) -> None:
+    with open(tmp, "rb") as f:
+        if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+            return
     data = tmp.read_bytes()
     if not data.startswith(PNG_SIGNATURE) or b"tEXt" + PNG_KEYWORD + b"\x00" in data[:4096] or len(data) < 33:
         return
@@ -235,8 +238,7 @@ def atomic_path(path, kind=None, force: bool = False):
                 raise _oserror(path, e) from None
             raise
         try:
-            if path.suffix.lower() == ".png" or kind == "png":
-                _stamp_png(tmp)
+            _stamp_png(tmp)   # any PNG, whatever its name: recognised as snncc's next time
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
             os.replace(tmp, path)
         except OSError as e:
@@ -295,7 +297,13 @@ def atomic_dir(path, kind=None, force: bool = False):
     except OSError as e:
         raise _oserror(path, e) from None
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:
+            if e.filename and str(tmp) in str(e.filename):
+                inside = path / os.path.relpath(e.filename, tmp)   # the user's name for the file
+                raise OutputError(f"cannot write {inside}: {e.strerror or type(e).__name__}") from None
+            raise
         try:
             _write_marker(tmp, kind)
             os.chmod(tmp, 0o777 & ~_umask())

@@ -78,6 +78,16 @@ def test_errors_inside_the_block_name_the_users_path(tmp_path):
             open(tmp / "sub", "wb")   # NotADirectoryError on the temporary file
     assert str(tmp_path / "out.bin") in str(info.value) and ".tmp" not in str(info.value)
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OutputError) as info:
+        with fileio.atomic_dir(tmp_path / "art", kind="numba") as tmp:
+            (tmp / "a").write_text("")
+            open(tmp / "a" / "b", "wb")
+    assert str(info.value) == f"cannot write {tmp_path / 'art' / 'a' / 'b'}: Not a directory"
+    assert list(tmp_path.iterdir()) == []
+    fig_path = tmp_path / "figure"          # a PNG without the suffix is stamped too
+    with fileio.atomic_path(fig_path) as tmp:
+        tmp.write_bytes(fileio.PNG_SIGNATURE + bytes(25) + b"rest")
+    assert fileio.is_snncc_output(fig_path, "png")
 
 
 def test_atomic_dir_replaces_its_own_kind_refuses_others_and_force_moves_aside(tmp_path):
