@@ -105,7 +105,8 @@ def main(argv=None) -> int:
     summary = {"cases": args.cases, "start": args.start, "workers": args.workers, "timeout_s": args.timeout,
                "rejected": counts["rejected"], "accepted": counts["accepted"],
                "accepted_refused_at_run": counts["accepted-refused"], "escapes": counts["escape"],
-               "hangs": counts["hang"], "mutator_errors": counts["mutator-error"], "slowest_case_s": round(slowest[0], 3), "slowest_case": slowest[1],
+               "hangs": counts["hang"], "mutator_errors": counts["mutator-error"],
+               "slowest_case_s": round(slowest[0], 3), "slowest_case": slowest[1],
                "wall_s": round(time.time() - t0, 1), "distinct_failures": dict(details.most_common(20))}
     print(json.dumps(summary, indent=2))
     return 1 if counts["escape"] or counts["hang"] else 0

@@ -64,7 +64,8 @@ CASES = {
                                  MLP, "node 'lif0' attribute 'params.gain': unknown neuron parameter"),
     "3-element tensor for a scalar": (lambda m: _set_attr(_node(m, "lif0"), "params.v_th",
                                                           numpy_helper.from_array(np.ones(3))),
-                                      MLP, "node 'lif0' attribute 'params.v_th': expected one number, got a tensor of dims [3]"),
+                                      MLP, "node 'lif0' attribute 'params.v_th': expected one number, got a tensor "
+                                           "of dims [3]"),
     "NaN threshold": (lambda m: _set_attr(_node(m, "lif1"), "params.v_th",
                                           numpy_helper.from_array(np.array(np.nan))),
                       MLP, "node 'lif1' attribute 'params.v_th'"),
@@ -105,7 +106,8 @@ CASES = {
                          "snncc.types: expected a JSON object, got str"),
     "deeply nested metadata": (lambda m: setattr(_meta(m, "snncc.metadata"), "value", "[" * 100000 + "]" * 100000),
                                MLP, "metadata: JSON nested deeper than 16"),
-    "timesteps abc": (lambda m: _set_timesteps(m, '"abc"'), MLP, "metadata 'timesteps': expected an integer in 1..100000"),
+    "timesteps abc": (lambda m: _set_timesteps(m, '"abc"'), MLP,
+                      "metadata 'timesteps': expected an integer in 1..100000"),
     "timesteps [4]": (lambda m: _set_timesteps(m, "[4]"), MLP, "metadata 'timesteps'"),
     "timesteps 2**70": (lambda m: _set_timesteps(m, 2 ** 70), MLP, "metadata 'timesteps'"),
     "timesteps 1e9": (lambda m: _set_timesteps(m, 10 ** 9), MLP, "metadata 'timesteps'"),
@@ -212,8 +214,9 @@ def test_fuzz_structure_mutants_never_escape(data):
 
 @settings(max_examples=1500, deadline=None, database=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.sampled_from(range(len(SEEDS))), st.lists(st.tuples(st.integers(0, 4), st.integers(0, 1 << 20),
-                                                              st.binary(min_size=1, max_size=16)), min_size=1, max_size=4))
+@given(st.sampled_from(range(len(SEEDS))),
+       st.lists(st.tuples(st.integers(0, 4), st.integers(0, 1 << 20), st.binary(min_size=1, max_size=16)),
+                min_size=1, max_size=4))
 def test_fuzz_byte_mutants_never_escape(which, edits):
     b = bytearray(SEEDS[which])
     for op, pos, chunk in edits:
