@@ -25,7 +25,10 @@ The refusal rule: an existing ``path`` is replaced only if it is a snncc output 
 producer is snncc and that carries ``snncc.format_version``), ``json`` (an object with the
 ``snncc`` stamp), ``png`` (a PNG with the ``snncc`` tEXt chunk every PNG written through
 this module gets), ``checkpoint`` (a torch zip whose pickle holds a ``snncc-*checkpoint/N``
-format key). Folders by their marker; an empty folder is always usable. ``kind=None``
+format key). Folders by their marker, or, for folders written before markers existed, by the
+snncc files they hold (a run: a snncc ``model.pt``; the demo: ``model.snn.onnx``; a compile artifact:
+``graph.snn.onnx`` plus ``lava.json``/``target.json`` and nothing but artifact files); an empty folder
+is always usable. ``kind=None``
 skips the rule (files a command writes inside a folder it has claimed). A parent that is a
 file, or a file target that is a folder, is refused even with ``force``. With ``force``, a
 foreign folder that ``atomic_dir`` would replace is moved aside to ``<name>.orig-<N>``,
@@ -107,11 +110,33 @@ def _marker_kind(path: Path):
     return None
 
 
+_LEGACY_ARTIFACT = {"lava": ("lava.json", {"graph.snn.onnx", "lava.json", "summary.txt", "model.net"}),
+                    "numba": ("target.json", {"graph.snn.onnx", "target.json", "summary.txt"})}
+
+
+def _legacy_folder(path: Path, kind) -> bool:
+    """A folder snncc wrote before folders carried a marker, recognised by the snncc files it must hold
+    (an artifact: only its own files, since replacing an artifact removes the folder)."""
+    try:
+        if kind == "run":
+            return (path / "model.pt").is_file() and _is_checkpoint(path / "model.pt")
+        if kind == "demo":
+            return (path / "model.snn.onnx").is_file() and _is_graph(path / "model.snn.onnx")
+        if kind in _LEGACY_ARTIFACT:
+            config, allowed = _LEGACY_ARTIFACT[kind]
+            names = {p.name for p in path.iterdir()}
+            return config in names and "graph.snn.onnx" in names and names <= allowed \
+                and _is_graph(path / "graph.snn.onnx")
+    except OSError:
+        return False
+    return False
+
+
 def is_snncc_output(path, kind: str) -> bool:
     """Whether ``path`` is snncc's own output of ``kind`` (folders: by marker; files: by content)."""
     path = Path(path)
     if path.is_dir():
-        return _marker_kind(path) == kind
+        return _marker_kind(path) == kind or (_marker_kind(path) is None and _legacy_folder(path, kind))
     recognise = RECOGNISERS.get(kind)
     try:
         return bool(recognise and recognise(path))
@@ -144,7 +169,7 @@ def check_output(path, kind, force: bool = False, is_dir: bool = False) -> None:
     if force or (kind is None and not is_dir):
         return
     if is_dir:
-        if not any(path.iterdir()) or _marker_kind(path) == kind:
+        if not any(path.iterdir()) or is_snncc_output(path, kind):
             return
         raise OutputError(f"refusing to write into {path}: an existing folder that is not a snncc {kind} output "
                           f"(choose a new or empty folder, or pass --force)")
@@ -289,7 +314,7 @@ def atomic_dir(path, kind=None, force: bool = False):
     path = Path(path)
     check_output(path, kind, force, is_dir=True)
     foreign = (path.exists() or path.is_symlink()) and (not path.is_dir() or path.is_symlink()
-                                                          or (any(path.iterdir()) and _marker_kind(path) != kind))
+                                                          or (any(path.iterdir()) and not is_snncc_output(path, kind)))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         clean_stale(path)
@@ -361,7 +386,7 @@ def move_aside_foreign(path, kind) -> Path | None:
     path = Path(path)
     if not (path.exists() or path.is_symlink()):
         return None
-    if path.is_dir() and not path.is_symlink() and (not any(path.iterdir()) or _marker_kind(path) == kind):
+    if path.is_dir() and not path.is_symlink() and (not any(path.iterdir()) or is_snncc_output(path, kind)):
         return None
     dest = _aside(path)
     try:

@@ -179,3 +179,30 @@ def test_output_dir_claims_marks_and_removes_what_it_created_on_failure(tmp_path
     (tmp_path / "file").write_text("f")
     with pytest.raises(OutputError, match=f"refusing to replace {tmp_path / 'file'}: it is a file"):
         fileio.prepare_dir(tmp_path / "file", "run")
+
+
+def test_folders_written_before_markers_are_recognised_by_their_snncc_files(tmp_path, rng):
+    import torch
+    art = tmp_path / "art"                      # a numba artifact of an earlier snncc: replaced
+    art.mkdir()
+    serialize.save(mlp(rng), art / "graph.snn.onnx")
+    (art / "target.json").write_text("{}")
+    (art / "summary.txt").write_text("s")
+    with fileio.atomic_dir(art, kind="numba") as tmp:
+        (tmp / "target.json").write_text('{"new": 1}')
+    assert json.loads((art / "target.json").read_text()) == {"new": 1}
+    assert not list(tmp_path.glob("art.orig-*"))
+    mixed = tmp_path / "mixed"                  # the same plus a user's file: not an artifact, refused
+    mixed.mkdir()
+    serialize.save(mlp(rng), mixed / "graph.snn.onnx")
+    (mixed / "target.json").write_text("{}")
+    (mixed / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match=f"{mixed}"):
+        with fileio.atomic_dir(mixed, kind="numba"):
+            pass
+    run = tmp_path / "run"                      # a training run of an earlier snncc: reused
+    run.mkdir()
+    torch.save({"format": "snncc-checkpoint/1"}, run / "model.pt")
+    fileio.prepare_dir(run, "run")
+    with pytest.raises(OutputError):
+        fileio.prepare_dir(run, "demo")
