@@ -49,7 +49,7 @@ def compile_artifact(graph, backend, options, out_dir) -> Path:
     program = lower(graph, backend, options, deploy=True)
     header = {"artifact": MARKER, "format_version": FORMAT_VERSION, "target": backend.name,
               "options": asdict(options)}
-    with atomic_dir(out_dir) as tmp:  # TODO(merge): kind="lava" (here: backend.name, the artifact's target)
+    with atomic_dir(out_dir, kind=backend.name) as tmp:
         body, text = backend.save(program, tmp)
         serialize.save(graph, tmp / GRAPH_FILE)
         (tmp / backend.target_file).write_text(json.dumps(header | body, indent=1) + "\n")

@@ -9,6 +9,7 @@ from tqdm import tqdm
 from snncc.agreement import Agreement, compare_runs
 from snncc.backends.base import Program
 from snncc.ir.graph import SpikeGraph
+from snncc.ir.schema import MAX_TIMESTEPS
 from snncc.runtime import InputError, RunResult, check_input, get_backend, lower
 
 
@@ -16,6 +17,8 @@ def default_timesteps(graph: SpikeGraph, timesteps: int | None) -> int:
     t = timesteps if timesteps is not None else graph.metadata.get("timesteps")
     if t is None:
         raise InputError("the graph records no timestep count: pass --timesteps")
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 1 <= t <= MAX_TIMESTEPS:
+        raise InputError(f"timesteps must be an integer in 1..{MAX_TIMESTEPS}, got {t!r}")
     return int(t)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from snncc.backends.base import LoweringError
 from snncc.ir.graph import SpikeGraph
+from snncc.ir.schema import MAX_TIMESTEPS
 from snncc.ir.types import GraphError, Kind
 from snncc.passes.validate import check_fully_spiking
 
@@ -108,12 +109,37 @@ def lower(graph: SpikeGraph, backend, options=None, deploy: bool = False):
     return backend.lower(graph, options)
 
 
+def available_memory() -> int:
+    """Bytes the system can still give us (MemAvailable), or a large number where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1 << 62
+
+
+def check_memory(graph: SpikeGraph, timesteps: int) -> None:
+    """Refuse up front a run whose per-sample buffers cannot fit: every backend keeps at least one
+    float64 value per node element per step for one sample (the numba simulator's chunk floor)."""
+    need = 8 * (timesteps + 1) * sum(t.size for t in graph.infer().values())
+    have = available_memory()
+    if need > have:
+        raise InputError(f"a run of {timesteps} steps needs {need / 2**30:.1f} GiB of buffers per sample; "
+                         f"only {have / 2**30:.1f} GiB of memory is available (lower --timesteps)")
+
+
 def check_input(graph: SpikeGraph, x: np.ndarray, timesteps: int) -> np.ndarray:
     """Validate a batch for the graph's single input node and return what the network sees.
     Direct encoding: (B, *shape) analog, normalised if the Input op carries mean/std
-    (``Input.present``). Spike encoding: (B, T, *shape) binary."""
-    if timesteps < 1:
-        raise InputError(f"timesteps must be >= 1, got {timesteps}")
+    (``Input.present``). Spike encoding: (B, T, *shape) binary. ``timesteps`` is bounded by
+    ``MAX_TIMESTEPS`` (100,000) and by the memory the run's buffers need (:func:`check_memory`)."""
+    if isinstance(timesteps, bool) or not isinstance(timesteps, (int, np.integer)) \
+            or not 1 <= timesteps <= MAX_TIMESTEPS:
+        raise InputError(f"timesteps must be an integer in 1..{MAX_TIMESTEPS}, got {timesteps!r}")
+    check_memory(graph, timesteps)
     (inp,) = graph.input_nodes
     t = graph.type_of(inp)
     x = np.asarray(x, dtype=np.float64)

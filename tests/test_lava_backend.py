@@ -150,7 +150,8 @@ def test_compile_artifact_roundtrip(tmp_path):
     g = cnn(rng)
     out = tmp_path / "art"
     lb.compile_graph(g, out)
-    assert sorted(p.name for p in out.iterdir()) == ["graph.snn.onnx", "lava.json", "summary.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [".snncc-output.json",  # snncc.fileio's marker
+                                                     "graph.snn.onnx", "lava.json", "summary.txt"]
     lb.compile_graph(g, out)  # overwrite in place
     assert not [p for p in tmp_path.iterdir() if p.name != "art"]  # no temp leftovers
     g2, cfg = lb.load_artifact(out)

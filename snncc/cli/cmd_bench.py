@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from snncc.cli.common import _emit_result
+from snncc.cli.common import _emit_result, _FORCE, MAX_TIMESTEPS
 
 
 # -- bench / demo ---------------------------------------------------------------------
@@ -15,11 +15,11 @@ def bench():
 
 
 @bench.command("sim")
-@click.option("--timesteps", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--timesteps", type=click.IntRange(1, MAX_TIMESTEPS), default=200, show_default=True)
 @click.option("--input-rate", type=click.FloatRange(0.0, 1.0), default=0.15, show_default=True)
 @click.option("--no-lava", is_flag=True, help="skip the (slow) Lava simulation")
 @click.option("--lava-ir", is_flag=True, help="also time the graph compiled from the IR on Lava (float and fixed)")
-@click.option("--lava-ir-timesteps", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--lava-ir-timesteps", type=click.IntRange(1, MAX_TIMESTEPS), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def bench_sim(timesteps, input_rate, no_lava, lava_ir, lava_ir_timesteps, as_json):
     """numba vs torch vs Lava on a 784-1024-1024-10 LIF MLP, batch 1."""
@@ -46,7 +46,7 @@ def bench_train_cmd(model, dataset, batch_size, steps, threads, as_json):
 @bench.command("mskd")
 @click.option("--model", default="spike-resnet18", show_default=True)
 @click.option("--width", type=float, default=0.25, show_default=True)
-@click.option("--timesteps", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--timesteps", type=click.IntRange(1, MAX_TIMESTEPS), default=2, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's)")
@@ -60,7 +60,8 @@ def bench_mskd_cmd(model, width, timesteps, batch_size, steps, threads, as_json)
 
 
 @bench.command("compile")
-@click.option("--width", type=float, default=1.0, show_default=True, help="channel width multiplier")
+@click.option("--width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="channel width multiplier (> 0)")
 @click.option("--fixed-point", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
 def bench_compile_cmd(width, fixed_point, as_json):
@@ -73,11 +74,14 @@ def bench_compile_cmd(width, fixed_point, as_json):
 @click.command()
 @click.option("--out", "out_dir", type=click.Path(), default="runs/demo", show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
-def demo(out_dir, epochs):
+@_FORCE
+def demo(out_dir, epochs, force):
     """Train a small BSD MLP on digits, export, validate, simulate (numba + torch), energy."""
+    from snncc import fileio
     from snncc.demo import DemoFailed, run_demo
     try:
-        run_demo(out_dir, epochs=epochs)
+        with fileio.output_dir(out_dir, "demo", force):
+            run_demo(out_dir, epochs=epochs)
     except DemoFailed as e:  # a check the demo exists to make failed: say so, exit 1 (not a crash)
         click.echo(f"demo check failed: {e}", err=True)
         sys.exit(1)

@@ -8,8 +8,9 @@ import sys
 import click
 
 from snncc.cli.common import (
-    _DATA_DIR, _DATASET, _dataset_for, _emit_json, _LIMIT, _load_graph,
+    _DATA_DIR, _DATASET, _dataset_for, _emit_json, _FORCE, _LIMIT, _load_graph,
     _test_data, _TIMESTEPS, EXIT_HYBRID)
+from snncc import fileio
 from snncc.runtime import BACKENDS
 
 
@@ -130,8 +131,9 @@ def energy():
 @click.option("--compare", is_flag=True, help="several MODELS side by side (implied by more than one)")
 @click.option("--png", "png_path", type=click.Path(), default=None, help="comparison figure (PNG)")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="also write the report as JSON to F")
+@_FORCE
 def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, first_layer, compare, png_path,
-                      json_path):
+                      json_path, force):
     """Per-layer firing rate, SOPs, MACs and energy per inference, vs the same ANN.
 
     With several MODELS (e.g. Spike-, SEW- and MS-ResNet), a side-by-side comparison
@@ -139,6 +141,9 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, firs
     from snncc.energy import energy_report
     from snncc.passes.validate import check_fully_spiking
     from snncc.report import print_comparison, print_energy
+    for path, kind in ((png_path, "png"), (json_path, "json")):
+        if path:
+            fileio.check_output(path, kind, force)   # refuse before the (long) runs
     reports = []
     for model in models:
         program, res, _ = _evaluate(model, backend, dataset, data_dir, limit, timesteps)
@@ -158,7 +163,7 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, firs
         click.echo(f"figure -> {png_path}")
     if json_path:
         dicts = [r.as_dict() for r in reports]
-        _emit_json(dicts[0] if len(dicts) == 1 and not compare else {"models": dicts}, json_path)
+        _emit_json(dicts[0] if len(dicts) == 1 and not compare else {"models": dicts}, json_path, force)
 
 
 @click.command("compile")
@@ -170,13 +175,20 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, firs
               help="Lava: lower spike counts (SEW spike ADD) to Loihi 2 graded spikes instead of refusing the graph")
 @click.option("--netx", is_flag=True,
               help="Lava: also write OUT_DIR/model.net, the network as a lava-dl netx HDF5 file")
-def compile_cmd(model, target, out_dir, fixed_point, graded, netx):
-    """Lower a fully spiking graph for a target; writes an artifact `snncc run` can load."""
+@_FORCE
+def compile_cmd(model, target, out_dir, fixed_point, graded, netx, force):
+    """Lower a fully spiking graph for a target; writes an artifact `snncc run` can load.
+
+    An existing OUT_DIR is replaced only if it is an empty folder or a `snncc compile --target TARGET`
+    artifact; with --force any other folder is moved aside to OUT_DIR.orig-N (never deleted)."""
     from snncc.artifact import compile_artifact
     from snncc.runtime import make_options
+    fileio.check_output(out_dir, target, force, is_dir=True)
     graph = _load_graph(model)
     options = make_options(target, {"fixed_point": fixed_point, "graded_spikes": graded, "netx": netx},
                            word="--target")
+    if force:
+        fileio.move_aside_foreign(out_dir, target)
     compile_artifact(graph, target, options, out_dir)
     mode = ", ".join(m for m, on in (("fixed point", fixed_point), ("graded spikes", graded),
                                      ("netx model.net", netx)) if on)
@@ -194,7 +206,8 @@ def compile_cmd(model, target, out_dir, fixed_point, graded, netx):
 @_TIMESTEPS
 @click.option("--input-bound", type=float, default=1.0, show_default=True, help="max |input| the scales must cover")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="also write the report as JSON to F")
-def quantize(model, dataset, data_dir, limit, timesteps, input_bound, json_path):
+@_FORCE
+def quantize(model, dataset, data_dir, limit, timesteps, input_bound, json_path, force):
     """Loihi fixed point: per-layer quantisation error, and accuracy of the fixed-point network vs the float one.
 
     The fixed-point run uses snncc's integer reference, which is bit-exact with Lava's fixed_pt models
@@ -205,6 +218,10 @@ def quantize(model, dataset, data_dir, limit, timesteps, input_bound, json_path)
     from snncc.backends.lava.quantizer import lower_fixed
     from snncc.evaluate import default_timesteps
     from snncc.sims import numba_sim
+    if not (np.isfinite(input_bound) and input_bound > 0):
+        raise click.BadParameter(f"must be a finite number > 0, got {input_bound}", param_hint="'--input-bound'")
+    if json_path:
+        fileio.check_output(json_path, "json", force)
     graph = _load_graph(model)
     t = default_timesteps(graph, timesteps)
     x, y = _test_data(_dataset_for(graph, dataset), data_dir, limit)
@@ -226,7 +243,7 @@ def quantize(model, dataset, data_dir, limit, timesteps, input_bound, json_path)
         click.echo(f"  spike agreement {p:<24} {a:.4f}")
     if json_path:
         _emit_json(json.loads(json.dumps(rep, default=lambda o: o.tolist() if isinstance(o, np.ndarray)
-                                         else (o.item() if hasattr(o, "item") else str(o)))), json_path)
+                                         else (o.item() if hasattr(o, "item") else str(o)))), json_path, force)
 
 
 COMMANDS = (validate, inspect, run, energy, compile_cmd, quantize,)

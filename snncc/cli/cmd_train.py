@@ -6,7 +6,8 @@ import os
 
 import click
 
-from snncc.cli.common import _DATA_DIR, _TIMESTEPS
+from snncc import fileio
+from snncc.cli.common import _DATA_DIR, _FORCE, _TIMESTEPS, MAX_TIMESTEPS
 
 
 # -- train / export -------------------------------------------------------------
@@ -73,11 +74,12 @@ BSD_MODELS = ("mlp", "cnn")
               help="mlp/cnn: learning-rate schedule after the warm-up [default: the recipe's]")
 @_RESUME
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def train(out_dir, quiet, sizes, threads, **options):
+@_FORCE
+def train(out_dir, quiet, sizes, threads, force, **options):
     """Train a spiking network; writes OUT/model.pt and OUT/metrics.json."""
     method, model = options["method"], options["model"]
     if method in RESNET_METHODS[1:] or (method == "ann" and model not in BSD_MODELS):
-        return _train_resnet(out_dir, quiet, threads, options)
+        return _train_resnet(out_dir, quiet, threads, options, force)
     for key in ("teacher", "alpha", "temperature", "beta", "heads", "optimizer"):
         if options.pop(key) is not None:
             raise click.UsageError(f"--{key} applies to the ResNet methods ({', '.join(RESNET_METHODS)})")
@@ -90,11 +92,12 @@ def train(out_dir, quiet, sizes, threads, **options):
             raise ConfigError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
     cfg = TrainConfig(**{k: v for k, v in options.items() if v is not None})
     cfg.validate()
-    metrics = run_training(cfg, out_dir, progress=not quiet, threads=threads, resume=resume)
+    with fileio.output_dir(out_dir, "run", force):
+        metrics = run_training(cfg, out_dir, progress=not quiet, threads=threads, resume=resume)
     click.echo(f"test accuracy {metrics['test_accuracy']:.4f} -> {os.path.join(out_dir, 'model.pt')}")
 
 
-def _train_resnet(out_dir, quiet, threads, options):
+def _train_resnet(out_dir, quiet, threads, options, force=False):
     """The MSKD paper's methods on the ResNet families (snncc.training.mskd)."""
     import torch
 
@@ -113,7 +116,8 @@ def _train_resnet(out_dir, quiet, threads, options):
     cfg.validate()
     if threads:
         torch.set_num_threads(threads)
-    metrics = train_mskd(cfg, out_dir, progress=not quiet, resume=resume)
+    with fileio.output_dir(out_dir, "run", force):
+        metrics = train_mskd(cfg, out_dir, progress=not quiet, resume=resume)
     click.echo(f"test accuracy {metrics['test_accuracy']:.4f} -> {os.path.join(out_dir, 'model.pt')}")
 
 
@@ -149,11 +153,13 @@ def export_checkpoint(path, timesteps=None):
 @click.argument("checkpoint", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), required=True, help="spike graph file (.snn.onnx)")
 @_TIMESTEPS
-def export_cmd(checkpoint, output, timesteps):
+@_FORCE
+def export_cmd(checkpoint, output, timesteps, force):
     """Export a trained checkpoint's deployable network to a spike-graph file."""
     from snncc.ir.serialize import save
+    fileio.check_output(output, "graph", force)
     graph = export_checkpoint(checkpoint, timesteps)
-    save(graph, output)
+    save(graph, output, force=force)
     click.echo(f"exported {len(graph)} nodes ({len(graph.populations())} populations) -> {output}")
 
 
@@ -194,12 +200,14 @@ def bsd_plots(run_dir):
 @_RECIPE
 @_RESUME
 @click.option("--quiet", is_flag=True)
-def bsd_train_seq(out_dir, threads, quiet, resume, **options):
+@_FORCE
+def bsd_train_seq(out_dir, threads, quiet, resume, force, **options):
     """BSD-RNN: next-character prediction (text) or next-step regression (timeseries)."""
     from snncc.training.bsd_seq import SeqConfig, train_seq
     cfg = SeqConfig(**{k: v for k, v in options.items() if v is not None})
     cfg.validate()
-    metrics = train_seq(cfg, out_dir, progress=not quiet, threads=threads, resume=resume)
+    with fileio.output_dir(out_dir, "run", force):
+        metrics = train_seq(cfg, out_dir, progress=not quiet, threads=threads, resume=resume)
     shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
     click.echo(f"{json.dumps(shown)} -> {os.path.join(out_dir, 'model.pt')}")
 
@@ -209,7 +217,7 @@ def bsd_train_seq(out_dir, threads, quiet, resume, **options):
 @click.option("--dataset", default=None, help="digits, mnist or fashion-mnist")
 @_DATA_DIR
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
-@click.option("--timesteps", type=click.IntRange(min=1), default=None)
+@click.option("--timesteps", type=click.IntRange(1, MAX_TIMESTEPS), default=None)
 @click.option("--width", type=float, default=None)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--lr", type=float, default=None)
@@ -226,12 +234,14 @@ def bsd_train_seq(out_dir, threads, quiet, resume, **options):
 @_RECIPE
 @_RESUME
 @click.option("--quiet", is_flag=True)
-def bsd_train_ae(out_dir, threads, quiet, resume, **options):
+@_FORCE
+def bsd_train_ae(out_dir, threads, quiet, resume, force, **options):
     """BSD conv autoencoder (App. E.2.4) or its BP baseline; writes reconstructions.png."""
     from snncc.training.bsd_ae import AEConfig, train_ae
     cfg = AEConfig(**{k: v for k, v in options.items() if v is not None})
     cfg.validate()
-    metrics = train_ae(cfg, out_dir, progress=not quiet, threads=threads, resume=resume)
+    with fileio.output_dir(out_dir, "run", force):
+        metrics = train_ae(cfg, out_dir, progress=not quiet, threads=threads, resume=resume)
     shown = {k: round(v, 5) for k, v in metrics.items() if isinstance(v, float)}
     click.echo(f"{json.dumps(shown)} -> {out_dir}")
 
@@ -239,14 +249,16 @@ def bsd_train_ae(out_dir, threads, quiet, resume, **options):
 @bsd.command("export-rnn")
 @click.argument("checkpoint", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), required=True)
-def bsd_export_rnn(checkpoint, output):
+@_FORCE
+def bsd_export_rnn(checkpoint, output, force):
     """Export a BSD-RNN's feedforward path (recurrent synapse as a delayed edge) to a spike graph."""
     from snncc.ir.serialize import save
     from snncc.export import export_rnn
     from snncc.training.bsd_seq import load_seq_checkpoint
+    fileio.check_output(output, "graph", force)
     model, cfg, _ = load_seq_checkpoint(checkpoint)
     graph = export_rnn(model, cfg.seq_len)
-    save(graph, output)
+    save(graph, output, force=force)
     click.echo(f"exported {len(graph)} nodes -> {output}")
 
 

@@ -8,6 +8,7 @@ import sys
 import click
 
 from snncc import fileio
+from snncc.ir.schema import MAX_TIMESTEPS
 
 EXIT_HYBRID, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
 
@@ -23,10 +24,12 @@ def _user_errors() -> tuple:
     from snncc.backends.base import LoweringError
     from snncc.analysis.bsd_plots import PlotError
     from snncc.data.sequences import SequenceError
+    from snncc.fileio import OutputError
     from snncc.models.resnet import ModelError
     from snncc.training.mskd import MSKDError
     errors = [LoweringError, ModelError, PlotError, SequenceError, MSKDError, DatasetError, ExportError, SerializeError, GraphError, InputError, CheckpointError,
-              ConfigError, TrainingDiverged, FileNotFoundError, IsADirectoryError, PermissionError]
+              ConfigError, TrainingDiverged, OutputError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+              FileExistsError, PermissionError]
     try:
         from snncc.compat.lava import LavaUnavailable
         errors.append(LavaUnavailable)
@@ -39,6 +42,12 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.exceptions.UsageError as e:  # bad option values etc.: one line too, exit 2
+            if os.environ.get("SNNCC_DEBUG"):
+                raise
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            click.echo(f"error: {where}: {_one_line(e)}", err=True)
+            ctx.exit(EXIT_USAGE)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except BrokenPipeError:  # output piped into `head` etc.
@@ -59,7 +68,8 @@ class _Group(click.Group):
 
 
 def _one_line(e: Exception) -> str:
-    text = str(e).strip() or type(e).__name__
+    text = e.format_message() if isinstance(e, click.exceptions.ClickException) else str(e)
+    text = text.strip() or type(e).__name__
     if isinstance(e, OSError) and e.filename:
         text = f"{e.strerror}: {e.filename}"
     return text.splitlines()[0]
@@ -97,15 +107,19 @@ def _emit_result(res: dict, as_json: bool) -> None:
         click.echo(f"{k:>28}: {v}")
 
 
-def _emit_json(obj, path=None):
-    text = json.dumps(obj, indent=2)
+def _emit_json(obj, path=None, force=False):
+    """JSON on stdout, or into file ``path`` (stamped as snncc's, refused over a foreign file unless ``force``)."""
     if path and path != "-":
-        fileio.write_text(path, text + "\n")
+        fileio.write_json(path, obj, kind="json", force=force)
     else:
-        click.echo(text)
+        click.echo(json.dumps(obj, indent=2))
 
 
+_FORCE = click.option("--force", is_flag=True,
+                      help="replace an existing output that snncc did not write (a foreign folder is moved aside "
+                           "to NAME.orig-N, never deleted)")
 _DATASET = click.option("--dataset", "dataset", default=None, help="digits, mnist, fashion-mnist, cifar10, cifar100")
 _DATA_DIR = click.option("--data-dir", type=click.Path(), default=None, help="folder with the dataset's files")
 _LIMIT = click.option("--limit", type=click.IntRange(min=1), default=None, help="evaluate on N test samples")
-_TIMESTEPS = click.option("--timesteps", type=click.IntRange(min=1), default=None, help="override T")
+_TIMESTEPS = click.option("--timesteps", type=click.IntRange(1, MAX_TIMESTEPS), default=None,
+                          help=f"override T (1..{MAX_TIMESTEPS})")

@@ -10,8 +10,10 @@ import codecs
 import functools
 import gzip
 import importlib
+import math
 import os
 import pickle
+import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,28 +72,35 @@ _IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.g
 _TORCHVISION_DIRS = {"mnist": "MNIST/raw", "fashion-mnist": "FashionMNIST/raw"}
 
 
-def _gunzip(path: Path) -> bytes:
-    try:
-        with gzip.open(path, "rb") as f:
-            return f.read()
-    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
-        raise DatasetError(f"{path}: corrupt or truncated gzip file ({exc})") from None
+MAX_IDX_BYTES = 1 << 30   # largest IDX payload read (EMNIST byclass, the largest MNIST-like set, is ~0.55 GB)
 
 
 def _parse_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
-    raw = _gunzip(path)
+    """An IDX array from a gzip file, reading only the bytes its header declares (a gzip bomb behind a
+    valid header is never inflated past them) and refusing dims that multiply past MAX_IDX_BYTES."""
     header_len = 4 * (1 + ndim)
-    if len(raw) < header_len:
-        raise DatasetError(f"{path}: file too short for an IDX header ({len(raw)} bytes)")
-    header = np.frombuffer(raw, dtype=">u4", count=1 + ndim)
-    if int(header[0]) != magic:
-        raise DatasetError(f"{path}: bad IDX magic number {int(header[0])} (expected {magic})")
-    dims = tuple(int(d) for d in header[1:])
-    expected = int(np.prod(dims, dtype=np.int64))
-    if len(raw) - header_len != expected:
+    try:
+        with gzip.open(path, "rb") as f:
+            head = f.read(header_len)
+            if len(head) < header_len:
+                raise DatasetError(f"{path}: file too short for an IDX header ({len(head)} bytes)")
+            header = struct.unpack(f">{1 + ndim}I", head)
+            if header[0] != magic:
+                raise DatasetError(f"{path}: bad IDX magic number {header[0]} (expected {magic})")
+            dims = tuple(header[1:])
+            expected = math.prod(dims)   # exact: 3 dims of up to 2**32 overflow int64
+            if expected > MAX_IDX_BYTES:
+                raise DatasetError(f"{path}: header declares {dims[0]} items of shape {dims[1:]} ({expected} bytes), "
+                                   f"more than the {MAX_IDX_BYTES} bytes an IDX dataset may hold")
+            payload = f.read(expected)
+            extra = len(f.read(1))
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+        raise DatasetError(f"{path}: corrupt or truncated gzip file ({exc})") from None
+    if len(payload) != expected or extra:
+        got = f"{len(payload)}" if not extra else f"more than {expected}"
         raise DatasetError(f"{path}: header declares {dims[0]} items of shape {dims[1:]} "
-                           f"({expected} bytes) but payload has {len(raw) - header_len} bytes")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(dims)
+                           f"({expected} bytes) but payload has {got} bytes")
+    return np.frombuffer(payload, dtype=np.uint8).reshape(dims)
 
 
 def _find_idx_dir(name: str, split: str, data_dir: Path) -> Path:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 
 import numpy as np
 import onnx
@@ -20,6 +22,7 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
 
 from snncc import fileio
+from snncc.ir import schema
 from snncc.ir.graph import Port, SpikeGraph
 from snncc.ir.ops import OP_BY_NAME
 from snncc.ir.types import GraphError, Kind, TensorType
@@ -28,11 +31,10 @@ from snncc.neuron import NeuronParams
 DOMAIN = "ai.snncc"
 FORMAT_VERSION = "1"
 _ELEM = {Kind.SPIKE: TensorProto.BOOL, Kind.COUNT: TensorProto.INT32, Kind.ANALOG: TensorProto.FLOAT}
-_RESERVED = ("snncc_inputs", "snncc_delays", "snncc_arrays")
 
 
 class SerializeError(ValueError):
-    """The file is not a readable, consistent snncc spike graph."""
+    """The file is not a readable, consistent snncc spike graph (the one error :func:`load` raises)."""
 
 
 # -- writing ------------------------------------------------------------------
@@ -99,79 +101,195 @@ def to_onnx(graph: SpikeGraph) -> onnx.ModelProto:
     return model
 
 
-def save(graph: SpikeGraph, path) -> None:
-    fileio.write_bytes(path, to_onnx(graph).SerializeToString())
+def save(graph: SpikeGraph, path, force: bool = False) -> None:
+    """Write ``graph`` to ``path`` atomically; an existing file is replaced only if it is a snncc graph
+    (or ``force``): see :mod:`snncc.fileio`."""
+    fileio.write_bytes(path, to_onnx(graph).SerializeToString(), kind="graph", force=force)
 
 
 # -- reading ------------------------------------------------------------------
-def _op_from_node(node, arrays_by_name):
+# Every field of the file goes through snncc.ir.schema before it is used; see that module for the bounds.
+def _op_from_node(node, initializers, used):
+    """(op, [Port]) of one ONNX node, or a SchemaError naming the node and field."""
+    name = node.name
     cls = OP_BY_NAME.get(node.op_type)
     if node.domain != DOMAIN or cls is None:
-        raise SerializeError(f"node {node.name!r}: unknown op {node.domain or 'ai.onnx'}::{node.op_type}")
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        raise SerializeError(f"node {name!r}: unknown op {node.domain or 'ai.onnx'}::{node.op_type[:60]}")
+    fields = schema.OP_FIELDS[node.op_type]
+    attrs = {}
+    for a in node.attribute:
+        if a.name in attrs:
+            raise schema.SchemaError(f"node {name!r}: attribute {a.name[:60]!r} given twice")
+        attrs[a.name] = a
+    srcs = schema.attr_strings(attrs.pop("snncc_inputs"), f"node {name!r} snncc_inputs") \
+        if "snncc_inputs" in attrs else []
+    delays = schema.attr_ints(attrs.pop("snncc_delays"), f"node {name!r} snncc_delays") \
+        if "snncc_delays" in attrs else []
+    arrays = schema.attr_strings(attrs.pop("snncc_arrays"), f"node {name!r} snncc_arrays") \
+        if "snncc_arrays" in attrs else []
+    srcs, delays, arrays = ([v for v in lst if v != ""] for lst in (srcs, delays, arrays))
+    if srcs == [] and delays == [0]:
+        delays = []
+    if len(srcs) != len(delays):
+        raise schema.SchemaError(f"node {name!r}: snncc_inputs ({len(srcs)}) and snncc_delays ({len(delays)}) "
+                                 f"differ in length")
+    if any(d not in (0, 1) for d in delays):
+        raise schema.SchemaError(f"node {name!r} snncc_delays: delays must be 0 or 1, got {delays[:8]}")
     kwargs, neuron = {}, {}
-    for key, value in attrs.items():
-        if key in _RESERVED:
+    for key, a in attrs.items():
+        where = f"node {name!r} attribute {key[:60]!r}"
+        if node.op_type == "Neuron" and key.startswith("params."):
+            spec = schema.NEURON_FIELDS.get(key[len("params."):])
+            if spec is None:
+                raise schema.SchemaError(f"{where}: unknown neuron parameter")
+            neuron[key[len("params."):]] = schema.decode_attr(a, spec, where)
             continue
-        value = value.decode() if isinstance(value, bytes) else value
-        value = float(numpy_helper.to_array(value)) if isinstance(value, TensorProto) else value
-        if "." in key:
-            neuron[key.split(".", 1)[1]] = value
-        else:
-            kwargs[key] = tuple(value) if isinstance(value, list) else value
-    if neuron:
-        kwargs["params"] = NeuronParams(**neuron)
-    for field_name in attrs.get("snncc_arrays", []):
-        field_name = field_name.decode()
-        if field_name:
-            key = f"{node.name}.{field_name}"
-            if key not in arrays_by_name:
-                raise SerializeError(f"node {node.name!r}: missing initializer {key!r}")
-            kwargs[field_name] = arrays_by_name[key]
+        spec = fields.get(key)
+        if spec is None or isinstance(spec, schema.Array):
+            raise schema.SchemaError(f"{where}: not a field of {node.op_type}")
+        kwargs[key] = schema.decode_attr(a, spec, where)
+        if key == "shape" and math.prod(kwargs[key]) > schema.MAX_TENSOR_ELEMENTS:
+            raise schema.SchemaError(f"{where}: {math.prod(kwargs[key])} elements per sample (at most "
+                                     f"{schema.MAX_TENSOR_ELEMENTS})")
+    if node.op_type == "Neuron" and neuron:
+        try:
+            kwargs["params"] = NeuronParams(**neuron)
+        except (TypeError, ValueError) as e:
+            raise schema.SchemaError(f"node {name!r}: bad neuron parameters ({e})") from None
+    expected_inputs = [s for s, d in zip(srcs, delays) if d == 0]
+    if node.op_type == "Input" and not srcs:
+        expected_inputs = [f"{name}:data"]
+    if len(set(arrays)) != len(arrays):
+        raise schema.SchemaError(f"node {name!r} snncc_arrays: a field is listed twice")
+    for field_name in arrays:
+        spec = fields.get(field_name)
+        if not isinstance(spec, schema.Array):
+            raise schema.SchemaError(f"node {name!r} snncc_arrays: {field_name[:60]!r} is not an array field of "
+                                     f"{node.op_type}")
+        key = f"{name}.{field_name}"
+        if key not in initializers:
+            raise schema.SchemaError(f"node {name!r}: missing initializer {key!r}")
+        used.add(key)
+        kwargs[field_name] = schema.check_array(
+            schema.decode_tensor(initializers[key], f"node {name!r} initializer {key!r}"), spec,
+            f"node {name!r} field {field_name!r}")
+        expected_inputs.append(key)
+    missing = schema.required_fields(cls) - set(kwargs)
+    if missing:
+        raise schema.SchemaError(f"node {name!r}: {node.op_type} needs field(s) {', '.join(sorted(missing))}")
+    if list(node.input) != expected_inputs:
+        raise schema.SchemaError(f"node {name!r}: ONNX inputs {list(node.input)[:8]} do not match its ports and "
+                                 f"arrays {expected_inputs[:8]}")
+    if list(node.output) != [name]:
+        raise schema.SchemaError(f"node {name!r}: ONNX outputs must be [{name!r}]")
     try:
-        return cls(**kwargs), attrs
+        op = cls(**kwargs)
     except (TypeError, ValueError) as e:
-        raise SerializeError(f"node {node.name!r}: bad {node.op_type} attributes ({e})") from None
+        raise schema.SchemaError(f"node {name!r}: bad {node.op_type} attributes ({e})") from None
+    return op, [Port(s, d) for s, d in zip(srcs, delays)]
+
+
+def _check_sizes(graph: SpikeGraph, types) -> None:
+    for n, t in types.items():
+        if any(d < 1 or d > schema.MAX_DIM * schema.MAX_KERNEL for d in t.shape) \
+                or t.size > schema.MAX_TENSOR_ELEMENTS:
+            raise schema.SchemaError(f"node {n!r}: output shape {list(t.shape)[:8]} exceeds "
+                                     f"{schema.MAX_TENSOR_ELEMENTS} elements per sample")
 
 
 def from_onnx(model: onnx.ModelProto) -> SpikeGraph:
-    props = {p.key: p.value for p in model.metadata_props}
+    """The spike graph a model holds; any schema violation raises SerializeError naming node and field."""
+    try:
+        return _from_onnx(model)
+    except SerializeError:
+        raise
+    except (schema.SchemaError, GraphError) as e:
+        raise SerializeError(str(e)) from None
+    except (ZeroDivisionError, IndexError, ValueError, TypeError, OverflowError, KeyError, RecursionError) as e:
+        # a check above missed a case: still the file's fault, never a traceback
+        raise SerializeError(f"inconsistent spike graph ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def _from_onnx(model: onnx.ModelProto) -> SpikeGraph:
+    props = {}
+    for p in model.metadata_props:
+        if p.key in props:
+            raise schema.SchemaError(f"metadata key {p.key[:60]!r} given twice")
+        props[p.key] = p.value
     if props.get("snncc.format_version") != FORMAT_VERSION:
         raise SerializeError("not an snncc spike graph (missing or unsupported snncc.format_version)")
-    arrays = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
-    graph = SpikeGraph(model.graph.name, json.loads(props.get("snncc.metadata", "{}")))
-    pending = []
-    for node in model.graph.node:
-        op, attrs = _op_from_node(node, arrays)
-        srcs = [s.decode() for s in attrs.get("snncc_inputs", [])]
-        delays = list(attrs.get("snncc_delays", []))
-        ports = [Port(s, d) for s, d in zip(srcs, delays) if s]
+    unknown = set(props) - {"snncc.format_version", "snncc.metadata", "snncc.types"}
+    if unknown:
+        raise schema.SchemaError(f"unknown metadata key {sorted(unknown)[0][:60]!r}")
+    g = model.graph
+    if not 1 <= len(g.node) <= schema.MAX_NODES:
+        raise schema.SchemaError(f"graph has {len(g.node)} nodes (1..{schema.MAX_NODES} allowed)")
+    initializers = {}
+    for t in g.initializer:
+        if t.name in initializers:
+            raise schema.SchemaError(f"initializer {t.name[:60]!r} given twice")
+        initializers[t.name] = t
+    if len(g.sparse_initializer):
+        raise schema.SchemaError("sparse initializers are not allowed")
+    meta = schema.check_metadata(schema.parse_json_object(props.get("snncc.metadata", "{}"), "metadata"))
+    stored = schema.parse_json_object(props.get("snncc.types", "{}"), "snncc.types")
+    graph = SpikeGraph(g.name, meta)
+    pending, used = [], set()
+    for node in g.node:
+        if not node.name or len(node.name) > schema.MAX_NAME:
+            raise schema.SchemaError(f"node {node.name[:60]!r}: a node name must have 1..{schema.MAX_NAME} "
+                                     f"characters")
+        op, ports = _op_from_node(node, initializers, used)
         graph.add(node.name, op)
         pending.append((node.name, ports))
+    unused = set(initializers) - used
+    if unused:
+        raise schema.SchemaError(f"initializer {sorted(unused)[0][:60]!r} belongs to no node field")
     for name, ports in pending:
         for p in ports:
             graph.connect(p.src, name, p.delay)
-    stored = json.loads(props.get("snncc.types", "{}"))
-    for n, t in graph.infer().items():
+    types = graph.infer()
+    _check_sizes(graph, types)
+    if set(stored) != set(types):
+        extra = sorted(set(stored) ^ set(types))[0]
+        raise schema.SchemaError(f"node {extra[:60]!r}: snncc.types and the graph's nodes differ")
+    for n, t in types.items():
         if stored.get(n) != [t.kind.value, list(t.shape)]:
-            raise SerializeError(f"node {n!r}: stored type {stored.get(n)} disagrees with inferred {t}")
+            raise schema.SchemaError(f"node {n!r}: stored type {str(stored.get(n))[:80]} disagrees with "
+                                     f"inferred {t}")
     return graph
 
 
+MAX_FILE_BYTES = 1 << 31   # protobuf's own limit
+
+
 def load(path) -> SpikeGraph:
+    """Read and validate a spike-graph file. Every problem with the file is a SerializeError naming ``path``."""
     try:
+        size = os.path.getsize(path)
+        if size > MAX_FILE_BYTES:
+            raise SerializeError(f"{path}: {size} bytes is larger than any ONNX file can be")
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise SerializeError(f"cannot read spike graph {path}: {e.strerror}") from None
+    return loads(data, path)
+
+
+def loads(data: bytes, path="<bytes>") -> SpikeGraph:
+    """:func:`load` of a file's bytes; ``path`` names the file in messages."""
     try:
-        model = onnx.load_from_string(data)
-    except (DecodeError, ValueError, RuntimeError) as e:
+        model = onnx.ModelProto()
+        model.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError, RecursionError, UnicodeDecodeError) as e:
         raise SerializeError(f"{path}: corrupt or truncated ONNX file ({type(e).__name__})") from None
     try:
-        onnx.checker.check_model(model)
-        return from_onnx(model)
-    except onnx.checker.ValidationError as e:
-        raise SerializeError(f"{path}: invalid ONNX ({str(e).splitlines()[0]})") from None
-    except GraphError as e:
+        graph = from_onnx(model)
+    except SerializeError as e:
         raise SerializeError(f"{path}: {e}") from None
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:  # noqa: BLE001 -- the checker's own failures (ValidationError, UnicodeDecodeError, ...)
+        msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise SerializeError(f"{path}: invalid ONNX ({msg})") from None
+    return graph
