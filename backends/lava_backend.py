@@ -509,6 +509,9 @@ def _synapse_edge(ctx, src, sop, s, m, scale, delay, dst):
 
 def _rule_neuron(ctx, n, op):
     prm = op.params
+    if op.heterogeneous or op.current_based:
+        ctx.fail(n, "per-neuron parameters and the current-based LIF (tau_syn > 1) are not lowered to Lava "
+                    "yet; run it with the torch or numba backend")
     if prm.soft:
         ctx.fail(n, "soft reset (reset by subtraction) has no exact Lava LIF equivalent "
                     "(Lava's LIF resets v to 0); use hard reset")

@@ -48,9 +48,17 @@ def _sum(op, xs, _):
 def _neuron(op, xs, state):
     leaky, inv_tau, v_th, v_reset, v_rest, soft = op.params.scalars()
     current = _sum(op, xs, state)
+    inv_tau_syn = 1.0 / op.params.tau_syn
+    if op.heterogeneous:  # per-neuron parameters (same arithmetic, element-wise)
+        p = {k: _t(np.array(a)) for k, a in op.per_neuron(current.shape[1:]).items()}
+        inv_tau, v_th, v_reset, v_rest, inv_tau_syn = \
+            (1.0 / p["tau"] if leaky else 1.0), p["v_th"], p["v_reset"], p["v_rest"], 1.0 / p["tau_syn"]
+    if op.current_based:
+        i = state.get("i", torch.zeros_like(current))
+        current = state["i"] = nrn.synapse(i, current, inv_tau_syn)
     v = state.get("v")
     if v is None:
-        v = torch.full_like(current, v_rest)
+        v = torch.zeros_like(current) + v_rest
     h = nrn.charge(v, current, leaky, inv_tau, v_rest)
     s = nrn.fire(h, v_th).to(h.dtype)  # torch makes bool * 1.0 float32; keep the reset in float64
     state["v"] = nrn.reset(h, s, v_th, v_reset, soft)

@@ -328,8 +328,36 @@ def _eval_pool(node, ins, out, state):
 
 def _prep_neuron(op, tin, tout):
     leaky, inv_tau, v_th, v_reset, v_rest, soft = op.params.scalars()
-    return {"params": (int(leaky), float(inv_tau), float(v_th), float(v_reset), float(v_rest),
-                       int(soft))}
+    data = {"params": (int(leaky), float(inv_tau), float(v_th), float(v_reset), float(v_rest), int(soft)),
+            "v0": v_rest}
+    if op.heterogeneous or op.current_based:  # per-neuron parameters and/or a synaptic current
+        p = {k: np.ascontiguousarray(a, np.float64).reshape(-1) for k, a in op.per_neuron(tout.shape).items()}
+        inv = 1.0 / p["tau"] if leaky else np.ones_like(p["tau"])
+        data["v0"] = p["v_rest"]
+        data["arrays"] = (int(leaky), inv, p["v_th"], p["v_reset"], p["v_rest"], int(soft),
+                          int(op.current_based), 1.0 / p["tau_syn"])
+    return data
+
+
+_synapse = numba.njit(nrn.synapse)
+
+
+@_jit
+def _neuron_arrays(cur, v, isyn, out, leaky, inv_tau, v_th, v_reset, v_rest, soft, cuba, inv_tau_syn):
+    """All steps of a population with per-neuron parameters and/or a CUBA synaptic current
+    (same functions as _neuron_blocks, per-neuron arguments). Returns #spikes."""
+    total = 0.0
+    for b in range(cur.shape[1]):
+        for t in range(cur.shape[0]):
+            for j in range(cur.shape[2]):
+                x = cur[t, b, j]
+                if cuba:
+                    isyn[b, j] = _synapse(isyn[b, j], x, inv_tau_syn[j])
+                    x = isyn[b, j]
+                s, v[b, j] = _step(v[b, j], x, leaky, inv_tau[j], v_th[j], v_reset[j], v_rest[j], soft)
+                out[t, b, j] = s
+                total += s
+    return total
 
 
 def _summed(ins):
@@ -343,6 +371,10 @@ def _summed(ins):
 
 
 def _eval_neuron(node, ins, out, state):
+    if "arrays" in node.data:
+        v = state[node.name]
+        isyn = state.setdefault((node.name, "i"), np.zeros_like(v))
+        return _neuron_arrays(np.ascontiguousarray(_summed(ins)), v, isyn, out, *node.data["arrays"])
     blocks = out.shape[1] * -(-out.shape[2] // _NEURON_BLOCK)
     return _share(_neuron_blocks, _ranges(blocks, _TASKS * _THREADS),
                   (_summed(ins), state[node.name], out, *node.data["params"]), 4 * out.size)
@@ -462,7 +494,7 @@ class Plan:
         else:
             inp[1:] = x.reshape(batch, steps, -1).transpose(1, 0, 2)
         totals = {self.input: float(x.sum()) * (steps if self.nodes[self.input].static else 1)}
-        state = {n: np.full((batch, nd.size), nd.data["params"][4])
+        state = {n: np.broadcast_to(np.asarray(nd.data["v0"], np.float64), (batch, nd.size)).copy()
                  for n, nd in self.nodes.items() if isinstance(nd.op, Neuron)}
         for names, looped in self.schedule:
             nodes = [self.nodes[n] for n in names if n != self.input and not self.nodes[n].alias]
