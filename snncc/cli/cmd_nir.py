@@ -12,8 +12,9 @@ import click
 @click.option("--dt", type=float, default=None,
               help="simulation step in seconds (NIR files do not store it; snnTorch's exporter assumes 1e-4, "
                    "Norse 1e-3) [default: the file's metadata 'dt', else required]")
-@click.option("--encoding", type=click.Choice(["direct", "spike"]), default="direct", show_default=True,
-              help="direct: the analog sample is presented at every step; spike: the input is a spike train")
+@click.option("--encoding", type=click.Choice(["direct", "spike"]), default=None,
+              help="direct: the analog sample is presented at every step; spike: the input is a spike train "
+                   "[default: the file's metadata 'input_encoding' (snncc writes it), else direct]")
 def import_cmd(nir_file, output, dt, encoding):
     """Import a NIR graph (snnTorch, Norse, Sinabs, Rockpool, ...) as a spike graph, exactly or refused by node."""
     from snncc.ir.serialize import save

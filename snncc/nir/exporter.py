@@ -5,7 +5,8 @@ back, other tools assume their own: snnTorch 1e-4, Norse 1e-3), snncc's LIF (``t
 hard reset) is NIR's LIF with ``tau = tau_steps * dt``, ``r = 1``, ``v_leak = v_reset`` and
 ``v_threshold`` the next float64 *below* snncc's threshold (snncc fires on ``>=``, NIR on ``>``).
 IF becomes NIR's IF with ``r = 1/dt``; the current-based LIF becomes CubaLIF (``w_in = 1``).
-Time constants are stored so that ``tau / dt`` gives snncc's value back bit for bit.
+Time constants are stored so that ``tau / dt`` gives snncc's value back bit for bit where a float64
+with that property exists (else within an ulp or two).
 """
 from __future__ import annotations
 
@@ -22,16 +23,17 @@ class NIRExportError(GraphError):
 
 
 def _times(steps: np.ndarray, dt: float, node: str, what: str) -> np.ndarray:
-    """Seconds t with t / dt == steps exactly (trying the neighbours of steps * dt)."""
-    out = np.empty_like(steps)
+    """Seconds t with t / dt == steps exactly where such a float64 exists near steps * dt (else
+    steps * dt, whose t / dt is then within an ulp or two of steps)."""
+    out = np.array(steps * dt, np.float64)
+    flat = out.reshape(-1)
     for i, s in enumerate(steps.reshape(-1)):
-        t = s * dt
-        for cand in (t, np.nextafter(t, np.inf), np.nextafter(t, -np.inf)):
+        t = cand = flat[i]
+        for _ in range(4):
             if cand / dt == s:
-                out.reshape(-1)[i] = cand
+                flat[i] = cand
                 break
-        else:
-            raise NIRExportError(f"node {node!r}: {what} {s!r} steps has no exact representation with dt={dt!r}")
+            cand = np.nextafter(cand, np.inf if cand / dt < s else -np.inf)
     return out
 
 
@@ -113,7 +115,9 @@ def to_nir(graph: SpikeGraph, dt: float = 1e-4):
                                      f"{type(op).__name__}; NIR expresses recurrence as a cycle into a population")
             edges.append((p.src, n))
     try:
-        return nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": dt, "producer": "snncc"})
+        (inp,) = graph.input_nodes
+        meta = {"dt": dt, "producer": "snncc", "input_encoding": graph.op(inp).encoding}
+        return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
     except (ValueError, AssertionError, NotImplementedError) as e:
         raise NIRExportError(f"nir rejected the exported graph: {str(e).splitlines()[0]}") from None
 

@@ -401,18 +401,24 @@ class _Builder:
                      tau_syn=m.tau_syn)
 
 
-def from_nir(graph_or_path, dt: float | None = None, encoding: str = "direct", name: str | None = None) -> SpikeGraph:
+def from_nir(graph_or_path, dt: float | None = None, encoding: str | None = None,
+             name: str | None = None) -> SpikeGraph:
     """Build a SpikeGraph from a NIR graph (or a .nir file). ``dt``: the simulation step in
     seconds (NIR files do not store it: snnTorch exports assume 1e-4, Norse 1e-3); falls back to
     a ``dt`` entry in the graph's metadata. ``encoding``: 'direct' (the analog input is presented
-    at every step) or 'spike' (the input is a spike train)."""
+    at every step) or 'spike' (the input is a spike train); default: the metadata's
+    ``input_encoding`` (snncc writes it) else 'direct'."""
     graph = read(str(graph_or_path)) if isinstance(graph_or_path, (str, os.PathLike)) else graph_or_path
     if name is None:
         name = os.path.basename(str(graph_or_path)).split(".")[0] if isinstance(graph_or_path, (str, os.PathLike)) \
             else "nir"
+    meta = getattr(graph, "metadata", None)
+    meta = meta if isinstance(meta, dict) else {}
+    if encoding is None:
+        encoding = meta.get("input_encoding", "direct")
+        encoding = encoding.decode() if isinstance(encoding, bytes) else str(encoding)
     if dt is None:
-        meta = getattr(graph, "metadata", None)
-        dt = meta.get("dt") if isinstance(meta, dict) else None
+        dt = meta.get("dt")
         if dt is None:
             raise NIRImportError("NIR files do not store the time step: pass dt (--dt; snnTorch's exporter "
                                  "assumes 1e-4 s, Norse 1e-3 s)")
