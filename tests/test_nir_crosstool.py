@@ -185,3 +185,25 @@ def test_snntorch_importer_is_wrong_for_per_neuron_time_constants(rng, tmp_path)
     oracle = simulate(nir.read(path), x, SNNTORCH_DT)["out"]
     np.testing.assert_array_equal(oracle.astype(np.uint8), want)
     assert not np.array_equal(_snntorch_spikes(path, x).astype(np.uint8), want)
+
+
+def test_snntorch_homogeneous_net_on_lava_float_spikes_exactly(tmp_path):
+    """All-equal beta and threshold import as scalar parameters, which the Lava lowering takes."""
+    from lavatest import require_lava
+    lb, _ = require_lava()
+    net = torch.nn.Sequential(torch.nn.Linear(20, 12), snn.Leaky(beta=torch.full((12,), 0.8), threshold=torch.ones(12),
+                                                                 init_hidden=True, reset_mechanism="zero"),
+                              torch.nn.Linear(12, 5), snn.Leaky(beta=torch.full((5,), 0.8), threshold=torch.ones(5),
+                                                                init_hidden=True, reset_mechanism="zero", output=True))
+    with torch.no_grad():
+        net[0].weight.mul_(4)
+        net[2].weight.mul_(5)
+    g = from_nir(export_to_nir(net, torch.zeros(1, 20), ignore_dims=[0]), dt=SNNTORCH_DT, encoding="spike")
+    assert not any(g.op(p).heterogeneous for p in g.populations())
+    x = (torch.rand(4, 30, 20) < 0.4).float()
+    want = _forward(net, x, hidden={"hid": 1})
+    got = lb.run(g, x.numpy(), 30, record=True)
+    p_hid, p_out = g.populations()
+    assert want["out"].sum() > 20
+    np.testing.assert_array_equal(got.trains[p_hid], want["hid"].astype(np.uint8))
+    np.testing.assert_array_equal(got.trains[p_out], want["out"].astype(np.uint8))
