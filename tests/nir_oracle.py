@@ -3,6 +3,7 @@ documented ODEs, in float64, straight from the NIR node parameters (no snncc cod
 
 LIF:     v += dt/tau (v_leak - v + r I);               z = v > v_threshold; v = v_reset where z
 IF:      v += dt r I;                                  z, reset as LIF
+Delay:   y(t) = x(t - delay) (whole steps), 0 before; Conv1d, Conv2d, pools, Affine, Scale: as torch computes them
 CubaLIF: I_s += dt/tau_syn (-I_s + w_in I);            (current first: snnTorch's/Lava's order)
          v += dt/tau_mem (v_leak - v + r I_s);         z, reset as LIF
 Membranes start at v_reset, currents at 0. A node's inputs are summed; an edge that closes a
@@ -90,6 +91,14 @@ def _node(m, x, st, dt):
         return F.linear(x, t(m.weight))
     if isinstance(m, nir.Scale):
         return x * t(m.scale)
+    if isinstance(m, nir.Conv1d):
+        return F.conv1d(x, t(m.weight), t(m.bias), stride=int(np.asarray(m.stride).reshape(-1)[0]),
+                        padding=int(np.asarray(m.padding).reshape(-1)[0]))
+    if isinstance(m, nir.Delay):  # y(t) = x(t - delay), delay in whole steps, 0 before
+        steps = int(round(float(np.asarray(_a(m.delay)).reshape(-1)[0]) / dt))
+        buf = st.setdefault("buf", [])
+        buf.append(x)
+        return buf[-1 - steps] if len(buf) > steps else torch.zeros_like(x)
     if isinstance(m, nir.Conv2d):
         return F.conv2d(x, t(m.weight), t(m.bias), stride=_pair(m.stride), padding=_pair(m.padding))
     if isinstance(m, nir.AvgPool2d):

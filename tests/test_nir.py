@@ -77,6 +77,34 @@ def test_every_supported_node_matches_the_euler_oracle(rng, tmp_path, run):
     assert g.op("lif").tau is not None and g.op("cuba").tau_syn is not None
 
 
+@pytest.mark.parametrize("run", [torch_backend.run, numba_sim.run], ids=["torch", "numba"])
+def test_conv1d_and_one_step_delays_match_the_oracle(rng, run):
+    """Input (2, 10) -> Conv1d -> LIF -> Delay(1 step) -> Flatten -> Affine -> IF -> Output, and a Delay(0)."""
+    c, L = 3, 8
+    nodes = {"input": nir.Input(input_type=np.array([2, 10])),
+             "conv": nir.Conv1d(input_shape=10, weight=rng.normal(0, 1.0, (c, 2, 3)), stride=1, padding=0, dilation=1,
+                                groups=1, bias=rng.normal(0.3, 0.1, c)),
+             "lif": nir.LIF(tau=rng.uniform(2e-3, 5e-3, (c, L)), r=np.ones((c, L)), v_leak=np.zeros((c, L)),
+                            v_threshold=rng.uniform(0.3, 0.6, (c, L)), v_reset=np.zeros((c, L))),
+             "d1": nir.Delay(delay=np.full((c, L), DT)),
+             "flat": nir.Flatten(input_type={"input": np.array([c, L])}, start_dim=0, end_dim=-1),
+             "fc": nir.Affine(weight=rng.normal(0, 1.0, (5, c * L)), bias=np.zeros(5)),
+             "d0": nir.Delay(delay=np.zeros(5)),
+             "if": nir.IF(r=np.full(5, 1 / DT), v_threshold=np.full(5, 1.0), v_reset=np.zeros(5)),
+             "output": nir.Output(output_type=np.array([5]))}
+    edges = [("input", "conv"), ("conv", "lif"), ("lif", "d1"), ("d1", "flat"), ("flat", "fc"), ("fc", "d0"),
+             ("d0", "if"), ("if", "output")]
+    ng = nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+    g = from_nir(ng, dt=DT, encoding="spike")
+    assert [(p.src, p.delay) for p in g.inputs("flat")] == [("lif", 1)]
+    x = (rng.random((4, 15, 2, 10)) < 0.5).astype(np.float64)
+    want = simulate(ng, x, DT, record=("lif", "if"))
+    got = _trains(g, x, 15, run)
+    for pop in ("lif", "if"):
+        assert want[pop].sum() > 10
+        np.testing.assert_array_equal(got[pop].reshape(want[pop].shape), want[pop].astype(np.uint8), err_msg=pop)
+
+
 def test_direct_encoding_presents_the_sample_every_step(rng):
     w = rng.normal(0, 1.0, (5, 4))
     ng = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([4])), "fc": nir.Affine(weight=w, bias=np.ones(5)),
@@ -141,9 +169,15 @@ REFUSALS = [
     (lambda: _chain(nir.CubaLI(tau_syn=np.ones(4), tau_mem=np.ones(4), r=np.ones(4), v_leak=np.zeros(4))),
      "node 'x' (CubaLI)"),
     (lambda: _chain(nir.Threshold(threshold=np.ones(4))), "node 'x' (Threshold): a stateless threshold"),
-    (lambda: _chain(nir.Delay(delay=np.ones(4))), "node 'x' (Delay)"),
+    (lambda: _chain(nir.Delay(delay=np.full(4, 2 * DT))), "node 'x' (Delay): delays of [2.0] steps"),
     (lambda: _chain(nir.Conv1d(input_shape=4, weight=np.ones((1, 1, 1)), stride=1, padding=0, dilation=1,
-                               groups=1, bias=np.zeros(1))), "node 'x' (Conv1d): 1-D convolutions"),
+                               groups=1, bias=np.zeros(1))), "node 'x' (Conv1d): input of shape [4]"),
+    (lambda: nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([1, 6])),
+                                 "x": nir.Conv1d(input_shape=6, weight=np.ones((1, 1, 3)), stride=1, padding=0,
+                                                 dilation=2, groups=1, bias=np.zeros(1)),
+                                 "output": nir.Output(output_type=np.array([1, 2]))},
+                          edges=[("input", "x"), ("x", "output")], type_check=False),
+     "node 'x' (Conv1d): dilation != 1"),
     (lambda: _chain(_lif(tau=np.full(4, 5e-4))), "node 'x' (LIF): tau must exceed dt"),
     (lambda: _chain(_lif(r=np.array([1.0, 0.0, 1.0, 1.0]))), "node 'x' (LIF): r (and w_in) must be finite and > 0"),
     (lambda: _chain(_lif(v_threshold=np.full(4, -1.0))), "node 'x' (LIF): v_threshold must exceed v_reset"),

@@ -34,13 +34,11 @@ from snncc.ir.types import GraphError, Kind, TensorType
 from snncc.neuron import IF, LIF, NeuronParams
 
 REFUSED = {
-    "Conv1d": "1-D convolutions have no snncc IR op",
     "LI": "a leaky integrator outputs its analog membrane potential; snncc populations output spikes",
     "I": "an integrator outputs its analog state; snncc populations output spikes",
     "CubaLI": "a current-based leaky integrator outputs its analog membrane potential; snncc "
               "populations output spikes",
     "Threshold": "a stateless threshold on analog values has no snncc IR op",
-    "Delay": "snncc edges delay by at most one step, and only to close a recurrent cycle",
 }
 
 
@@ -61,6 +59,17 @@ def _pair(x, node, what) -> tuple:
     if a.size == 2:
         return (int(a[0]), int(a[1]))
     raise NIRImportError(f"node {node!r}: {what} {a.tolist()} is not one or two integers")
+
+
+def _fit(a, shape) -> np.ndarray:
+    """Broadcast a parameter to a population shape; a 1-D convolution's (C, L) values also fit its (C, 1, L)."""
+    a = np.asarray(a)
+    try:
+        return np.broadcast_to(a, shape)
+    except ValueError:
+        if a.size == int(np.prod(shape)) and tuple(d for d in a.shape if d != 1) == tuple(d for d in shape if d != 1):
+            return a.reshape(shape)
+        raise
 
 
 def read(path):
@@ -123,14 +132,14 @@ class _Builder:
         self.alias: dict[str, str] = {}  # NIR node -> snncc node carrying its value
         self.types: dict[str, TensorType] = {}  # snncc node -> type
         self.succ = {n: [d for s, d in edges if s == n] for n in nodes}
+        self.delay_of: dict[str, int] = {}  # NIR Delay node (one step) -> 1: its consumers read at t-1
 
     def fail(self, node, msg):
         raise NIRImportError(f"node {node!r} ({type(self.nodes[node]).__name__}): {msg}")
 
     def add(self, name, op, ports=()):
         try:
-            t = op.infer(name, [self.types[p.src if hasattr(p, "src") else p] for p in ports
-                                if not getattr(p, "delay", 0)])
+            t = op.infer(name, [self.types[p.src if hasattr(p, "src") else p] for p in ports])
         except GraphError as e:
             raise NIRImportError(str(e)) from None
         self.g.add(name, op, ports)
@@ -188,8 +197,11 @@ class _Builder:
                 if not delayed and s not in self.alias:
                     self.fail(n, f"input {s!r} is not available")
                 out.append((s, delayed))
-        same = [Port(self.alias[s], 0) for s, dl in out if not dl]
+        same = [Port(self.alias[s], self.delay_of.get(s, 0)) for s, dl in out if not dl]
         late = [(s, 1) for s, dl in out if dl]
+        for s, _ in late:
+            if self.delay_of.get(s):
+                self.fail(n, f"the cycle through {s!r} adds a Delay to the one-step recurrent delay")
         return same, late
 
     def single(self, n):
@@ -200,8 +212,9 @@ class _Builder:
         if not same:
             self.fail(n, "has no input")
         if len(same) == 1:
-            return same[0].src
-        return self.add(f"{n}.sum", Add(), same)
+            return same[0]
+        from snncc.ir.graph import Port
+        return Port(self.add(f"{n}.sum", Add(), same))
 
     # -- nodes ------------------------------------------------------------------
     def node(self, n):
@@ -220,12 +233,14 @@ class _Builder:
         self.alias[n] = self.add(n, Input(shape, encoding=self.encoding))
 
     def _output(self, n, m):
-        src = self.single(n)
+        port = self.single(n)
+        src = port.src
         mode = "mean" if self.types[src].kind is Kind.ANALOG else "count"
-        self.alias[n] = self.add(n, Readout(mode), [src])
+        self.alias[n] = self.add(n, Readout(mode), [port])
 
     def _affine(self, n, m, bias=True):
-        src = self.single(n)
+        port = self.single(n)
+        src = port.src
         w = _arr(m.weight)
         if w.ndim != 2:
             self.fail(n, f"weight of shape {list(w.shape)}: only 2-D (out, in) weights are supported")
@@ -233,13 +248,14 @@ class _Builder:
             self.fail(n, f"input of shape {list(self.types[src].shape)}: NIR applies it to the last axis; "
                          f"snncc's Dense needs a vector (add a Flatten)")
         b = _arr(m.bias).reshape(-1) if bias else None
-        self.alias[n] = self.add(n, Dense(w, b), [src])
+        self.alias[n] = self.add(n, Dense(w, b), [port])
 
     def _linear(self, n, m):
         self._affine(n, m, bias=False)
 
     def _conv2d(self, n, m):
-        src = self.single(n)
+        port = self.single(n)
+        src = port.src
         w = _arr(m.weight)
         if int(m.groups) != 1:
             self.fail(n, f"groups={int(m.groups)}: snncc's Conv has groups=1")
@@ -256,16 +272,65 @@ class _Builder:
         else:
             padding = _pair(m.padding, n, "padding")
         bias = None if m.bias is None else _arr(m.bias).reshape(-1)
-        self.alias[n] = self.add(n, Conv(w, bias, stride, padding), [src])
+        self.alias[n] = self.add(n, Conv(w, bias, stride, padding), [port])
 
     def _pool(self, n, m, mode):
-        src = self.single(n)
+        port = self.single(n)
+        src = port.src
         kernel = _pair(m.kernel_size, n, "kernel_size")
         stride = _pair(m.stride, n, "stride") if m.stride is not None else kernel
         padding = _pair(m.padding, n, "padding") if m.padding is not None else (0, 0)
         if mode == "avg" and padding != (0, 0):
             self.fail(n, "average pooling with padding: NIR does not say whether padding counts")
-        self.alias[n] = self.add(n, Pool(mode, kernel, stride, padding), [src])
+        self.alias[n] = self.add(n, Pool(mode, kernel, stride, padding), [port])
+
+    def _conv1d(self, n, m):
+        """A 1-D convolution runs as snncc's Conv on (C, 1, L): kernel (1, k), stride (1, s), padding (0, p)."""
+        port = self.single(n)
+        src = port.src
+        w = _arr(m.weight)
+        if int(m.groups) != 1:
+            self.fail(n, f"groups={int(m.groups)}: snncc's Conv has groups=1")
+        if int(np.asarray(m.dilation).reshape(-1)[0]) != 1:
+            self.fail(n, "dilation != 1: snncc's Conv has dilation 1")
+        shape = self.types[src].shape
+        if len(shape) == 2 and isinstance(self.g.op(src), Input) and \
+                all(isinstance(self.nodes[d], type(m)) for d in self.succ[self._nir_of(src)]):
+            inp = self.g.op(src)  # present the (C, L) input as (C, 1, L); data of either shape is accepted
+            self.g.replace_op(src, Input((shape[0], 1, shape[1]), encoding=inp.encoding))
+            self.types[src] = TensorType(self.types[src].kind, (shape[0], 1, shape[1]))
+        elif not (len(shape) == 3 and shape[1] == 1):
+            self.fail(n, f"input of shape {list(shape)}: a 1-D convolution needs (C, L) from the input or "
+                         f"another 1-D convolution")
+        stride = int(np.asarray(m.stride).reshape(-1)[0])
+        if isinstance(m.padding, str):
+            if m.padding == "valid":
+                pad = 0
+            elif stride == 1 and w.shape[2] % 2 == 1:
+                pad = (w.shape[2] - 1) // 2
+            else:
+                self.fail(n, "padding 'same' needs stride 1 and an odd kernel to be a symmetric padding")
+        else:
+            pad = int(np.asarray(m.padding).reshape(-1)[0])
+        bias = None if m.bias is None else _arr(m.bias).reshape(-1)
+        self.alias[n] = self.add(n, Conv(w[:, :, None, :], bias, (1, stride), (0, pad)), [port])
+
+    def _nir_of(self, snncc_name):
+        return next(a for a, b in self.alias.items() if b == snncc_name)
+
+    def _delay(self, n, m):
+        """A delay of one step is a delayed (t-1) edge; of zero steps, a pass-through."""
+        port = self.single(n)
+        steps = _arr(m.delay) / self.dt
+        if (steps == 0).all():
+            self.alias[n], self.delay_of[n] = port.src, port.delay
+            return
+        if not (np.abs(steps - 1.0) <= 1e-9).all():
+            self.fail(n, f"delays of {sorted(set(np.round(steps.reshape(-1), 6)))[:3]} steps: snncc edges delay "
+                         f"by 0 or 1 step (dt={self.dt:g}), the same for every element")
+        if port.delay:
+            self.fail(n, "two delays in a row exceed the one-step delay of an snncc edge")
+        self.alias[n], self.delay_of[n] = port.src, 1
 
     def _avgpool2d(self, n, m):
         self._pool(n, m, "avg")
@@ -274,7 +339,8 @@ class _Builder:
         self._pool(n, m, "sum")
 
     def _flatten(self, n, m):
-        src = self.single(n)
+        port = self.single(n)
+        src = port.src
         shape = self.types[src].shape
         start, end = int(m.start_dim), int(m.end_dim)
         nd = len(shape)
@@ -282,20 +348,21 @@ class _Builder:
         if nd > 1 and not (s == 0 and e == nd - 1):
             self.fail(n, f"flattening axes {start}..{end} of {list(shape)} is partial; snncc's Flatten "
                          f"flattens the whole sample")
-        self.alias[n] = self.add(n, Flatten(), [src])
+        self.alias[n] = self.add(n, Flatten(), [port])
 
     def _scale(self, n, m):
-        src = self.single(n)
+        port = self.single(n)
+        src = port.src
         op = self.g.op(src)
         s = _arr(m.scale)
         preds = [a for a, b in self.edges if b == n]
         owner = preds[0] if len(preds) == 1 else None
-        if not isinstance(op, (Dense, Conv)) or owner is None or self.succ[owner] != [n]:
+        if port.delay or not isinstance(op, (Dense, Conv)) or owner is None or self.succ[owner] != [n]:
             self.fail(n, "Scale is folded into the synapse (Affine, Linear, Conv2d) feeding only it; "
                          "here it follows something else")
         shape = self.types[src].shape
         try:
-            s = np.broadcast_to(s, shape)
+            s = _fit(s, shape)
         except ValueError:
             self.fail(n, f"scale of shape {list(np.shape(m.scale))} does not match {list(shape)}")
         rows = self._row_values(n, s, op)
@@ -332,7 +399,7 @@ class _Builder:
             self.fail(n, f"inputs of different shapes {sorted(map(list, shapes))}")
         shape = shapes.pop()
         try:
-            vals = {key: np.broadcast_to(_arr(a), shape).astype(np.float64)
+            vals = {key: _fit(_arr(a), shape).astype(np.float64)
                     for key, a in (("k", k), ("v_leak", v_leak), ("v_th", v_th), ("v_reset", v_reset),
                                    ("tau", tau if tau is not None else 2.0),
                                    ("tau_syn", tau_syn if tau_syn is not None else self.dt))}
@@ -380,6 +447,8 @@ class _Builder:
 
     def _fold_bias(self, n, same, bias):
         for p in same:
+            if p.delay:  # a delayed edge delivers 0 at t=0: a constant cannot ride on it
+                continue
             op = self.g.op(p.src)
             owners = {a for a in self.nodes if self.alias.get(a) == p.src}
             if isinstance(op, (Dense, Conv)) and all(set(self.succ[o]) <= owners | {n} for o in owners):
