@@ -344,3 +344,31 @@ def test_cli_export_nir_refuses_soft_reset(rng, tmp_path):
     r = invoke("export", tmp_path / "soft.snn.onnx", "--format", "nir", "-o", tmp_path / "o.nir")
     assert r.exit_code == 2 and "node 'lif1'" in r.stderr and "soft reset" in r.stderr
     assert not (tmp_path / "o.nir").exists()
+
+
+def _cuba_graph(rng, bias=False):
+    g = SpikeGraph("cuba")
+    g.add("x", Input((12,), encoding="spike"))
+    g.add("fc0", Dense(rng.normal(0, 2.0, (10, 12)), rng.normal(0, 0.1, 10) if bias else None), ["x"])
+    g.add("cuba", Neuron(NeuronParams("lif", tau=3.0, v_th=0.4, tau_syn=2.5)), ["fc0"])
+    g.add("fc1", Dense(rng.normal(0, 2.0, (4, 10))), ["cuba"])
+    g.add("lif", Neuron(NeuronParams("lif", tau=2.0, v_th=0.3)), ["fc1"])
+    g.add("out", Readout(), ["lif"])
+    return g
+
+
+def test_cuba_runs_on_lava_float_like_torch(rng):
+    """Lava's LIF with du = 1/tau_syn is the current-based LIF (imported CubaLIF), spike for spike."""
+    from lavatest import require_lava
+    lb, lf = require_lava()
+    g = _cuba_graph(rng)
+    x = (rng.random((3, 20, 12)) < 0.4).astype(np.float64)
+    want = torch_backend.run(g, x, 20, record=True).trains
+    got = lb.run(g, x, 20, record=True).trains
+    assert want["cuba"].sum() > 10 and want["lif"].sum() > 5
+    for pop in ("cuba", "lif"):
+        np.testing.assert_array_equal(got[pop], want[pop], err_msg=pop)
+    with pytest.raises(lb.LoweringError, match="node 'cuba'.*synapse bias"):
+        lb.lower(_cuba_graph(rng, bias=True))
+    with pytest.raises(lb.LoweringError, match="node 'cuba'.*Lava float only"):
+        lb.lower(g, fixed_point=True)
