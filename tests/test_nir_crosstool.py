@@ -207,3 +207,25 @@ def test_snntorch_homogeneous_net_on_lava_float_spikes_exactly(tmp_path):
     assert want["out"].sum() > 20
     np.testing.assert_array_equal(got.trains[p_hid], want["hid"].astype(np.uint8))
     np.testing.assert_array_equal(got.trains[p_out], want["out"].astype(np.uint8))
+
+
+def test_snntorch_rleaky_file_imports_as_a_delayed_cycle(tmp_path):
+    """snnTorch's RLeaky exports as LIF <-> Affine (a cycle): snncc closes it through a delayed edge and follows
+    the file exactly (the Euler oracle). snnTorch's own RLeaky forward with reset to zero differs from its file:
+    it multiplies the whole next step's state, input included, by (1 - spike) (a one-step refractory period)."""
+    from nir_oracle import simulate
+    net = torch.nn.Sequential(torch.nn.Linear(10, 6), snn.RLeaky(beta=torch.rand(6) * 0.5 + 0.4, threshold=torch.ones(6),
+                                                                 linear_features=6, init_hidden=True,
+                                                                 reset_mechanism="zero", output=True))
+    with torch.no_grad():
+        net[0].weight.mul_(3)
+    ng = nir.read(_via_file(export_to_nir(net, torch.zeros(1, 10), ignore_dims=[0]), tmp_path, "rleaky"))
+    g = from_nir(ng, dt=SNNTORCH_DT, encoding="spike")
+    (pop,) = g.populations()
+    assert [p.delay for p in g.inputs(pop)] == [0, 1]
+    x = (torch.rand(4, 25, 10) < 0.4).float()
+    oracle = simulate(ng, x.numpy(), SNNTORCH_DT, record=(pop,))[pop].astype(np.uint8)
+    assert oracle.sum() > 20
+    for run in RUNS:
+        np.testing.assert_array_equal(run(g, x.numpy(), 25, record=True).trains[pop], oracle)
+    assert not np.array_equal(_forward(net, x)["out"].astype(np.uint8), oracle)

@@ -132,6 +132,7 @@ class _Builder:
         self.alias: dict[str, str] = {}  # NIR node -> snncc node carrying its value
         self.types: dict[str, TensorType] = {}  # snncc node -> type
         self.succ = {n: [d for s, d in edges if s == n] for n in nodes}
+        self.pending_late: list = []  # (NIR source, population): cycle edges, connected delayed at the end
         self.delay_of: dict[str, int] = {}  # NIR Delay node (one step) -> 1: its consumers read at t-1
 
     def fail(self, node, msg):
@@ -424,7 +425,7 @@ class _Builder:
             if tau_syn is not None:
                 self.fail(n, "v_leak != v_reset with a synaptic current is not representable (the "
                              "difference would pass through the current filter)")
-            self._fold_bias(n, same, bias / 1.0)
+            self._fold_bias(n, same, bias)
         arrays = {"tau": tau_s, "v_th": u_th, "v_reset": u_reset, "tau_syn": tau_syn_s}
 
         def scalar(a):
@@ -441,7 +442,6 @@ class _Builder:
             if not (a == a.reshape(-1)[0]).all():
                 kw[key] = np.ascontiguousarray(a)
         self.alias[n] = self.add(n, Neuron(params, **kw), same)
-        self.pending_late = getattr(self, "pending_late", [])
         for s, _ in late:
             self.pending_late.append((s, n))
 
@@ -499,7 +499,7 @@ def from_nir(graph_or_path, dt: float | None = None, encoding: str | None = None
     nodes, edges = _contract(*_flatten(graph))
     b = _Builder(nodes, edges, dt, encoding, name)
     g = b.build()
-    for src, dst in getattr(b, "pending_late", []):
+    for src, dst in b.pending_late:
         g.connect(b.alias[src], dst, 1)
     try:
         g.infer()
