@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from snncc import neuron as nrn
 from snncc.ir.graph import SpikeGraph
-from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout
+from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, Readout
 from snncc.runtime import RunResult, check_input
 
 
@@ -65,12 +65,23 @@ def _neuron(op, xs, state):
     return s
 
 
+def _integrator(op, xs, state):
+    leaky, inv_tau, _, _, v_rest, _ = op.params.scalars()
+    current = _sum(op, xs, state)
+    if op.params.current_based:
+        current = state["i"] = nrn.synapse(state.get("i", torch.zeros_like(current)), current, 1.0 / op.params.tau_syn)
+    v = state.get("v", torch.zeros_like(current) + v_rest)
+    state["v"] = nrn.charge(v, current, leaky, inv_tau, v_rest)
+    return state["v"]
+
+
 _RULES = {
     Dense: _dense,
     Conv: _conv,
     Pool: _pool,
     Flatten: lambda op, xs, _: xs[0].flatten(1),
     Neuron: _neuron,
+    Integrator: _integrator,
     Add: _sum,
     Readout: lambda op, xs, _: xs[0],
 }
@@ -80,7 +91,7 @@ def _static_nodes(graph: SpikeGraph, direct_inputs) -> set:
     static = set(direct_inputs)
     for n in graph.order():
         ports = graph.inputs(n)
-        if ports and not isinstance(graph.op(n), (Neuron, Readout)) and \
+        if ports and not isinstance(graph.op(n), (Neuron, Integrator, Readout)) and \
                 all(p.delay == 0 and p.src in static for p in ports):
             static.add(n)
     return static

@@ -29,7 +29,7 @@ import numpy as np
 
 from snncc import neuron as nrn
 from snncc.ir.graph import SpikeGraph
-from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout
+from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, Readout
 from snncc.ir.types import Kind
 from snncc.runtime import RunResult, check_input
 
@@ -380,6 +380,27 @@ def _eval_neuron(node, ins, out, state):
                   (_summed(ins), state[node.name], out, *node.data["params"]), 4 * out.size)
 
 
+def _prep_integrator(op, tin, tout):
+    leaky, inv_tau, _, _, v_rest, _ = op.params.scalars()
+    return {"p": (leaky, inv_tau, v_rest, op.params.current_based, 1.0 / op.params.tau_syn)}
+
+
+def _eval_integrator(node, ins, out, state):
+    """A non-spiking population: the neuron's charge (and synapse) per step, vectorised over neurons."""
+    leaky, inv_tau, v_rest, cuba, inv_tau_syn = node.data["p"]
+    cur = _summed(ins)
+    v = state.setdefault((node.name, "v"), np.full(cur.shape[1:], v_rest))
+    i = state.setdefault((node.name, "i"), np.zeros(cur.shape[1:]))
+    for t in range(cur.shape[0]):
+        x = cur[t]
+        if cuba:
+            i[...] = nrn.synapse(i, x, inv_tau_syn)
+            x = i
+        v[...] = nrn.charge(v, x, leaky, inv_tau, v_rest)
+        out[t] = v
+    return float(out.sum())
+
+
 def _eval_sum(node, ins, out, state):  # Add; Flatten / Readout on a delayed edge (copy)
     out[...] = _summed(ins)
     return float(out.sum())
@@ -394,6 +415,7 @@ _RULES = {  # op class: (prepare(op, in_type, out_type) -> data, evaluate)
     Conv: (_prep_conv, _eval_conv),
     Pool: (_prep_pool, _eval_pool),
     Neuron: (_prep_neuron, _eval_neuron),
+    Integrator: (_prep_integrator, _eval_integrator),
     Add: (_no_prep, _eval_sum),
     Flatten: (_no_prep, _eval_sum),
     Readout: (_no_prep, _eval_sum),
@@ -456,7 +478,7 @@ class Plan:
         change, so they are computed once (then copied to every step)."""
         self.nodes[self.input].static = direct
         for node in self.nodes.values():
-            if node.ports and not isinstance(node.op, (Neuron, Readout)):
+            if node.ports and not isinstance(node.op, (Neuron, Integrator, Readout)):
                 node.static = all(p.delay == 0 and self.nodes[p.src].static for p in node.ports)
 
     def _chunk(self, batch: int, steps: int) -> int:

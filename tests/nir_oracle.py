@@ -3,6 +3,7 @@ documented ODEs, in float64, straight from the NIR node parameters (no snncc cod
 
 LIF:     v += dt/tau (v_leak - v + r I);               z = v > v_threshold; v = v_reset where z
 IF:      v += dt r I;                                  z, reset as LIF
+LI, CubaLI, I: the same without firing; the output is v (LI/CubaLI start at v_leak, I at 0)
 Delay:   y(t) = x(t - delay) (whole steps), 0 before; Conv1d, Conv2d, pools, Affine, Scale: as torch computes them
 CubaLIF: I_s += dt/tau_syn (-I_s + w_in I);            (current first: snnTorch's/Lava's order)
          v += dt/tau_mem (v_leak - v + r I_s);         z, reset as LIF
@@ -108,6 +109,19 @@ def _node(m, x, st, dt):
         return F.avg_pool2d(x, k, _pair(m.stride), divisor_override=1)
     if isinstance(m, nir.Flatten):
         return x.flatten(1)
+    if isinstance(m, (nir.LI, nir.CubaLI, nir.I)):  # non-spiking: the output is v
+        if isinstance(m, nir.I):
+            v = st.get("v", torch.zeros_like(x)) + dt * t(m.r) * x
+        elif isinstance(m, nir.LI):
+            v = st.get("v", torch.zeros_like(x) + t(m.v_leak))
+            v = v + dt / t(m.tau) * (t(m.v_leak) - v + t(m.r) * x)
+        else:
+            i = st.get("i", torch.zeros_like(x))
+            i = st["i"] = i + dt / t(m.tau_syn) * (-i + t(m.w_in) * x)
+            v = st.get("v", torch.zeros_like(x) + t(m.v_leak))
+            v = v + dt / t(m.tau_mem) * (t(m.v_leak) - v + t(m.r) * i)
+        st["v"] = v
+        return v
     if isinstance(m, (nir.LIF, nir.IF, nir.CubaLIF)):
         v = st.get("v", torch.zeros_like(x) + t(m.v_reset))
         if isinstance(m, nir.LIF):

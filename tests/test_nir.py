@@ -105,6 +105,36 @@ def test_conv1d_and_one_step_delays_match_the_oracle(rng, run):
         np.testing.assert_array_equal(got[pop].reshape(want[pop].shape), want[pop].astype(np.uint8), err_msg=pop)
 
 
+@pytest.mark.parametrize("kind", ["LI", "CubaLI", "I"])
+def test_integrator_readouts_match_the_oracle(rng, kind):
+    """Input -> Affine -> LIF -> Affine -> {LI, CubaLI, I} -> Output: the analog membrane, averaged over T by the Readout."""
+    o = 4
+    head = {"LI": nir.LI(tau=np.full(o, 4e-3), r=rng.uniform(0.5, 2.0, o), v_leak=np.full(o, 0.2)),
+            "CubaLI": nir.CubaLI(tau_syn=np.full(o, 2e-3), tau_mem=np.full(o, 5e-3), r=rng.uniform(0.5, 2.0, o),
+                                 v_leak=np.full(o, -0.1), w_in=rng.uniform(0.5, 1.5, o)),
+            "I": nir.I(r=rng.uniform(100, 300, o))}[kind]
+    ng = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([8])),
+                             "fc0": nir.Affine(weight=rng.normal(0, 1.5, (10, 8)), bias=np.zeros(10)),
+                             "lif": nir.LIF(tau=np.full(10, 3e-3), r=np.ones(10), v_leak=np.zeros(10),
+                                            v_threshold=np.full(10, 0.4), v_reset=np.zeros(10)),
+                             "fc1": nir.Affine(weight=rng.normal(0, 1.0, (o, 10)), bias=rng.normal(0, 0.1, o)),
+                             "x": head, "output": nir.Output(output_type=np.array([o]))},
+                      edges=[("input", "fc0"), ("fc0", "lif"), ("lif", "fc1"), ("fc1", "x"), ("x", "output")],
+                      type_check=False)
+    g = from_nir(ng, dt=DT, encoding="spike")
+    assert g.type_of("x").kind.value == "analog" and g.op("output").mode == "mean"
+    x = (rng.random((3, 16, 8)) < 0.5).astype(np.float64)
+    want = simulate(ng, x, DT, record=("lif", "x"))
+    assert want["lif"].sum() > 10
+    for run in (torch_backend.run, numba_sim.run):
+        res = run(g, x, 16, record=True)
+        np.testing.assert_array_equal(res.trains["lif"], want["lif"].astype(np.uint8))
+        np.testing.assert_allclose(res.output, want["x"].mean(axis=0), rtol=1e-12, atol=1e-12)
+    back = from_nir(to_nir(g, dt=DT))  # and out again: NIR's own type check, same outputs
+    assert type(to_nir(g, dt=DT).nodes["x"]).__name__ == kind
+    np.testing.assert_array_equal(torch_backend.run(back, x, 16).output, torch_backend.run(g, x, 16).output)
+
+
 def test_direct_encoding_presents_the_sample_every_step(rng):
     w = rng.normal(0, 1.0, (5, 4))
     ng = nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([4])), "fc": nir.Affine(weight=w, bias=np.ones(5)),
@@ -164,10 +194,14 @@ def _lif(n=4, **kw):
 
 
 REFUSALS = [
-    (lambda: _chain(nir.LI(tau=np.ones(4), r=np.ones(4), v_leak=np.zeros(4))), "node 'x' (LI): a leaky integrator"),
-    (lambda: _chain(nir.I(r=np.ones(4))), "node 'x' (I): an integrator"),
-    (lambda: _chain(nir.CubaLI(tau_syn=np.ones(4), tau_mem=np.ones(4), r=np.ones(4), v_leak=np.zeros(4))),
-     "node 'x' (CubaLI)"),
+    (lambda: _chain(nir.LI(tau=np.array([5e-3, 4e-3, 5e-3, 5e-3]), r=np.ones(4), v_leak=np.zeros(4))),
+     "node 'x' (LI): per-neuron tau in an integrator"),
+    (lambda: nir.NIRGraph(nodes={"input": nir.Input(input_type=np.array([4])),
+                                 "x": nir.I(r=np.full(4, 2.0)), "output": nir.Output(output_type=np.array([4]))},
+                          edges=[("input", "x"), ("x", "output")], type_check=False),
+     "node 'x' (I): its input gain (r, w_in, dt) must fold into a synapse"),
+    (lambda: _chain(nir.CubaLI(tau_syn=np.full(4, 1e-4), tau_mem=np.full(4, 5e-3), r=np.ones(4),
+                               v_leak=np.zeros(4))), "node 'x' (CubaLI): tau_syn must be at least dt"),
     (lambda: _chain(nir.Threshold(threshold=np.ones(4))), "node 'x' (Threshold): a stateless threshold"),
     (lambda: _chain(nir.Delay(delay=np.full(4, 2 * DT))), "node 'x' (Delay): delays of [2.0] steps"),
     (lambda: _chain(nir.Conv1d(input_shape=4, weight=np.ones((1, 1, 1)), stride=1, padding=0, dilation=1,
@@ -320,14 +354,14 @@ def test_cli_import_validate_run_export(rng, tmp_path):
     (None, ["--dt", "1e-3"], "cannot read NIR file"),
     ("graph", [], "NIR files do not store the time step"),
     ("graph", ["--dt", "-1"], "dt must be a positive number"),
-    ("li", ["--dt", "1e-3"], "node 'x' (LI)"),
+    ("li", ["--dt", "1e-3"], "node 'x' (LI): per-neuron tau"),
 ])
 def test_cli_import_bad_input_one_line_exit_2(tmp_path, content, args, message):
     path = tmp_path / "in.nir"
     if content == "graph":
         nir.write(path, _chain(_lif()))
     elif content == "li":
-        nir.write(path, _chain(nir.LI(tau=np.ones(4), r=np.ones(4), v_leak=np.zeros(4))))
+        nir.write(path, _chain(nir.LI(tau=np.arange(1, 5) * 1e-2, r=np.ones(4), v_leak=np.zeros(4))))
     elif content is not None:
         path.write_bytes(content)
     r = invoke("import", path, "-o", tmp_path / "o.snn.onnx", *args)

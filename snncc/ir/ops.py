@@ -230,6 +230,23 @@ class Neuron:
 
 
 @dataclass(frozen=True, eq=False)
+class Integrator:
+    """A non-spiking population (NIR's LI, CubaLI and I): each neuron integrates the sum of its
+    inputs with the neuron update of :mod:`snncc.neuron` (``charge``; ``synapse`` first when
+    ``tau_syn > 1``) and outputs its membrane potential (ANALOG), never firing or resetting.
+    ``params.v_reset`` is the resting (leak) potential and the initial state; ``params.v_th`` is
+    unused (give ``inf``)."""
+
+    params: NeuronParams = field(default_factory=lambda: NeuronParams(v_th=float("inf")))
+    arity = (1, None)
+
+    def infer(self, name, types):
+        if self.params.soft:
+            raise GraphError(f"node {name!r}: an integrator does not reset")
+        return TensorType(Kind.ANALOG, _same_shapes(name, types))
+
+
+@dataclass(frozen=True, eq=False)
 class Add:
     """Element-wise sum (a SEW spike ADD or an MS membrane shortcut)."""
 
@@ -260,7 +277,7 @@ class Readout:
         raise GraphError(f"node {name!r}: unknown readout mode {self.mode!r}")
 
 
-OP_TYPES = (Input, Dense, Conv, Pool, Flatten, Neuron, Add, Readout)
+OP_TYPES = (Input, Dense, Conv, Pool, Flatten, Neuron, Integrator, Add, Readout)
 OP_BY_NAME = {cls.__name__: cls for cls in OP_TYPES}
 
 

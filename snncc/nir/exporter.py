@@ -4,7 +4,8 @@ With the step ``dt`` (stored in the NIR graph's metadata as ``dt``; snncc's impo
 back, other tools assume their own: snnTorch 1e-4, Norse 1e-3), snncc's LIF (``tau`` steps,
 hard reset) is NIR's LIF with ``tau = tau_steps * dt``, ``r = 1``, ``v_leak = v_reset`` and
 ``v_threshold`` the next float64 *below* snncc's threshold (snncc fires on ``>=``, NIR on ``>``).
-IF becomes NIR's IF with ``r = 1/dt``; the current-based LIF becomes CubaLIF (``w_in = 1``).
+IF becomes NIR's IF with ``r = 1/dt``; the current-based LIF becomes CubaLIF (``w_in = 1``); an Integrator
+becomes LI, CubaLI or I.
 Time constants are stored so that ``tau / dt`` gives snncc's value back bit for bit where a float64
 with that property exists (else within an ulp or two).
 """
@@ -15,7 +16,7 @@ import numpy as np
 from snncc import fileio
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.types import GraphError
-from snncc.ir.ops import Conv, Dense, Flatten, Input, Neuron, Pool, Readout
+from snncc.ir.ops import Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, Readout
 
 
 class NIRExportError(GraphError):
@@ -104,13 +105,24 @@ def to_nir(graph: SpikeGraph, dt: float = 1e-4):
             nodes[n] = nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1)
         elif isinstance(op, Neuron):
             nodes[n] = _neuron(n, op, shape, dt)
+        elif isinstance(op, Integrator):
+            prm, ones = op.params, np.ones(shape)
+            v_leak = ones * prm.v_reset
+            if not prm.leaky:
+                nodes[n] = nir.I(r=ones * _inverse_dt(dt, n))
+            elif prm.current_based:
+                nodes[n] = nir.CubaLI(tau_syn=_times(ones * prm.tau_syn, dt, n, "tau_syn"),
+                                      tau_mem=_times(ones * prm.tau, dt, n, "tau"), r=ones.copy(), v_leak=v_leak,
+                                      w_in=ones.copy())
+            else:
+                nodes[n] = nir.LI(tau=_times(ones * prm.tau, dt, n, "tau"), r=ones.copy(), v_leak=v_leak)
         elif isinstance(op, Readout):
             nodes[n] = nir.Output(output_type=np.array(shape))
         else:
             raise NIRExportError(f"node {n!r} ({type(op).__name__}): no NIR equivalent "
                                  f"(NIR sums a node's inputs implicitly; an explicit {type(op).__name__} is not exported)")
         for p in ports:
-            if p.delay and not isinstance(op, Neuron):
+            if p.delay and not isinstance(op, (Neuron, Integrator)):
                 raise NIRExportError(f"node {n!r}: a delayed edge from {p.src!r} into a "
                                      f"{type(op).__name__}; NIR expresses recurrence as a cycle into a population")
             edges.append((p.src, n))

@@ -29,15 +29,11 @@ import networkx as nx
 import numpy as np
 
 from snncc.ir.graph import SpikeGraph
-from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout
+from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, Readout
 from snncc.ir.types import GraphError, Kind, TensorType
 from snncc.neuron import IF, LIF, NeuronParams
 
 REFUSED = {
-    "LI": "a leaky integrator outputs its analog membrane potential; snncc populations output spikes",
-    "I": "an integrator outputs its analog state; snncc populations output spikes",
-    "CubaLI": "a current-based leaky integrator outputs its analog membrane potential; snncc "
-              "populations output spikes",
     "Threshold": "a stateless threshold on analog values has no snncc IR op",
 }
 
@@ -457,6 +453,55 @@ class _Builder:
                 return
         self.fail(n, "v_leak != v_reset needs a synapse (Affine, Linear, Conv2d) feeding only this "
                      "population to carry the difference as a bias")
+
+    # -- non-spiking integrators (analog output: the membrane potential itself) ---------
+    def _integrator(self, n, model, gain, v_leak, tau=None, tau_syn=None):
+        """LI / CubaLI / I: the output is v, so r (and w_in, dt for I) cannot rescale the state; the
+        input gain is folded into the rows of the synapse that feeds only this node instead."""
+        same, late = self.ports(n)
+        if late or len(same) != 1:
+            self.fail(n, "an integrator is imported with exactly one same-step input (a synapse)")
+        (port,) = same
+        shape = self.types[port.src].shape
+        try:
+            vals = {k: _fit(_arr(a), shape).astype(np.float64) for k, a in
+                    (("gain", gain), ("v_leak", v_leak), ("tau", 2.0 * self.dt if tau is None else tau),
+                     ("tau_syn", self.dt if tau_syn is None else tau_syn))}
+        except ValueError:
+            self.fail(n, f"parameter shapes do not match its input {list(shape)}")
+        for k in ("v_leak", "tau", "tau_syn"):
+            if not (vals[k] == vals[k].reshape(-1)[0]).all():
+                self.fail(n, f"per-neuron {k} in an integrator is not supported (only r and w_in may vary)")
+        first = {k: float(a.reshape(-1)[0]) for k, a in vals.items()}
+        gain = vals["gain"]
+        if not (np.isfinite(gain).all() and (gain > 0).all()):
+            self.fail(n, "r (and w_in) must be finite and > 0")
+        if (gain != 1.0).any():
+            op = self.g.op(port.src)
+            owners = {a for a in self.nodes if self.alias.get(a) == port.src}
+            if port.delay or not isinstance(op, (Dense, Conv)) or \
+                    not all(set(self.succ[o]) <= owners | {n} for o in owners):
+                self.fail(n, "its input gain (r, w_in, dt) must fold into a synapse (Affine, Linear, Conv2d) "
+                             "feeding only it")
+            self.g.replace_op(port.src, self._scaled(op, self._row_values(n, gain, op)))
+        tau_s, tau_syn_s = first["tau"] / self.dt, first["tau_syn"] / self.dt
+        if model == LIF and not tau_s > 1.0:
+            self.fail(n, f"tau must exceed dt={self.dt:g} (tau/dt = {tau_s:g})")
+        if tau_syn is not None and not tau_syn_s >= 1.0:
+            self.fail(n, f"tau_syn must be at least dt={self.dt:g}")
+        params = NeuronParams(model, tau_s if model == LIF else 2.0, float("inf"), first["v_leak"],
+                              tau_syn=tau_syn_s if tau_syn is not None else 1.0)
+        self.alias[n] = self.add(n, Integrator(params), [port])
+
+    def _li(self, n, m):
+        self._integrator(n, LIF, m.r, m.v_leak, tau=m.tau)
+
+    def _cubali(self, n, m):
+        self._integrator(n, LIF, _arr(m.r) * _arr(m.w_in), m.v_leak, tau=m.tau_mem, tau_syn=m.tau_syn)
+
+    def _i(self, n, m):
+        r = _arr(m.r)
+        self._integrator(n, IF, r * self.dt, np.zeros_like(r))
 
     def _lif(self, n, m):
         self._neuron(n, LIF, m.tau, m.r, m.v_leak, m.v_threshold, m.v_reset)
