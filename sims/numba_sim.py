@@ -342,7 +342,7 @@ def _prep_neuron(op, tin, tout):
 _synapse = numba.njit(nrn.synapse)
 
 
-@_jit
+@numba.njit(nogil=True)  # not cached: it inlines snncc/neuron.py, whose changes numba's cache would not see
 def _neuron_arrays(cur, v, isyn, out, leaky, inv_tau, v_th, v_reset, v_rest, soft, cuba, inv_tau_syn):
     """All steps of a population with per-neuron parameters and/or a CUBA synaptic current
     (same functions as _neuron_blocks, per-neuron arguments). Returns #spikes."""
