@@ -513,7 +513,7 @@ def lower_fixed(graph, input_bound: float = 1.0, scale_exp=None, graded: bool = 
     integer conventions, see the module docstring)."""
     plan = lb.lower(graph, graded=graded)
     for p in plan.pops.values():
-        if p.du != 1.0:
+        if p.role == "neuron" and p.du != 1.0:
             raise lb.LoweringError(f"node {p.node!r}: the current-based LIF (tau_syn > 1) is lowered to Lava "
                                    f"float only, not fixed point")
     plan.fixed = quantize_plan(graph, plan, input_bound, scale_exp, netx)
