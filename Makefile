@@ -10,12 +10,14 @@ STAMP := $(VENV)/.snncc-setup-stamp
 
 setup: $(STAMP)
 
-$(STAMP): requirements/base.txt requirements/nodeps.txt pyproject.toml
+$(STAMP): requirements/base.txt requirements/nodeps.txt requirements/test.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements/base.txt
 	# spikingjelly and lava-nc declare deps that would pull CUDA torch or refuse Python 3.11;
 	# their real runtime needs are pinned in base.txt (see docs/install.md).
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --ignore-requires-python -r requirements/nodeps.txt
+	# NIR tools for the cross-tool tests (snntorch, norse, nir, nirtorch): --no-deps keeps torch 2.13.0 CPU.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements/test.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from snncc import neuron as nrn
 from snncc.backends.base import Backend, Options, Program
 from snncc.ir.graph import SpikeGraph
-from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, PoolMode, Readout, ReadoutMode
+from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, PoolMode, Readout, ReadoutMode
 from snncc.runtime import RunResult, check_input
 
 
@@ -50,13 +50,31 @@ def _sum(op, xs, _):
 def _neuron(op, xs, state):
     leaky, inv_tau, v_th, v_reset, v_rest, soft = op.params.scalars()
     current = _sum(op, xs, state)
+    inv_tau_syn = 1.0 / op.params.tau_syn
+    if op.heterogeneous:  # per-neuron parameters (same arithmetic, element-wise)
+        p = {k: _t(np.array(a)) for k, a in op.per_neuron(current.shape[1:]).items()}
+        inv_tau, v_th, v_reset, v_rest, inv_tau_syn = \
+            (1.0 / p["tau"] if leaky else 1.0), p["v_th"], p["v_reset"], p["v_rest"], 1.0 / p["tau_syn"]
+    if op.current_based:
+        i = state.get("i", torch.zeros_like(current))
+        current = state["i"] = nrn.synapse(i, current, inv_tau_syn)
     v = state.get("v")
     if v is None:
-        v = torch.full_like(current, v_rest)
+        v = torch.zeros_like(current) + v_rest
     h = nrn.charge(v, current, leaky, inv_tau, v_rest)
     s = nrn.fire(h, v_th).to(h.dtype)  # torch makes bool * 1.0 float32; keep the reset in float64
     state["v"] = nrn.reset(h, s, v_th, v_reset, soft)
     return s
+
+
+def _integrator(op, xs, state):
+    leaky, inv_tau, _, _, v_rest, _ = op.params.scalars()
+    current = _sum(op, xs, state)
+    if op.params.current_based:
+        current = state["i"] = nrn.synapse(state.get("i", torch.zeros_like(current)), current, 1.0 / op.params.tau_syn)
+    v = state.get("v", torch.zeros_like(current) + v_rest)
+    state["v"] = nrn.charge(v, current, leaky, inv_tau, v_rest)
+    return state["v"]
 
 
 def pool(op, xs, state=None):
@@ -71,6 +89,7 @@ RULES = {
     Pool: _pool,
     Flatten: lambda op, xs, _: xs[0].flatten(1),
     Neuron: _neuron,
+    Integrator: _integrator,
     Add: _sum,
     Readout: lambda op, xs, _: xs[0],
 }

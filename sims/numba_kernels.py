@@ -20,7 +20,8 @@ if __name__ not in ("snncc.sims.numba_kernels", "__main__"):
     # (e.g. `sims.numba_kernels` from the repository root) would leave entries the other cannot load
     raise ImportError(f"import this module as snncc.sims.numba_kernels, not {__name__}")
 
-__all__ = ["NEURON_BLOCK", "charge", "fire", "reset", "step", "vector_sum", "neuron_blocks", "dense_tile",
+__all__ = ["NEURON_BLOCK", "charge", "fire", "reset", "step", "synapse", "vector_sum", "neuron_blocks",
+           "neuron_arrays", "dense_tile",
            "conv_rows", "pool", "time_sum", "check_cache_once"]
 
 NEURON_BLOCK = 256  # neurons per task unit: long enough to vectorise
@@ -34,6 +35,25 @@ reset = numba.njit(nrn.reset)
 # functions, so compile step's own bytecode with those names bound to the jitted ones.
 step = numba.njit(pytypes.FunctionType(
     nrn.step.__code__, {"charge": charge, "fire": fire, "reset": reset}, "step"))
+synapse = numba.njit(nrn.synapse)
+
+
+@numba.njit(nogil=True)  # not cached: populations with per-neuron parameters are rare; compiled on first use
+def neuron_arrays(cur, v, isyn, out, leaky, inv_tau, v_th, v_reset, v_rest, soft, cuba, inv_tau_syn):
+    """All steps of a population with per-neuron parameters and/or a CUBA synaptic current
+    (the same functions as neuron_blocks, per-neuron arguments). Returns #spikes."""
+    total = 0.0
+    for b in range(cur.shape[1]):
+        for t in range(cur.shape[0]):
+            for j in range(cur.shape[2]):
+                x = cur[t, b, j]
+                if cuba:
+                    isyn[b, j] = synapse(isyn[b, j], x, inv_tau_syn[j])
+                    x = isyn[b, j]
+                s, v[b, j] = step(v[b, j], x, leaky, inv_tau[j], v_th[j], v_reset[j], v_rest[j], soft)
+                out[t, b, j] = s
+                total += s
+    return total
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nsz"})

@@ -31,11 +31,12 @@ import numpy as np
 
 from snncc.backends.base import Backend, LoweringError, Options, Program
 from snncc.ir.graph import SpikeGraph
-from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, PoolMode, Readout, ReadoutMode
+from snncc import neuron as nrn
+from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, PoolMode, Readout, ReadoutMode
 from snncc.ir.types import Kind
 from snncc.runtime import RunResult, check_input
-from snncc.sims.numba_kernels import (NEURON_BLOCK, check_cache_once, conv_rows, dense_tile, neuron_blocks, pool,
-                                      time_sum)
+from snncc.sims.numba_kernels import (NEURON_BLOCK, check_cache_once, conv_rows, dense_tile, neuron_arrays,
+                                      neuron_blocks, pool, time_sum)
 
 _BUFFER_BUDGET = 256 << 20  # bytes of node buffers per batch chunk
 _PARALLEL_MIN_WORK = 1 << 20  # below this (~element operations) one thread is faster
@@ -155,8 +156,15 @@ def _eval_pool(node, ins, out, state, threads):
 
 def _prep_neuron(op, tin, tout):
     leaky, inv_tau, v_th, v_reset, v_rest, soft = op.params.scalars()
-    return {"params": (int(leaky), float(inv_tau), float(v_th), float(v_reset), float(v_rest),
-                       int(soft))}
+    data = {"params": (int(leaky), float(inv_tau), float(v_th), float(v_reset), float(v_rest), int(soft)),
+            "v0": v_rest}
+    if op.heterogeneous or op.current_based:  # per-neuron parameters and/or a synaptic current
+        p = {k: np.ascontiguousarray(a, np.float64).reshape(-1) for k, a in op.per_neuron(tout.shape).items()}
+        inv = 1.0 / p["tau"] if leaky else np.ones_like(p["tau"])
+        data["v0"] = p["v_rest"]
+        data["arrays"] = (int(leaky), inv, p["v_th"], p["v_reset"], p["v_rest"], int(soft),
+                          int(op.current_based), 1.0 / p["tau_syn"])
+    return data
 
 
 def _summed(ins):
@@ -170,9 +178,34 @@ def _summed(ins):
 
 
 def _eval_neuron(node, ins, out, state, threads):
+    if "arrays" in node.data:  # per-neuron parameters and/or a CUBA synaptic current: one serial kernel
+        v = state[node.name]
+        isyn = state.setdefault((node.name, "i"), np.zeros_like(v))
+        return neuron_arrays(np.ascontiguousarray(_summed(ins)), v, isyn, out, *node.data["arrays"])
     blocks = out.shape[1] * -(-out.shape[2] // NEURON_BLOCK)
     return _share(neuron_blocks, _ranges(blocks, _TASKS * threads),
                   (_summed(ins), state[node.name], out, *node.data["params"]), 4 * out.size, threads)
+
+
+def _prep_integrator(op, tin, tout):
+    leaky, inv_tau, _, _, v_rest, _ = op.params.scalars()
+    return {"p": (leaky, inv_tau, v_rest, op.params.current_based, 1.0 / op.params.tau_syn)}
+
+
+def _eval_integrator(node, ins, out, state, threads):
+    """A non-spiking population: the neuron's charge (and synapse) per step, vectorised over neurons."""
+    leaky, inv_tau, v_rest, cuba, inv_tau_syn = node.data["p"]
+    cur = _summed(ins)
+    v = state.setdefault((node.name, "v"), np.full(cur.shape[1:], v_rest))
+    i = state.setdefault((node.name, "i"), np.zeros(cur.shape[1:]))
+    for t in range(cur.shape[0]):
+        x = cur[t]
+        if cuba:
+            i[...] = nrn.synapse(i, x, inv_tau_syn)
+            x = i
+        v[...] = nrn.charge(v, x, leaky, inv_tau, v_rest)
+        out[t] = v
+    return float(out.sum())
 
 
 def _eval_sum(node, ins, out, state, threads):  # Add; Flatten / Readout on a delayed edge (copy)
@@ -189,6 +222,7 @@ RULES = {  # op class: (prepare(op, in_type, out_type) -> data, evaluate)
     Conv: (_prep_conv, _eval_conv),
     Pool: (_prep_pool, _eval_pool),
     Neuron: (_prep_neuron, _eval_neuron),
+    Integrator: (_prep_integrator, _eval_integrator),
     Add: (_no_prep, _eval_sum),
     Flatten: (_no_prep, _eval_sum),
     Readout: (_no_prep, _eval_sum),
@@ -291,7 +325,7 @@ class Plan:
         else:
             inp[1:] = x.reshape(batch, steps, -1).transpose(1, 0, 2)
         totals = {self.input: float(x.sum()) * (steps if self.nodes[self.input].static else 1)}
-        state = {n: np.full((batch, nd.size), nd.data["params"][4])
+        state = {n: np.broadcast_to(np.asarray(nd.data["v0"], np.float64), (batch, nd.size)).copy()
                  for n, nd in self.nodes.items() if nd.op.is_population}
         for names, looped in self.schedule:
             nodes = [self.nodes[n] for n in names if n != self.input and not self.nodes[n].alias]

@@ -12,9 +12,15 @@ Discrete-time update for one step, input current ``x``::
 
     LIF:  h = v + (x - (v - v_rest)) / tau          (eq. 2, spikingjelly decay_input=True)
     IF:   h = v + x                                 (eq. 10)
+    CUBA: i = i + (x - i) / tau_syn;  h = LIF charge with i as the input current
     s   = 1 if h >= v_th else 0                     (eq. 3, Heaviside with H(0) = 1)
     hard reset:  v' = h * (1 - s) + v_reset * s     (eq. 1)
     soft reset:  v' = h - v_th * s                  (reset by subtraction)
+
+The current-based LIF (CUBA; NIR's CubaLIF, Loihi's and Lava's LIF with ``du < 1``) is the
+LIF with ``tau_syn > 1``: a synaptic current state ``i`` (starting at 0) low-pass filters the
+input current first, and the membrane integrates the *new* current (Lava's and snnTorch's
+order). ``tau_syn = 1`` means no filter: the plain LIF (the current state is not kept).
 
 ``v_rest`` is ``v_reset`` under hard reset and 0 under soft reset (spikingjelly's
 convention when ``v_reset=None``). The state starts at ``v_rest``.
@@ -46,6 +52,7 @@ class NeuronParams:
     v_th: float = 1.0
     v_reset: float = 0.0
     reset: str = HARD
+    tau_syn: float = 1.0  # > 1: current-based LIF (CUBA), in steps; 1: no synaptic filter
 
     def __post_init__(self):
         if self.model not in (LIF, IF):
@@ -54,6 +61,10 @@ class NeuronParams:
             raise ValueError(f"unknown reset rule {self.reset!r} (expected 'hard' or 'soft')")
         if self.model == LIF and not self.tau > 1.0:
             raise ValueError(f"LIF tau must be > 1 (got {self.tau})")
+        if not self.tau_syn >= 1.0:
+            raise ValueError(f"synaptic tau_syn must be >= 1 (got {self.tau_syn})")
+        if self.tau_syn != 1.0 and self.model != LIF:
+            raise ValueError("a synaptic current (tau_syn > 1) needs the leaky model 'lif'")
         if not self.v_th > self.v_rest:
             raise ValueError(f"threshold {self.v_th} must exceed the resting potential {self.v_rest}")
 
@@ -68,6 +79,11 @@ class NeuronParams:
     @property
     def soft(self) -> bool:
         return self.reset == SOFT
+
+    @property
+    def current_based(self) -> bool:
+        """CUBA: a synaptic current state filters the input (tau_syn > 1)."""
+        return self.tau_syn != 1.0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -88,6 +104,12 @@ class NeuronParams:
             raise ValueError(f"steps must be >= 1, got {steps}")
         gain = 1.0 - (1.0 - 1.0 / self.tau) ** steps if self.leaky else float(steps)
         return (self.v_th - self.v_rest) / gain
+
+
+@register_jitable
+def synapse(i, x, inv_tau_syn):
+    """CUBA synaptic current I[t] = I[t-1] + (x[t] - I[t-1]) / tau_syn (forward Euler of tau_syn I' = -I + x)."""
+    return i + (x - i) * inv_tau_syn
 
 
 @register_jitable

@@ -157,13 +157,23 @@ def _synapse_edge(ctx, src, sop, s, m, scale, delay, dst):
 
 def _rule_neuron(ctx, n, op):
     prm = op.params
+    if op.heterogeneous:
+        ctx.fail(n, "per-neuron parameters (tau, v_th, v_reset, tau_syn arrays) are not lowered to Lava: its LIF "
+                    "has one du, dv and vth per process; run it with the torch or numba backend")
     if prm.soft:
         ctx.fail(n, "soft reset (reset by subtraction) has no exact Lava LIF equivalent "
                     "(Lava's LIF resets v to 0); use hard reset")
     leaky, inv_tau, v_th, v_reset, v_rest, _ = prm.scalars()
     scale = inv_tau if leaky else 1.0
+    du = 1.0
+    if op.current_based:  # CUBA is Lava's LIF with du = 1/tau_syn: u = J/tau, inputs scaled by 1/(tau tau_syn)
+        du = 1.0 / prm.tau_syn
+        scale *= du
+        if any(p.src in ctx.static or getattr(ctx.g.op(p.src), "bias", None) is not None for p in ctx.g.inputs(n)):
+            ctx.fail(n, "a current-based LIF fed by the direct-encoded input or a synapse bias: Lava adds those "
+                        "to v, past the synaptic current")
     vth = float(np.nextafter(v_th - v_reset, -np.inf))
-    ctx.pops[n] = Pop(n, PopRole.NEURON, ctx.types[n].size, 1.0, inv_tau if leaky else 0.0, vth, node=n,
+    ctx.pops[n] = Pop(n, PopRole.NEURON, ctx.types[n].size, du, inv_tau if leaky else 0.0, vth, node=n,
                       shape=ctx.types[n].shape, scale=scale, record=True)
     ctx.sources[n] = n
     ctx.deferred.append(lambda: _neuron_edges(ctx, n, scale))

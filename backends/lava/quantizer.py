@@ -215,6 +215,10 @@ def quantize(graph, input_bound: float = 1.0, scale_exp=None, graded: bool = Fal
 
 def attach_fixed(graph, plan, input_bound: float = 1.0, scale_exp=None, netx: bool = False):
     """Give a float plan its fixed-point parameters and precision fixed_pt (returns it)."""
+    for p in plan.pops.values():
+        if p.role is PopRole.NEURON and p.du != 1.0:
+            raise LoweringError(f"node {p.node!r}: the current-based LIF (tau_syn > 1) is lowered to Lava "
+                                f"float only, not fixed point")
     plan.fixed = quantize_plan(graph, plan, input_bound, scale_exp, netx)
     plan.precision = Precision.FIXED
     return plan

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from snncc.cli import cmd_analysis, cmd_bench, cmd_deploy, cmd_train
+from snncc.cli import cmd_analysis, cmd_bench, cmd_deploy, cmd_nir, cmd_train
 from snncc.cli.common import _Group
 
 
@@ -19,6 +19,6 @@ def main():
     """snncc: spiking neural network compiler and simulator."""
 
 
-for _module in (cmd_train, cmd_deploy, cmd_analysis, cmd_bench):
+for _module in (cmd_train, cmd_nir, cmd_deploy, cmd_analysis, cmd_bench):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -153,10 +153,21 @@ def export_checkpoint(path, timesteps=None):
 @click.argument("checkpoint", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), required=True, help="spike graph file (.snn.onnx)")
 @_TIMESTEPS
+@click.option("--format", "fmt", type=click.Choice(["snn", "nir"]), default="snn", show_default=True,
+              help="snn: a spike graph (.snn.onnx); nir: a NIR file (CHECKPOINT may then also be a .snn.onnx)")
+@click.option("--dt", type=float, default=None, help="--format nir: the step in seconds written to NIR [default: 1e-4]")
 @_FORCE
-def export_cmd(checkpoint, output, timesteps, force):
-    """Export a trained checkpoint's deployable network to a spike-graph file."""
+def export_cmd(checkpoint, output, timesteps, fmt, dt, force):
+    """Export a trained checkpoint's deployable network to a spike-graph (or NIR) file."""
     from snncc.ir.serialize import save
+    if fmt == "nir":
+        from snncc.cli.cmd_nir import export_nir
+        fileio.check_output(output, "nir", force)
+        if checkpoint.endswith(".onnx") or os.path.isdir(checkpoint):
+            return export_nir(checkpoint, output, dt)
+        return export_nir(checkpoint, output, dt, graph=export_checkpoint(checkpoint, timesteps))
+    if dt is not None:
+        raise click.UsageError("--dt applies to --format nir")
     fileio.check_output(output, "graph", force)
     graph = export_checkpoint(checkpoint, timesteps)
     save(graph, output, force=force)

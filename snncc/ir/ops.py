@@ -255,15 +255,78 @@ class Flatten(Op):
 @dataclass(frozen=True, eq=False)
 class Neuron(Op):
     """A LIF/IF population. It integrates the sum of all its inputs: synaptic currents
-    and/or identity spike paths (a Spike-ResNet shortcut)."""
+    and/or identity spike paths (a Spike-ResNet shortcut).
+
+    Heterogeneous populations (e.g. imported from NIR) carry per-neuron arrays of the
+    population's shape for ``tau``, ``v_th``, ``v_reset`` and ``tau_syn``; an array given
+    overrides the scalar of the same name in ``params`` (which then holds neuron 0's values),
+    with every neuron following :mod:`snncc.neuron` with its own parameters.
+    """
 
     params: NeuronParams = field(default_factory=NeuronParams)
+    tau: np.ndarray | None = None
+    v_th: np.ndarray | None = None
+    v_reset: np.ndarray | None = None
+    tau_syn: np.ndarray | None = None
     arity = (1, None)
     is_population = True
     can_be_static = False
+    ARRAYS = ("tau", "v_th", "v_reset", "tau_syn")
 
     def infer(self, name, types):
-        return TensorType(Kind.SPIKE, _same_shapes(name, types))
+        shape = _same_shapes(name, types)
+        for f in self.ARRAYS:
+            a = getattr(self, f)
+            if a is not None and np.shape(a) != tuple(shape):
+                raise GraphError(f"node {name!r}: per-neuron {f} has shape {list(np.shape(a))}, "
+                                 f"the population {list(shape)}")
+        if self.heterogeneous:
+            p = self.per_neuron(shape)
+            prm = self.params
+            if prm.leaky and not (p["tau"] > 1.0).all():
+                raise GraphError(f"node {name!r}: LIF tau must be > 1 for every neuron")
+            if not (p["tau_syn"] >= 1.0).all() or (not prm.leaky and (p["tau_syn"] != 1.0).any()):
+                raise GraphError(f"node {name!r}: tau_syn must be >= 1 (and 1 for IF) for every neuron")
+            if not (p["v_th"] > p["v_rest"]).all():
+                raise GraphError(f"node {name!r}: every threshold must exceed its resting potential")
+        return TensorType(Kind.SPIKE, shape)
+
+    @property
+    def heterogeneous(self) -> bool:
+        return any(getattr(self, f) is not None for f in self.ARRAYS)
+
+    @property
+    def current_based(self) -> bool:
+        return self.params.current_based or (self.tau_syn is not None and bool((self.tau_syn != 1.0).any()))
+
+    def per_neuron(self, shape) -> dict:
+        """float64 arrays of ``shape``: tau, v_th, v_reset, v_rest, tau_syn (arrays override params)."""
+        prm = self.params
+        out = {}
+        for f in self.ARRAYS:
+            a = getattr(self, f)
+            out[f] = np.broadcast_to(np.asarray(getattr(prm, f) if a is None else a, np.float64), tuple(shape))
+        out["v_rest"] = out["v_reset"] if not prm.soft else np.zeros(tuple(shape))
+        return out
+
+
+@register_op
+@dataclass(frozen=True, eq=False)
+class Integrator(Op):
+    """A non-spiking population (NIR's LI, CubaLI and I): each neuron integrates the sum of its
+    inputs with the neuron update of :mod:`snncc.neuron` (``charge``; ``synapse`` first when
+    ``tau_syn > 1``) and outputs its membrane potential (ANALOG), never firing or resetting.
+    ``params.v_reset`` is the resting (leak) potential and the initial state; ``params.v_th`` is
+    unused (give ``inf``)."""
+
+    params: NeuronParams = field(default_factory=lambda: NeuronParams(v_th=float("inf")))
+    arity = (1, None)
+    can_be_static = False  # stateful: its membrane changes over time even under a constant input
+
+    def infer(self, name, types):
+        if self.params.soft:
+            raise GraphError(f"node {name!r}: an integrator does not reset")
+        return TensorType(Kind.ANALOG, _same_shapes(name, types))
 
 
 @register_op

@@ -1,0 +1,145 @@
+"""Spike graph -> NIR: the inverse of :mod:`snncc.nir.importer`, exact, or refused by node.
+
+With the step ``dt`` (stored in the NIR graph's metadata as ``dt``; snncc's importer reads it
+back, other tools assume their own: snnTorch 1e-4, Norse 1e-3), snncc's LIF (``tau`` steps,
+hard reset) is NIR's LIF with ``tau = tau_steps * dt``, ``r = 1``, ``v_leak = v_reset`` and
+``v_threshold`` the next float64 *below* snncc's threshold (snncc fires on ``>=``, NIR on ``>``).
+IF becomes NIR's IF with ``r = 1/dt``; the current-based LIF becomes CubaLIF (``w_in = 1``); an Integrator
+becomes LI, CubaLI or I.
+Time constants are stored so that ``tau / dt`` gives snncc's value back bit for bit where a float64
+with that property exists (else within an ulp or two).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from snncc import fileio
+from snncc.ir.graph import SpikeGraph
+from snncc.ir.types import GraphError
+from snncc.ir.ops import Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, Readout
+
+
+class NIRExportError(GraphError):
+    """The spike graph has something NIR cannot express; the message names the node."""
+
+
+def _times(steps: np.ndarray, dt: float, node: str, what: str) -> np.ndarray:
+    """Seconds t with t / dt == steps exactly where such a float64 exists near steps * dt (else
+    steps * dt, whose t / dt is then within an ulp or two of steps)."""
+    out = np.array(steps * dt, np.float64)
+    flat = out.reshape(-1)
+    for i, s in enumerate(steps.reshape(-1)):
+        t = cand = flat[i]
+        for _ in range(4):
+            if cand / dt == s:
+                flat[i] = cand
+                break
+            cand = np.nextafter(cand, np.inf if cand / dt < s else -np.inf)
+    return out
+
+
+def _inverse_dt(dt: float, node: str) -> float:
+    r = 1.0 / dt
+    for cand in (r, np.nextafter(r, np.inf), np.nextafter(r, -np.inf)):
+        if cand * dt == 1.0:
+            return float(cand)
+    raise NIRExportError(f"node {node!r}: IF needs r with r * dt == 1 exactly; none exists for dt={dt!r}")
+
+
+def _neuron(n, op: Neuron, shape, dt):
+    import nir
+    prm = op.params
+    if prm.soft:
+        raise NIRExportError(f"node {n!r} (Neuron): soft reset (reset by subtraction) has no NIR equivalent "
+                             f"(NIR neurons reset to v_reset)")
+    p = op.per_neuron(shape)
+    thr = np.nextafter(p["v_th"], -np.inf)  # snncc: h >= v_th  <=>  NIR: v > previous float
+    v_reset = np.array(p["v_reset"], np.float64)
+    ones = np.ones(shape)
+    if not prm.leaky:
+        return nir.IF(r=ones * _inverse_dt(dt, n), v_threshold=thr, v_reset=v_reset)
+    tau = _times(np.array(p["tau"], np.float64), dt, n, "tau")
+    if op.current_based:
+        tau_syn = _times(np.array(p["tau_syn"], np.float64), dt, n, "tau_syn")
+        return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau, r=ones, v_leak=v_reset.copy(), v_threshold=thr,
+                           v_reset=v_reset, w_in=ones.copy())
+    return nir.LIF(tau=tau, r=ones, v_leak=v_reset.copy(), v_threshold=thr, v_reset=v_reset)
+
+
+def to_nir(graph: SpikeGraph, dt: float = 1e-4):
+    """A NIR graph (``nir.NIRGraph``, type-checked by nir) equal to ``graph`` with step ``dt`` seconds."""
+    import nir
+    dt = float(dt)
+    if not (np.isfinite(dt) and dt > 0):
+        raise NIRExportError(f"dt must be a positive number of seconds, got {dt}")
+    types = graph.infer()
+    nodes, edges = {}, []
+    for n in graph.order():
+        op, ports = graph.op(n), graph.inputs(n)
+        shape = types[n].shape
+        in_shape = types[ports[0].src].shape if ports else None
+        if isinstance(op, Input):
+            if op.mean is not None:
+                raise NIRExportError(f"node {n!r} (Input): input normalisation has no NIR node; "
+                                     f"fold it into the first synapse before exporting")
+            nodes[n] = nir.Input(input_type=np.array(shape))
+        elif isinstance(op, Dense):
+            w = np.asarray(op.weight, np.float64)
+            nodes[n] = nir.Linear(weight=w) if op.bias is None else \
+                nir.Affine(weight=w, bias=np.asarray(op.bias, np.float64))
+        elif isinstance(op, Conv):
+            w = np.asarray(op.weight, np.float64)
+            bias = np.zeros(w.shape[0]) if op.bias is None else np.asarray(op.bias, np.float64)
+            nodes[n] = nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=w, stride=tuple(op.stride),
+                                  padding=tuple(op.padding), dilation=(1, 1), groups=1, bias=bias)
+        elif isinstance(op, Pool):
+            if op.mode == "max":
+                raise NIRExportError(f"node {n!r} (Pool): NIR has no max pooling")
+            if op.mode == "avg" and tuple(op.padding) != (0, 0):
+                raise NIRExportError(f"node {n!r} (Pool): NIR does not say whether average pooling counts "
+                                     f"padding; padded average pooling is not exported")
+            cls = nir.AvgPool2d if op.mode == "avg" else nir.SumPool2d
+            nodes[n] = cls(kernel_size=np.array(op.kernel), stride=np.array(op.stride),
+                           padding=np.array(op.padding))
+        elif isinstance(op, Flatten):
+            nodes[n] = nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1)
+        elif isinstance(op, Neuron):
+            nodes[n] = _neuron(n, op, shape, dt)
+        elif isinstance(op, Integrator):
+            prm, ones = op.params, np.ones(shape)
+            v_leak = ones * prm.v_reset
+            if not prm.leaky:
+                nodes[n] = nir.I(r=ones * _inverse_dt(dt, n))
+            elif prm.current_based:
+                nodes[n] = nir.CubaLI(tau_syn=_times(ones * prm.tau_syn, dt, n, "tau_syn"),
+                                      tau_mem=_times(ones * prm.tau, dt, n, "tau"), r=ones.copy(), v_leak=v_leak,
+                                      w_in=ones.copy())
+            else:
+                nodes[n] = nir.LI(tau=_times(ones * prm.tau, dt, n, "tau"), r=ones.copy(), v_leak=v_leak)
+        elif isinstance(op, Readout):
+            nodes[n] = nir.Output(output_type=np.array(shape))
+        else:
+            raise NIRExportError(f"node {n!r} ({type(op).__name__}): no NIR equivalent "
+                                 f"(NIR sums a node's inputs implicitly; an explicit {type(op).__name__} is not exported)")
+        for p in ports:
+            if p.delay and not isinstance(op, (Neuron, Integrator)):
+                raise NIRExportError(f"node {n!r}: a delayed edge from {p.src!r} into a "
+                                     f"{type(op).__name__}; NIR expresses recurrence as a cycle into a population")
+            edges.append((p.src, n))
+    try:
+        (inp,) = graph.input_nodes
+        meta = {"dt": dt, "producer": "snncc", "input_encoding": graph.op(inp).encoding}
+        return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+    except (ValueError, AssertionError, NotImplementedError) as e:
+        raise NIRExportError(f"nir rejected the exported graph: {str(e).splitlines()[0]}") from None
+
+
+def write_nir(graph: SpikeGraph, path, dt: float = 1e-4) -> None:
+    """Write ``graph`` as a NIR (HDF5) file, atomically."""
+    import io
+
+    import nir
+    g = to_nir(graph, dt)
+    buf = io.BytesIO()
+    nir.write(buf, g)
+    fileio.write_bytes(path, buf.getvalue())
