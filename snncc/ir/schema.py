@@ -78,7 +78,7 @@ class Float:
 
 @dataclasses.dataclass(frozen=True)
 class Array:
-    rank: int
+    rank: int | None  # None: any rank from 1 to MAX_ARRAY_RANK
 
 
 _PAIR_POS = Ints(2, 1, MAX_KERNEL)
@@ -95,6 +95,41 @@ OP_FIELDS = {
     "Readout": {"mode": Str(("count", "mean"))},
 }
 INPUT_MAX_RANK = 3
+MAX_ARRAY_RANK = 4
+
+
+def _derived_spec(cls, f):
+    """The spec of a field of an op registered without an entry in OP_FIELDS, from its annotation."""
+    import enum
+    import typing
+    hints = typing.get_type_hints(cls)
+    t = hints.get(f.name)
+    args = [a for a in typing.get_args(t) if a is not type(None)] or [t]
+    t = args[0]
+    if t is float:
+        return Float()
+    if isinstance(t, type) and issubclass(t, enum.Enum):
+        return Str(tuple(m.value for m in t))
+    if t is np.ndarray:
+        return Array(None)
+    if t is tuple or typing.get_origin(t) is tuple:
+        return Ints(None, 0, MAX_DIM)
+    return None
+
+
+def op_fields(cls) -> dict:
+    """{field: spec} of an op class: its OP_FIELDS entry, or (an op registered elsewhere, e.g. by a plug-in or a
+    test) specs derived from its dataclass annotations (float, enum, np.ndarray, tuple of ints). A field of any
+    other type cannot be read back safely, so the op is refused (SchemaError naming it)."""
+    if cls.__name__ in OP_FIELDS:
+        return OP_FIELDS[cls.__name__]
+    out = {}
+    for f in dataclasses.fields(cls):
+        spec = _derived_spec(cls, f)
+        if spec is None:
+            raise SchemaError(f"op {cls.__name__}: field {f.name!r} has a type the file reader cannot check")
+        out[f.name] = spec
+    return out
 NEURON_FIELDS = {"model": Str(("lif", "if")), "tau": Float(), "v_th": Float(), "v_reset": Float(),
                  "reset": Str(("hard", "soft"))}
 
@@ -155,7 +190,10 @@ def check_finite(arr: np.ndarray, where: str) -> None:
 
 
 def check_array(arr: np.ndarray, spec: Array, where: str) -> np.ndarray:
-    if arr.ndim != spec.rank:
+    if spec.rank is None:
+        if not 1 <= arr.ndim <= MAX_ARRAY_RANK:
+            raise SchemaError(f"{where}: rank {arr.ndim} (expected 1..{MAX_ARRAY_RANK})")
+    elif arr.ndim != spec.rank:
         raise SchemaError(f"{where}: rank {arr.ndim} (expected {spec.rank})")
     if any(d == 0 for d in arr.shape):
         raise SchemaError(f"{where}: empty dimension in shape {list(arr.shape)}")

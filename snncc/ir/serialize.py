@@ -115,7 +115,7 @@ def _op_from_node(node, initializers, used):
     cls = OP_BY_NAME.get(node.op_type)
     if node.domain != DOMAIN or cls is None:
         raise SerializeError(f"node {name!r}: unknown op {node.domain or 'ai.onnx'}::{node.op_type[:60]}")
-    fields = schema.OP_FIELDS[node.op_type]
+    fields = schema.op_fields(cls)
     attrs = {}
     for a in node.attribute:
         if a.name in attrs:
