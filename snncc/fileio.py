@@ -97,7 +97,19 @@ def _is_checkpoint(path: Path) -> bool:
     return re.search(rb"snncc-[a-z-]*checkpoint/\d", data) is not None
 
 
-RECOGNISERS = {"graph": _is_graph, "json": _is_json, "png": _is_png, "checkpoint": _is_checkpoint}
+def _is_nir(path: Path) -> bool:
+    """A NIR file snncc wrote: HDF5 whose graph metadata names snncc as its producer."""
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89HDF\r\n\x1a\n":
+            return False
+    try:
+        import nir
+        return nir.read(str(path)).metadata.get("producer") == "snncc"
+    except Exception:  # noqa: BLE001 -- any unreadable file is simply not ours
+        return False
+
+
+RECOGNISERS = {"graph": _is_graph, "json": _is_json, "png": _is_png, "checkpoint": _is_checkpoint, "nir": _is_nir}
 
 
 def _marker_kind(path: Path):

@@ -8,7 +8,7 @@ nir = pytest.importorskip("nir")
 from click.testing import CliRunner  # noqa: E402
 
 from nir_oracle import simulate  # noqa: E402
-from snncc.backends import torch_backend  # noqa: E402
+from snncc.backends import torch_ref as torch_backend  # noqa: E402
 from snncc.cli import main  # noqa: E402
 from snncc.ir import serialize  # noqa: E402
 from snncc.ir.graph import SpikeGraph  # noqa: E402
@@ -318,7 +318,7 @@ def test_export_refuses_what_nir_cannot_express(rng):
 
 
 def test_lava_refuses_heterogeneous_populations_by_node(rng):
-    from snncc.backends.lava_backend import LoweringError, lower
+    from snncc.backends.lava import LoweringError, lower
     g = SpikeGraph("het")
     g.add("x", Input((6,), encoding="spike"))
     g.add("fc", Dense(rng.normal(0, 1.5, (5, 6))), ["x"])
@@ -405,4 +405,4 @@ def test_cuba_runs_on_lava_float_like_torch(rng):
     with pytest.raises(lb.LoweringError, match="node 'cuba'.*synapse bias"):
         lb.lower(_cuba_graph(rng, bias=True))
     with pytest.raises(lb.LoweringError, match="node 'cuba'.*Lava float only"):
-        lb.lower(g, fixed_point=True)
+        lb.lower(g, lb.Options(fixed_point=True))

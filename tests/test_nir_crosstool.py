@@ -14,7 +14,7 @@ from snntorch import utils as snn_utils  # noqa: E402
 from snntorch.export_nir import export_to_nir  # noqa: E402
 from snntorch.import_nir import import_from_nir  # noqa: E402
 
-from snncc.backends import torch_backend  # noqa: E402
+from snncc.backends import torch_ref as torch_backend  # noqa: E402
 from snncc.nir import NIRImportError, from_nir, write_nir  # noqa: E402
 from snncc.sims import numba_sim  # noqa: E402
 

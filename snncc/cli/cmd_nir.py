@@ -5,6 +5,8 @@ import os
 
 import click
 
+from snncc.cli.common import _FORCE
+
 
 @click.command("import")
 @click.argument("nir_file", type=click.Path())
@@ -15,24 +17,27 @@ import click
 @click.option("--encoding", type=click.Choice(["direct", "spike"]), default=None,
               help="direct: the analog sample is presented at every step; spike: the input is a spike train "
                    "[default: the file's metadata 'input_encoding' (snncc writes it), else direct]")
-def import_cmd(nir_file, output, dt, encoding):
+@_FORCE
+def import_cmd(nir_file, output, dt, encoding, force):
     """Import a NIR graph (snnTorch, Norse, Sinabs, Rockpool, ...) as a spike graph, exactly or refused by node."""
+    from snncc import fileio
     from snncc.ir.serialize import save
     from snncc.nir import from_nir
+    fileio.check_output(output, "graph", force)
     graph = from_nir(nir_file, dt=dt, encoding=encoding,
                      name=os.path.basename(nir_file).split(".")[0] or "nir")
-    save(graph, output)
+    save(graph, output, force=force)
     click.echo(f"imported {len(graph)} nodes ({len(graph.populations())} populations, "
                f"dt={graph.metadata['nir.dt']:g} s) -> {output}")
 
 
-def export_nir(source, output, dt, graph=None):
+def export_nir(source, output, dt, graph=None, force=False):
     """`snncc export SOURCE --format nir`: SOURCE is a spike graph (.snn.onnx) or an already rebuilt graph."""
     from snncc.nir import write_nir
     if graph is None:
         from snncc.cli.common import _load_graph
         graph = _load_graph(source)
-    write_nir(graph, output, dt=1e-4 if dt is None else dt)
+    write_nir(graph, output, dt=1e-4 if dt is None else dt, force=force)
     click.echo(f"exported {len(graph)} nodes ({len(graph.populations())} populations) as NIR -> {output}")
 
 

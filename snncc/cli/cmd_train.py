@@ -164,8 +164,8 @@ def export_cmd(checkpoint, output, timesteps, fmt, dt, force):
         from snncc.cli.cmd_nir import export_nir
         fileio.check_output(output, "nir", force)
         if checkpoint.endswith(".onnx") or os.path.isdir(checkpoint):
-            return export_nir(checkpoint, output, dt)
-        return export_nir(checkpoint, output, dt, graph=export_checkpoint(checkpoint, timesteps))
+            return export_nir(checkpoint, output, dt, force=force)
+        return export_nir(checkpoint, output, dt, graph=export_checkpoint(checkpoint, timesteps), force=force)
     if dt is not None:
         raise click.UsageError("--dt applies to --format nir")
     fileio.check_output(output, "graph", force)

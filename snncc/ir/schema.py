@@ -90,7 +90,9 @@ OP_FIELDS = {
     "Conv": {"weight": Array(4), "bias": Array(1), "stride": _PAIR_POS, "padding": _PAIR_NONNEG},
     "Pool": {"mode": Str(("max", "avg", "sum")), "kernel": _PAIR_POS, "stride": _PAIR_POS, "padding": _PAIR_NONNEG},
     "Flatten": {},
-    "Neuron": {},   # its params.* attributes: NEURON_FIELDS
+    # params.* attributes: NEURON_FIELDS; per-neuron arrays (heterogeneous populations, e.g. from NIR)
+    "Neuron": {"tau": Array(None), "v_th": Array(None), "v_reset": Array(None), "tau_syn": Array(None)},
+    "Integrator": {},  # params.* attributes: NEURON_FIELDS
     "Add": {},
     "Readout": {"mode": Str(("count", "mean"))},
 }
@@ -131,12 +133,12 @@ def op_fields(cls) -> dict:
         out[f.name] = spec
     return out
 NEURON_FIELDS = {"model": Str(("lif", "if")), "tau": Float(), "v_th": Float(), "v_reset": Float(),
-                 "reset": Str(("hard", "soft"))}
+                 "tau_syn": Float(), "reset": Str(("hard", "soft"))}
 
 # metadata keys snncc itself reads or writes; anything else is free-form (bounded) JSON
 _META_INT = {"timesteps": (1, MAX_TIMESTEPS), "num_classes": (1, 1 << 20), "hidden": (1, MAX_TENSOR_ELEMENTS)}
 _META_STR = ("dataset", "method", "model", "source", "task", "readout")
-_META_NUM = ("width",)
+_META_NUM = ("width", "nir.dt")
 
 
 def required_fields(cls) -> set:

@@ -138,7 +138,9 @@ def _op_from_node(node, initializers, used):
     kwargs, neuron = {}, {}
     for key, a in attrs.items():
         where = f"node {name!r} attribute {key[:60]!r}"
-        if node.op_type == "Neuron" and key.startswith("params."):
+        if node.op_type == "Integrator" and key == "params.v_th":
+            continue  # an integrator never fires: its threshold is +inf, whatever the file says
+        if node.op_type in ("Neuron", "Integrator") and key.startswith("params."):
             spec = schema.NEURON_FIELDS.get(key[len("params."):])
             if spec is None:
                 raise schema.SchemaError(f"{where}: unknown neuron parameter")
@@ -151,7 +153,9 @@ def _op_from_node(node, initializers, used):
         if key == "shape" and math.prod(kwargs[key]) > schema.MAX_TENSOR_ELEMENTS:
             raise schema.SchemaError(f"{where}: {math.prod(kwargs[key])} elements per sample (at most "
                                      f"{schema.MAX_TENSOR_ELEMENTS})")
-    if node.op_type == "Neuron" and neuron:
+    if node.op_type == "Integrator":
+        neuron["v_th"] = float("inf")
+    if node.op_type in ("Neuron", "Integrator") and neuron:
         try:
             kwargs["params"] = NeuronParams(**neuron)
         except (TypeError, ValueError) as e:

@@ -134,12 +134,13 @@ def to_nir(graph: SpikeGraph, dt: float = 1e-4):
         raise NIRExportError(f"nir rejected the exported graph: {str(e).splitlines()[0]}") from None
 
 
-def write_nir(graph: SpikeGraph, path, dt: float = 1e-4) -> None:
-    """Write ``graph`` as a NIR (HDF5) file, atomically."""
+def write_nir(graph: SpikeGraph, path, dt: float = 1e-4, force: bool = False) -> None:
+    """Write ``graph`` as a NIR (HDF5) file, atomically; an existing file is replaced only if snncc wrote it
+    (its metadata says so) or ``force``."""
     import io
 
     import nir
     g = to_nir(graph, dt)
     buf = io.BytesIO()
     nir.write(buf, g)
-    fileio.write_bytes(path, buf.getvalue())
+    fileio.write_bytes(path, buf.getvalue(), kind="nir", force=force)
