@@ -298,6 +298,8 @@ def test_snncc_to_nir_to_snncc_is_the_identity_on_spikes(rng, tmp_path):
                 np.testing.assert_allclose(pa[k], pb[k], rtol=0 if k.startswith("v_") else 1e-15,
                                            err_msg=f"{name}/{pop}/{k}")
         assert len(ng.nodes) == len(g)
+        for key in ("timesteps", "dataset"):  # snncc's run metadata rides along in NIR's metadata
+            assert back.metadata.get(key) == g.metadata.get(key)
 
 
 def test_nir_export_of_the_het_graph_matches_the_oracle(rng):

@@ -129,6 +129,7 @@ def to_nir(graph: SpikeGraph, dt: float = 1e-4):
     try:
         (inp,) = graph.input_nodes
         meta = {"dt": dt, "producer": "snncc", "input_encoding": graph.op(inp).encoding}
+        meta.update({k: graph.metadata[k] for k in ("timesteps", "dataset") if k in graph.metadata})
         return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
     except (ValueError, AssertionError, NotImplementedError) as e:
         raise NIRExportError(f"nir rejected the exported graph: {str(e).splitlines()[0]}") from None

@@ -546,8 +546,21 @@ def from_nir(graph_or_path, dt: float | None = None, encoding: str | None = None
     g = b.build()
     for src, dst in b.pending_late:
         g.connect(b.alias[src], dst, 1)
+    _carry_run_metadata(meta, g)
     try:
         g.infer()
     except GraphError as e:
         raise NIRImportError(str(e)) from None
     return g
+
+
+def _carry_run_metadata(meta: dict, g: SpikeGraph) -> None:
+    """snncc's own NIR files also carry the run's step count and dataset (NIR has no field for them);
+    they come back only when they are well-formed."""
+    t, ds = meta.get("timesteps"), meta.get("dataset")
+    t = t.item() if isinstance(t, np.generic) or (isinstance(t, np.ndarray) and t.size == 1) else t
+    ds = ds.decode() if isinstance(ds, bytes) else ds
+    if isinstance(t, (int, np.integer)) and not isinstance(t, bool) and 1 <= int(t) <= 100_000:
+        g.metadata["timesteps"] = int(t)
+    if isinstance(ds, str) and 0 < len(ds) <= 64:
+        g.metadata["dataset"] = ds
