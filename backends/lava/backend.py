@@ -13,6 +13,7 @@ from snncc.backends.lava.plan import FORMAT, LavaOptions, LavaPlan, LoweringErro
 from snncc.backends.lava.quantizer import attach_fixed
 from snncc.artifact import compile_artifact, read_artifact
 from snncc.ir.graph import SpikeGraph
+from snncc.ir.ops import Integrator
 from snncc.runtime import lower as pipeline
 
 __all__ = ["LavaBackend", "BACKEND", "lower", "run", "compile_graph", "load_artifact"]
@@ -28,6 +29,8 @@ class LavaBackend(Backend):
     Options = LavaOptions
     target_file = "lava.json"
     rules = RULES
+    refuses = {Integrator: "Integrator: the Lava lowering has no non-spiking integrator (NIR LI / CubaLI / I: an analog "
+                           "membrane readout); run the graph with --backend torch or numba"}
 
     def requirements(self, options: LavaOptions, deploy: bool = False):
         return requirements(options.graded_spikes)
