@@ -16,6 +16,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", help="RUN_DIR or RUN_DIR=LABEL")
     ap.add_argument("-o", "--out", required=True)
+    ap.add_argument("--force", action="store_true", help="replace --out even if snncc did not write it")
     ap.add_argument("--target", type=float, default=None, help="horizontal line at this accuracy")
     ap.add_argument("--budget-min", type=float, default=None, help="vertical line at this many minutes")
     ap.add_argument("--ymin", type=float, default=None, help="lower end of the accuracy axis, in percent")
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(args.out) as tmp:
+    with atomic_path(args.out, kind="png", force=args.force) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     print(f"wrote {args.out}")
     return 0

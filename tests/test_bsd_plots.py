@@ -61,3 +61,23 @@ def test_bench_train_reports_both_methods():
     assert res["bsd_ms"] > 0 and res["bptt_ms"] > 0 and len(res["bsd_ms_all"]) == 2
     assert res["ratio"] == pytest.approx(res["bsd_ms"] / res["bptt_ms"])
     assert res["architecture"] == [64, 256, 256, 10]
+
+
+def test_plots_never_overwrite_a_users_png(tmp_path):
+    """`snncc bsd plots` writes PNGs into the run folder: one the user put there under the same name is refused
+    (exit 2, one line naming it, bytes unchanged) unless --force; snncc's own PNGs are replaced freely."""
+    from click.testing import CliRunner
+
+    from snncc.cli import main
+    (tmp_path / "metrics.json").write_text(json.dumps({"history": [{"epoch": 1, "test_accuracy": 0.5, "loss": 1.0}]}))
+    runner = CliRunner(mix_stderr=False)
+    assert runner.invoke(main, ["bsd", "plots", str(tmp_path)]).exit_code == 0
+    assert runner.invoke(main, ["bsd", "plots", str(tmp_path)]).exit_code == 0  # its own PNG: replaced
+    mine = b"\x89PNG\r\n\x1a\n" + b"my own figure"
+    (tmp_path / "curves.png").write_bytes(mine)
+    res = runner.invoke(main, ["bsd", "plots", str(tmp_path)])
+    lines = res.stderr.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1 and str(tmp_path / "curves.png") in lines[0]
+    assert (tmp_path / "curves.png").read_bytes() == mine
+    assert runner.invoke(main, ["bsd", "plots", str(tmp_path), "--force"]).exit_code == 0
+    assert (tmp_path / "curves.png").read_bytes() != mine

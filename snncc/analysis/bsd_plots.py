@@ -52,8 +52,8 @@ def _series(history, key) -> dict:
     return out
 
 
-def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
+def _save(fig, path: Path, force: bool = False) -> Path:
+    with atomic_path(path, kind="png", force=force) as tmp:  # never over a PNG snncc did not write
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -75,7 +75,7 @@ def _title(metrics) -> str:
     return " ".join(str(cfg[k]) for k in ("method", "model", "dataset", "task") if cfg.get(k))
 
 
-def plot_run(run_dir) -> list:
+def plot_run(run_dir, force: bool = False) -> list:
     """Write the run's PNGs into ``run_dir``; returns their paths. Raises PlotError."""
     run_dir = Path(run_dir)
     metrics = _load(run_dir)
@@ -95,7 +95,7 @@ def plot_run(run_dir) -> list:
     ax_acc.set(xlabel="epoch", title=f"{name}: metrics")
     ax_acc.grid(alpha=0.3)
     ax_acc.legend(fontsize=8)
-    written.append(_save(fig, run_dir / "curves.png"))
+    written.append(_save(fig, run_dir / "curves.png", force))
 
     for key, fname, ylabel, title in (
             ("hamming", "hamming.png", "Hamming similarity", "Type 1 vs Type 2 spikes (Fig. 3c)"),
@@ -106,5 +106,5 @@ def plot_run(run_dir) -> list:
             continue
         fig, ax = plt.subplots(figsize=(6, 3.6))
         _lines(ax, series, ylabel, f"{name}: {title}")
-        written.append(_save(fig, run_dir / fname))
+        written.append(_save(fig, run_dir / fname, force))
     return written

@@ -182,11 +182,12 @@ def bsd():
 
 @bsd.command("plots")
 @click.argument("run_dir", type=click.Path())
-def bsd_plots(run_dir):
+@_FORCE
+def bsd_plots(run_dir, force):
     """Accuracy/loss curves, Type 1 vs Type 2 Hamming similarity (Fig. 3c), W-Theta alignment (Fig. 7)
     and firing rates per layer, from RUN_DIR/metrics.json, as PNGs in RUN_DIR."""
     from snncc.analysis.bsd_plots import plot_run
-    for path in plot_run(run_dir):
+    for path in plot_run(run_dir, force):
         click.echo(str(path))
 
 
