@@ -141,7 +141,7 @@ def compare_runs(graph, a, b, names=("a", "b"), sample_offset: int = 0,
         ta, tb = np.asarray(a.trains[p]), np.asarray(b.trains[p])
         if ta.shape != tb.shape:
             raise ValueError(f"population {p}: spike trains of shape {ta.shape} vs {tb.shape}")
-        diff = ta.astype(np.int64) != tb.astype(np.int64)
+        diff = ta != tb  # integer spike values compare exactly in any numeric dtype: no widened copies
         out.compared[p] = int(diff.size)
         out.differing[p] = int(diff.sum())
         if out.differing[p]:

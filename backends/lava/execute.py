@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from snncc.backends.lava.build import build, run_cfg, set_dyn, zero_buffer
-from snncc.backends.lava.host import dyn_value, realign, replay, static_values
+from snncc.backends.lava.host import dyn_value, host_inputs, realign, replay
 from snncc.backends.lava.plan import LavaPlan
 from snncc.compat.lava import import_lava
 from snncc.ir.graph import SpikeGraph
@@ -23,12 +23,9 @@ def run_plan(graph: SpikeGraph, plan: LavaPlan, x, timesteps: int, record: bool 
     wall times (first sample, later samples, resets, read-back, stop)."""
     x = check_input(graph, x, timesteps)
     L = import_lava()
-    types = graph.infer()
-    (inp,) = graph.input_nodes
-    direct = x.ndim == 1 + len(types[inp].shape)
+    direct, static = host_inputs(graph, plan, x)
     batch = x.shape[0]
     steps = plan.steps_per_sample(timesteps)
-    static = static_values(graph, plan, x) if direct else {}
     procs, dense, sinks = build(L, plan, x, batch, steps, timesteps)
     for d in plan.dyns:  # sample 0's values before compilation
         set_dyn(plan, procs, dense, d, dyn_value(d, static, 0), 0, init=True)

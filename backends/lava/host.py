@@ -11,7 +11,15 @@ from snncc.backends.torch_ref import apply
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import ReadoutMode
 
-__all__ = ["static_values", "dyn_value", "replay", "realign"]
+__all__ = ["host_inputs", "static_values", "dyn_value", "replay", "realign"]
+
+
+def host_inputs(graph: SpikeGraph, plan: LavaPlan, x: np.ndarray) -> tuple[bool, dict]:
+    """(direct, static values) of a checked batch: whether ``x`` is a direct-encoded input (B, *shape)
+    rather than a spike train (B, T, *shape), and then the per-sample values of the static nodes."""
+    (inp,) = graph.input_nodes
+    direct = x.ndim == 1 + len(graph.type_of(inp).shape)
+    return direct, (static_values(graph, plan, x) if direct else {})
 
 
 def static_values(graph: SpikeGraph, plan: LavaPlan, x: np.ndarray) -> dict:

@@ -7,7 +7,7 @@ import numpy as np
 from scipy import sparse
 
 from snncc.backends.lava.fixed import sample_bias
-from snncc.backends.lava.host import dyn_value, realign, replay, static_values
+from snncc.backends.lava.host import dyn_value, host_inputs, realign, replay
 from snncc.backends.lava.plan import ConnKind
 from snncc.backends.lava.quant import DECAY_UNITY, UV_MAX, conv_apply, lava_weights
 from snncc.backends.lava.quantizer import lower_fixed
@@ -98,12 +98,9 @@ def run_integer(graph, x, timesteps: int, plan=None, record: bool = False, input
     x = check_input(graph, x, timesteps)
     if plan is None:
         plan = lower_fixed(graph, input_bound=input_bound, graded=graded)
-    types = graph.infer()
-    (inp,) = graph.input_nodes
-    direct = x.ndim == 1 + len(types[inp].shape)
+    direct, static = host_inputs(graph, plan, x)
     batch = x.shape[0]
     steps = plan.steps_per_sample(timesteps)
-    static = static_values(graph, plan, x) if direct else {}
     biases = {}
     for d in plan.dyns:
         qs = [sample_bias(plan, d.target, dyn_value(d, static, b), b) for b in range(batch)]
