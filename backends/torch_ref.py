@@ -28,7 +28,8 @@ def _dense(op, xs, _):
 
 
 def _conv(op, xs, _):
-    return F.conv2d(xs[0], _t(op.weight), _t(op.bias), stride=op.stride, padding=op.padding)
+    return F.conv2d(xs[0], _t(op.weight), _t(op.bias), stride=op.stride, padding=op.padding,
+                    dilation=op.dilation, groups=op.groups)
 
 
 def _pool(op, xs, _):

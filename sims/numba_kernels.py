@@ -22,7 +22,7 @@ if __name__ not in ("snncc.sims.numba_kernels", "__main__"):
 
 __all__ = ["NEURON_BLOCK", "charge", "fire", "reset", "step", "synapse", "vector_sum", "neuron_blocks",
            "neuron_arrays", "dense_tile",
-           "conv_rows", "pool", "time_sum", "check_cache_once"]
+           "conv_tap", "conv_rows", "pool", "time_sum", "check_cache_once"]
 
 NEURON_BLOCK = 256  # neurons per task unit: long enough to vectorise
 _jit = numba.njit(cache=True, nogil=True)  # nogil: kernels run on the worker threads
@@ -135,11 +135,23 @@ def dense_tile(r0, r1, c0, c1, x, w_t, bias, out):
 
 
 @_jit
-def conv_rows(r0, r1, x, w_t, bias, out, h, w, ho, wo, sh, sw, ph, pw):
+def conv_tap(i, k, s, p, d, n):
+    """The conv geometry: the output index (< n) whose window puts kernel tap k on input index i
+    (stride s, padding p, dilation d), or -1 when there is none."""
+    o = i + p - k * d
+    if o < 0 or o % s != 0 or o // s >= n:
+        return -1
+    return o // s
+
+
+@_jit
+def conv_rows(r0, r1, x, w_t, bias, out, h, w, ho, wo, sh, sw, ph, pw, dh, dw, c_grp):
     """Samples r0:r1 of a conv. x: (R, C_in*H*W), out: (R, C_out*Ho*Wo) channel-first;
-    w_t: (C_in, kh, kw, C_out). Events scatter into acc (Ho, Wo, C_out), channels last so
-    an event adds a contiguous C_out vector per kernel tap. Returns the sum of out[r0:r1]."""
-    kh, kw, c_out = w_t.shape[1], w_t.shape[2], w_t.shape[3]
+    w_t: (C_in, kh, kw, C_out / groups), an input channel's weights to the outputs of its group
+    (c_grp input channels per group). Events scatter into acc (Ho, Wo, C_out), channels last so
+    an event adds a contiguous vector per kernel tap. Returns the sum of out[r0:r1]."""
+    kh, kw, c_og = w_t.shape[1], w_t.shape[2], w_t.shape[3]
+    c_out = bias.size
     acc = np.empty((ho, wo, c_out))
     idx = np.empty(x.shape[1], np.int64)
     total = 0.0
@@ -149,16 +161,17 @@ def conv_rows(r0, r1, x, w_t, bias, out, h, w, ho, wo, sh, sw, ph, pw):
         for q in range(_events(xrow, idx)):
             k = idx[q]
             c, ci, y, xx = xrow[k], k // (h * w), (k // w) % h, k % w
+            g0 = (ci // c_grp) * c_og
             for ky in range(kh):
-                oy = y + ph - ky  # output row whose window puts tap ky on input row y
-                if oy < 0 or oy % sh != 0 or oy // sh >= ho:
+                oy = conv_tap(y, ky, sh, ph, dh, ho)
+                if oy < 0:
                     continue
                 for kx in range(kw):
-                    ox = xx + pw - kx
-                    if ox < 0 or ox % sw != 0 or ox // sw >= wo:
+                    ox = conv_tap(xx, kx, sw, pw, dw, wo)
+                    if ox < 0:
                         continue
-                    a, wv = acc[oy // sh, ox // sw], w_t[ci, ky, kx]
-                    for co in range(c_out):
+                    a, wv = acc[oy, ox, g0:g0 + c_og], w_t[ci, ky, kx]
+                    for co in range(c_og):
                         a[co] = a[co] + c * wv[co]
         for co in range(c_out):
             for oy in range(ho):

@@ -132,8 +132,10 @@ def _eval_dense(node, ins, out, state, threads):
 
 
 def _prep_conv(op, tin, tout):
-    dims = (*tin.shape[1:], *tout.shape[1:], *op.stride, *op.padding)
-    return {"w_t": _weights(np.asarray(op.weight).transpose(1, 2, 3, 0)), "bias": _f64(op.bias, tout.shape[0]),
+    c_out, c_grp, kh, kw = op.weight.shape
+    w_t = np.asarray(op.weight).reshape(op.groups, c_out // op.groups, c_grp, kh, kw).transpose(0, 2, 3, 4, 1)
+    dims = (*tin.shape[1:], *tout.shape[1:], *op.stride, *op.padding, *op.dilation, c_grp)
+    return {"w_t": _weights(w_t.reshape(c_grp * op.groups, kh, kw, -1)), "bias": _f64(op.bias, c_out),
             "dims": tuple(int(d) for d in dims)}
 
 

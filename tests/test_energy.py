@@ -100,3 +100,26 @@ def test_adding_an_energy_model_touches_one_place(rng, monkeypatch):
     rep = energy_report(g, res.activity, 2, 6, get_model("toy"))
     assert rep.model == "toy" and rep.breakdown() == {"neuron updates": 48.0 + 32 + 10}
     assert rep.ann_energy_pj == 64 * 48 + 48 * 32 + 32 * 10
+
+
+def test_grouped_dilated_conv_counts_macs_per_group(rng):
+    """A conv with g groups does kh * kw * C_in / g MACs per output (a depthwise conv: kh * kw);
+    dilation changes the output size only. Counted by hand, and its SOPs from the input spikes."""
+    import numpy as np
+
+    from snncc.ir.graph import SpikeGraph
+    from snncc.ir.ops import Conv, Input, Neuron, Readout
+    g = SpikeGraph("g")
+    g.add("x", Input((4, 8, 8), encoding="spike"))
+    g.add("c", Conv(rng.normal(0, 1, (8, 2, 3, 3)), None, (1, 1), (0, 0), (2, 2), groups=2), ["x"])  # 8x4x4
+    g.add("n", Neuron(), ["c"])
+    g.add("dw", Conv(rng.normal(0, 1, (8, 1, 3, 3)), None, (1, 1), (1, 1), groups=8), ["n"])  # depthwise 8x4x4
+    g.add("m", Neuron(), ["dw"])
+    g.add("out", Readout(), ["m"])
+    T, B = 3, 2
+    x = (rng.random((B, T, 4, 8, 8)) < 0.5).astype(np.float64)
+    res = torch_backend.run(g, x, T)
+    rows = {r.name: r for r in count_layers(g, res.activity, B, T)}
+    assert rows["c"].flops == 3 * 3 * (4 // 2) * 8 * 4 * 4
+    assert rows["dw"].flops == 3 * 3 * 1 * 8 * 4 * 4
+    assert rows["c"].sops == pytest.approx(rows["c"].flops * x.sum() / (4 * 8 * 8 * B))

@@ -27,8 +27,9 @@ a rule are refused by name (``Backend.check_ops``); then one rule per IR op clas
                         s_out.reshape((C, H, W)).transpose((1, 2, 0)) -> Conv.s_in and
                         Conv.a_out.transpose((2, 0, 1)).reshape((n,)) -> LIF.a_in. Weight
                         (C_out, kh, kw, C_in) spatially flipped (:func:`lava_kernel`: the CPU
-                        model uses scipy convolve2d, a true convolution); padding/stride given
-                        as (H, W). Same one-step delay as Dense (sends a_buf first).
+                        model uses scipy convolve2d, a true convolution); padding/stride/dilation
+                        given as (H, W), groups as is (Lava 0.10 supports both). Same one-step
+                        delay as Dense (sends a_buf first).
                       * otherwise (an avg/sum pool folded in front of it) the unrolled (Toeplitz)
                         matrix, built sparse and vectorised: lava Dense when it has <=
                         DENSE_MAX_ENTRIES entries, else lava Sparse (CSR).

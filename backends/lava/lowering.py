@@ -14,7 +14,7 @@ import numpy as np
 from scipy import sparse
 
 from snncc.backends.base import Requirements
-from snncc.backends.lava.matrices import as_matrix, conv_matrix_sparse, identity, pool_matrix_sparse
+from snncc.backends.lava.matrices import as_matrix, conv_fields, conv_matrix_sparse, identity, pool_matrix_sparse
 from snncc.backends.lava.plan import (DENSE_MAX_ENTRIES, GRADED_MAX_BITS, Conn, ConnKind, ConnRole, Dyn, DynVar, LavaPlan,
                                       LoweringError, Pop, PopRole, Precision)
 from snncc.ir.graph import SpikeGraph
@@ -131,7 +131,7 @@ def _synapse_matrix(ctx, n, op):
     if isinstance(op, Dense):
         return np.asarray(op.weight, dtype=np.float64)
     (p,) = ctx.g.inputs(n)
-    return conv_matrix_sparse(op.weight, ctx.types[p.src].shape, op.stride, op.padding)
+    return conv_matrix_sparse(op.weight, ctx.types[p.src].shape, op.stride, op.padding, op.dilation, op.groups)
 
 
 def _synapse_edge(ctx, src, sop, s, m, scale, delay, dst):
@@ -141,7 +141,7 @@ def _synapse_edge(ctx, src, sop, s, m, scale, delay, dst):
     (sp,) = ctx.g.inputs(src)
     if isinstance(sop, Conv) and m is None:
         cv = {"in_shape": tuple(ctx.types[sp.src].shape), "out_shape": tuple(ctx.types[src].shape),
-              "stride": tuple(int(v) for v in sop.stride), "padding": tuple(int(v) for v in sop.padding)}
+              **conv_fields(sop)}
         w = np.asarray(sop.weight, dtype=np.float64) * scale
         return _Edge(s, dst, w, delay, ConnRole.SYNAPSE, (src,), ConnKind.CONV, cv, "lava Conv")
     if isinstance(sop, Conv):

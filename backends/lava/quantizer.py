@@ -9,7 +9,7 @@ import numpy as np
 
 from snncc.backends.lava.fixed import FixedConn, FixedParams, FixedPop
 from snncc.backends.lava.lowering import lower_float, requirements
-from snncc.backends.lava.matrices import pool_matrix_sparse
+from snncc.backends.lava.matrices import conv_fields, pool_matrix_sparse
 from snncc.backends.lava.plan import ConnKind, DynVar, LoweringError, PopRole, Precision
 from snncc.backends.lava.quant import (A_IN_MAX, BIAS_EXP_MAX, BIAS_MANT, DECAY_UNITY, DU_MAX, NETX_BIAS_EXP,
                                        VTH_MAX, WEIGHT_EXP, SignMode, conv_apply, lava_weights, map_values,
@@ -51,7 +51,7 @@ def _static_bounds(graph, plan, input_bound: float) -> dict:
             if isinstance(op, Dense):
                 out[n] = w @ ins[0] + b
             else:   # |W| @ bound as a conv (no unrolled matrix)
-                cv = {"in_shape": types[p.src].shape, "stride": op.stride, "padding": op.padding}
+                cv = {"in_shape": types[p.src].shape, **conv_fields(op)}
                 out[n] = conv_apply(ins[0][None], w, cv)[0] + b
         else:  # pragma: no cover - the float lowering only marks these as static
             raise LoweringError(f"fixed point: cannot bound static node {n!r}")

@@ -11,7 +11,7 @@ decode or an oversized allocation. What is checked:
   :data:`MAX_ARRAY_ELEMENTS` elements, a payload of exactly the declared size,
   every value finite and ``|v| <= MAX_ABS_VALUE``; the rank each field needs.
 * **Attributes** (scalar fields): the ONNX attribute type each field needs
-  (INTS of a fixed length and range, a STRING from a fixed set and valid UTF-8, a
+  (INTS of a fixed length and range, an INT in a range, a STRING from a fixed set and valid UTF-8, a
   finite float as FLOAT/INT or a one-element FLOAT/DOUBLE tensor), no unknown
   attribute, every required field present.
 * **Neuron parameters** (``params.<name>``): the five names of
@@ -67,6 +67,12 @@ class Ints:
 
 
 @dataclasses.dataclass(frozen=True)
+class Int:
+    lo: int
+    hi: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Str:
     choices: tuple
 
@@ -87,7 +93,8 @@ OP_FIELDS = {
     "Input": {"shape": Ints(None, 1, MAX_DIM, min_len=1), "encoding": Str(("direct", "spike")),
               "mean": Array(1), "std": Array(1)},
     "Dense": {"weight": Array(2), "bias": Array(1)},
-    "Conv": {"weight": Array(4), "bias": Array(1), "stride": _PAIR_POS, "padding": _PAIR_NONNEG},
+    "Conv": {"weight": Array(4), "bias": Array(1), "stride": _PAIR_POS, "padding": _PAIR_NONNEG,
+             "dilation": _PAIR_POS, "groups": Int(1, MAX_DIM)},  # both optional: older files have neither
     "Pool": {"mode": Str(("max", "avg", "sum")), "kernel": _PAIR_POS, "stride": _PAIR_POS, "padding": _PAIR_NONNEG},
     "Flatten": {},
     # params.* attributes: NEURON_FIELDS; per-neuron arrays (heterogeneous populations, e.g. from NIR)
@@ -110,6 +117,8 @@ def _derived_spec(cls, f):
     t = args[0]
     if t is float:
         return Float()
+    if t is int:
+        return Int(0, MAX_DIM)
     if isinstance(t, type) and issubclass(t, enum.Enum):
         return Str(tuple(m.value for m in t))
     if t is np.ndarray:
@@ -243,6 +252,12 @@ def decode_attr(a: AttributeProto, spec, where: str):
         if any(not spec.lo <= v <= spec.hi for v in vals):
             raise SchemaError(f"{where}: values {vals} outside {spec.lo}..{spec.hi}")
         return tuple(vals)
+    if isinstance(spec, Int):
+        if a.type != AttributeProto.INT:
+            raise SchemaError(f"{where}: expected an int, got {_type_name(a)}")
+        if not spec.lo <= a.i <= spec.hi:
+            raise SchemaError(f"{where}: value {a.i} outside {spec.lo}..{spec.hi}")
+        return int(a.i)
     if isinstance(spec, Str):
         if a.type != AttributeProto.STRING:
             raise SchemaError(f"{where}: expected a string, got {_type_name(a)}")
