@@ -16,7 +16,7 @@ decode or an oversized allocation. What is checked:
   attribute, every required field present.
 * **Neuron parameters** (``params.<name>``): the five names of
   :class:`snncc.neuron.NeuronParams`, typed as above, and that class's own checks.
-* **Ports**: ``snncc_inputs`` (STRINGS) and ``snncc_delays`` (INTS in {0, 1}) of
+* **Ports**: ``snncc_inputs`` (STRINGS) and ``snncc_delays`` (INTS in 0..MAX_DELAY steps) of
   equal length, ``snncc_arrays`` naming array fields of the op.
 * **Metadata** (``snncc.metadata``): a JSON object of at most
   :data:`MAX_JSON_BYTES`, nested at most :data:`MAX_JSON_DEPTH` deep, no NaN or
