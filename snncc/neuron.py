@@ -11,6 +11,7 @@ call them while leaving them ordinary Python functions everywhere else).
 Discrete-time update for one step, input current ``x``::
 
     LIF:  h = v + (x - (v - v_rest)) / tau          (eq. 2, spikingjelly decay_input=True)
+          tau = 1: h = x + v_rest, no memory        (the LIF's limit, formed exactly: NIR's Threshold)
     IF:   h = v + x                                 (eq. 10)
     CUBA: i = i + (x - i) / tau_syn;  h = LIF charge with i as the input current
     s   = 1 if h >= v_th else 0                     (eq. 3, Heaviside with H(0) = 1)
@@ -39,13 +40,15 @@ from numba.extending import register_jitable
 
 LIF = "lif"
 IF = "if"
+MEMORYLESS = 2  # charge's model code of a LIF with tau = 1 (0: IF, 1: LIF)
 HARD = "hard"
 SOFT = "soft"
 
 
 @dataclass(frozen=True)
 class NeuronParams:
-    """Parameters of a LIF/IF population. ``tau`` is ignored for IF."""
+    """Parameters of a LIF/IF population. ``tau`` is ignored for IF; a LIF with ``tau = 1`` keeps no
+    memory (a stateless threshold on its input: fires iff ``x + v_rest >= v_th``)."""
 
     model: str = LIF
     tau: float = 2.0
@@ -59,13 +62,13 @@ class NeuronParams:
             raise ValueError(f"unknown neuron model {self.model!r} (expected 'lif' or 'if')")
         if self.reset not in (HARD, SOFT):
             raise ValueError(f"unknown reset rule {self.reset!r} (expected 'hard' or 'soft')")
-        if self.model == LIF and not self.tau > 1.0:
-            raise ValueError(f"LIF tau must be > 1 (got {self.tau})")
+        if self.model == LIF and not self.tau >= 1.0:
+            raise ValueError(f"LIF tau must be >= 1 (got {self.tau})")
         if not self.tau_syn >= 1.0:
             raise ValueError(f"synaptic tau_syn must be >= 1 (got {self.tau_syn})")
         if self.tau_syn != 1.0 and self.model != LIF:
             raise ValueError("a synaptic current (tau_syn > 1) needs the leaky model 'lif'")
-        if not self.v_th > self.v_rest:
+        if not self.v_th > self.v_rest and not self.memoryless:
             raise ValueError(f"threshold {self.v_th} must exceed the resting potential {self.v_rest}")
 
     @property
@@ -75,6 +78,11 @@ class NeuronParams:
     @property
     def leaky(self) -> bool:
         return self.model == LIF
+
+    @property
+    def memoryless(self) -> bool:
+        """tau = 1: the LIF keeps no state (fires iff x + v_rest >= v_th; any threshold is meaningful)."""
+        return self.model == LIF and self.tau == 1.0
 
     @property
     def soft(self) -> bool:
@@ -89,9 +97,11 @@ class NeuronParams:
         return asdict(self)
 
     def scalars(self) -> tuple:
-        """(leaky, inv_tau, v_th, v_reset, v_rest, soft) as plain numbers for kernels."""
+        """(leaky, inv_tau, v_th, v_reset, v_rest, soft) as plain numbers for kernels; leaky is the
+        model code of :func:`charge` (0 IF, 1 LIF, 2 memoryless LIF)."""
         inv_tau = 1.0 / self.tau if self.leaky else 1.0
-        return (int(self.leaky), inv_tau, self.v_th, self.v_reset, self.v_rest, int(self.soft))
+        leaky = MEMORYLESS if self.memoryless else int(self.leaky)
+        return (leaky, inv_tau, self.v_th, self.v_reset, self.v_rest, int(self.soft))
 
     def firing_current(self, steps: int) -> float:
         """The smallest constant input current with which a neuron starting at rest fires within ``steps`` steps.
@@ -114,7 +124,11 @@ def synapse(i, x, inv_tau_syn):
 
 @register_jitable
 def charge(v, x, leaky, inv_tau, v_rest):
-    """Pre-spike membrane potential H[t] from U[t-1] and input current I[t]."""
+    """Pre-spike membrane potential H[t] from U[t-1] and input current I[t]. ``leaky``: 0 IF, 1 LIF,
+    2 (:data:`MEMORYLESS`) a LIF with tau = 1, which forgets U[t-1]: H[t] = I[t] + U_rest, formed
+    without U[t-1] so that it is exact."""
+    if leaky == MEMORYLESS:
+        return x + v_rest
     if leaky:
         return v + (x - (v - v_rest)) * inv_tau
     return v + x

@@ -172,6 +172,9 @@ def _rule_neuron(ctx, n, op):
         if any(p.src in ctx.static or getattr(ctx.g.op(p.src), "bias", None) is not None for p in ctx.g.inputs(n)):
             ctx.fail(n, "a current-based LIF fed by the direct-encoded input or a synapse bias: Lava adds those "
                         "to v, past the synaptic current")
+    if not v_th > v_rest:
+        ctx.fail(n, "a memoryless LIF whose threshold is at or below its resting potential fires without input; "
+                    "Lava's step alignment needs every population silent before its first step")
     vth = float(np.nextafter(v_th - v_reset, -np.inf))
     ctx.pops[n] = Pop(n, PopRole.NEURON, ctx.types[n].size, du, inv_tau if leaky else 0.0, vth, node=n,
                       shape=ctx.types[n].shape, scale=scale, record=True)

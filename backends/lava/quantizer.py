@@ -219,6 +219,10 @@ def attach_fixed(graph, plan, input_bound: float = 1.0, scale_exp=None, netx: bo
         if p.role is PopRole.NEURON and p.du != 1.0:
             raise LoweringError(f"node {p.node!r}: the current-based LIF (tau_syn > 1) is lowered to Lava "
                                 f"float only, not fixed point")
+        if p.role is PopRole.NEURON and p.dv == 1.0:
+            raise LoweringError(f"node {p.node!r}: a memoryless LIF (tau = 1, e.g. NIR's Threshold) needs dv = 4096 "
+                                f"in fixed point; Lava's 12-bit dv stops at 4095, which keeps 1/4096 of the last "
+                                f"potential: lowered to Lava float only")
     plan.fixed = quantize_plan(graph, plan, input_bound, scale_exp, netx)
     plan.precision = Precision.FIXED
     return plan

@@ -292,11 +292,12 @@ class Neuron(Op):
         if self.heterogeneous:
             p = self.per_neuron(shape)
             prm = self.params
-            if prm.leaky and not (p["tau"] > 1.0).all():
-                raise GraphError(f"node {name!r}: LIF tau must be > 1 for every neuron")
+            if prm.leaky and self.tau is not None and not (p["tau"] > 1.0).all():
+                raise GraphError(f"node {name!r}: a per-neuron LIF tau must be > 1 for every neuron "
+                                 f"(tau = 1, no memory, is a population-wide scalar)")
             if not (p["tau_syn"] >= 1.0).all() or (not prm.leaky and (p["tau_syn"] != 1.0).any()):
                 raise GraphError(f"node {name!r}: tau_syn must be >= 1 (and 1 for IF) for every neuron")
-            if not (p["v_th"] > p["v_rest"]).all():
+            if not prm.memoryless and not (p["v_th"] > p["v_rest"]).all():
                 raise GraphError(f"node {name!r}: every threshold must exceed its resting potential")
         return TensorType(Kind.SPIKE, shape)
 
