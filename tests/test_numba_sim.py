@@ -174,17 +174,22 @@ def test_batch_chunks_and_buffer_reuse(rng, monkeypatch):
     assert np.array_equal(plan.run(x, 6).output, whole.output)  # reused buffers
 
 
-def test_event_conv_scatter_matches_conv2d(rng):
-    c_in, c_out, h, w, k = 3, 5, 9, 7, 3
-    weight = rng.normal(size=(c_out, c_in, k, k))
+@pytest.mark.parametrize("dilation, groups", [((1, 1), 1), ((2, 3), 1), ((1, 2), 3)])
+def test_event_conv_scatter_matches_conv2d(rng, dilation, groups):
+    c_in, c_out, h, w, k = 3, 6, 9, 9, 3
+    weight = rng.normal(size=(c_out, c_in // groups, k, k))
     bias = rng.normal(size=c_out)
     x = (rng.random((c_in, h, w)) < 0.3) * rng.integers(1, 3, (c_in, h, w)).astype(np.float64)  # counts
     ref = F.conv2d(torch.as_tensor(x[None]), torch.as_tensor(weight), torch.as_tensor(bias),
-                   stride=(2, 1), padding=(1, 2))[0].numpy()
-    w_t = np.ascontiguousarray(weight.transpose(1, 2, 3, 0))
+                   stride=(2, 1), padding=(1, 2), dilation=dilation, groups=groups)[0].numpy()
+    c_grp, c_og = c_in // groups, c_out // groups
+    w_t = np.zeros((c_in, k, k, c_og))  # input channel ci -> the outputs of its group
+    for ci in range(c_in):
+        for j in range(c_og):
+            w_t[ci, :, :, j] = weight[(ci // c_grp) * c_og + j, ci % c_grp]
     out = np.empty((1, ref.size))
     total = numba_kernels.conv_rows(0, 1, x.reshape(1, -1), w_t, bias, out, h, w, ref.shape[1], ref.shape[2],
-                                 2, 1, 1, 2)
+                                    2, 1, 1, 2, *dilation, c_grp)
     np.testing.assert_allclose(out.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
     assert np.isclose(total, ref.sum())
 
