@@ -9,11 +9,11 @@ from snncc.neuron import NeuronParams
 
 
 def simulate(params, xs, lib="python"):
-    leaky, inv_tau, v_th, v_reset, v_rest, soft = params.scalars()
+    scalars, v_rest = params.scalars(), params.v_rest
     v = v_rest if lib == "python" else (np.float64(v_rest) if lib == "numpy" else torch.tensor(v_rest, dtype=torch.float64))
     vs, ss = [], []
     for x in xs:
-        s, v = nrn.step(v, x, leaky, inv_tau, v_th, v_reset, v_rest, soft)
+        s, v = nrn.step(v, x, *scalars)
         vs.append(float(v))
         ss.append(float(s))
     return np.array(ss), np.array(vs)

@@ -10,11 +10,11 @@ from snncc.models.layers import SURROGATES, SpikingNeuron
 
 def reference(x, params, surrogate_name, detach_reset):
     """The per-step formulation: every op recorded by autograd (the previous implementation)."""
-    leaky, inv_tau, v_th, v_reset, v_rest, soft = params.scalars()
+    leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input = params.scalars()
     spike_fn = SURROGATES[surrogate_name]()
     v, out = torch.full_like(x[0], v_rest), []
     for t in range(x.shape[0]):
-        h = nrn.charge(v, x[t], leaky, inv_tau, v_rest)
+        h = nrn.charge(v, x[t], leaky, inv_tau, v_rest, decay_input)
         s = spike_fn(h - v_th)
         v = nrn.reset(h, s.detach() if detach_reset else s, v_th, v_reset, soft)
         out.append(s)
@@ -58,10 +58,10 @@ def test_forward_fires_exactly_like_neuron_fire_including_ties(dtype):
     params = NeuronParams(model="if", v_th=0.5, reset="hard")  # IF: H = U + I, exact in binary
     x = torch.tensor([[0.25, 0.5, 0.125], [0.25, 0.375, 0.375], [0.5, 0.0, 0.0]], dtype=dtype).unsqueeze(-1)
     s = SpikingNeuron(params)(x)
-    leaky, inv_tau, v_th, v_reset, v_rest, soft = params.scalars()
+    leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input = params.scalars()
     v, expected = v_rest, []
     for t in range(3):
-        h = nrn.charge(v, x[t], leaky, inv_tau, v_rest)
+        h = nrn.charge(v, x[t], leaky, inv_tau, v_rest, decay_input)
         f = nrn.fire(h, v_th)
         expected.append(f)
         v = nrn.reset(h, f, v_th, v_reset, soft)
