@@ -88,8 +88,9 @@ def test_bad_parameters_are_rejected(kwargs, match):
 
 
 @pytest.mark.parametrize("params", [NeuronParams("lif", tau=2.0, v_th=0.2), NeuronParams("lif", tau=4.0, v_th=1.0, v_reset=-0.5),
-                                    NeuronParams("lif", tau=2.0, v_th=1.0, reset="soft"), NeuronParams("if", v_th=0.7)],
-                         ids=["lif", "lif-reset-below-0", "lif-soft", "if"])
+                                    NeuronParams("lif", tau=2.0, v_th=1.0, reset="soft"), NeuronParams("if", v_th=0.7),
+                                    NeuronParams.from_decay(0.2, 0.5), NeuronParams.from_decay(0.75, 0.5, -0.25)],
+                         ids=["lif", "lif-reset-below-0", "lif-soft", "if", "mskd-eq1", "no-input-decay-reset-below-0"])
 @pytest.mark.parametrize("steps", [1, 2, 4, 7])
 def test_firing_current_is_the_smallest_constant_input_that_fires_in_time(params, steps):
     level = params.firing_current(steps)
