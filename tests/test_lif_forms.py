@@ -244,3 +244,26 @@ def test_files_without_decay_input_read_as_decay_input_true():
     node.attribute.append(attr)
     with pytest.raises(serialize.SerializeError, match="node 'pop' attribute 'params.decay_input': expected an INT 0 or 1"):
         serialize.loads(model.SerializeToString())
+
+
+# ---------------------------------------------------------------- the CLI
+@pytest.mark.parametrize("form, decay_input", [(None, False), ("bsd", True)])
+def test_cli_lif_form_trains_and_exports_the_chosen_neuron(form, decay_input, shared_data, tmp_path):
+    from click.testing import CliRunner
+    from snncc.cli import main
+
+    def invoke(*args):
+        return CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args])
+    run = tmp_path / "run"
+    res = invoke("train", "--method", "direct", "--model", "spike-resnet18", "--dataset", "mnist", "--data-dir",
+                 shared_data, "--epochs", 1, "--timesteps", 2, "--train-samples", 64, "--test-samples", 32,
+                 "--batch-size", 32, "--width", 0.125, "--quiet", "--out", run, *(["--lif-form", form] if form else []))
+    assert res.exit_code == 0, res.stderr
+    res = invoke("export", run / "model.pt", "-o", tmp_path / "g.snn.onnx")
+    assert res.exit_code == 0, res.stderr
+    g = serialize.load(tmp_path / "g.snn.onnx")
+    assert {(g.op(n).params.decay_input, g.op(n).params.tau) for n in g.populations()} == \
+        {(decay_input, 2.0 if decay_input else 1.25)}
+    res = invoke("train", "--method", "bsd", "--lif-form", "paper", "--out", tmp_path / "r")
+    assert res.exit_code == 2 and "--lif-form applies to the ResNet methods" in res.stderr
+    assert not (tmp_path / "r").exists()
