@@ -12,8 +12,8 @@ Discrete-time update for one step, input current ``x``::
 
     LIF:  h = v + (x - (v - v_rest)) / tau          (BSD eq. 2, spikingjelly decay_input=True)
     LIF without input decay (decay_input=False):
-          h = v - (v - v_rest) / tau + x            (spikingjelly decay_input=False; MSKD eq. 1
-                                                      with alpha = 1 - 1/tau: h = alpha v + x)
+          h = v - (v - v_rest) / tau + x            (spikingjelly decay_input=False; MSKD eq. 1:
+                                                      h = alpha v + x, alpha = 1 - 1/tau, v_rest = 0)
     IF:   h = v + x                                 (eq. 10)
     CUBA: i = i + (x - i) / tau_syn;  h = LIF charge with i as the input current
     s   = 1 if h >= v_th else 0                     (eq. 3, Heaviside with H(0) = 1)

@@ -242,7 +242,8 @@ def test_files_without_decay_input_read_as_decay_input_true():
     assert serialize.loads(model.SerializeToString()).op("pop").params == NeuronParams("lif", 1.25, 0.5)
     attr.i = 2
     node.attribute.append(attr)
-    with pytest.raises(serialize.SerializeError, match="node 'pop' attribute 'params.decay_input': expected an INT 0 or 1"):
+    with pytest.raises(serialize.SerializeError,
+                       match="node 'pop' attribute 'params.decay_input': expected an INT 0 or 1"):
         serialize.loads(model.SerializeToString())
 
 
@@ -267,3 +268,16 @@ def test_cli_lif_form_trains_and_exports_the_chosen_neuron(form, decay_input, sh
     res = invoke("train", "--method", "bsd", "--lif-form", "paper", "--out", tmp_path / "r")
     assert res.exit_code == 2 and "--lif-form applies to the ResNet methods" in res.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_lava_fixed_cuba_input_bound_keeps_the_current_from_wrapping():
+    """u sums up to 4096/(du + 1) steps of input: the per-step input bound shrinks by that factor, and a scale that
+    breaks it is refused naming the population, the bound and du."""
+    g = _lif_graph(NeuronParams("lif", tau=2.0, v_th=0.5, tau_syn=4.0, decay_input=False))
+    g.replace_op("fc", type(g.op("fc"))(np.full((2, 3), 8.0)))   # worst-case current 24, / tau_syn = 6 per step
+    assert lf.lower_fixed(g, scale_exp={"pop": 12}).fixed.pops["pop"].du == 1023   # 6 * 2^12 <= 32 * 1024 - 1
+    with pytest.raises(lb.LoweringError, match=r"worst-case input current of population 'pop'.*\|a_in\| <= 32767 "
+                                               r".*du = 1023"):
+        lf.lower_fixed(g, scale_exp={"pop": 13})
+    auto = lf.lower_fixed(g)
+    assert auto.fixed.pops["pop"].k == 12   # the search's largest safe scale

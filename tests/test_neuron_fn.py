@@ -27,8 +27,9 @@ def reference(x, params, surrogate_name, detach_reset):
 @pytest.mark.parametrize("detach_reset", [False, True])
 def test_spikes_and_gradient_equal_autograd_of_the_per_step_definition(model, reset, surrogate, detach_reset):
     no_decay = model == "lif-no-input-decay"  # MSKD eq. 1's form: tau 4/3 (alpha 0.25), threshold for unscaled input
-    params = NeuronParams(model="if" if model == "if" else "lif", tau=4 / 3 if no_decay else 2.0, v_th=1.2 if no_decay else 0.6,
-                          v_reset=-0.1 if reset == "hard" else 0.0, reset=reset, decay_input=not no_decay)
+    params = NeuronParams(model="if" if model == "if" else "lif", tau=4 / 3 if no_decay else 2.0,
+                          v_th=1.2 if no_decay else 0.6, v_reset=-0.1 if reset == "hard" else 0.0, reset=reset,
+                          decay_input=not no_decay)
     g = torch.Generator().manual_seed(3)
     x = (torch.rand(6, 5, 7, generator=g, dtype=torch.float64) * 1.2 - 0.1).requires_grad_()
     upstream = torch.randn(6, 5, 7, generator=g, dtype=torch.float64)

@@ -11,9 +11,9 @@ from scipy import sparse
 
 from snncc.ir.types import StrEnum
 
-__all__ = ["SignMode", "DECAY_UNITY", "DU_MAX", "VTH_MAX", "UV_MAX", "A_IN_MAX", "BIAS_MANT", "BIAS_EXP_MAX",
-           "WEIGHT_EXP", "MANT", "NETX_BIAS_EXP", "current_du", "a_in_max", "vals", "map_values", "sign_mode", "quant_weights",
-           "lava_weights", "conv_apply", "row_pos_neg", "split_bias", "netx_bias"]
+__all__ = ["SignMode", "DECAY_UNITY", "DU_MAX", "VTH_MAX", "UV_MAX", "BIAS_MANT", "BIAS_EXP_MAX",
+           "WEIGHT_EXP", "MANT", "NETX_BIAS_EXP", "current_du", "a_in_max", "vals", "map_values", "sign_mode",
+           "quant_weights", "lava_weights", "conv_apply", "row_pos_neg", "split_bias", "netx_bias"]
 
 
 class SignMode(StrEnum):
@@ -27,7 +27,6 @@ DECAY_UNITY = 4096           # 12-bit decays
 DU_MAX = 4095
 VTH_MAX = 2 ** 17 - 1        # 17-bit unsigned threshold (left-shifted by 6)
 UV_MAX = 2 ** 23             # 24-bit u, v
-A_IN_MAX = 2 ** 17 - 1       # |a_in << 6| < 2^23: u never wraps
 BIAS_MANT = (-4096, 4095)    # 13-bit signed
 BIAS_EXP_MAX = 7             # 3-bit
 WEIGHT_EXP = (-8, 7)
@@ -49,7 +48,7 @@ def a_in_max(du: int) -> int:
     """The largest per-step |a_in| with which u never wraps at 24 bits. With d = du + 1,
     u' = trunc(u (4096 - d) / 4096) + 64 a_in stays within the geometric sum 64 A 4096 / d for
     |a_in| <= A; Lava wraps u > 2^23 and u <= -2^23, so A = 32 d - 1 keeps |u| < 2^23
-    (d = 4096, no current state: A_IN_MAX)."""
+    (d = 4096, no current state: 2^17 - 1, u = a_in << 6 < 2^23)."""
     return 32 * (du + 1) - 1
 
 
