@@ -105,11 +105,13 @@ def test_conv1d_and_one_step_delays_match_the_oracle(rng, run):
         np.testing.assert_array_equal(got[pop].reshape(want[pop].shape), want[pop].astype(np.uint8), err_msg=pop)
 
 
-@pytest.mark.parametrize("kind", ["LI", "CubaLI", "I"])
+@pytest.mark.parametrize("kind", ["LI", "LI-r=tau/dt", "CubaLI", "I"])
 def test_integrator_readouts_match_the_oracle(rng, kind):
-    """Input -> Affine -> LIF -> Affine -> {LI, CubaLI, I} -> Output: the analog membrane, averaged over T by the Readout."""
+    """Input -> Affine -> LIF -> Affine -> {LI, CubaLI, I} -> Output: the analog membrane, averaged over T by the Readout.
+    LI with r = tau/dt is snncc's integrator without input decay (no gain folded into the synapse)."""
     o = 4
     head = {"LI": nir.LI(tau=np.full(o, 4e-3), r=rng.uniform(0.5, 2.0, o), v_leak=np.full(o, 0.2)),
+            "LI-r=tau/dt": nir.LI(tau=np.full(o, 4e-3), r=np.full(o, 4e-3 / DT), v_leak=np.full(o, 0.2)),
             "CubaLI": nir.CubaLI(tau_syn=np.full(o, 2e-3), tau_mem=np.full(o, 5e-3), r=rng.uniform(0.5, 2.0, o),
                                  v_leak=np.full(o, -0.1), w_in=rng.uniform(0.5, 1.5, o)),
             "I": nir.I(r=rng.uniform(100, 300, o))}[kind]
@@ -123,6 +125,7 @@ def test_integrator_readouts_match_the_oracle(rng, kind):
                       type_check=False)
     g = from_nir(ng, dt=DT, encoding="spike")
     assert g.type_of("x").kind.value == "analog" and g.op("output").mode == "mean"
+    assert g.op("x").params.decay_input == (kind != "LI-r=tau/dt")
     x = (rng.random((3, 16, 8)) < 0.5).astype(np.float64)
     want = simulate(ng, x, DT, record=("lif", "x"))
     assert want["lif"].sum() > 10
@@ -131,7 +134,8 @@ def test_integrator_readouts_match_the_oracle(rng, kind):
         np.testing.assert_array_equal(res.trains["lif"], want["lif"].astype(np.uint8))
         np.testing.assert_allclose(res.output, want["x"].mean(axis=0), rtol=1e-12, atol=1e-12)
     back = from_nir(to_nir(g, dt=DT))  # and out again: NIR's own type check, same outputs
-    assert type(to_nir(g, dt=DT).nodes["x"]).__name__ == kind
+    assert type(to_nir(g, dt=DT).nodes["x"]).__name__ == kind.split("-")[0]
+    assert back.op("x").params == g.op("x").params
     np.testing.assert_array_equal(torch_backend.run(back, x, 16).output, torch_backend.run(g, x, 16).output)
 
 
