@@ -8,7 +8,9 @@ gives it) their forward-Euler step is snncc's neuron update (:mod:`snncc.neuron`
   current ``I``, ``tau = tau_s``, ``v_reset = v_reset / r``, ``v_th = v_threshold / r`` and
   ``u_leak - u_reset`` added to the input (folded into the bias of the synapse that feeds
   the population). The spikes are the same; ``r`` never touches the weights, so
-  per-neuron ``r`` works behind convolutions too.
+  per-neuron ``r`` works behind convolutions too. Where ``r == tau / dt`` exactly (every
+  neuron), the step adds ``I`` as it is to ``v`` itself: snncc's LIF without input decay
+  (``decay_input=False``, what snncc exports), with no rescaling.
 * IF ``v' = r I``: ``u = v / (r dt)`` gives ``u += I``: snncc's IF.
 * CubaLIF ``tau_syn I' = -I + w_in S``, ``tau_mem v' = (v_leak - v) + r I``: the current is
   updated first and the membrane integrates the new current (snnTorch's and Lava's

@@ -29,11 +29,14 @@ def _population(b, n, model, tau, k, v_leak, v_th, v_reset, tau_syn=None, memory
         b.fail(n, f"parameter shapes do not match its input {list(shape)}")
     if not (np.isfinite(vals["k"]).all() and (vals["k"] > 0).all()):
         b.fail(n, "r (and w_in) must be finite and > 0")
-    kk = vals["k"]
-    u_th = np.nextafter(vals["v_th"] / kk, np.inf)  # v > thr  <=>  u >= next float above thr / k
-    u_reset, u_leak = vals["v_reset"] / kk, vals["v_leak"] / kk
     tau_s = np.ones(shape) if memoryless else vals["tau"] / b.dt
     tau_syn_s = vals["tau_syn"] / b.dt
+    kk = vals["k"]
+    decay_input = memoryless or not (model == LIF and (kk == tau_s).all())
+    if not decay_input:  # r = tau/dt: the Euler step adds r dt/tau I = I as it is, on v itself
+        kk = np.ones_like(kk)
+    u_th = np.nextafter(vals["v_th"] / kk, np.inf)  # v > thr  <=>  u >= next float above thr / k
+    u_reset, u_leak = vals["v_reset"] / kk, vals["v_leak"] / kk
     if model == LIF and not memoryless and not (tau_s > 1.0).all():
         b.fail(n, f"tau must exceed dt={b.dt:g} (tau/dt = {tau_s.min():g}): the Euler step would overshoot")
     if tau_syn is not None and not (tau_syn_s >= 1.0).all():
@@ -52,7 +55,8 @@ def _population(b, n, model, tau, k, v_leak, v_th, v_reset, tau_syn=None, memory
         return float(a.reshape(-1)[0])
     try:
         params = NeuronParams(model, scalar(tau_s) if model == LIF else 2.0, scalar(u_th),
-                              scalar(u_reset), tau_syn=scalar(tau_syn_s) if tau_syn is not None else 1.0)
+                              scalar(u_reset), tau_syn=scalar(tau_syn_s) if tau_syn is not None else 1.0,
+                              decay_input=decay_input)
     except ValueError as e:
         b.fail(n, str(e))
     kw = {}
@@ -96,6 +100,10 @@ def _integrator(b, n, model, gain, v_leak, tau=None, tau_syn=None):
             b.fail(n, f"per-neuron {k} in an integrator is not supported (only r and w_in may vary)")
     first = {k: float(a.reshape(-1)[0]) for k, a in vals.items()}
     gain = vals["gain"]
+    tau_s, tau_syn_s = first["tau"] / b.dt, first["tau_syn"] / b.dt
+    decay_input = not (model == LIF and (gain == tau_s).all())
+    if not decay_input:  # r = tau/dt: the input enters v as it is (snncc's decay_input=False)
+        gain = np.ones_like(gain)
     if not (np.isfinite(gain).all() and (gain > 0).all()):
         b.fail(n, "r (and w_in) must be finite and > 0")
     if (gain != 1.0).any():
@@ -104,13 +112,12 @@ def _integrator(b, n, model, gain, v_leak, tau=None, tau_syn=None):
             b.fail(n, "its input gain (r, w_in, dt) must fold into a synapse (Affine, Linear, Conv) "
                       "feeding only it")
         b.fold_rows(port.src, b.row_values(n, gain, op))
-    tau_s, tau_syn_s = first["tau"] / b.dt, first["tau_syn"] / b.dt
     if model == LIF and not tau_s > 1.0:
         b.fail(n, f"tau must exceed dt={b.dt:g} (tau/dt = {tau_s:g})")
     if tau_syn is not None and not tau_syn_s >= 1.0:
         b.fail(n, f"tau_syn must be at least dt={b.dt:g}")
     params = NeuronParams(model, tau_s if model == LIF else 2.0, float("inf"), first["v_leak"],
-                          tau_syn=tau_syn_s if tau_syn is not None else 1.0)
+                          tau_syn=tau_syn_s if tau_syn is not None else 1.0, decay_input=decay_input)
     b.alias[n] = b.add(n, Integrator(params), [port])
 
 
