@@ -109,8 +109,7 @@ class History:
 
     def __init__(self, graph: SpikeGraph, types: dict, batch: int):
         self.graph, self.types, self.batch = graph, types, batch
-        depth = max((p.delay for n in graph.order() for p in graph.inputs(n)), default=0)
-        self.past = deque(maxlen=max(1, depth))  # past[-d]: the values of step t - d
+        self.past = deque(maxlen=max(1, graph.max_delay()))  # past[-d]: the values of step t - d
 
     def inputs(self, n, current: dict) -> list:
         return [current[p.src] if p.delay == 0 else self._past(p) for p in self.graph.inputs(n)]

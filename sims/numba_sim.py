@@ -284,7 +284,7 @@ class Plan:
         self.populations = graph.populations()
         self._mark_static(types[self.input].kind is Kind.ANALOG)
         self.schedule = _schedule(graph, self.order)
-        self.lead = max([1] + [p.delay for nd in self.nodes.values() for p in nd.ports])  # zero rows
+        self.lead = max(1, graph.max_delay())  # leading zero rows
         self._buffers = (None, {})
 
     def _mark_static(self, direct: bool):

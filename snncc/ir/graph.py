@@ -114,6 +114,10 @@ class SpikeGraph:
     def synapses(self) -> list[str]:
         return [n for n in self.order() if is_synapse(self.op(n))]
 
+    def max_delay(self) -> int:
+        """The longest edge delay in steps (0 without delayed edges): how many past steps a run keeps."""
+        return max((p.delay for ports in self._inputs.values() for p in ports), default=0)
+
     def populations(self) -> list[str]:
         return [n for n in self.order() if self.op(n).is_population]
 
