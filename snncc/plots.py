@@ -45,8 +45,8 @@ def plot_energy_comparison(reports: list, path, force: bool = False) -> None:
     c = reports[0].conventions
     fig.suptitle(f"Energy per layer (T={c['timesteps']}, first layer {c['first_layer']}, graded inputs "
                  f"{c.get('graded', 'events')})", fontsize=9)
-    fig.legend(loc="lower center", ncol=len(CATEGORIES) + 1, fontsize=7)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
+    fig.legend(loc="lower center", ncol=min(len(CATEGORIES) + 1, 3 * len(nets)), fontsize=7)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.96))
     with atomic_path(path, "png", force) as tmp:   # never over a PNG snncc did not write
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)

@@ -95,7 +95,7 @@ def comparison_table(reports: list) -> Table:
     energy by category, the ANN under the same model, and the network's break-even rate."""
     cats = [c for c in CATEGORIES if any(c in r.breakdown() for r in reports)]
     table = Table(title="Energy per inference, side by side")
-    for col in ("model", "graph", "spiking", "energy model", "accuracy", "mean rate", "SOPs (AC)", "MACs",
+    for col in ("model", "graph", "spiking", "energy model", "accuracy", "mean rate",
                 *[f"{k} (nJ)" for k in cats], "energy (nJ)", "ANN (nJ)", "ANN/SNN", "break-even rate"):
         table.add_column(col, justify="left" if col in ("model", "graph", "spiking", "energy model") else "right")
     for r in reports:
@@ -103,7 +103,7 @@ def comparison_table(reports: list) -> Table:
         table.add_row(escape(str(r.model_path)), escape(str(r.name)), "fully" if r.fully_spiking else "hybrid",
                       escape(r.model),
                       _fmt(r.accuracy, "{:.4f}"), _fmt(r.mean_firing_rate, "{:.4f}"),
-                      _fmt(r.total_sops), _fmt(r.total_macs), *[_fmt(b.get(k, 0.0) / 1e3, "{:,.2f}") for k in cats],
+                      *[_fmt(b.get(k, 0.0) / 1e3, "{:,.2f}") for k in cats],
                       _fmt(r.total_energy_pj / 1e3, "{:,.2f}"), _fmt(r.ann_energy_pj / 1e3, "{:,.2f}"),
                       _fmt(r.ann_over_snn, "{:.2f}x"), fmt_breakeven(r.breakeven_rate))
     return table
