@@ -2,11 +2,10 @@
 shared/design/energy.md §4.4, closed-form properties, and break-even rates."""
 import json
 
-import numpy as np
 import pytest
 from graphs import LIF, mlp
 
-from snncc.energy import (EnergyModelError, Kundu, LayerCounts, Lemaire, Loihi, count_layers, energy_report,
+from snncc.energy import (Constant, EnergyModelError, Kundu, LayerCounts, Lemaire, Loihi, count_layers, energy_report,
                           get_model, price_counts)
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Conv, Input, Neuron, Readout
@@ -58,8 +57,7 @@ def test_case_b_rate_input_kundu_user_file_and_loihi(rng, tmp_path):
     assert model.constants()["E_UPDATE"].grade == "test (user file)"
     # Loihi as the reference prices it: every update at 52 pJ, 1,296 events at 1.7 pJ, no hops
     flat = {"E_UPD_ACTIVE": Loihi.DEFAULTS["E_UPD_INACTIVE"],
-            "E_HOP_EW": Loihi.DEFAULTS["E_HOP_EW"].__class__(0.0, "test", "test"),
-            "E_HOP_NS": Loihi.DEFAULTS["E_HOP_NS"].__class__(0.0, "test", "test")}
+            "E_HOP_EW": Constant(0.0, "test", "test"), "E_HOP_NS": Constant(0.0, "test", "test")}
     rep = energy_report(g, act, S, 10, Loihi(flat))
     assert rep.total_energy_pj == pytest.approx(19_067_289.6 + 537_680 + 2_203.2)
     # Loihi defaults: x on core 0, lif0 on core 1, lif1 on core 2 (one east-west hop per event);

@@ -33,10 +33,10 @@ MODELS = {"kundu": Kundu, "lemaire": Lemaire, "loihi": Loihi}
 def get_model(name: str) -> EnergyModel:
     """An energy model by name: a registered model (its default constants), ``kundu:PRESET``, or
     a TOML/JSON file of constants (a name ending in .toml/.json, or an existing file)."""
-    if name.endswith((".toml", ".json")) or os.path.isfile(name):
-        return load_model_file(name, MODELS)
     base, _, preset = name.partition(":")
     if base not in MODELS:
+        if name.endswith((".toml", ".json")) or os.path.isfile(name):
+            return load_model_file(name, MODELS)
         raise EnergyModelError(f"unknown energy model {name!r} (choose from {', '.join(MODELS)}, "
                                f"or a .toml/.json file of constants)")
     if preset and not hasattr(MODELS[base], "preset"):

@@ -5,6 +5,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from snncc.energy.breakeven import breakeven_rates
 from snncc.energy.counts import LayerCounts, count_layers, mean_firing_rate
 from snncc.ir.graph import SpikeGraph
 
@@ -169,7 +170,6 @@ def price_counts(counts: list[LayerCounts], model: EnergyModel, conventions: dic
                  mean_rate: float | None = None) -> EnergyReport:
     """An :class:`EnergyReport` for ``counts`` (measured, or built by hand) under ``model``,
     with per-layer and network break-even rates."""
-    from snncc.energy.breakeven import breakeven_rates
     priced = model.price(counts)
     per_layer, network = breakeven_rates(model, counts, [ann for _, ann in priced])
     layers = [LayerEnergy(c, snn, ann, be) for c, (snn, ann), be in zip(counts, priced, per_layer)]
