@@ -63,7 +63,3 @@ def write_pth(site_packages: str | None = None) -> Path:
     path = Path(site_packages or sysconfig.get_paths()["purelib"]) / PTH_NAME
     path.write_text(PTH_LINE)
     return path
-
-
-if __name__ == "__main__":
-    print(write_pth())
