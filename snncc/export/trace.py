@@ -66,6 +66,14 @@ class _Builder:
         return src
 
     def leaf(self, name, m, src):
+        try:
+            return self._leaf(name, m, src)
+        except ExportError as e:
+            if str(e).startswith(("module ", "adaptive ", "batch norm ", "input normalisation ")):
+                raise
+            raise ExportError(f"module {name!r}: {e}") from None
+
+    def _leaf(self, name, m, src):
         if isinstance(m, tuple(CONTAINERS)):
             return self.module(name, m, src)
         if isinstance(m, tuple(IDENTITY)):
