@@ -105,15 +105,20 @@ IDENTITY = [nn.Identity, nn.Dropout]
 BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 CONTAINERS = [TimeDistributed]
 MODULE_CALLS = []  # functions f(x, modules) that apply their module argument(s) to x (kept whole by the tracer)
+CALL_NAMESPACES = []  # modules through which forward() reaches them (e.g. `functional.seq_to_ann_forward(...)`)
 
 
 def register(cls, rule=None, container: bool = False, identity: bool = False, shaped: bool = False,
-             module_call: bool = False) -> None:
+             module_call=None) -> None:
     """Map modules of ``cls`` to ``rule(module) -> op`` (``rule(module, in_shape) -> op`` if ``shaped``),
-    or treat them as a container of mapped children, or as the identity at inference; with
-    ``module_call``, ``cls`` is a function ``f(x, modules)`` applying modules to x (mapped like a container)."""
-    if module_call:
+    or treat them as a container of mapped children, or as the identity at inference. With
+    ``module_call=namespace``, ``cls`` is a function ``f(x, modules)`` applying modules to x (mapped like a
+    container) that forward() calls through the Python module ``namespace``; the tracer keeps every public
+    function of that namespace whole, so any other one called in forward() is refused by name."""
+    if module_call is not None:
         MODULE_CALLS.append(cls)
+        if module_call not in CALL_NAMESPACES:
+            CALL_NAMESPACES.append(module_call)
     elif container:
         CONTAINERS.append(cls)
     elif identity:

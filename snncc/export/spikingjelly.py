@@ -78,5 +78,5 @@ if sj_neuron is not None:
     register(sj_layer.Dropout, identity=True)
     register(sj_layer.SeqToANNContainer, container=True)
     register(sj_layer.MultiStepContainer, container=True)
-    register(sj_functional.seq_to_ann_forward, module_call=True)
-    register(sj_functional.multi_step_forward, module_call=True)
+    register(sj_functional.seq_to_ann_forward, module_call=sj_functional)
+    register(sj_functional.multi_step_forward, module_call=sj_functional)

@@ -10,6 +10,7 @@ model (BSD's Type 2 path, MSKD's adapters and heads) never reach the graph.
 """
 from __future__ import annotations
 
+import math
 import operator
 
 import numpy as np
@@ -17,8 +18,8 @@ import torch
 from torch import fx, nn
 
 from snncc.export import spikingjelly  # noqa: F401  (registers spikingjelly's modules in the rule table)
-from snncc.export.rules import (BN, CONTAINERS, IDENTITY, MODULE_CALLS, MODULE_RULES, SHAPED_RULES, AdaptiveMap,
-                                ExportError, leaf_classes, np_)
+from snncc.export.rules import (BN, CALL_NAMESPACES, CONTAINERS, IDENTITY, MODULE_CALLS, MODULE_RULES, SHAPED_RULES,
+                                AdaptiveMap, ExportError, leaf_classes, np_)
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Readout
 from snncc.models.layers import InputNormalize, SpikingNeuron, TimeDistributed
@@ -27,7 +28,7 @@ from snncc.passes.normalize import normalize
 
 class _Tracer(fx.Tracer):
     def __init__(self):
-        super().__init__(autowrap_functions=tuple(MODULE_CALLS))
+        super().__init__(autowrap_modules=(math, *CALL_NAMESPACES), autowrap_functions=tuple(MODULE_CALLS))
 
     def is_leaf_module(self, m, qualname):
         return isinstance(m, (*leaf_classes(), InputNormalize)) or super().is_leaf_module(m, qualname)
@@ -149,13 +150,11 @@ _REASONS = {operator.mul: "multiplies two tensors (spikingjelly's SEW 'AND' / 'I
             operator.sub: "subtracts tensors (spikingjelly's SEW 'IAND' computes (1 - x) * y)"}
 
 
-def _refused(node) -> ExportError:
+def _refused(node, root: nn.Module) -> ExportError:
     """The refusal of an fx node with no rule, naming the module whose forward calls it and the reason."""
     stack = node.meta.get("nn_module_stack") or {}
-    where = ""
-    if stack:
-        qualname, cls = list(stack.values())[-1]
-        where = f"module {qualname!r} ({getattr(cls, '__name__', cls)}): "
+    qualname, cls = list(stack.values())[-1] if stack else ("", type(root))
+    where = f"module {qualname!r} ({getattr(cls, '__name__', cls)}): " if qualname else f"{cls.__name__}.forward: "
     what = getattr(node.target, "__name__", node.target)
     reason = _REASONS.get(node.target, "has no spike-graph equivalent")
     return ExportError(f"{where}{node.name}: {node.op} {what} {reason}")
@@ -189,9 +188,10 @@ def export(module: nn.Module, example_input: torch.Tensor, timesteps: int | None
     b = _Builder(graph)
     env, out = {}, None
     mods = dict(module.named_modules())
-    names = {id(m): n for n, m in mods.items()}
 
     def src(node, reader):
+        if node not in env:
+            raise ExportError(f"{reader} reads {node.name} ({node.op} {node.target}), which is no network value")
         if env[node] in b.maps:
             raise b.unfoldable(env[node], reader)
         return env[node]
@@ -203,14 +203,16 @@ def export(module: nn.Module, example_input: torch.Tensor, timesteps: int | None
             env[node] = graph.add("input", Input(shape))
         elif node.op == "call_module":
             env[node] = b.leaf(node.target, mods[node.target], env[node.args[0]])
+        elif node.op == "get_attr":  # a submodule handed to a module call (fx records it as an attribute)
+            continue
         elif node.op == "call_function" and node.target in MODULE_CALLS:  # e.g. seq_to_ann_forward(x, modules)
             inner = node.args[1] if isinstance(node.args[1], (list, tuple)) else [node.args[1]]
-            env[node] = env[node.args[0]]
-            for m in inner:
-                if id(m) not in names:
-                    raise ExportError(f"{node.name}: {node.target.__name__} applies {type(m).__name__}, "
-                                      f"which is not a submodule of the network")
-                env[node] = b.leaf(names[id(m)], m, env[node])
+            env[node] = src(node.args[0], node.name)
+            for attr in inner:
+                m = mods.get(attr.target) if isinstance(attr, fx.Node) and attr.op == "get_attr" else None
+                if m is None:
+                    raise ExportError(f"{node.name}: {node.target.__name__} applies {attr}, not a submodule")
+                env[node] = b.module(attr.target, m, env[node])
         elif node.op == "call_function" and node.target in (operator.add, operator.iadd, torch.add):
             srcs = [src(a, f"Add {node.name!r}") for a in node.args]
             for s in srcs:
@@ -228,7 +230,7 @@ def export(module: nn.Module, example_input: torch.Tensor, timesteps: int | None
             out = src(node.args[0], "the network's output")
             b.flush(out)
         else:
-            raise _refused(node)
+            raise _refused(node, module)
     for pending in list(b.pending):
         b.flush(pending)
     mode = "count" if isinstance(graph.op(out), Neuron) else "mean"
