@@ -85,8 +85,11 @@ def dyadic_input(shape, seed=1):
     return torch.randint(0, 17, shape, generator=g).float() / 16
 
 
-def resnet18_if():
-    return spiking_resnet.spiking_resnet18(spiking_neuron=neuron.IFNode, num_classes=10)
+def resnet18_if():  # per-layer thresholds
+    net = spiking_resnet.spiking_resnet18(spiking_neuron=neuron.IFNode, num_classes=10)
+    for i, m in enumerate(m for m in net.modules() if isinstance(m, neuron.IFNode)):
+        m.v_threshold = (0.75, 1.0, 1.25)[i % 3]
+    return net
 
 
 def resnet18_lif_soft():  # v_reset=None, detach_reset, another surrogate: all forward-identical
@@ -173,6 +176,8 @@ def test_zoo_model_is_spike_exact_per_layer(build, shape, multi, violations):
     net = dyadic_(build())
     g, ref = assert_spike_exact(net, dyadic_input(shape), multi)
     assert verdict(g) == violations
+    mods = dict(net.named_modules())
+    assert all(g.op(n).params.v_th == mods[n].v_threshold for n in ref)
     if build in (sew18_add, sew50_add):  # the SEW ADD is named as a spike ADD feeding the next synapse
         (d,) = [d for d in check_fully_spiking(g).violations if d.node == "add"]
         assert "spike ADD (SEW)" in d.reason and isinstance(g.op("add"), Add)
@@ -220,6 +225,9 @@ def test_refusals_name_the_module_and_reason():
     # 4x4 -> 3x3 is no fixed pool, and a conv (not a Linear) reads it
     net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), neuron.IFNode(), nn.AdaptiveAvgPool2d(3), nn.Conv2d(2, 2, 3))
     with pytest.raises(ExportError, match=r"adaptive average pooling '2' from \[4, 4\] to \[3, 3\] is no fixed pool"):
+        snncc.export(net, torch.zeros(1, 1, 4, 4))
+    net[3] = nn.Linear(3, 2)  # a Linear on the unflattened pool acts on its last axis: no fold either
+    with pytest.raises(ExportError, match=r"is no fixed pool.*not into module '3' \(Linear\)"):
         snncc.export(net, torch.zeros(1, 1, 4, 4))
 
 

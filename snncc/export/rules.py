@@ -62,9 +62,8 @@ def adaptive_windows(size: int, out: int) -> list:
 
 def _adaptive_avgpool(m, in_shape):
     """A fixed average pool when every bin has the same size and stride (size a multiple of out);
-    otherwise the exact linear map, which only a Linear after it can absorb (see trace.AdaptiveMap)."""
-    out = pair(m.output_size if m.output_size is not None else in_shape[1:])
-    out = tuple(o if o is not None else s for o, s in zip(out, in_shape[1:]))
+    otherwise the exact linear map, which only a Linear after it can absorb (:class:`AdaptiveMap`)."""
+    out = tuple(o if o is not None else s for o, s in zip(pair(m.output_size), in_shape[1:]))
     if all(s % o == 0 for s, o in zip(in_shape[1:], out)):
         k = tuple(s // o for s, o in zip(in_shape[1:], out))
         return Pool("avg", k, k)

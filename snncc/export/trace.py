@@ -46,11 +46,20 @@ def _fold_bn(op, bn: nn.BatchNorm1d | nn.BatchNorm2d, name: str):
     return type(op)(**{**op.__dict__, "weight": w, "bias": (bias - np_(bn.running_mean)) * scale + shift})
 
 
+def _rule(name, table, m, *args):
+    """The op of the first rule in ``table`` whose class ``m`` is; a rule's refusal is prefixed with the module."""
+    rule = next(rule for cls, rule in table if isinstance(m, cls))
+    try:
+        return rule(m, *args)
+    except ExportError as e:
+        raise ExportError(f"module {name!r}: {e}") from None
+
+
 class _Builder:
     def __init__(self, graph: SpikeGraph):
         self.graph = graph
         self.pending = {}  # synapse name -> op, kept open so a following batch norm can fold in
-        self.maps = {}  # name -> (source, AdaptiveMap): a linear map only the next Linear can absorb
+        self.maps = {}  # name -> (pooled node, AdaptiveMap, flattened?): a map only a Linear after a flatten absorbs
         self.types = {}
 
     def flush(self, name):
@@ -67,14 +76,6 @@ class _Builder:
         return src
 
     def leaf(self, name, m, src):
-        try:
-            return self._leaf(name, m, src)
-        except ExportError as e:
-            if str(e).startswith(("module ", "adaptive ", "batch norm ", "input normalisation ")):
-                raise
-            raise ExportError(f"module {name!r}: {e}") from None
-
-    def _leaf(self, name, m, src):
         if isinstance(m, tuple(CONTAINERS)):
             return self.module(name, m, src)
         if isinstance(m, tuple(IDENTITY)):
@@ -88,10 +89,11 @@ class _Builder:
                                   f"of shape {list(op.shape)}")
             self.graph.replace_op(src, Input(op.shape, op.encoding, mean=np_(m.mean), std=np_(m.std)))
             return src
-        if src in self.maps and not isinstance(m, (nn.Linear, nn.Flatten)):
+        if src in self.maps and not (isinstance(m, nn.Flatten) or isinstance(m, nn.Linear) and self.maps[src][2]):
             raise self.unfoldable(src, f"module {name!r} ({type(m).__name__})")
         if isinstance(m, nn.Flatten) and src in self.maps:
-            self.maps[name] = self.maps[src]
+            _rule(name, MODULE_RULES, m)  # its own checks
+            self.maps[name] = (*self.maps[src][:2], True)
             return name
         if isinstance(m, BN):
             if src not in self.pending:
@@ -99,25 +101,23 @@ class _Builder:
             op, srcs = self.pending[src]
             self.pending[src] = (_fold_bn(op, m, name), srcs)
             return src
-        for cls, rule in SHAPED_RULES:
-            if isinstance(m, cls):
-                self.flush(src)
-                op = rule(m, self.type_of(src).shape)
-                if isinstance(op, AdaptiveMap):
-                    self.maps[name] = (src, op)
-                    return name
-                return self.add_op(name, op, src)
-        for cls, rule in MODULE_RULES:
-            if isinstance(m, cls):
-                op = rule(m)
-                if src in self.maps:  # Linear after a non-uniform adaptive pool: W @ pooling matrix
-                    pooled, amap = self.maps[src]
-                    self.flush(pooled)
-                    src = f"{pooled}.flatten"
-                    if src not in self.graph:
-                        self.graph.add(src, Flatten(), [pooled])
-                    op = Dense(amap.fold(op.weight), op.bias)
-                return self.add_op(name, op, src)
+        if any(isinstance(m, cls) for cls, _ in SHAPED_RULES):
+            self.flush(src)
+            op = _rule(name, SHAPED_RULES, m, self.type_of(src).shape)
+            if isinstance(op, AdaptiveMap):
+                self.maps[name] = (src, op, False)  # (pooled node, map, flattened yet?)
+                return name
+            return self.add_op(name, op, src)
+        if any(isinstance(m, cls) for cls, _ in MODULE_RULES):
+            op = _rule(name, MODULE_RULES, m)
+            if src in self.maps:  # Linear after a non-uniform adaptive pool and a flatten: W @ pooling matrix
+                pooled, amap, _ = self.maps[src]
+                self.flush(pooled)
+                src = f"{pooled}.flatten"
+                if src not in self.graph:
+                    self.graph.add(src, Flatten(), [pooled])
+                op = Dense(amap.fold(op.weight), op.bias)
+            return self.add_op(name, op, src)
         raise ExportError(f"module {name!r} of type {type(m).__name__} has no spike-graph equivalent")
 
     def type_of(self, name):
@@ -221,7 +221,7 @@ def export(module: nn.Module, example_input: torch.Tensor, timesteps: int | None
         elif (node.op, node.target) in (("call_function", torch.flatten), ("call_method", "flatten")):
             _flatten_call(node, multi)
             if env[node.args[0]] in b.maps:
-                b.maps[node.name] = b.maps[env[node.args[0]]]
+                b.maps[node.name] = (*b.maps[env[node.args[0]]][:2], True)
                 env[node] = node.name
                 continue
             b.flush(env[node.args[0]])
