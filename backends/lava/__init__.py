@@ -42,7 +42,9 @@ a rule are refused by name (``Backend.check_ops``); then one rule per IR op clas
     Neuron         -> lava.proc.lif.LIF
     Readout        -> lava.proc.io.sink.RingBuffer on every recorded population; the
                       readout counts come from the (re-aligned) recorded trains
-    recurrent delayed edge -> the Dense's natural one-step delay (see Timing)
+    recurrent delayed edge -> the Dense's natural one-step delay (see Timing); an edge of d steps
+                      gets identity relay populations for the other steps (lava's DelayDense,
+                      which would hold them in one process, is not used yet)
     Add            -> only with graded spikes (below); otherwise refused (a SEW spike ADD
                       first by the validator, with a hint at the option)
 
@@ -90,7 +92,10 @@ is Lava's LIF with ``du = 1/tau_syn``: ``u`` is the synaptic current times the i
 the inputs are scaled by ``input_gain / tau_syn``.
 
 Soft reset (v' = h - v_th s) has no Lava LIF equivalent (Lava zeroes v and loses the
-residual h - v_th) and is refused.
+residual h - v_th) and is refused. A memoryless LIF (tau = 1, NIR's Threshold) is dv = 1: Lava's
+v (1 - dv) is 0, so v = u + bias, exact in float; fixed point refuses it (dv would be 4096), and a
+threshold at or below rest (firing without input) is refused, since the alignment below needs every
+population silent before its depth.
 
 Inputs. A direct-encoded (analog) input reaches the first synapse as the same current
 W x + b at every step, so that current (computed with the reference's own torch rules,
