@@ -7,7 +7,8 @@ from scipy import sparse
 
 from snncc.ir.ops import conv_out
 
-__all__ = ["conv_fields", "conv_matrix_sparse", "conv_matrix", "pool_matrix_sparse", "lava_kernel", "identity", "as_matrix"]
+__all__ = ["conv_fields", "conv_matrix_sparse", "conv_matrix", "pool_matrix_sparse", "lava_kernel", "identity",
+           "as_matrix"]
 
 
 def conv_fields(op) -> dict:
