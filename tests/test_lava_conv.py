@@ -193,8 +193,9 @@ def test_conv_row_bounds_match_unrolled_matrix():
     negative incoming weights) equals the row sums of its Toeplitz matrix."""
     rng = np.random.default_rng(2)
     w = rng.normal(size=(3, 2, 3, 2))
-    for stride, pad, dil, groups in [((1, 1), (1, 1), (1, 1), 1), ((2, 1), (1, 0), (1, 1), 1), ((2, 3), (0, 2), (1, 1), 1),
-                                     ((1, 2), (2, 2), (2, 3), 1), ((1, 1), (1, 0), (2, 1), 3)]:
+    cases = [((1, 1), (1, 1), (1, 1), 1), ((2, 1), (1, 0), (1, 1), 1), ((2, 3), (0, 2), (1, 1), 1),
+             ((1, 2), (2, 2), (2, 3), 1), ((1, 1), (1, 0), (2, 1), 3)]
+    for stride, pad, dil, groups in cases:
         shape = (2 * groups, 7, 6)
         m = lb.conv_matrix(w, shape, stride, pad, dil, groups)
         ho = (7 + 2 * pad[0] - dil[0] * 2 - 1) // stride[0] + 1
