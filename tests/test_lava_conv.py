@@ -205,3 +205,20 @@ def test_conv_row_bounds_match_unrolled_matrix():
         pos, neg = lf.row_pos_neg(w, cv)
         np.testing.assert_allclose(pos, np.where(m > 0, m, 0).sum(1), atol=1e-12)
         np.testing.assert_allclose(neg, np.where(m < 0, -m, 0).sum(1), atol=1e-12)
+
+
+def test_conv_geometry_beyond_lava_conv_fields_is_unrolled():
+    """Lava 0.10's Conv models keep kernel size, stride, padding, dilation and groups as int8: a dilation of
+    130 would wrap (the run hangs), so that conv becomes its unrolled matrix, spike-exact like the rest."""
+    rng = np.random.default_rng(0)
+    g = SpikeGraph("wide")
+    g.add("x", Input((1, 1, 140), encoding="spike"))
+    g.add("c", Conv(np.ones((2, 1, 1, 2)), None, (1, 1), (0, 0), (1, 130)), ["x"])
+    g.add("n", Neuron(NeuronParams("if", v_th=1.5)), ["c"])
+    g.add("out", Readout("count"), ["n"])
+    (conn,) = lb.lower(g).conns
+    assert conn.kind == "dense" and "beyond lava Conv's 8-bit fields" in conn.note
+    x = (rng.random((1, 6, 1, 1, 140)) < 0.5).astype(np.float64)
+    ref = torch_backend.run(g, x, 6, record=True).trains["n"]
+    assert ref.sum() >= 5
+    np.testing.assert_array_equal(lb.run(g, x, 6, record=True).trains["n"], ref)

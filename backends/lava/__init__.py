@@ -21,7 +21,8 @@ a rule are refused by name (``Backend.check_ops``); then one rule per IR op clas
     Dense          -> lava.proc.dense.Dense (weights scaled by the target's 1/tau)
     Conv           -> chosen per synapse (Conn.kind / Conn.note, in lava.json and summary.txt):
                       * lava.proc.conv.process.Conv when the conv reads a spike source's
-                        (C, H, W) vector directly (a population, an OR pool, the spike input).
+                        (C, H, W) vector directly (a population, an OR pool, the spike input)
+                        and kernel, stride, padding, dilation, groups fit its int8 fields (<= 127).
                         Populations stay 1-D C-order vectors; Lava's Conv ports are (X, Y, C),
                         here (H, W, C), bridged with virtual ports:
                         s_out.reshape((C, H, W)).transpose((1, 2, 0)) -> Conv.s_in and
@@ -30,7 +31,7 @@ a rule are refused by name (``Backend.check_ops``); then one rule per IR op clas
                         model uses scipy convolve2d, a true convolution); padding/stride/dilation
                         given as (H, W), groups as is (Lava 0.10 supports both). Same one-step
                         delay as Dense (sends a_buf first).
-                      * otherwise (an avg/sum pool folded in front of it) the unrolled (Toeplitz)
+                      * otherwise (an avg/sum pool folded in front of it, a larger geometry) the unrolled (Toeplitz)
                         matrix, built sparse and vectorised: lava Dense when it has <=
                         DENSE_MAX_ENTRIES entries, else lava Sparse (CSR).
                       The plan keeps the kernel in snncc's layout; no out x in matrix is built.

@@ -134,19 +134,26 @@ def _synapse_matrix(ctx, n, op):
     return conv_matrix_sparse(op.weight, ctx.types[p.src].shape, op.stride, op.padding, op.dilation, op.groups)
 
 
+LAVA_CONV_FIELD_MAX = 127  # lava 0.10's Conv models hold kernel size, stride, padding, dilation, groups as int8
+
+
 def _synapse_edge(ctx, src, sop, s, m, scale, delay, dst):
     """Choose the Lava process of one synapse: a Conv reading a spike source's (C, H, W)
     vector directly -> lava Conv; anything with a folded avg/sum pool (Toeplitz product) or a
     Dense op -> a matrix (dense, or CSR when large)."""
     (sp,) = ctx.g.inputs(src)
-    if isinstance(sop, Conv) and m is None:
+    fits = isinstance(sop, Conv) and max(*sop.weight.shape[2:], *sop.stride, *sop.padding, *sop.dilation,
+                                         sop.groups) <= LAVA_CONV_FIELD_MAX
+    if fits and m is None:
         cv = {"in_shape": tuple(ctx.types[sp.src].shape), "out_shape": tuple(ctx.types[src].shape),
               **conv_fields(sop)}
         w = np.asarray(sop.weight, dtype=np.float64) * scale
         return _Edge(s, dst, w, delay, ConnRole.SYNAPSE, (src,), ConnKind.CONV, cv, "lava Conv")
     if isinstance(sop, Conv):
-        w = _synapse_matrix(ctx, src, sop) @ m
-        why = "Toeplitz: " + ("avg/sum pool folded into the conv" if m is not None else "conv")
+        w = _synapse_matrix(ctx, src, sop)
+        w = w if m is None else w @ m
+        why = "Toeplitz: " + ("avg/sum pool folded into the conv" if m is not None else
+                              f"conv geometry beyond lava Conv's 8-bit fields (> {LAVA_CONV_FIELD_MAX})")
     else:
         w = np.asarray(sop.weight, dtype=np.float64)
         w = w if m is None else np.asarray((m.T @ w.T).T)
