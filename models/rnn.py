@@ -32,7 +32,7 @@ from torch import nn
 
 from snncc import neuron as nrn
 from snncc.neuron import HARD, NeuronParams
-from snncc.training.bsd import flatten_time, interlayer_loss, weight_cosine
+from snncc.training.methods.bsd import flatten_time, interlayer_loss, weight_cosine
 
 TASKS = ("text", "timeseries")
 

@@ -10,7 +10,7 @@ from snncc.data.datasets import load_split
 from snncc.neuron import NeuronParams
 from snncc.training import train as train_mod
 from snncc.models.mlp import BPTTMLP, BSDMLP
-from snncc.training.bsd import (cosine_predict, interlayer_loss, reco_grad_closed_form, reco_loss,
+from snncc.training.methods.bsd import (cosine_predict, interlayer_loss, reco_grad_closed_form, reco_loss,
                                 repeat_time, top_loss)
 from snncc.models.layers import SpikingNeuron
 from snncc.training.train import (CheckpointError, ConfigError, TrainConfig, TrainingDiverged, build_model,

@@ -18,13 +18,25 @@ _RECIPE = click.option("--recipe", type=click.Choice(["cpu", "paper"]), default=
 _RESUME = click.option("--resume", is_flag=True,
                        help="continue from OUT/model.pt after its last completed epoch (same options; --epochs may "
                             "grow); the result is bit-identical to an uninterrupted run on the same machine")
-RESNET_METHODS = ("ann", "direct", "kd", "mskd", "mskd-norecon")
-BSD_MODELS = ("mlp", "cnn")
+IMAGE_MODELS = ("mlp", "cnn")
+RESNET_ONLY = ("teacher", "alpha", "temperature", "beta", "heads", "optimizer")  # options of the ResNet trainer
+
+
+def _model_kind(model: str) -> str:
+    """``--model`` -> the registry's model kind (mlp, cnn or resnet); ModelError for an unknown name."""
+    if model in IMAGE_MODELS:
+        return model
+    if model in ("rnn", "autoencoder"):
+        raise click.UsageError(f"--model {model} trains with 'snncc bsd train-{'seq' if model == 'rnn' else 'ae'}'")
+    from snncc.models.resnet import parse_name
+    parse_name(model)
+    return "resnet"
 
 
 @click.command()
-@click.option("--method", type=click.Choice(["bsd", "bptt", *RESNET_METHODS]), required=True,
-              help="bsd/bptt/ann on mlp/cnn (BSD paper); ann/direct/kd/mskd/mskd-norecon on ResNets (MSKD paper)")
+@click.option("--method", required=True,
+              help="bsd/bptt/ann on mlp/cnn (BSD paper); ann/direct/kd/mskd/mskd-norecon on ResNets (MSKD paper): "
+                   "the pairs of snncc/training/registry.py")
 @click.option("--model", default="mlp", show_default=True,
               help="mlp, cnn, or {spike,sew,ms}-resnet{18,34,50,101} / resnet{18,...} (ANN teacher)")
 @click.option("--dataset", default="digits", show_default=True)
@@ -77,12 +89,14 @@ BSD_MODELS = ("mlp", "cnn")
 @_FORCE
 def train(out_dir, quiet, sizes, threads, force, **options):
     """Train a spiking network; writes OUT/model.pt and OUT/metrics.json."""
-    method, model = options["method"], options["model"]
-    if method in RESNET_METHODS[1:] or (method == "ann" and model not in BSD_MODELS):
+    from snncc.training.registry import lookup, method_names
+    kind = _model_kind(options["model"])
+    lookup(options["method"], kind)  # a pair the registry does not list: one line naming the supported ones
+    if kind == "resnet":
         return _train_resnet(out_dir, quiet, threads, options, force)
-    for key in ("teacher", "alpha", "temperature", "beta", "heads", "optimizer"):
+    for key in RESNET_ONLY:
         if options.pop(key) is not None:
-            raise click.UsageError(f"--{key} applies to the ResNet methods ({', '.join(RESNET_METHODS)})")
+            raise click.UsageError(f"--{key} applies to the ResNet methods ({', '.join(method_names('resnet'))})")
     resume = options.pop("resume")
     from snncc.training.train import ConfigError, TrainConfig, train as run_training
     if sizes is not None:
@@ -109,9 +123,6 @@ def _train_resnet(out_dir, quiet, threads, options, force=False):
             raise click.UsageError(f"--{key.replace('_', '-')} does not apply to --method {options['method']}")
     renames = {"temperature": "kd_temperature"}
     fields = {renames.get(k, k): v for k, v in options.items() if v is not None}
-    if fields.get("model") in BSD_MODELS:
-        raise click.UsageError(f"--method {fields['method']} trains ResNets: pass --model "
-                               f"{{spike,sew,ms}}-resnet{{18,34,50,101}}")
     cfg = MSKDConfig(**fields)
     cfg.validate()
     if threads:

@@ -20,12 +20,14 @@ import torch
 from tqdm import tqdm
 
 from snncc.data.sequences import SequenceData, load_sequences
-from snncc.training.bsd import INTERLAYER_LOSSES, firing_rates
+from snncc.training.methods.bsd import INTERLAYER_LOSSES, firing_rates
 from snncc.models.rnn import TASKS, BSDRNN
 from snncc.training.checkpoint import FORMATS, CheckpointError, read_checkpoint
 from snncc.training.config import ConfigError, check_choice, check_float, check_int, check_keys, fill
-from snncc.training.loop import (TrainingDiverged, apply_local_losses, deterministic, epoch_seed, fit,
-                                 hamming_similarity, make_scheduler)
+from snncc.training.evaluation import SequenceScores, evaluate
+from snncc.training.loop import (TrainingDiverged, deterministic, epoch_seed, fit, hamming_similarity, make_scheduler,
+                                 method_step)
+from snncc.training.registry import Method, ModelKind, lookup
 from snncc.training.recipes import DEFAULT_RECIPE, RECIPES, recipe_defaults
 
 SEQ_CHECKPOINT_FORMAT = FORMATS["seq"]
@@ -116,27 +118,13 @@ def _batches(data: SequenceData, batch_size: int, shuffle: bool, seed: int):
         yield torch.from_numpy(data.x[idx]), torch.from_numpy(data.y[idx])
 
 
-@torch.no_grad()
 def evaluate_seq(model: BSDRNN, data: SequenceData, batch_size: int = 256) -> dict:
     """Text: {"test_accuracy"} (element-wise, eq. E.2.3); series: {"test_mse", "test_mae"} (eqs. 23-24)."""
-    model.eval()
-    n, correct, se, ae = 0, 0, 0.0, 0.0
-    for xb, yb in _batches(data, batch_size, False, 0):
-        out = model(xb)
-        if model.task == "text":
-            correct += int((out.argmax(-1) == yb).sum())
-            n += yb.numel()
-        else:
-            se += float(((out - yb) ** 2).sum())
-            ae += float((out - yb).abs().sum())
-            n += yb.numel()
-    if model.task == "text":
-        return {"test_accuracy": correct / n}
-    return {"test_mse": se / n, "test_mae": ae / n}
+    return evaluate(model, _batches(data, batch_size, False, 0), SequenceScores(model.task))
 
 
 def seq_train_step(model: BSDRNN, optimizer, x, y, grad_clip=1.0):
-    return apply_local_losses(model, optimizer, x, y, grad_clip)
+    return method_step(lookup(Method.BSD, ModelKind.RNN), model, optimizer, x, y, grad_clip)
 
 
 def train_seq(cfg: SeqConfig, out_dir, progress: bool = True, threads: int | None = None,

@@ -52,7 +52,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import distributed as dist
 from torch import nn
 from tqdm import tqdm
@@ -63,7 +62,10 @@ from snncc.models.resnet import SpikingResNet
 from snncc.training.config import is_int
 from snncc.training.distributed import Dist, dist_setup, shard
 from snncc.training.errors import MSKDError, TeacherError, TeacherNotFoundError
-from snncc.training.kd import kd_kl, mskd_loss
+from snncc.training.evaluation import LogitAccuracy
+from snncc.training.evaluation import evaluate as evaluate_metric
+from snncc.training.methods.kd import kd_kl
+from snncc.training.methods.mskd import mskd_loss
 from snncc.training.loop import deterministic, epoch_seed, fit
 from snncc.training.mskd_config import (CHECKPOINT_FORMAT, METHODS, TEACHER_METHODS, HeadPositionError,
                                         MSKDCheckpointError, MSKDConfig, MSKDConfigError, build_net,
@@ -80,10 +82,6 @@ __all__ = ["AuxHead", "CHECKPOINT_FORMAT", "HeadPositionError", "LOGITS_FORMAT",
 
 
 # ---------------------------------------------------------------- one step
-def _encode(model, x):
-    return model.encode(x) if isinstance(model, SpikingResNet) else x
-
-
 def _unwrap(net):
     return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
 
@@ -119,42 +117,30 @@ def train_step(net, optimizer, x, y, teacher_logits, cfg: MSKDConfig, chunks: in
 
 def _chunk_backward(net, inner, xb, yb, teacher_logits, piece, cfg, chunks):
     tb = None if teacher_logits is None else teacher_logits[piece]
-    r = None
-    if isinstance(inner, MSKDNet):
-        x_seq = inner.student.encode(xb)
-        logits, heads, recon, r = net(x_seq)
-        total, parts = mskd_loss(logits, heads, yb, tb, recon, x_seq if recon is not None else None,
-                                 alpha=cfg.alpha, temperature=cfg.kd_temperature,
-                                 beta=cfg.beta if cfg.uses_recon else 0.0,
-                                 w_c=cfg.head_weights_ce, w_k=cfg.head_weights_kd,
-                                 squared=cfg.kd_temperature_squared)
-    else:  # the ANN
-        logits = net(xb)
-        total = F.cross_entropy(logits, yb)
-        parts = {"L_c": float(total.detach()), "L_k": 0.0, "L_r": 0.0}
+    method = cfg.training_method()
+    # the spiking student reads its direct-encoded input; ``net`` (maybe DDP-wrapped) runs the forward
+    x = xb if cfg.is_ann else inner.student.encode(xb)
+    losses, info = method.losses(net, x, yb, teacher=tb, cfg=cfg)
+    total, parts = sum(losses.values()), info["parts"]
     if not torch.isfinite(total.detach()):
         raise FloatingPointError(f"non-finite loss ({parts})")
     (total / chunks).backward()
-    return float(total.detach()) / chunks, int((logits.detach().argmax(1) == yb).sum()), parts, r
+    return float(total.detach()) / chunks, int((info["output"].detach().argmax(1) == yb).sum()), parts, info["rates"]
 
 
-@torch.no_grad()
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256, d: Dist = Dist()) -> float:
     """Test accuracy of a student (logits from its readout) or ANN; sharded over ranks when distributed."""
-    model.eval()
     idx = shard(np.arange(len(y)), d)
-    correct = 0
-    for s in range(0, len(idx), batch_size):
-        sel = idx[s:s + batch_size]
-        xb = torch.from_numpy(np.ascontiguousarray(x[sel]))
-        out = model(_encode(model, xb))
-        logits = model.logits(out) if isinstance(model, SpikingResNet) else out
-        correct += int((logits.argmax(1) == torch.from_numpy(y[sel])).sum())
-    if d.world > 1:
-        t = torch.tensor([correct], dtype=torch.float64)
+    parts = (idx[s:s + batch_size] for s in range(0, len(idx), batch_size))
+    data = ((torch.from_numpy(np.ascontiguousarray(x[sel])), torch.from_numpy(y[sel])) for sel in parts)
+
+    def all_reduce(sums):
+        t = torch.tensor(sums, dtype=torch.float64)
         dist.all_reduce(t)
-        correct = int(t.item())
-    return correct / len(y)
+        return t.tolist()
+
+    return evaluate_metric(model, data, LogitAccuracy(isinstance(model, SpikingResNet)),
+                           all_reduce if d.world > 1 else None)["test_accuracy"]
 
 
 # ---------------------------------------------------------------- loop
@@ -271,7 +257,7 @@ def export_mskd_checkpoint(path, name: str | None = None):
     from snncc.export import export
 
     student, cfg = load_mskd_checkpoint(path)
-    if cfg.method == "ann":
+    if cfg.is_ann:
         raise MSKDCheckpointError(f"{path}: an 'ann' checkpoint is not a spiking network and cannot be exported")
     shape = dataset_info(cfg.dataset).input_shape
     return export(student, torch.zeros(cfg.timesteps, 1, *shape), timesteps=cfg.timesteps,

@@ -18,19 +18,16 @@ from snncc.neuron import NeuronParams
 from snncc.training.checkpoint import FORMATS, CheckpointError, read_checkpoint
 from snncc.training.config import (ConfigError, check_choice, check_float, check_int, check_keys, check_run, fill,
                                    is_int, is_number)
-from snncc.training.errors import MSKDError
+from snncc.training.errors import MSKDConfigError, MSKDError
 from snncc.training.recipes import DEFAULT_RECIPE, RECIPES, recipe_defaults
+from snncc.training.registry import ModelKind, Variant, lookup, method_names
 
 CHECKPOINT_FORMAT = FORMATS["mskd"]
-METHODS = ("ann", "direct", "kd", "mskd", "mskd-norecon")
-TEACHER_METHODS = ("kd", "mskd", "mskd-norecon")
+METHODS = tuple(method_names(ModelKind.RESNET))  # the registry's: ann, direct, kd, mskd, mskd-norecon
+TEACHER_METHODS = tuple(m for m in METHODS if getattr(lookup(m, ModelKind.RESNET), "uses_teacher", False))
 
 
 # ---------------------------------------------------------------- errors
-class MSKDConfigError(MSKDError, ConfigError):
-    """An invalid MSKD configuration value."""
-
-
 class HeadPositionError(MSKDConfigError):
     """An auxiliary head placed outside the student's residual blocks."""
 
@@ -108,7 +105,7 @@ class MSKDConfig:
 
     def validate(self) -> None:
         _choice("recipe", self.recipe, RECIPES)
-        _choice("method", self.method, METHODS)
+        self.training_method()  # a method the registry lists for ResNets
         if self.optimizer is not None:
             _choice("optimizer", self.optimizer, ("sgd", "adamw"))
         _choice("stem", self.stem, ("small", "imagenet"))
@@ -120,7 +117,7 @@ class MSKDConfig:
             dataset_info(self.dataset)
         except (ModelError, DatasetError) as exc:
             raise MSKDConfigError(str(exc)) from None
-        if family is None and self.method != "ann":
+        if family is None and self.training_method().variant is not Variant.RELU:
             raise MSKDConfigError(f"method {self.method!r} needs a spiking model "
                                   f"({{spike,sew,ms}}-resnetN), got {self.model!r}")
         check_run(self, MSKDConfigError)
@@ -151,13 +148,24 @@ class MSKDConfig:
                                    not all(is_number(w) and math.isfinite(w) and w >= 0 for w in ws)):
                 raise MSKDConfigError(f"{name} must be a list of numbers >= 0, got {ws!r}")
 
+    def training_method(self):
+        """The registry's method for (``method``, resnet); MSKDConfigError if there is none."""
+        try:
+            return lookup(self.method, ModelKind.RESNET)
+        except ConfigError as exc:
+            raise MSKDConfigError(str(exc)) from None
+
+    @property
+    def is_ann(self) -> bool:
+        return self.training_method().variant is Variant.RELU
+
     @property
     def uses_heads(self) -> bool:
-        return self.method in ("mskd", "mskd-norecon")
+        return getattr(self.training_method(), "uses_heads", False)
 
     @property
     def uses_recon(self) -> bool:
-        return self.method == "mskd"
+        return getattr(self.training_method(), "uses_recon", False)
 
 
 def _choice(name, value, choices):
@@ -178,7 +186,7 @@ def build_student(cfg: MSKDConfig) -> nn.Module:
     cfg.validate()
     info = dataset_info(cfg.dataset)
     family, depth = parse_name(cfg.model)
-    if cfg.method == "ann":
+    if cfg.is_ann:
         return build_resnet(f"resnet{depth}", info.num_classes, info.input_shape[0], cfg.stem, cfg.width)
     params = NeuronParams(cfg.neuron, cfg.tau if cfg.neuron == "lif" else 2.0, cfg.v_th)
     return build_resnet(cfg.model, info.num_classes, info.input_shape[0], cfg.stem, cfg.width, cfg.timesteps,
@@ -208,7 +216,7 @@ def head_positions(cfg: MSKDConfig, num_blocks: int) -> list:
 def build_net(cfg: MSKDConfig) -> nn.Module:
     """The module trained for ``cfg``: an :class:`MSKDNet` (student + heads + recon) or the ANN."""
     student = build_student(cfg)
-    if cfg.method == "ann":
+    if cfg.is_ann:
         return student
     positions = head_positions(cfg, len(student.blocks())) if cfg.uses_heads else []
     if cfg.uses_heads:
