@@ -58,6 +58,7 @@ class SeqConfig:
     grad_clip: float | None = 1.0
     weight_decay: float = 0.01
     warmup_steps: int = 0
+    steps_per_element: int | None = None  # LIF steps per sequence element (paper recipe: 4, E.2.3; cpu: 1)
     seed: int = 0
 
     def validate(self) -> None:
@@ -66,7 +67,7 @@ class SeqConfig:
         check_choice("interlayer_loss", self.interlayer_loss, INTERLAYER_LOSSES)
         for name in ("seq_len", "hidden"):
             check_int(name, getattr(self, name), 1)
-        for name in ("epochs", "stride", "train_samples", "test_samples", "batch_size"):
+        for name in ("epochs", "stride", "train_samples", "test_samples", "batch_size", "steps_per_element"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), 1)
         check_int("seed", self.seed, 0)
@@ -95,6 +96,8 @@ class SeqConfig:
     @classmethod
     def from_dict(cls, d) -> "SeqConfig":
         check_keys(cls, d)
+        if "steps_per_element" not in d:  # written before the option existed: one LIF step per element
+            d = {**d, "steps_per_element": 1}
         return cls(**d)
 
 
@@ -108,7 +111,7 @@ def build_rnn(cfg: SeqConfig, data: SequenceData) -> BSDRNN:
     cfg = cfg.resolved()
     return BSDRNN(data.input_size, data.output_size, hidden=cfg.hidden, task=cfg.task, v_th=cfg.v_th,
                   v_th_backward=cfg.v_th_backward, tau=cfg.tau, lam=cfg.lam, interlayer=cfg.interlayer_loss,
-                  temperature=cfg.temperature)
+                  temperature=cfg.temperature, steps_per_element=cfg.steps_per_element)
 
 
 def _batches(data: SequenceData, batch_size: int, shuffle: bool, seed: int):
@@ -180,7 +183,7 @@ def load_seq_checkpoint(path):
         shape = ckpt["shape"]
         model = BSDRNN(shape["n_in"], shape["n_out"], hidden=cfg.hidden, task=cfg.task, v_th=cfg.v_th,
                        v_th_backward=cfg.v_th_backward, tau=cfg.tau, lam=cfg.lam, interlayer=cfg.interlayer_loss,
-                       temperature=cfg.temperature)
+                       temperature=cfg.temperature, steps_per_element=cfg.steps_per_element)
         model.load_state_dict(ckpt["state_dict"])
     except (ConfigError, KeyError, TypeError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: checkpoint does not fit its config ({str(exc).splitlines()[0][:160]})") from None

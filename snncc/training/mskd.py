@@ -13,11 +13,12 @@ Losses (see :func:`mskd_loss`):
 
 * ``L_c = CE(final) + sum_m w_c[m] CE(head_m)``                                  (eq. 8)
 * ``L_k = KD(final) + sum_m w_k[m] KD(head_m)``                                  (eq. 10)
-  with ``KD(s) = T^2 * KL( softmax(s/T) || softmax(t/T) )``, T the KD temperature
-  (``kd_temperature``; ``tau`` is the membrane time constant): eq. 9 *as written* --
-  the student distribution first (a reverse KL, mode-seeking). The ``T^2`` factor (Hinton et
-  al.) keeps gradient magnitudes independent of T; ``kd_temperature_squared=False`` drops it.
-* ``L_r = mean((X_hat - X)^2)`` over (T, B, C, H, W), X the direct-encoded input.
+  with ``KD(s) = KL( softmax(s/T) || softmax(t/T) )``, T the KD temperature (``kd_temperature``;
+  ``tau`` is the membrane time constant): eq. 9 *as written* -- the student distribution first (a
+  reverse KL, mode-seeking) and no ``T^2`` factor; ``kd_scaling="hinton"`` (``--kd-scaling hinton``)
+  multiplies it by ``T^2`` (Hinton et al.), which keeps gradient magnitudes independent of T.
+* ``L_r = ||X_hat - X||^2`` (Sec. 4), X the direct-encoded input: the squared norm of each sample's
+  (T, C, H, W) error, averaged over the batch (``recon_loss="sum"``; ``"mean"`` averages over elements).
 
 Auxiliary heads (App. A.2, Table 7): at M block outputs spread evenly over depth
 (``heads=M``; or explicit 1-based ``head_positions``), the block output is averaged
@@ -90,6 +91,7 @@ def train_step(net, optimizer, x, y, teacher_logits, cfg: MSKDConfig, chunks: in
     """One optimisation step on a batch. ``chunks`` > 1 splits it into ghost batches (each with its own
     batch-norm statistics, gradients averaged): the single-process equivalent of ``chunks`` DDP ranks.
     Returns (loss, info) with info: correct predictions, loss parts, block firing rates."""
+    cfg = cfg.resolved()  # the recipe's values (e.g. recon_loss) for a config built by hand
     net.train()
     inner = _unwrap(net)
     if lr is not None:

@@ -19,6 +19,8 @@ from snncc.training.checkpoint import FORMATS, CheckpointError, read_checkpoint
 from snncc.training.config import (ConfigError, check_choice, check_float, check_int, check_keys, check_run, fill,
                                    is_int, is_number)
 from snncc.training.errors import MSKDConfigError, MSKDError
+from snncc.training.methods.kd import KD_SCALINGS
+from snncc.training.methods.mskd import RECON_LOSSES
 from snncc.training.recipes import DEFAULT_RECIPE, RECIPES, recipe_defaults
 from snncc.training.registry import ModelKind, Variant, lookup, method_names
 
@@ -63,7 +65,9 @@ class MSKDConfig:
     head_weights_ce: tuple | None = None  # w_c^(m); None: all 1.0
     head_weights_kd: tuple | None = None  # w_k^(m); None: all 1.0
     adapter_channels: int = 128  # K of Table 7 before width scaling
-    kd_temperature_squared: bool = True
+    kd_scaling: str = "paper"  # "paper": eq. 11 as written; "hinton": KL x kd_temperature**2
+    recon_loss: str | None = None  # L_r: "sum" the paper's squared norm per sample (batch mean), "mean" per element;
+    # None: the recipe's (paper: sum; cpu: mean, since the squared norm diverges at the CPU learning rate)
     teacher: str | None = None  # MSKD 'ann' checkpoint, teacher-logits file, or 'dinov2:DIR' (local DINOv2 model)
     readout: str | None = None  # None: 'spike' for Spike-ResNet, 'mean' for SEW / MS
     spike_gain: float = 5.0  # logits = spike_gain * spike rate for the 'spike' readout
@@ -90,6 +94,9 @@ class MSKDConfig:
                 "kd_temperature": d.get("tau"), "tau": d["tau_m"],
                 "kd_temperature_squared": d.get("kd_tau_squared", True)}
             d.setdefault("recipe", DEFAULT_RECIPE)
+        if isinstance(d, dict) and "kd_temperature_squared" in d:  # written before eq. 11 was taken as written:
+            d = {k: v for k, v in d.items() if k != "kd_temperature_squared"} | {  # T^2 flag, element-mean L_r
+                "kd_scaling": "hinton" if d["kd_temperature_squared"] else "paper", "recon_loss": "mean"}
         check_keys(cls, d, MSKDConfigError)
         cfg = cls(**d)
         for k in ("head_positions", "head_weights_ce", "head_weights_kd"):
@@ -109,6 +116,9 @@ class MSKDConfig:
         if self.optimizer is not None:
             _choice("optimizer", self.optimizer, ("sgd", "adamw"))
         _choice("stem", self.stem, ("small", "imagenet"))
+        _choice("kd_scaling", self.kd_scaling, KD_SCALINGS)
+        if self.recon_loss is not None:
+            _choice("recon_loss", self.recon_loss, RECON_LOSSES)
         _choice("neuron", self.neuron, ("lif", "if"))
         if self.readout is not None:
             _choice("readout", self.readout, ("spike", "mean"))

@@ -65,6 +65,9 @@ class TrainConfig:
     ``method="ann"`` trains the same architecture with ReLU units by backprop.
     ``normalize`` (CNN only) normalises the input per channel with the training split's
     mean and std, inside the model so it is part of the exported graph's Input.
+    ``init_gain`` multiplies the default-initialised weights of every weight layer (W and Theta): with
+    eq. 2's 1/tau input scaling, the deep layers of the paper's MNIST MLP are nearly silent at init
+    (docs/results.md, "Firing at initialisation").
     ``augment="randaugment"`` applies RandAugment (snncc.data.augment) with ``ra_n``
     ops of magnitude ``ra_m`` to every training batch (never to test data).
     """
@@ -101,6 +104,7 @@ class TrainConfig:
     ra_n: int | None = None  # RandAugment ops per image
     ra_m: int | None = None  # RandAugment magnitude bin 0..30
     normalize: bool | None = None  # per-channel input normalisation (CNN only); None: on for the CNN
+    init_gain: float = 1.0  # every weight layer's PyTorch default initialisation x this gain (wakes deep layers)
 
     def to_dict(self) -> dict:
         """Plain python values only, so checkpoints load with ``weights_only=True``."""
@@ -167,7 +171,7 @@ class TrainConfig:
         check_run(self)
         if self.lr is not None:
             check_float("lr", self.lr, positive=True)
-        for name in ("v_th", "v_th_backward", "temperature", "width"):
+        for name in ("v_th", "v_th_backward", "temperature", "width", "init_gain"):
             if getattr(self, name) is not None:
                 check_float(name, getattr(self, name), positive=True)
         if self.warmup_steps is not None:
@@ -238,6 +242,12 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
                     temperature=cfg.temperature, top=cfg.top_loss,
                     reco_pairs=cfg.reco_pairs if cfg.interlayer_loss == "reco" and cfg.reco_pairs else "all")
     model = arch(**args)
+    if cfg.init_gain != 1.0:
+        with torch.no_grad():
+            for _, layer in model.named_weight_layers():
+                for p in layer.parameters():
+                    if p.dim() > 1:  # weights (not batch-norm scales and shifts)
+                        p.mul_(cfg.init_gain)
     model.training_method = method
     return model
 

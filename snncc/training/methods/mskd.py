@@ -23,11 +23,27 @@ from snncc.training.errors import MSKDConfigError
 from snncc.training.methods.base import Method, ModelKind, TrainingMethod, Variant
 from snncc.training.methods.kd import kd_kl_log
 
+# L_r = ||X_hat - X||^2 (Sec. 4): "sum" is the squared norm of each sample's (T, C, H, W) reconstruction error,
+# averaged over the batch like the CE and KL terms (the paper's; its scale does not depend on the batch size);
+# "mean" averages over every element instead (snncc's convention before issue 16, kept to reproduce old runs).
+RECON_LOSSES = ("sum", "mean")
+
+
+def recon_loss(recon, target, kind: str = "sum", batch_dim: int = 1):
+    """L_r between (T, B, C, H, W) ``recon`` and ``target`` (``batch_dim`` the batch axis), see RECON_LOSSES."""
+    if kind not in RECON_LOSSES:
+        raise MSKDConfigError(f"unknown reconstruction loss {kind!r} (choose from {', '.join(RECON_LOSSES)})")
+    if kind == "mean":
+        return F.mse_loss(recon, target)
+    return F.mse_loss(recon, target, reduction="sum") / recon.shape[batch_dim]
+
 
 def mskd_loss(final_logits, head_logits, labels, teacher_logits=None, recon=None, target=None, *,
-              alpha=0.2, temperature=5.0, beta=0.9, w_c=None, w_k=None, squared=True):
+              alpha=0.2, temperature=5.0, beta=0.9, w_c=None, w_k=None, scaling="paper", recon_kind="sum"):
     """Eq. 11 -> (total, parts). ``head_logits``: the M auxiliary heads' logits (may be empty).
 
+    ``temperature`` is the KD temperature of eq. 9; ``scaling`` "paper" (eq. 11 as written) or "hinton"
+    (KL x T**2, :mod:`~snncc.training.methods.kd`); ``recon_kind`` how L_r averages (:data:`RECON_LOSSES`).
     Without ``teacher_logits`` the loss is ``L_c + beta L_r`` (no alpha split); without ``recon``
     ``L_r`` is 0. ``parts`` holds L_c, L_k, L_r and the per-head CE / KD terms (floats)."""
     m = len(head_logits)
@@ -40,14 +56,14 @@ def mskd_loss(final_logits, head_logits, labels, teacher_logits=None, recon=None
     parts = {"ce": [float(c.detach()) for c in ce]}
     if teacher_logits is not None:
         log_pt = F.log_softmax(teacher_logits.detach() / temperature, dim=1)  # once, for all M + 1 heads
-        kd = [kd_kl_log(s, log_pt, temperature, squared) for s in (final_logits, *head_logits)]
+        kd = [kd_kl_log(s, log_pt, temperature, scaling) for s in (final_logits, *head_logits)]
         l_k = kd[0] + sum(w * k for w, k in zip(w_k, kd[1:]))
         total = (1 - alpha) * l_c + alpha * l_k
         parts["kd"] = [float(k.detach()) for k in kd]
     else:
         l_k = final_logits.new_zeros(())
         total = l_c
-    l_r = F.mse_loss(recon, target) if recon is not None else final_logits.new_zeros(())
+    l_r = recon_loss(recon, target, recon_kind) if recon is not None else final_logits.new_zeros(())
     total = total + beta * l_r
     parts.update(L_c=float(l_c.detach()), L_k=float(l_k.detach()), L_r=float(l_r.detach()))
     return total, parts
@@ -71,7 +87,7 @@ class MultiStage(TrainingMethod):
                                  alpha=cfg.alpha, temperature=cfg.kd_temperature,
                                  beta=cfg.beta if self.uses_recon else 0.0,
                                  w_c=cfg.head_weights_ce, w_k=cfg.head_weights_kd,
-                                 squared=cfg.kd_temperature_squared)
+                                 scaling=cfg.kd_scaling, recon_kind=cfg.recon_loss)
         return {"eq. 11": total}, {"output": logits, "parts": parts, "rates": rates, "spikes": {}, "currents": {}}
 
 
