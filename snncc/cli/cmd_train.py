@@ -19,7 +19,8 @@ _RESUME = click.option("--resume", is_flag=True,
                        help="continue from OUT/model.pt after its last completed epoch (same options; --epochs may "
                             "grow); the result is bit-identical to an uninterrupted run on the same machine")
 IMAGE_MODELS = ("mlp", "cnn")
-RESNET_ONLY = ("teacher", "alpha", "kd_temperature", "kd_scaling", "recon_loss", "beta", "heads", "optimizer")  # options of the ResNet trainer
+# options of the ResNet trainer only
+RESNET_ONLY = ("teacher", "alpha", "kd_temperature", "kd_scaling", "recon_loss", "beta", "heads", "optimizer", "lif_form")
 
 
 def _model_kind(model: str) -> str:
@@ -86,10 +87,14 @@ def _model_kind(model: str) -> str:
                    "[default: paper]")
 @click.option("--recon-loss", type=click.Choice(["sum", "mean"]), default=None,
               help="MSKD: L_r = sum (the paper's squared norm per sample, batch-averaged) or mean (per element) "
-                   "[default: sum]")
+                   "[default: the recipe's: paper sum, cpu mean]")
 @click.option("--beta", type=float, default=None, help="MSKD: reconstruction weight")
 @click.option("--heads", type=click.IntRange(min=0), default=None, help="MSKD: number of auxiliary heads")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help="ResNets: optimizer")
+@click.option("--lif-form", type=click.Choice(["paper", "bsd"]), default=None,
+              help="ResNet students' LIF: paper = MSKD eq. 1, u = 0.2 u (1 - z) + W z + b (the input not scaled; "
+                   "spikingjelly decay_input=False), bsd = BSD eq. 2 (input x 1/tau, tau 2); threshold 0.5 "
+                   "[default: paper]")
 @_RECIPE
 @click.option("--schedule", type=click.Choice(["cosine", "constant"]), default=None,
               help="mlp/cnn: learning-rate schedule after the warm-up [default: the recipe's]")
@@ -105,7 +110,8 @@ def train(out_dir, quiet, sizes, threads, force, **options):
         return _train_resnet(out_dir, quiet, threads, options, force)
     for key in RESNET_ONLY:
         if options.pop(key) is not None:
-            raise click.UsageError(f"--{key.replace('_', '-')} applies to the ResNet methods ({', '.join(method_names('resnet'))})")
+            raise click.UsageError(f"--{key.replace('_', '-')} applies to the ResNet methods "
+                                   f"({', '.join(method_names('resnet'))})")
     resume = options.pop("resume")
     from snncc.training.train import ConfigError, TrainConfig, train as run_training
     if sizes is not None:
