@@ -15,8 +15,8 @@ from torch import nn
 
 from snncc.models.ann import ANNBase, identity, relu
 from snncc.models.layers import TimeDistributed
-from snncc.training.methods.bsd import (check_reco_pairs, check_top_loss, same_label, interlayer_loss, label_code, make_neuron, top_loss,
-                                weight_cosine)
+from snncc.training.methods.bsd import (check_reco_pairs, check_top_loss, interlayer_loss, label_code, make_neuron,
+                                        same_label, top_loss, weight_cosine)
 
 
 def build_forward_path(sizes, neuron_fn) -> nn.Sequential:

@@ -2,8 +2,8 @@
 # Reduced-scale version of the MSKD paper's Table 3 on MNIST (CPU): direct vs vanilla KD vs MSKD for
 # Spike-, SEW- and MS-ResNet-18 and a deeper Spike-ResNet-34, with accuracy, firing rate and energy.
 # Usage: scripts/mskd_table.sh OUT_DIR [DATA_DIR]   (results: OUT_DIR/summary.json, OUT_DIR/compare.png)
-# KD_ARGS adds loss options: the table in docs/results.md §6 was measured before eq. 11 was taken as written,
-# i.e. with KD_ARGS="--kd-scaling hinton --recon-loss mean".
+# KD_ARGS adds options: the table in docs/results.md §6 was measured before eq. 11 was taken as written and before
+# the MSKD neuron, i.e. with KD_ARGS="--kd-scaling hinton --recon-loss mean --lif-form bsd".
 set -euo pipefail
 OUT=${1:?usage: scripts/mskd_table.sh OUT_DIR [DATA_DIR]}
 DATA=${2:-../shared/data}

@@ -15,7 +15,7 @@ from snncc.training.mskd import (CHECKPOINT_FORMAT, METHODS, HeadPositionError, 
                                  MSKDNet, TeacherError, TeacherNotFoundError, build_net, export_mskd_checkpoint,
                                  head_positions, kd_kl,
                                  load_mskd_checkpoint, load_teacher, mskd_loss, save_teacher_logits, train_mskd)
-from snncc.training.train import ConfigError
+from snncc.training.train import ConfigError, TrainingDiverged
 
 
 def _log_softmax(z):
@@ -203,6 +203,18 @@ def test_teacher_errors(ann_teacher, tmp_path):
     save_teacher_logits(teacher_path, _cfg(method="kd", data_dir=data_dir), tmp_path / "t.pt")
     with pytest.raises(TeacherError, match="not for this run's training data"):
         load_teacher(tmp_path / "t.pt", _cfg(method="kd", data_dir=data_dir, seed=1))
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_diverging_run_stops_with_one_line_naming_the_term(ann_teacher, tmp_path):
+    """L_r as the paper's squared norm (x T*C*H*W the element mean) at the CPU recipe's SGD step blows the
+    reconstruction up within the epoch: the run stops with TrainingDiverged (exit 2 in the CLI), no checkpoint."""
+    _, _, data_dir = ann_teacher
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    with pytest.raises(TrainingDiverged, match=r"training diverged at epoch 1, step \d+: loss is not finite \(L_r; "
+                                               r".*; no checkpoint written") as info:
+        train_mskd(_cfg(method="mskd", data_dir=data_dir, recon_loss="sum"), tmp_path, progress=False, teacher=teacher)
+    assert info.value.layer == "L_r" and "\n" not in str(info.value)
     assert not (tmp_path / "model.pt").exists()
 
 

@@ -20,7 +20,8 @@ _RESUME = click.option("--resume", is_flag=True,
                             "grow); the result is bit-identical to an uninterrupted run on the same machine")
 IMAGE_MODELS = ("mlp", "cnn")
 # options of the ResNet trainer only
-RESNET_ONLY = ("teacher", "alpha", "kd_temperature", "kd_scaling", "recon_loss", "beta", "heads", "optimizer", "lif_form")
+RESNET_ONLY = ("teacher", "alpha", "kd_temperature", "kd_scaling", "recon_loss", "beta", "heads", "optimizer",
+               "lif_form")
 
 
 def _model_kind(model: str) -> str:
@@ -132,8 +133,8 @@ def _train_resnet(out_dir, quiet, threads, options, force=False):
 
     from snncc.training.mskd import MSKDConfig, train_mskd
     resume = options.pop("resume")
-    for key in ("interlayer_loss", "top_loss", "reco_pairs", "lam", "v_th", "v_th_backward", "warmup_steps", "augment", "ra_n",
-                "ra_m", "normalize", "schedule", "init_gain"):
+    for key in ("interlayer_loss", "top_loss", "reco_pairs", "lam", "v_th", "v_th_backward", "warmup_steps", "augment",
+                "ra_n", "ra_m", "normalize", "schedule", "init_gain"):
         if options.pop(key) is not None:
             raise click.UsageError(f"--{key.replace('_', '-')} does not apply to --method {options['method']}")
     fields = {k: v for k, v in options.items() if v is not None}

@@ -67,7 +67,7 @@ from snncc.training.evaluation import LogitAccuracy
 from snncc.training.evaluation import evaluate as evaluate_metric
 from snncc.training.methods.kd import kd_kl
 from snncc.training.methods.mskd import mskd_loss
-from snncc.training.loop import deterministic, epoch_seed, fit
+from snncc.training.loop import TrainingDiverged, deterministic, epoch_seed, fit
 from snncc.training.mskd_config import (CHECKPOINT_FORMAT, METHODS, TEACHER_METHODS, HeadPositionError,
                                         MSKDCheckpointError, MSKDConfig, MSKDConfigError, build_net,
                                         build_student, head_positions, load_mskd_checkpoint)
@@ -125,7 +125,9 @@ def _chunk_backward(net, inner, xb, yb, teacher_logits, piece, cfg, chunks):
     losses, info = method.losses(net, x, yb, teacher=tb, cfg=cfg)
     total, parts = sum(losses.values()), info["parts"]
     if not torch.isfinite(total.detach()):
-        raise FloatingPointError(f"non-finite loss ({parts})")
+        bad = ", ".join(k for k in ("L_c", "L_k", "L_r") if not math.isfinite(parts.get(k, 0.0))) or "total"
+        raise TrainingDiverged(f"loss is not finite ({bad}; L_c {parts.get('L_c'):.4g}, L_k {parts.get('L_k'):.4g}, "
+                               f"L_r {parts.get('L_r'):.4g})", bad)
     (total / chunks).backward()
     return float(total.detach()) / chunks, int((info["output"].detach().argmax(1) == yb).sum()), parts, info["rates"]
 
@@ -213,12 +215,15 @@ def _train(cfg, out, progress, teacher, resume, d, ghost_batches=1):
         loss_sum, correct, seen, parts_sum, rate_sum, step_times = 0.0, 0, 0, {}, None, []
         batches = _global_batches(len(y_tr), cfg, epoch, d.world * ghost_batches)
         bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
-        for gidx in bar:
+        for n_step, gidx in enumerate(bar, 1):
             idx = torch.from_numpy(shard(gidx, d))
             t0 = time.perf_counter()
-            loss, info = train_step(model, optimizer, x_t[idx], y_t[idx],
-                                    None if t_logits is None else t_logits[idx], cfg, chunks=ghost_batches,
-                                    lr=_cosine(cfg.lr, step, total_steps))
+            try:
+                loss, info = train_step(model, optimizer, x_t[idx], y_t[idx],
+                                        None if t_logits is None else t_logits[idx], cfg, chunks=ghost_batches,
+                                        lr=_cosine(cfg.lr, step, total_steps))
+            except TrainingDiverged as exc:
+                raise TrainingDiverged(f"epoch {epoch}, step {n_step}: {exc}", exc.layer) from None
             step_times.append(time.perf_counter() - t0)
             step += 1
             n = len(idx)
