@@ -109,6 +109,19 @@ def test_eq11_as_written_on_a_hand_computed_example():
     assert MSKDConfig().kd_scaling == "paper" and MSKDConfig(recipe="paper").resolved().recon_loss == "sum"
 
 
+def test_configs_written_before_eq11_as_written_keep_their_loss():
+    """Checkpoints from before issue 16 stored ``kd_temperature_squared`` (and averaged L_r over elements):
+    they load with the same loss (hinton / paper scaling, element-mean L_r); older ones (tau / tau_m) too."""
+    new = MSKDConfig().to_dict()
+    base = {k: v for k, v in new.items() if k not in ("kd_scaling", "recon_loss")}
+    for squared, scaling in ((True, "hinton"), (False, "paper")):
+        cfg = MSKDConfig.from_dict({**base, "kd_temperature_squared": squared})
+        assert (cfg.kd_scaling, cfg.recon_loss) == (scaling, "mean")
+    oldest = {k: v for k, v in base.items() if k not in ("kd_temperature", "tau")} | {"tau": 4.0, "tau_m": 2.0}
+    cfg = MSKDConfig.from_dict(oldest)
+    assert (cfg.kd_temperature, cfg.tau, cfg.kd_scaling, cfg.recon_loss) == (4.0, 2.0, "hinton", "mean")
+
+
 # ---------------------------------------------------------------- structure
 def _cfg(**kw):
     base = dict(model="spike-resnet18", dataset="mnist", epochs=1, timesteps=2, train_samples=256,
