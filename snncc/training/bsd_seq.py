@@ -171,7 +171,8 @@ def train_seq(cfg: SeqConfig, out_dir, progress: bool = True, threads: int | Non
             return fit(out, SEQ_CHECKPOINT_FORMAT, cfg.to_dict(), cfg.seed, cfg.epochs, model, optimizer, scheduler,
                        metrics, run_epoch, lambda e: {k: v for k, v in e.items() if k.startswith("test_")},
                        lambda: {"state_dict": model.state_dict(), "shape": {"n_in": model.n_in, "n_out": model.n_out},
-                                "vocab": train_data.vocab}, resume=resume)
+                                "vocab": train_data.vocab}, resume=resume,
+                       upgrade=lambda d: SeqConfig.from_dict(d).to_dict())
 
 
 def load_seq_checkpoint(path):

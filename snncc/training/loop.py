@@ -198,7 +198,8 @@ def hamming_similarity(spikes: dict) -> dict:
 def fit(out, fmt: str, config: dict, seed: int, epochs: int, model, optimizer, scheduler, metrics: dict,
         run_epoch: Callable[[int], dict], summarize: Callable[[dict], dict],
         checkpoint: Callable[[], dict], resume: bool = False, after_epoch: Callable | None = None,
-        main: bool = True, barrier: Callable | None = None, error=CheckpointError) -> dict:
+        main: bool = True, barrier: Callable | None = None, error=CheckpointError,
+        upgrade: Callable | None = None) -> dict:
     """Run epochs 1..``epochs`` (from the last checkpoint's next epoch with ``resume``).
 
     ``run_epoch(epoch)`` trains one epoch and returns its history entry (TrainingDiverged raised
@@ -206,12 +207,13 @@ def fit(out, fmt: str, config: dict, seed: int, epochs: int, model, optimizer, s
     updates; ``checkpoint()`` the deployable part of the checkpoint ({"state_dict": ..., extras}).
     After every epoch ``out/model.pt`` (with the training state of ``model``, ``optimizer``,
     ``scheduler`` and torch's RNG) and ``out/metrics.json`` are rewritten atomically (by ``main`` only).
+    ``upgrade`` (see :func:`~snncc.training.checkpoint.restore`) reads a resumed checkpoint's config as today's.
     """
     out = Path(out)
     path = out / "model.pt"
     start = 1
     if resume and path.is_file():
-        done, saved = restore(path, fmt, config, model, optimizer, scheduler, error)
+        done, saved = restore(path, fmt, config, model, optimizer, scheduler, error, upgrade)
         metrics.clear()
         metrics.update(saved)
         metrics["resumed_from_epoch"] = done

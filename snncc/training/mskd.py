@@ -253,7 +253,8 @@ def _train(cfg, out, progress, teacher, resume, d, ghost_batches=1):
 
     return fit(out, CHECKPOINT_FORMAT, cfg.to_dict(), cfg.seed, cfg.epochs, net, optimizer, None, metrics,
                run_epoch, lambda e: {"test_accuracy": e["test_accuracy"]}, checkpoint, resume=resume, main=d.main,
-               barrier=dist.barrier if d.world > 1 else None, error=MSKDCheckpointError)
+               barrier=dist.barrier if d.world > 1 else None, error=MSKDCheckpointError,
+               upgrade=lambda old: MSKDConfig.from_dict(old).to_dict())
 
 
 def export_mskd_checkpoint(path, name: str | None = None):

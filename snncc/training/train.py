@@ -116,6 +116,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d) -> "TrainConfig":
         check_keys(cls, d)
+        if "normalize" not in d:
+            d = {**d, "normalize": False}  # written before input normalisation existed
         cfg = cls(**d)
         if cfg.sizes is not None:
             cfg.sizes = tuple(cfg.sizes)
@@ -352,7 +354,8 @@ def _fit(model, cfg: TrainConfig, train_data, test_data, out: Path, bar, resume:
 
     return fit(out, CHECKPOINT_FORMAT, cfg.to_dict(), cfg.seed, cfg.epochs, model, optimizer, scheduler,
                  metrics, run_epoch, lambda e: {"test_accuracy": e["test_accuracy"]},
-                 lambda: {"state_dict": model.state_dict()}, resume=resume)
+                 lambda: {"state_dict": model.state_dict()}, resume=resume,
+                 upgrade=lambda d: TrainConfig.from_dict(d).to_dict())
 
 
 # ---------------------------------------------------------------- loading
@@ -361,10 +364,7 @@ def load_checkpoint(path):
     path = Path(path)
     ckpt = read_checkpoint(path, CHECKPOINT_FORMAT)
     try:
-        config = ckpt.get("config")
-        if isinstance(config, dict) and "normalize" not in config:
-            config = {**config, "normalize": False}  # written before input normalisation existed
-        cfg = TrainConfig.from_dict(config)
+        cfg = TrainConfig.from_dict(ckpt.get("config"))
         model = build_model(cfg)
     except (ConfigError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: bad config in checkpoint ({exc})") from None
