@@ -30,12 +30,11 @@ def register(method: TrainingMethod, *models) -> TrainingMethod:
     return method
 
 
-def supported(model=None) -> dict:
-    """{method name: [model kinds]} (only methods that train ``model`` when given)."""
+def supported() -> dict:
+    """{method name: [model kinds it trains]}, in registration order."""
     out: dict = {}
     for (name, kind) in TABLE:
-        if model is None or kind == model:
-            out.setdefault(name, []).append(kind)
+        out.setdefault(name, []).append(kind)
     return out
 
 
@@ -53,6 +52,7 @@ def lookup(method, model) -> TrainingMethod:
         raise UnsupportedPair(f"unknown method {str(method)!r}{f' for model {str(model)!r}' if known else ''} "
                               f"(supported: {pairs})")
     return found
+
 
 for _module in methods.MODULES:
     for _method, _models in getattr(_module, "REGISTER", ()):  # kd.py: a loss the others use
