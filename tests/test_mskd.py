@@ -106,7 +106,7 @@ def test_eq11_as_written_on_a_hand_computed_example():
     total, parts = mskd_loss(zeros, [zeros.clone()], y, teacher, recon, target, alpha=a, temperature=2.0, beta=b,
                              scaling="hinton", recon_kind="mean")
     assert parts["L_k"] == pytest.approx(4 * math.log(4 / 3), rel=1e-12) and parts["L_r"] == pytest.approx(1.5)
-    assert MSKDConfig().kd_scaling == "paper" and MSKDConfig(recipe="paper").resolved().recon_loss == "sum"
+    assert MSKDConfig().kd_scaling == "paper" and MSKDConfig(recipe="paper").resolved().recon_loss == "mean"
 
 
 def test_configs_written_before_eq11_as_written_keep_their_loss():

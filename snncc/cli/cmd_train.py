@@ -87,8 +87,8 @@ def _model_kind(model: str) -> str:
               help="KD / MSKD: paper = eq. 11 as written (the KL itself), hinton = KL x kd_temperature^2 "
                    "[default: paper]")
 @click.option("--recon-loss", type=click.Choice(["sum", "mean"]), default=None,
-              help="MSKD: L_r = sum (the paper's squared norm per sample, batch-averaged) or mean (per element) "
-                   "[default: the recipe's: paper sum, cpu mean]")
+              help="MSKD: L_r = mean (the mean-squared error the paper names, per element) or sum (its "
+                   "formula read literally: squared norm per sample, batch-averaged) [default: mean]")
 @click.option("--beta", type=float, default=None, help="MSKD: reconstruction weight")
 @click.option("--heads", type=click.IntRange(min=0), default=None, help="MSKD: number of auxiliary heads")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help="ResNets: optimizer")

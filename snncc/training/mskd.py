@@ -17,8 +17,9 @@ Losses (see :func:`mskd_loss`):
   ``tau`` is the membrane time constant): eq. 9 *as written* -- the student distribution first (a
   reverse KL, mode-seeking) and no ``T^2`` factor; ``kd_scaling="hinton"`` (``--kd-scaling hinton``)
   multiplies it by ``T^2`` (Hinton et al.), which keeps gradient magnitudes independent of T.
-* ``L_r = ||X_hat - X||^2`` (Sec. 4), X the direct-encoded input: the squared norm of each sample's
-  (T, C, H, W) error, averaged over the batch (``recon_loss="sum"``; ``"mean"`` averages over elements).
+* ``L_r = ||X_hat - X||^2`` (Sec. 4, "the mean-squared error"), X the direct-encoded input: averaged over
+  every element of the (T, C, H, W) error (``recon_loss="mean"``, both recipes); ``"sum"`` is the formula
+  read literally, each sample's squared norm averaged over the batch (docs/methods.md).
 
 Auxiliary heads (App. A.2, Table 7): at M block outputs spread evenly over depth
 (``heads=M``; or explicit 1-based ``head_positions``), the block output is averaged
