@@ -10,10 +10,10 @@ from __future__ import annotations
 import click
 
 from snncc.cli import cmd_analysis, cmd_bench, cmd_deploy, cmd_nir, cmd_train
-from snncc.cli.common import _Group
+from snncc.cli.common import Group
 
 
-@click.group(cls=_Group)
+@click.group(cls=Group)
 @click.version_option(package_name="snncc")
 def main():
     """snncc: spiking neural network compiler and simulator."""

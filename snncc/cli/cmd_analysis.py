@@ -6,7 +6,7 @@ import os
 import click
 
 from snncc import fileio
-from snncc.cli.common import _DATA_DIR, _emit_json, _FORCE
+from snncc.cli.common import DATA_DIR_OPTION, emit_json, FORCE_OPTION
 
 
 @click.group()
@@ -16,11 +16,11 @@ def analyze():
 
 @analyze.command("infoflow")
 @click.argument("checkpoints", nargs=-1, required=True, type=click.Path())
-@_DATA_DIR
+@DATA_DIR_OPTION
 @click.option("--limit", type=click.IntRange(min=8), default=512, show_default=True, help="samples per split")
 @click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True, help="decoder training steps")
 @click.option("--out", "out_dir", type=click.Path(), required=True, help="folder for the PNGs and JSON")
-@_FORCE
+@FORCE_OPTION
 def analyze_infoflow(checkpoints, data_dir, limit, steps, out_dir, force):
     """Per-block firing-rate heatmap (MSKD Fig. 4) and the I(X; Z_l) proxy across depth (Fig. 2)
     for ResNet checkpoints (e.g. direct vs MSKD), labelled by their run folder names."""
@@ -41,7 +41,7 @@ def analyze_infoflow(checkpoints, data_dir, limit, steps, out_dir, force):
     fileio.prepare_dir(out_dir, "analysis", force)
     infoflow.plot_firing_rate_heatmap(rates, os.path.join(out_dir, "firing_rate_heatmap.png"))
     infoflow.plot_information_flow(flows, os.path.join(out_dir, "information_flow.png"))
-    _emit_json({"firing_rates": {k: [float(v) for v in r] for k, r in rates.items()},
+    emit_json({"firing_rates": {k: [float(v) for v in r] for k, r in rates.items()},
                 "information_flow": {k: {kk: (vv.tolist() if hasattr(vv, "tolist") else vv) for kk, vv in f.items()}
                                      for k, f in flows.items()}}, os.path.join(out_dir, "infoflow.json"), force=True)
     click.echo(f"wrote firing_rate_heatmap.png, information_flow.png, infoflow.json -> {out_dir}")

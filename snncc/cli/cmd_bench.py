@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from snncc.cli.common import _emit_result, _FORCE, MAX_TIMESTEPS
+from snncc.cli.common import emit_result, FORCE_OPTION, MAX_TIMESTEPS
 
 
 # -- bench / demo ---------------------------------------------------------------------
@@ -26,7 +26,7 @@ def bench_sim(timesteps, input_rate, no_lava, lava_ir, lava_ir_timesteps, as_jso
     from snncc.bench.sim_bench import run_bench
     res = run_bench(timesteps=timesteps, input_rate=input_rate, with_lava=not no_lava, with_lava_ir=lava_ir,
                     lava_ir_timesteps=lava_ir_timesteps)
-    _emit_result(res, as_json)
+    emit_result(res, as_json)
 
 
 @bench.command("train")
@@ -40,7 +40,7 @@ def bench_train_cmd(model, dataset, batch_size, steps, threads, as_json):
     """One BSD training step vs one BPTT step, same architecture and batch, interleaved in one run."""
     from snncc.bench.train_bench import bench_train
     res = bench_train(model=model, dataset=dataset, batch_size=batch_size, steps=steps, threads=threads)
-    _emit_result(res, as_json)
+    emit_result(res, as_json)
 
 
 @bench.command("mskd")
@@ -56,7 +56,7 @@ def bench_mskd_cmd(model, width, timesteps, batch_size, steps, threads, as_json)
     from snncc.bench.mskd_bench import bench_mskd
     res = bench_mskd(model=model, width=width, timesteps=timesteps, batch_size=batch_size, steps=steps,
                      threads=threads)
-    _emit_result(res, as_json)
+    emit_result(res, as_json)
 
 
 @bench.command("compile")
@@ -68,13 +68,13 @@ def bench_compile_cmd(width, fixed_point, as_json):
     """Time `compile --target lava` of a ResNet-18-sized fully spiking graph (Lava runtime start excluded)."""
     from snncc.bench.compile_bench import bench_compile
     res = bench_compile(width=width, fixed_point=fixed_point)
-    _emit_result(res, as_json)
+    emit_result(res, as_json)
 
 
 @click.command()
 @click.option("--out", "out_dir", type=click.Path(), default="runs/demo", show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
-@_FORCE
+@FORCE_OPTION
 def demo(out_dir, epochs, force):
     """Train a small BSD MLP on digits, export, validate, simulate (numba + torch), energy."""
     from snncc import fileio

@@ -8,8 +8,8 @@ import sys
 import click
 
 from snncc.cli.common import (
-    _DATA_DIR, _DATASET, _dataset_for, _emit_json, _FORCE, _LIMIT, _load_graph,
-    _test_data, _TIMESTEPS, EXIT_HYBRID)
+    DATA_DIR_OPTION, DATASET_OPTION, dataset_for, emit_json, FORCE_OPTION, LIMIT_OPTION, load_graph,
+    load_test_split, TIMESTEPS_OPTION, EXIT_HYBRID)
 from snncc import fileio
 from snncc.runtime import BACKENDS
 
@@ -21,9 +21,9 @@ from snncc.runtime import BACKENDS
 def validate(model, as_json):
     """Check that MODEL is fully spiking; exit 1 naming each node that makes it hybrid."""
     from snncc.passes.validate import check_fully_spiking
-    report = check_fully_spiking(_load_graph(model))
+    report = check_fully_spiking(load_graph(model))
     if as_json:
-        _emit_json(report.as_dict())
+        emit_json(report.as_dict())
     else:
         for note in report.notes:
             click.echo(f"note: {note}")
@@ -38,7 +38,7 @@ def validate(model, as_json):
 @click.argument("model", type=click.Path())
 def inspect(model):
     """Print the graph: nodes, inputs, value kinds and shapes."""
-    graph = _load_graph(model)
+    graph = load_graph(model)
     click.echo(graph.summary())
     if graph.metadata:
         click.echo(f"metadata: {json.dumps(graph.metadata)}")
@@ -58,7 +58,7 @@ def _program(model, backend, flags=None):
         be = get_backend(backend or art.backend)
         options = make_options(be, flags, art.options if be.name == art.backend else None)
         return lower(art.graph, be, options, deploy=be.name == art.backend)
-    graph = _load_graph(model)
+    graph = load_graph(model)
     be = get_backend(backend or "numba")
     return lower(graph, be, make_options(be, flags))
 
@@ -71,7 +71,7 @@ def _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=True
     if compare is not None:
         programs.append(_program(model, compare))
     t = default_timesteps(programs[0].graph, timesteps)
-    x, y = _test_data(_dataset_for(programs[0].graph, dataset), data_dir, limit)
+    x, y = load_test_split(dataset_for(programs[0].graph, dataset), data_dir, limit)
     results, agreement = evaluate_programs(programs, x, y, t, progress=progress)
     return programs[0], results[0], agreement
 
@@ -79,10 +79,10 @@ def _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=True
 @click.command()
 @click.argument("model", type=click.Path())
 @click.option("--backend", default=None, help="torch, numba or lava (default: the compiled target, else numba)")
-@_DATASET
-@_DATA_DIR
-@_LIMIT
-@_TIMESTEPS
+@DATASET_OPTION
+@DATA_DIR_OPTION
+@LIMIT_OPTION
+@TIMESTEPS_OPTION
 @click.option("--graded-spikes", "graded", is_flag=True,
               help="Lava: send spike counts (SEW spike ADD) as Loihi 2 graded spikes instead of refusing the graph")
 @click.option("--compare", "compare", default=None, metavar="BACKEND",
@@ -98,7 +98,7 @@ def run(model, backend, dataset, data_dir, limit, timesteps, graded, compare, as
     if agreement is not None:
         res["agreement"] = agreement.as_dict()
     if as_json:
-        _emit_json(res)
+        emit_json(res)
     else:
         label = get_backend(program.backend).label(program.options)
         extra = f" [{label}]" if label else ""
@@ -121,10 +121,10 @@ def energy():
 
 @energy.command("report")
 @click.argument("models", nargs=-1, required=True, type=click.Path())
-@_DATASET
-@_DATA_DIR
-@_LIMIT
-@_TIMESTEPS
+@DATASET_OPTION
+@DATA_DIR_OPTION
+@LIMIT_OPTION
+@TIMESTEPS_OPTION
 @click.option("--backend", default="numba", show_default=True)
 @click.option("--energy-model", "energy_models", multiple=True, metavar="NAME|FILE",
               help="kundu (or kundu:fp32-45nm, kundu:int32-45nm), lemaire, loihi, or a TOML/JSON file of "
@@ -138,7 +138,7 @@ def energy():
 @click.option("--png", "png_path", type=click.Path(), default=None,
               help="figure: per-layer energy stacked by category, one panel per model and energy model")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="also write the report as JSON to F")
-@_FORCE
+@FORCE_OPTION
 def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, energy_models, first_layer, graded,
                       compare, png_path, json_path, force):
     """Per-layer firing rate, operations and energy per inference by category (compute, memory,
@@ -183,7 +183,7 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, ener
         click.echo(f"figure -> {png_path}")
     if json_path:
         dicts = [r.as_dict() for r in reports]
-        _emit_json(dicts[0] if len(dicts) == 1 and not compare else {"models": dicts}, json_path, force)
+        emit_json(dicts[0] if len(dicts) == 1 and not compare else {"models": dicts}, json_path, force)
 
 
 @click.command("compile")
@@ -195,7 +195,7 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, ener
               help="Lava: lower spike counts (SEW spike ADD) to Loihi 2 graded spikes instead of refusing the graph")
 @click.option("--netx", is_flag=True,
               help="Lava: also write OUT_DIR/model.net, the network as a lava-dl netx HDF5 file")
-@_FORCE
+@FORCE_OPTION
 def compile_cmd(model, target, out_dir, fixed_point, graded, netx, force):
     """Lower a fully spiking graph for a target; writes an artifact `snncc run` can load.
 
@@ -204,7 +204,7 @@ def compile_cmd(model, target, out_dir, fixed_point, graded, netx, force):
     from snncc.artifact import compile_artifact
     from snncc.runtime import make_options
     fileio.check_output(out_dir, target, force, is_dir=True)
-    graph = _load_graph(model)
+    graph = load_graph(model)
     options = make_options(target, {"fixed_point": fixed_point, "graded_spikes": graded, "netx": netx},
                            word="--target")
     if force:
@@ -220,13 +220,13 @@ def compile_cmd(model, target, out_dir, fixed_point, graded, netx, force):
 
 @click.command()
 @click.argument("model", type=click.Path())
-@_DATASET
-@_DATA_DIR
+@DATASET_OPTION
+@DATA_DIR_OPTION
 @click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True)
-@_TIMESTEPS
+@TIMESTEPS_OPTION
 @click.option("--input-bound", type=float, default=1.0, show_default=True, help="max |input| the scales must cover")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="also write the report as JSON to F")
-@_FORCE
+@FORCE_OPTION
 def quantize(model, dataset, data_dir, limit, timesteps, input_bound, json_path, force):
     """Loihi fixed point: per-layer quantisation error, and accuracy of the fixed-point network vs the float one.
 
@@ -242,9 +242,9 @@ def quantize(model, dataset, data_dir, limit, timesteps, input_bound, json_path,
         raise click.BadParameter(f"must be a finite number > 0, got {input_bound}", param_hint="'--input-bound'")
     if json_path:
         fileio.check_output(json_path, "json", force)
-    graph = _load_graph(model)
+    graph = load_graph(model)
     t = default_timesteps(graph, timesteps)
-    x, y = _test_data(_dataset_for(graph, dataset), data_dir, limit)
+    x, y = load_test_split(dataset_for(graph, dataset), data_dir, limit)
     plan = lower_fixed(graph, input_bound=input_bound)
     click.echo(plan.fixed.summary())
     flt = numba_sim.run(graph, x, t, record=True)
@@ -262,7 +262,7 @@ def quantize(model, dataset, data_dir, limit, timesteps, input_bound, json_path,
     for p, a in agree.items():
         click.echo(f"  spike agreement {p:<24} {a:.4f}")
     if json_path:
-        _emit_json(json.loads(json.dumps(rep, default=lambda o: o.tolist() if isinstance(o, np.ndarray)
+        emit_json(json.loads(json.dumps(rep, default=lambda o: o.tolist() if isinstance(o, np.ndarray)
                                          else (o.item() if hasattr(o, "item") else str(o)))), json_path, force)
 
 

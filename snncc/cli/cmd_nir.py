@@ -5,7 +5,7 @@ import os
 
 import click
 
-from snncc.cli.common import _FORCE
+from snncc.cli.common import FORCE_OPTION
 
 
 @click.command("import")
@@ -17,7 +17,7 @@ from snncc.cli.common import _FORCE
 @click.option("--encoding", type=click.Choice(["direct", "spike"]), default=None,
               help="direct: the analog sample is presented at every step; spike: the input is a spike train "
                    "[default: the file's metadata 'input_encoding' (snncc writes it), else direct]")
-@_FORCE
+@FORCE_OPTION
 def import_cmd(nir_file, output, dt, encoding, force):
     """Import a NIR graph (snnTorch, Norse, Sinabs, Rockpool, ...) as a spike graph, exactly or refused by node."""
     from snncc import fileio
@@ -35,8 +35,8 @@ def export_nir(source, output, dt, graph=None, force=False):
     """`snncc export SOURCE --format nir`: SOURCE is a spike graph (.snn.onnx) or an already rebuilt graph."""
     from snncc.nir import write_nir
     if graph is None:
-        from snncc.cli.common import _load_graph
-        graph = _load_graph(source)
+        from snncc.cli.common import load_graph
+        graph = load_graph(source)
     write_nir(graph, output, dt=1e-4 if dt is None else dt, force=force)
     click.echo(f"exported {len(graph)} nodes ({len(graph.populations())} populations) as NIR -> {output}")
 

@@ -7,7 +7,7 @@ import os
 import click
 
 from snncc import fileio
-from snncc.cli.common import _DATA_DIR, _FORCE, _TIMESTEPS, MAX_TIMESTEPS
+from snncc.cli.common import DATA_DIR_OPTION, FORCE_OPTION, TIMESTEPS_OPTION, MAX_TIMESTEPS
 
 
 # -- train / export -------------------------------------------------------------
@@ -42,9 +42,9 @@ def _model_kind(model: str) -> str:
 @click.option("--model", default="mlp", show_default=True,
               help="mlp, cnn, or {spike,sew,ms}-resnet{18,34,50,101} / resnet{18,...} (ANN teacher)")
 @click.option("--dataset", default="digits", show_default=True)
-@_DATA_DIR
+@DATA_DIR_OPTION
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
-@_TIMESTEPS
+@TIMESTEPS_OPTION
 @click.option("--train-samples", type=click.IntRange(min=1), default=None, help="subsample the training set")
 @click.option("--test-samples", type=click.IntRange(min=1), default=None, help="subsample the test set")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
@@ -101,7 +101,7 @@ def _model_kind(model: str) -> str:
               help="mlp/cnn: learning-rate schedule after the warm-up [default: the recipe's]")
 @_RESUME
 @click.option("--quiet", is_flag=True, help="no progress bars")
-@_FORCE
+@FORCE_OPTION
 def train(out_dir, quiet, sizes, threads, force, **options):
     """Train a spiking network; writes OUT/model.pt and OUT/metrics.json."""
     from snncc.training.registry import lookup, method_names
@@ -178,11 +178,11 @@ def export_checkpoint(path, timesteps=None):
 @click.command("export")
 @click.argument("checkpoint", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), required=True, help="spike graph file (.snn.onnx)")
-@_TIMESTEPS
+@TIMESTEPS_OPTION
 @click.option("--format", "fmt", type=click.Choice(["snn", "nir"]), default="snn", show_default=True,
               help="snn: a spike graph (.snn.onnx); nir: a NIR file (CHECKPOINT may then also be a .snn.onnx)")
 @click.option("--dt", type=float, default=None, help="--format nir: the step in seconds written to NIR [default: 1e-4]")
-@_FORCE
+@FORCE_OPTION
 def export_cmd(checkpoint, output, timesteps, fmt, dt, force):
     """Export a trained checkpoint's deployable network to a spike-graph (or NIR) file."""
     from snncc.ir.serialize import save
@@ -208,7 +208,7 @@ def bsd():
 
 @bsd.command("plots")
 @click.argument("run_dir", type=click.Path())
-@_FORCE
+@FORCE_OPTION
 def bsd_plots(run_dir, force):
     """Accuracy/loss curves, Type 1 vs Type 2 Hamming similarity (Fig. 3c), W-Theta alignment (Fig. 7)
     and firing rates per layer, from RUN_DIR/metrics.json, as PNGs in RUN_DIR."""
@@ -240,7 +240,7 @@ def bsd_plots(run_dir, force):
 @_RECIPE
 @_RESUME
 @click.option("--quiet", is_flag=True)
-@_FORCE
+@FORCE_OPTION
 def bsd_train_seq(out_dir, threads, quiet, resume, force, **options):
     """BSD-RNN: next-character prediction (text) or next-step regression (timeseries)."""
     from snncc.training.bsd_seq import SeqConfig, train_seq
@@ -255,7 +255,7 @@ def bsd_train_seq(out_dir, threads, quiet, resume, force, **options):
 @bsd.command("train-ae")
 @click.option("--method", type=click.Choice(["bsd", "bp"]), default="bsd", show_default=True)
 @click.option("--dataset", default=None, help="digits, mnist or fashion-mnist")
-@_DATA_DIR
+@DATA_DIR_OPTION
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
 @click.option("--timesteps", type=click.IntRange(1, MAX_TIMESTEPS), default=None)
 @click.option("--width", type=float, default=None)
@@ -274,7 +274,7 @@ def bsd_train_seq(out_dir, threads, quiet, resume, force, **options):
 @_RECIPE
 @_RESUME
 @click.option("--quiet", is_flag=True)
-@_FORCE
+@FORCE_OPTION
 def bsd_train_ae(out_dir, threads, quiet, resume, force, **options):
     """BSD conv autoencoder (App. E.2.4) or its BP baseline; writes reconstructions.png."""
     from snncc.training.bsd_ae import AEConfig, train_ae
@@ -289,7 +289,7 @@ def bsd_train_ae(out_dir, threads, quiet, resume, force, **options):
 @bsd.command("export-rnn")
 @click.argument("checkpoint", type=click.Path())
 @click.option("-o", "--output", type=click.Path(), required=True)
-@_FORCE
+@FORCE_OPTION
 def bsd_export_rnn(checkpoint, output, force):
     """Export a BSD-RNN's feedforward path (recurrent synapse as a delayed edge) to a spike graph."""
     from snncc.ir.serialize import save

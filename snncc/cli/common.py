@@ -13,7 +13,7 @@ from snncc.ir.schema import MAX_TIMESTEPS
 EXIT_HYBRID, EXIT_USAGE, EXIT_INTERNAL = 1, 2, 3
 
 
-def _user_errors() -> tuple:
+def user_errors() -> tuple:
     """Exception types that mean 'the user gave us something wrong' (imported lazily)."""
     from snncc.data.datasets import DatasetError
     from snncc.export import ExportError
@@ -39,7 +39,7 @@ def _user_errors() -> tuple:
     return tuple(errors)
 
 
-class _Group(click.Group):
+class Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -60,7 +60,7 @@ class _Group(click.Group):
         except Exception as e:  # noqa: BLE001 -- the CLI must never show a traceback
             if os.environ.get("SNNCC_DEBUG"):
                 raise
-            if isinstance(e, _user_errors()):
+            if isinstance(e, user_errors()):
                 click.echo(f"error: {_one_line(e)}", err=True)
                 ctx.exit(EXIT_USAGE)
             click.echo(f"error: internal error ({type(e).__name__}: {_one_line(e)}); "
@@ -77,7 +77,7 @@ def _one_line(e: Exception) -> str:
 
 
 # -- helpers ------------------------------------------------------------------
-def _load_graph(path):
+def load_graph(path):
     """A spike-graph file, or a directory written by `snncc compile` (its graph.snn.onnx, after
     the artifact's target file is validated: a folder without one is refused)."""
     from snncc.ir.serialize import load
@@ -87,28 +87,28 @@ def _load_graph(path):
     return load(path)
 
 
-def _dataset_for(graph, dataset):
+def dataset_for(graph, dataset):
     name = dataset or graph.metadata.get("dataset")
     if not name:
         raise click.UsageError("the graph records no dataset: pass --dataset")
     return name
 
 
-def _test_data(name, data_dir, limit, seed=0):
+def load_test_split(name, data_dir, limit, seed=0):
     from snncc.data.datasets import load_split
     return load_split(name, "test", data_dir=data_dir, limit=limit, seed=seed)
 
 
-def _emit_result(res: dict, as_json: bool) -> None:
+def emit_result(res: dict, as_json: bool) -> None:
     """A benchmark's result: JSON, or one aligned `key: value` line per entry."""
     if as_json:
-        _emit_json(res)
+        emit_json(res)
         return
     for k, v in res.items():
         click.echo(f"{k:>28}: {v}")
 
 
-def _emit_json(obj, path=None, force=False):
+def emit_json(obj, path=None, force=False):
     """JSON on stdout, or into file ``path`` (stamped as snncc's, refused over a foreign file unless ``force``)."""
     if path and path != "-":
         fileio.write_json(path, obj, kind="json", force=force)
@@ -116,11 +116,11 @@ def _emit_json(obj, path=None, force=False):
         click.echo(json.dumps(obj, indent=2))
 
 
-_FORCE = click.option("--force", is_flag=True,
+FORCE_OPTION = click.option("--force", is_flag=True,
                       help="replace an existing output that snncc did not write (a foreign folder is moved aside "
                            "to NAME.orig-N, never deleted)")
-_DATASET = click.option("--dataset", "dataset", default=None, help="digits, mnist, fashion-mnist, cifar10, cifar100")
-_DATA_DIR = click.option("--data-dir", type=click.Path(), default=None, help="folder with the dataset's files")
-_LIMIT = click.option("--limit", type=click.IntRange(min=1), default=None, help="evaluate on N test samples")
-_TIMESTEPS = click.option("--timesteps", type=click.IntRange(1, MAX_TIMESTEPS), default=None,
+DATASET_OPTION = click.option("--dataset", "dataset", default=None, help="digits, mnist, fashion-mnist, cifar10, cifar100")
+DATA_DIR_OPTION = click.option("--data-dir", type=click.Path(), default=None, help="folder with the dataset's files")
+LIMIT_OPTION = click.option("--limit", type=click.IntRange(min=1), default=None, help="evaluate on N test samples")
+TIMESTEPS_OPTION = click.option("--timesteps", type=click.IntRange(1, MAX_TIMESTEPS), default=None,
                           help=f"override T (1..{MAX_TIMESTEPS})")

@@ -315,7 +315,7 @@ def mutate(seed: bytes, c: Chooser) -> bytes:
 def check(data: bytes) -> str:
     """'rejected' (SerializeError), 'accepted' (loads, validates and runs) or 'accepted-refused'
     (loads and validates; the run refuses it with a project error). Anything else raises."""
-    from snncc.cli.common import _user_errors
+    from snncc.cli.common import user_errors
     from snncc.ir.serialize import SerializeError, loads
     from snncc.passes.validate import check_fully_spiking
     from snncc.sims import numba_sim
@@ -331,7 +331,7 @@ def check(data: bytes) -> str:
         x = (x > 0.5).astype(np.float64)
     try:
         res = numba_sim.run(graph, x, steps)
-    except _user_errors():
+    except user_errors():
         return "accepted-refused"
     if res.output.shape[0] != 2:
         raise AssertionError(f"run returned {res.output.shape[0]} outputs for 2 samples")
