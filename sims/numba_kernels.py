@@ -22,7 +22,7 @@ if __name__ not in ("snncc.sims.numba_kernels", "__main__"):
 
 __all__ = ["NEURON_BLOCK", "charge", "fire", "reset", "step", "synapse", "vector_sum", "neuron_blocks",
            "neuron_arrays", "dense_tile",
-           "conv_rows", "pool", "time_sum", "check_cache_once"]
+           "conv_rows", "im2col", "pool", "time_sum", "check_cache_once"]
 
 NEURON_BLOCK = 256  # neurons per task unit: long enough to vectorise
 _jit = numba.njit(cache=True, nogil=True)  # nogil: kernels run on the worker threads
@@ -166,6 +166,26 @@ def conv_rows(r0, r1, x, w_t, bias, out, h, w, ho, wo, sh, sw, ph, pw):
                     out[r, (co * ho + oy) * wo + ox] = acc[oy, ox, co]
         total += vector_sum(out[r])
     return total
+
+
+@_jit
+def im2col(r0, r1, x, cols, kh, kw, h, w, ho, wo, sh, sw, ph, pw):
+    """Unfold samples r0:r1 of x (R, C_in*H*W) into cols (R, C_in*kh*kw, Ho*Wo): row
+    (ci, ky, kx) of a sample holds the input under that kernel tap at every output position
+    (zero in the padding), so a conv is one matrix product per sample, channel-first."""
+    c_in = cols.shape[1] // (kh * kw)
+    for r in range(r0, r1):
+        for ci in range(c_in):
+            for ky in range(kh):
+                for kx in range(kw):
+                    row = cols[r, (ci * kh + ky) * kw + kx]
+                    for oy in range(ho):
+                        iy = oy * sh - ph + ky
+                        inside = 0 <= iy < h
+                        for ox in range(wo):
+                            ix = ox * sw - pw + kx
+                            row[oy * wo + ox] = x[r, (ci * h + iy) * w + ix] if inside and 0 <= ix < w else 0.0
+    return 0.0
 
 
 @_jit

@@ -17,7 +17,7 @@ from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout
 from snncc.ir.types import Kind
 from snncc.neuron import NeuronParams
-from snncc.sims import numba_kernels, numba_sim
+from snncc.sims import numba_kernels, numba_rules, numba_sim
 
 LIF = NeuronParams("lif", tau=2.0, v_th=0.5)  # thresholds exact in float32: see _assert_same
 IF_SOFT = NeuronParams("if", v_th=1.0, reset="soft")
@@ -60,7 +60,17 @@ def _conv(rng, c_in, c_out, k, gain, stride=1, pad=1):
     return Conv(_w(rng, (c_out, c_in, k, k), gain), rng.normal(0, 0.1, c_out), (stride, stride), (pad, pad))
 
 
-def test_mlp_lif_hard_if_soft_bias(rng):
+@pytest.fixture(params=["scatter", "dense"])
+def kernel(request, monkeypatch):
+    """Force every synapse onto one kernel (the cost model would mix them): each must
+    reproduce the reference spike for spike on its own."""
+    limit = 2.0 if request.param == "scatter" else 0.0
+    monkeypatch.setattr(numba_rules, "DENSE_MIN_DENSITY", limit)
+    monkeypatch.setattr(numba_rules, "CONV_MIN_DENSITY", limit)
+    return request.param
+
+
+def test_mlp_lif_hard_if_soft_bias(rng, kernel):
     g = SpikeGraph("mlp")
     g.add("x", Input((20,)))
     g.add("fc0", Dense(_w(rng, (40, 20), 2.0), rng.normal(0.2, 0.1, 40)), ["x"])
@@ -73,7 +83,7 @@ def test_mlp_lif_hard_if_soft_bias(rng):
     _assert_same(g, rng.random((4, 20)), 12)
 
 
-def test_cnn_conv_pools_flatten_dense(rng):
+def test_cnn_conv_pools_flatten_dense(rng, kernel):
     g = SpikeGraph("cnn")
     g.add("x", Input((2, 16, 16)))
     g.add("c1", _conv(rng, 2, 4, 3, 3.0), ["x"])
@@ -95,7 +105,7 @@ def test_cnn_conv_pools_flatten_dense(rng):
     _assert_same(g, rng.random((3, 2, 16, 16)), 8)
 
 
-def test_add_of_spikes_feeds_conv_and_spike_resnet(rng):
+def test_add_of_spikes_feeds_conv_and_spike_resnet(rng, kernel):
     g = SpikeGraph("sew-and-spike-resnet")
     g.add("x", Input((3, 8, 8)))
     g.add("ca", _conv(rng, 3, 4, 3, 3.0), ["x"])
@@ -114,7 +124,7 @@ def test_add_of_spikes_feeds_conv_and_spike_resnet(rng):
     _assert_same(g, rng.random((2, 3, 8, 8)), 6)
 
 
-def test_analog_mean_readout(rng):
+def test_analog_mean_readout(rng, kernel):
     g = SpikeGraph("analog-out")
     g.add("x", Input((12,)))
     g.add("fc0", Dense(_w(rng, (32, 12), 2.0), rng.normal(0.2, 0.1, 32)), ["x"])
@@ -125,7 +135,7 @@ def test_analog_mean_readout(rng):
 
 
 @pytest.mark.parametrize("batch,hidden", [(3, 24), (1, 160)])  # (1, 160): column-split path
-def test_recurrent(rng, batch, hidden):
+def test_recurrent(rng, batch, hidden, kernel):
     g = SpikeGraph("rnn")
     g.add("x", Input((6,)))
     g.add("ih", Dense(_w(rng, (hidden, 6), 2.0), rng.normal(0.2, 0.1, hidden)), ["x"])
@@ -138,7 +148,7 @@ def test_recurrent(rng, batch, hidden):
     _assert_same(g, rng.random((batch, 6)), 15)
 
 
-def test_spike_encoded_input(rng):
+def test_spike_encoded_input(rng, kernel):
     g = SpikeGraph("spike-in")
     g.add("x", Input((30,), encoding="spike"))
     g.add("fc0", Dense(_w(rng, (25, 30), 4.0), rng.normal(0.2, 0.1, 25)), ["x"])
@@ -151,7 +161,7 @@ def test_spike_encoded_input(rng):
 
 
 @pytest.mark.parametrize("name", ["mlp", "spike", "sew", "ms", "rnn"])
-def test_shared_graphs(rng, name):
+def test_shared_graphs(rng, name, kernel):
     if name == "mlp":
         g, x = graphs.mlp(rng), rng.random((3, 1, 8, 8))
     elif name == "rnn":
@@ -187,6 +197,19 @@ def test_event_conv_scatter_matches_conv2d(rng):
                                  2, 1, 1, 2)
     np.testing.assert_allclose(out.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
     assert np.isclose(total, ref.sum())
+
+
+def test_unfolded_conv_matches_conv2d(rng):
+    """The dense conv path: im2col then one product per sample, vs torch's conv2d."""
+    c_in, c_out, h, w, k = 3, 5, 9, 7, 3
+    weight = rng.normal(size=(c_out, c_in, k, k))
+    x = rng.normal(size=(2, c_in, h, w))
+    ref = F.conv2d(torch.as_tensor(x), torch.as_tensor(weight), stride=(2, 1), padding=(1, 2)).numpy()
+    ho, wo = ref.shape[2:]
+    cols = np.full((2, c_in * k * k, ho * wo), np.nan)
+    numba_kernels.im2col(0, 2, x.reshape(2, -1), cols, k, k, h, w, ho, wo, 2, 1, 1, 2)
+    got = np.matmul(weight.reshape(c_out, -1), cols)
+    np.testing.assert_allclose(got.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
 
 
 def test_unknown_op_is_refused(rng):

@@ -1,0 +1,203 @@
+"""The simulator's per-op rules: ``RULES[op class] = (prepare, evaluate)``.
+
+``prepare(op, in_type, out_type) -> data`` runs once per :class:`~snncc.sims.numba_sim.Plan`
+(weights in kernel layout); ``evaluate(node, ins, out, state, threads)`` computes steps
+[t0, t1) of a node from its input views (steps, B, size) into ``out`` and returns the sum
+of the values written.
+
+Synapses choose their kernel per call from the measured density of their input (the share of
+nonzero entries, counted before the work): below a crossover an event-driven scatter (work
+proportional to the events), above it a dense matrix product (numpy's BLAS; a conv unfolds
+its input first, :func:`~snncc.sims.numba_kernels.im2col`). Both accumulate in float64, so
+either kernel forms each current as a float64 sum of the same products, in another order
+(as the reference's torch ops do too): see docs/methods.md, "Simulator kernels".
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from snncc import neuron as nrn
+from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, PoolMode, Readout
+from snncc.sims.numba_kernels import NEURON_BLOCK, conv_rows, dense_tile, im2col, neuron_arrays, neuron_blocks, pool
+from snncc.sims.numba_threads import TASKS, ranges, share
+
+# Input density above which a dense product beats the event scatter (measured on cpu2 with
+# `snncc bench sim --matrix`: float64 BLAS vs the float32-weight scatter, per core).
+DENSE_MIN_DENSITY = 0.2
+CONV_MIN_DENSITY = 0.1
+_COLS_BUDGET = 16 << 20  # bytes of unfolded conv input per chunk of samples
+
+
+def _rows(a):
+    return a.reshape(-1, a.shape[-1])
+
+
+def _f64(a, n=None):
+    return np.zeros(n) if a is None else np.ascontiguousarray(a, dtype=np.float64)
+
+
+def _weights(a):
+    """Weights as float32 when that is lossless (any network trained in float32), else float64.
+    Accumulation stays float64 either way, so results are identical; float32 halves the
+    memory traffic of the event loop, which is bandwidth bound."""
+    a = np.asarray(a, dtype=np.float64)
+    small = a.astype(np.float32)
+    return np.ascontiguousarray(small if np.array_equal(small, a) else a)
+
+
+def density(x) -> float:
+    """Share of nonzero entries of x (what the event kernels would visit)."""
+    return np.count_nonzero(x) / max(1, x.size)
+
+
+# -- Dense ----------------------------------------------------------------------------
+def _prep_dense(op, tin, tout):
+    w = np.asarray(op.weight, dtype=np.float64)
+    return {"w_t": _weights(w.T), "w_gemm": np.ascontiguousarray(w.T), "bias": _f64(op.bias, tout.shape[0])}
+
+
+def _eval_dense(node, ins, out, state, threads):
+    x, o = _rows(ins[0]), _rows(out)
+    d = node.data
+    rho = density(x)
+    if rho >= DENSE_MIN_DENSITY:
+        np.matmul(x, d["w_gemm"], out=o)
+        o += d["bias"]
+        return float(o.sum())
+    # scatter tiles: a few row chunks per thread so uneven spike counts balance out; column
+    # blocks too when there are few rows (one sample stepped time-major)
+    rows, n_out = o.shape
+    if rows >= 2 * threads:
+        tiles = [r + (0, n_out) for r in ranges(rows, TASKS * threads)]
+    else:
+        cols = ranges(n_out, min(2 * threads, n_out // 64))
+        tiles = [(r, r + 1) + c for r in range(rows) for c in cols]
+    return share(dense_tile, tiles, (x, d["w_t"], d["bias"], o), int(x.size * (1 + n_out * rho)), threads)
+
+
+# -- Conv -----------------------------------------------------------------------------
+def conv_geometry(op, tin, tout) -> tuple:
+    """(h, w, ho, wo, sh, sw, ph, pw): the one description of a conv's geometry for the kernels."""
+    return tuple(int(d) for d in (*tin.shape[1:], *tout.shape[1:], *op.stride, *op.padding))
+
+
+def _prep_conv(op, tin, tout):
+    w = np.asarray(op.weight, dtype=np.float64)
+    return {"w_t": _weights(w.transpose(1, 2, 3, 0)), "w_gemm": np.ascontiguousarray(w.reshape(w.shape[0], -1)),
+            "kernel": tuple(int(k) for k in w.shape[2:]), "bias": _f64(op.bias, tout.shape[0]),
+            "dims": conv_geometry(op, tin, tout)}
+
+
+def _conv_gemm(d, x, o, threads) -> float:
+    """Unfold a chunk of samples, then one BLAS product per sample (output channel-first)."""
+    w, bias, dims = d["w_gemm"], d["bias"], d["dims"]
+    c_out, k = w.shape
+    p = dims[2] * dims[3]
+    chunk = max(1, min(x.shape[0], _COLS_BUDGET // (8 * k * p)))
+    if d.get("cols") is None or d["cols"].shape[0] < chunk:
+        d["cols"] = np.empty((chunk, k, p))
+    cols = d["cols"]
+    for r0 in range(0, x.shape[0], chunk):
+        n = min(chunk, x.shape[0] - r0)
+        share(im2col, ranges(n, TASKS * threads), (x[r0:r0 + n], cols, *d["kernel"], *dims), n * k * p, threads)
+        block = o[r0:r0 + n].reshape(n, c_out, p)
+        np.matmul(w, cols[:n], out=block)
+        block += bias[:, None]
+    return float(o.sum())
+
+
+def _eval_conv(node, ins, out, state, threads):
+    d = node.data
+    x, o = _rows(ins[0]), _rows(out)
+    rho = density(x)
+    if rho >= CONV_MIN_DENSITY:
+        return _conv_gemm(d, x, o, threads)
+    work = int(x.size * (1 + d["w_t"][0].size * rho))  # kh * kw * C_out adds per event
+    return share(conv_rows, ranges(x.shape[0], TASKS * threads), (x, d["w_t"], d["bias"], o, *d["dims"]),
+                 work, threads)
+
+
+# -- the rest -------------------------------------------------------------------------
+def _prep_pool(op, tin, tout):
+    dims = (*tin.shape, *tout.shape[1:], *op.kernel, *op.stride, *op.padding)
+    return {"args": tuple(int(d) for d in dims) + ({PoolMode.MAX: 0, PoolMode.AVG: 1, PoolMode.SUM: 2}[op.mode],)}
+
+
+def _eval_pool(node, ins, out, state, threads):
+    return pool(_rows(ins[0]), _rows(out), *node.data["args"])
+
+
+def _prep_neuron(op, tin, tout):
+    leaky, inv_tau, v_th, v_reset, v_rest, soft = op.params.scalars()
+    data = {"params": (int(leaky), float(inv_tau), float(v_th), float(v_reset), float(v_rest), int(soft)),
+            "v0": v_rest}
+    if op.heterogeneous or op.current_based:  # per-neuron parameters and/or a synaptic current
+        p = {k: np.ascontiguousarray(a, np.float64).reshape(-1) for k, a in op.per_neuron(tout.shape).items()}
+        inv = 1.0 / p["tau"] if leaky else np.ones_like(p["tau"])
+        data["v0"] = p["v_rest"]
+        data["arrays"] = (int(leaky), inv, p["v_th"], p["v_reset"], p["v_rest"], int(soft),
+                          int(op.current_based), 1.0 / p["tau_syn"])
+    return data
+
+
+def summed(ins):
+    """Element-wise sum in port order, as the reference forms it."""
+    if len(ins) == 1:
+        return ins[0]
+    total = ins[0] + ins[1]
+    for x in ins[2:]:
+        total += x
+    return total
+
+
+def _eval_neuron(node, ins, out, state, threads):
+    if "arrays" in node.data:  # per-neuron parameters and/or a CUBA synaptic current: one serial kernel
+        v = state[node.name]
+        isyn = state.setdefault((node.name, "i"), np.zeros_like(v))
+        return neuron_arrays(np.ascontiguousarray(summed(ins)), v, isyn, out, *node.data["arrays"])
+    blocks = out.shape[1] * -(-out.shape[2] // NEURON_BLOCK)
+    return share(neuron_blocks, ranges(blocks, TASKS * threads),
+                 (summed(ins), state[node.name], out, *node.data["params"]), 4 * out.size, threads)
+
+
+def _prep_integrator(op, tin, tout):
+    leaky, inv_tau, _, _, v_rest, _ = op.params.scalars()
+    return {"p": (leaky, inv_tau, v_rest, op.params.current_based, 1.0 / op.params.tau_syn)}
+
+
+def _eval_integrator(node, ins, out, state, threads):
+    """A non-spiking population: the neuron's charge (and synapse) per step, vectorised over neurons."""
+    leaky, inv_tau, v_rest, cuba, inv_tau_syn = node.data["p"]
+    cur = summed(ins)
+    v = state.setdefault((node.name, "v"), np.full(cur.shape[1:], v_rest))
+    i = state.setdefault((node.name, "i"), np.zeros(cur.shape[1:]))
+    for t in range(cur.shape[0]):
+        x = cur[t]
+        if cuba:
+            i[...] = nrn.synapse(i, x, inv_tau_syn)
+            x = i
+        v[...] = nrn.charge(v, x, leaky, inv_tau, v_rest)
+        out[t] = v
+    return float(out.sum())
+
+
+def _eval_sum(node, ins, out, state, threads):  # Add; Flatten / Readout on a delayed edge (copy)
+    out[...] = summed(ins)
+    return float(out.sum())
+
+
+def _no_prep(op, tin, tout):
+    return {}
+
+
+RULES = {  # op class: (prepare(op, in_type, out_type) -> data, evaluate)
+    Dense: (_prep_dense, _eval_dense),
+    Conv: (_prep_conv, _eval_conv),
+    Pool: (_prep_pool, _eval_pool),
+    Neuron: (_prep_neuron, _eval_neuron),
+    Integrator: (_prep_integrator, _eval_integrator),
+    Add: (_no_prep, _eval_sum),
+    Flatten: (_no_prep, _eval_sum),
+    Readout: (_no_prep, _eval_sum),
+    Input: (_no_prep, None),
+}
