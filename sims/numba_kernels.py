@@ -22,7 +22,7 @@ if __name__ not in ("snncc.sims.numba_kernels", "__main__"):
 
 __all__ = ["NEURON_BLOCK", "charge", "fire", "reset", "step", "synapse", "vector_sum", "neuron_blocks",
            "neuron_arrays", "dense_tile",
-           "conv_rows", "im2col", "pool", "time_sum", "check_cache_once"]
+           "conv_rows", "conv_events", "im2col", "pool", "time_sum", "check_cache_once"]
 
 NEURON_BLOCK = 256  # neurons per task unit: long enough to vectorise
 _jit = numba.njit(cache=True, nogil=True)  # nogil: kernels run on the worker threads
@@ -164,6 +164,66 @@ def conv_rows(r0, r1, x, w_t, bias, out, h, w, ho, wo, sh, sw, ph, pw):
             for oy in range(ho):
                 for ox in range(wo):
                     out[r, (co * ho + oy) * wo + ox] = acc[oy, ox, co]
+        total += vector_sum(out[r])
+    return total
+
+
+@_jit
+def _gather(acc, xr, idx, cnt, p, hw, w_tap):
+    """acc += x[k, p] * w_tap[k] for the active channels k of input pixel p, four at a time
+    (left-to-right sums, as in :func:`_fan_out`)."""
+    m = cnt[p]
+    q = 0
+    while q + 4 <= m:
+        ka, kb, kc, kd = idx[p, q], idx[p, q + 1], idx[p, q + 2], idx[p, q + 3]
+        a, b, c, d = w_tap[ka], w_tap[kb], w_tap[kc], w_tap[kd]
+        xa, xb, xc, xd = xr[ka * hw + p], xr[kb * hw + p], xr[kc * hw + p], xr[kd * hw + p]
+        for j in range(acc.size):
+            acc[j] = acc[j] + xa * a[j] + xb * b[j] + xc * c[j] + xd * d[j]
+        q += 4
+    while q < m:
+        k = idx[p, q]
+        a = w_tap[k]
+        xa = xr[k * hw + p]
+        for j in range(acc.size):
+            acc[j] = acc[j] + xa * a[j]
+        q += 1
+
+
+@_jit
+def conv_events(r0, r1, x, w_g, bias, out, h, w, ho, wo, sh, sw, ph, pw):
+    """Samples r0:r1 of an event-driven conv. x: (R, C_in*H*W), out: (R, C_out*Ho*Wo) channel-first;
+    w_g: (kh, kw, C_in, C_out). The active channels of each input pixel are listed once; each output
+    pixel then sums the C_out-long weight vectors of the events under its kernel taps into its own
+    accumulator row (channels last; in cache while it is summed), so the work is proportional to the
+    events. Returns the sum of out[r0:r1]."""
+    kh, kw, c_in, c_out = w_g.shape
+    hw = h * w
+    idx = np.empty((hw, c_in), np.int32)
+    cnt = np.empty(hw, np.int32)
+    acc = np.empty((ho * wo, c_out))
+    total = 0.0
+    for r in range(r0, r1):
+        xr = x[r]
+        cnt[:] = 0
+        for ci in range(c_in):  # branch-free compaction (as _events), reading x contiguously
+            for p in range(hw):
+                idx[p, cnt[p]] = ci
+                cnt[p] += xr[ci * hw + p] != 0.0
+        for oy in range(ho):
+            for ox in range(wo):
+                a = acc[oy * wo + ox]
+                a[:] = bias
+                for ky in range(kh):
+                    iy = oy * sh - ph + ky
+                    if 0 <= iy < h:
+                        for kx in range(kw):
+                            ix = ox * sw - pw + kx
+                            if 0 <= ix < w:
+                                _gather(a, xr, idx, cnt, iy * w + ix, hw, w_g[ky, kx])
+        for co in range(c_out):  # channel-first, written contiguously
+            for q in range(ho * wo):
+                out[r, co * ho * wo + q] = acc[q, co]
         total += vector_sum(out[r])
     return total
 

@@ -18,13 +18,18 @@ import numpy as np
 
 from snncc import neuron as nrn
 from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, PoolMode, Readout
-from snncc.sims.numba_kernels import NEURON_BLOCK, conv_rows, dense_tile, im2col, neuron_arrays, neuron_blocks, pool
+from snncc.sims.numba_kernels import (NEURON_BLOCK, conv_events, conv_rows, dense_tile, im2col, neuron_arrays,
+                                      neuron_blocks, pool)
 from snncc.sims.numba_threads import TASKS, ranges, share
 
-# Input density above which a dense product beats the event scatter (measured on cpu2 with
-# `snncc bench sim --matrix`: float64 BLAS vs the float32-weight scatter, per core).
-DENSE_MIN_DENSITY = 0.2
-CONV_MIN_DENSITY = 0.1
+# Input density above which a dense product beats the event kernels. Measured side by side on cpu2
+# (one thread, 3x3 convs of 64-512 channels, Dense 1024x1024): the float32-weight event kernels add
+# 3-14 G products/s per core, numpy's float64 BLAS 6-12 G, so the dense product only wins near full
+# density (analog inputs). Of the two event-driven convs the scatter has the smaller fixed cost (the
+# sparsest inputs), the per-output gather the faster events.
+DENSE_MIN_DENSITY = 0.6
+CONV_MIN_DENSITY = 0.5
+CONV_GATHER_DENSITY = 0.05
 _COLS_BUDGET = 16 << 20  # bytes of unfolded conv input per chunk of samples
 
 
@@ -83,7 +88,8 @@ def conv_geometry(op, tin, tout) -> tuple:
 
 def _prep_conv(op, tin, tout):
     w = np.asarray(op.weight, dtype=np.float64)
-    return {"w_t": _weights(w.transpose(1, 2, 3, 0)), "w_gemm": np.ascontiguousarray(w.reshape(w.shape[0], -1)),
+    return {"w_t": _weights(w.transpose(1, 2, 3, 0)), "w_g": _weights(w.transpose(2, 3, 1, 0)),
+            "w_gemm": np.ascontiguousarray(w.reshape(w.shape[0], -1)),
             "kernel": tuple(int(k) for k in w.shape[2:]), "bias": _f64(op.bias, tout.shape[0]),
             "dims": conv_geometry(op, tin, tout)}
 
@@ -113,8 +119,8 @@ def _eval_conv(node, ins, out, state, threads):
     if rho >= CONV_MIN_DENSITY:
         return _conv_gemm(d, x, o, threads)
     work = int(x.size * (1 + d["w_t"][0].size * rho))  # kh * kw * C_out adds per event
-    return share(conv_rows, ranges(x.shape[0], TASKS * threads), (x, d["w_t"], d["bias"], o, *d["dims"]),
-                 work, threads)
+    kernel, w = (conv_events, d["w_g"]) if rho >= CONV_GATHER_DENSITY else (conv_rows, d["w_t"])
+    return share(kernel, ranges(x.shape[0], TASKS * threads), (x, w, d["bias"], o, *d["dims"]), work, threads)
 
 
 # -- the rest -------------------------------------------------------------------------

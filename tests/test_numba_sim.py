@@ -60,13 +60,15 @@ def _conv(rng, c_in, c_out, k, gain, stride=1, pad=1):
     return Conv(_w(rng, (c_out, c_in, k, k), gain), rng.normal(0, 0.1, c_out), (stride, stride), (pad, pad))
 
 
-@pytest.fixture(params=["scatter", "dense"])
+@pytest.fixture(params=["scatter", "gather", "dense"])
 def kernel(request, monkeypatch):
     """Force every synapse onto one kernel (the cost model would mix them): each must
-    reproduce the reference spike for spike on its own."""
-    limit = 2.0 if request.param == "scatter" else 0.0
-    monkeypatch.setattr(numba_rules, "DENSE_MIN_DENSITY", limit)
-    monkeypatch.setattr(numba_rules, "CONV_MIN_DENSITY", limit)
+    reproduce the reference spike for spike on its own (gather: the event-driven conv that
+    sums per output pixel; Dense layers have one event kernel)."""
+    dense = 0.0 if request.param == "dense" else 2.0
+    monkeypatch.setattr(numba_rules, "DENSE_MIN_DENSITY", dense)
+    monkeypatch.setattr(numba_rules, "CONV_MIN_DENSITY", dense)
+    monkeypatch.setattr(numba_rules, "CONV_GATHER_DENSITY", 0.0 if request.param == "gather" else 2.0)
     return request.param
 
 
@@ -184,7 +186,8 @@ def test_batch_chunks_and_buffer_reuse(rng, monkeypatch):
     assert np.array_equal(plan.run(x, 6).output, whole.output)  # reused buffers
 
 
-def test_event_conv_scatter_matches_conv2d(rng):
+def test_event_convs_match_conv2d(rng):
+    """Both event-driven convs (scatter per event, gather per output pixel) on counts."""
     c_in, c_out, h, w, k = 3, 5, 9, 7, 3
     weight = rng.normal(size=(c_out, c_in, k, k))
     bias = rng.normal(size=c_out)
@@ -196,6 +199,12 @@ def test_event_conv_scatter_matches_conv2d(rng):
     total = numba_kernels.conv_rows(0, 1, x.reshape(1, -1), w_t, bias, out, h, w, ref.shape[1], ref.shape[2],
                                  2, 1, 1, 2)
     np.testing.assert_allclose(out.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
+    assert np.isclose(total, ref.sum())
+    w_g = np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
+    gathered = np.empty((1, ref.size))
+    total = numba_kernels.conv_events(0, 1, x.reshape(1, -1), w_g, bias, gathered, h, w, ref.shape[1], ref.shape[2],
+                                      2, 1, 1, 2)
+    np.testing.assert_allclose(gathered.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
     assert np.isclose(total, ref.sum())
 
 
