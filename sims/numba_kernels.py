@@ -135,16 +135,21 @@ def dense_tile(r0, r1, c0, c1, x, w_t, bias, out):
 
 
 @_jit
-def conv_rows(r0, r1, x, w_t, bias, out, h, w, ho, wo, sh, sw, ph, pw):
+def conv_rows(r0, r1, x, w_f, bias, out, h, w, ho, wo, sh, sw, ph, pw):
     """Samples r0:r1 of a conv. x: (R, C_in*H*W), out: (R, C_out*Ho*Wo) channel-first;
-    w_t: (C_in, kh, kw, C_out). Events scatter into acc (Ho, Wo, C_out), channels last so
-    an event adds a contiguous C_out vector per kernel tap. Returns the sum of out[r0:r1]."""
-    kh, kw, c_out = w_t.shape[1], w_t.shape[2], w_t.shape[3]
-    acc = np.empty((ho, wo, c_out))
+    w_f: (C_in, kh, kw, C_out) with kx reversed. Events scatter into acc (Ho, Wo, C_out),
+    channels last. With stride 1 along x, the taps ky of one event land on consecutive output
+    columns, and reversed kx makes their weights consecutive too: one contiguous add of up to
+    kw * C_out values per kernel row. Each accumulator entry still receives one product per
+    event, in event order (the sums do not depend on this layout). Returns the sum of out[r0:r1]."""
+    kh, kw, c_out = w_f.shape[1], w_f.shape[2], w_f.shape[3]
+    acc = np.empty(ho * wo * c_out)
+    wflat = w_f.reshape(w_f.size)
     idx = np.empty(x.shape[1], np.int64)
     total = 0.0
     for r in range(r0, r1):
-        acc[:, :] = bias
+        for q in range(ho * wo):
+            acc[q * c_out:(q + 1) * c_out] = bias
         xrow = x[r]
         for q in range(_events(xrow, idx)):
             k = idx[q]
@@ -153,17 +158,28 @@ def conv_rows(r0, r1, x, w_t, bias, out, h, w, ho, wo, sh, sw, ph, pw):
                 oy = y + ph - ky  # output row whose window puts tap ky on input row y
                 if oy < 0 or oy % sh != 0 or oy // sh >= ho:
                     continue
+                row = (oy // sh) * wo
+                taps = ((ci * kh + ky) * kw) * c_out
+                if sw == 1:  # kx in [lo, hi] lands on output columns xx + pw - hi ... xx + pw - lo
+                    lo, hi = max(0, xx + pw - wo + 1), min(kw - 1, xx + pw)
+                    if lo > hi:
+                        continue
+                    a = acc[(row + xx + pw - hi) * c_out:(row + xx + pw - lo + 1) * c_out]
+                    wv = wflat[taps + (kw - 1 - hi) * c_out:taps + (kw - lo) * c_out]
+                    for j in range(a.size):
+                        a[j] = a[j] + c * wv[j]
+                    continue
                 for kx in range(kw):
                     ox = xx + pw - kx
                     if ox < 0 or ox % sw != 0 or ox // sw >= wo:
                         continue
-                    a, wv = acc[oy // sh, ox // sw], w_t[ci, ky, kx]
+                    a = acc[(row + ox // sw) * c_out:(row + ox // sw + 1) * c_out]
+                    wv = wflat[taps + (kw - 1 - kx) * c_out:taps + (kw - kx) * c_out]
                     for co in range(c_out):
                         a[co] = a[co] + c * wv[co]
         for co in range(c_out):
-            for oy in range(ho):
-                for ox in range(wo):
-                    out[r, (co * ho + oy) * wo + ox] = acc[oy, ox, co]
+            for q in range(ho * wo):
+                out[r, co * ho * wo + q] = acc[q * c_out + co]
         total += vector_sum(out[r])
     return total
 

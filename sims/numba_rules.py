@@ -88,7 +88,7 @@ def conv_geometry(op, tin, tout) -> tuple:
 
 def _prep_conv(op, tin, tout):
     w = np.asarray(op.weight, dtype=np.float64)
-    return {"w_t": _weights(w.transpose(1, 2, 3, 0)), "w_g": _weights(w.transpose(2, 3, 1, 0)),
+    return {"w_f": _weights(w.transpose(1, 2, 3, 0)[:, :, ::-1]), "w_g": _weights(w.transpose(2, 3, 1, 0)),
             "w_gemm": np.ascontiguousarray(w.reshape(w.shape[0], -1)),
             "kernel": tuple(int(k) for k in w.shape[2:]), "bias": _f64(op.bias, tout.shape[0]),
             "dims": conv_geometry(op, tin, tout)}
@@ -118,8 +118,8 @@ def _eval_conv(node, ins, out, state, threads):
     rho = density(x)
     if rho >= CONV_MIN_DENSITY:
         return _conv_gemm(d, x, o, threads)
-    work = int(x.size * (1 + d["w_t"][0].size * rho))  # kh * kw * C_out adds per event
-    kernel, w = (conv_events, d["w_g"]) if rho >= CONV_GATHER_DENSITY else (conv_rows, d["w_t"])
+    work = int(x.size * (1 + d["w_f"][0].size * rho))  # kh * kw * C_out adds per event
+    kernel, w = (conv_events, d["w_g"]) if rho >= CONV_GATHER_DENSITY else (conv_rows, d["w_f"])
     return share(kernel, ranges(x.shape[0], TASKS * threads), (x, w, d["bias"], o, *d["dims"]), work, threads)
 
 

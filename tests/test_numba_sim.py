@@ -192,20 +192,17 @@ def test_event_convs_match_conv2d(rng):
     weight = rng.normal(size=(c_out, c_in, k, k))
     bias = rng.normal(size=c_out)
     x = (rng.random((c_in, h, w)) < 0.3) * rng.integers(1, 3, (c_in, h, w)).astype(np.float64)  # counts
-    ref = F.conv2d(torch.as_tensor(x[None]), torch.as_tensor(weight), torch.as_tensor(bias),
-                   stride=(2, 1), padding=(1, 2))[0].numpy()
-    w_t = np.ascontiguousarray(weight.transpose(1, 2, 3, 0))
-    out = np.empty((1, ref.size))
-    total = numba_kernels.conv_rows(0, 1, x.reshape(1, -1), w_t, bias, out, h, w, ref.shape[1], ref.shape[2],
-                                 2, 1, 1, 2)
-    np.testing.assert_allclose(out.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
-    assert np.isclose(total, ref.sum())
+    w_f = np.ascontiguousarray(weight.transpose(1, 2, 3, 0)[:, :, ::-1])  # kx reversed
     w_g = np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
-    gathered = np.empty((1, ref.size))
-    total = numba_kernels.conv_events(0, 1, x.reshape(1, -1), w_g, bias, gathered, h, w, ref.shape[1], ref.shape[2],
-                                      2, 1, 1, 2)
-    np.testing.assert_allclose(gathered.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
-    assert np.isclose(total, ref.sum())
+    for stride in ((2, 1), (1, 2)):  # scatter with x-stride 1: the contiguous row path; 2: one tap at a time
+        ref = F.conv2d(torch.as_tensor(x[None]), torch.as_tensor(weight), torch.as_tensor(bias),
+                       stride=stride, padding=(1, 2))[0].numpy()
+        dims = (h, w, ref.shape[1], ref.shape[2], *stride, 1, 2)
+        for kernel, wk in ((numba_kernels.conv_rows, w_f), (numba_kernels.conv_events, w_g)):
+            out = np.empty((1, ref.size))
+            total = kernel(0, 1, x.reshape(1, -1), wk, bias, out, *dims)
+            np.testing.assert_allclose(out.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
+            assert np.isclose(total, ref.sum())
 
 
 def test_unfolded_conv_matches_conv2d(rng):
