@@ -48,7 +48,7 @@ def _sum(op, xs, _):
 
 
 def _neuron(op, xs, state):
-    leaky, inv_tau, v_th, v_reset, v_rest, soft = op.params.scalars()
+    leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input = op.params.scalars()
     current = _sum(op, xs, state)
     inv_tau_syn = 1.0 / op.params.tau_syn
     if op.heterogeneous:  # per-neuron parameters (same arithmetic, element-wise)
@@ -61,19 +61,19 @@ def _neuron(op, xs, state):
     v = state.get("v")
     if v is None:
         v = torch.zeros_like(current) + v_rest
-    h = nrn.charge(v, current, leaky, inv_tau, v_rest)
+    h = nrn.charge(v, current, leaky, inv_tau, v_rest, decay_input)
     s = nrn.fire(h, v_th).to(h.dtype)  # torch makes bool * 1.0 float32; keep the reset in float64
     state["v"] = nrn.reset(h, s, v_th, v_reset, soft)
     return s
 
 
 def _integrator(op, xs, state):
-    leaky, inv_tau, _, _, v_rest, _ = op.params.scalars()
+    leaky, inv_tau, _, _, v_rest, _, decay_input = op.params.scalars()
     current = _sum(op, xs, state)
     if op.params.current_based:
         current = state["i"] = nrn.synapse(state.get("i", torch.zeros_like(current)), current, 1.0 / op.params.tau_syn)
     v = state.get("v", torch.zeros_like(current) + v_rest)
-    state["v"] = nrn.charge(v, current, leaky, inv_tau, v_rest)
+    state["v"] = nrn.charge(v, current, leaky, inv_tau, v_rest, decay_input)
     return state["v"]
 
 

@@ -15,6 +15,11 @@ equations with spikingjelly's surrogate derivative (``atan_backward`` /
 autograd through the per-step operations returns (tests/test_neuron_fn.py
 checks every model / reset / surrogate / detach_reset combination against it),
 without recording ~10 graph nodes per step and population.
+
+A current-based population (``NeuronParams.tau_syn > 1``, CUBA) first filters its input with
+``snncc.neuron.synapse`` (:func:`synaptic_currents`, plain autograd: one linear recurrence), then
+runs the same function on the filtered currents: the reference executor's order (synapse, then
+charge, per step).
 """
 from __future__ import annotations
 
@@ -43,16 +48,17 @@ class MultiStepNeuron(torch.autograd.Function):
               hard reset: dU/dH = (1 - S) + (v_reset - H) * sg    (1 - S with detach_reset)
               soft reset: dU/dH = 1 - v_th * sg                   (1 with detach_reset)
         dL/dI[t] = g_h / tau,   dL/dU[t-1] = g_h * (1 - 1/tau)      (LIF; both g_h for IF)
+        dL/dI[t] = g_h                                              (LIF with decay_input=False)
     """
 
     @staticmethod
     def forward(ctx, x, scalars, surrogate_name, alpha, detach_reset, keep):
-        leaky, inv_tau, v_th, v_reset, v_rest, soft = scalars
+        leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input = scalars
         spikes = torch.empty_like(x)
         hs = torch.empty_like(x) if keep else None
         v = v_rest  # U[0] = v_rest (a python float broadcasts in charge)
         for t in range(x.shape[0]):
-            h = nrn.charge(v, x[t], leaky, inv_tau, v_rest)
+            h = nrn.charge(v, x[t], leaky, inv_tau, v_rest, decay_input)
             s = spikes[t]
             # nrn.fire(h, v_th), i.e. h >= v_th as 0/1, written straight into the float spike
             # buffer: the same comparison without materialising a bool tensor and converting it
@@ -69,7 +75,7 @@ class MultiStepNeuron(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_s):
         hs, spikes = ctx.saved_tensors
-        leaky, inv_tau, v_th, v_reset, _, soft = ctx.scalars
+        leaky, inv_tau, v_th, v_reset, _, soft, decay_input = ctx.scalars
         sg_fn = _SURROGATE_GRADS[ctx.surrogate]
         grad_x = torch.empty_like(hs)
         g_v = None  # dL/dU[t] carried back from step t+1 (none after the last step)
@@ -84,12 +90,22 @@ class MultiStepNeuron(torch.autograd.Function):
                     du_dh = 1.0 - s if ctx.detach_reset else (1.0 - s) + (v_reset - h) * sg
                 g_h = g_h + g_v * du_dh
             if leaky:
-                grad_x[t] = g_h * inv_tau
+                grad_x[t] = g_h * inv_tau if decay_input else g_h
                 g_v = g_h * (1.0 - inv_tau)
             else:
                 grad_x[t] = g_h
                 g_v = g_h
         return grad_x, None, None, None, None, None
+
+
+def synaptic_currents(x: torch.Tensor, inv_tau_syn: float) -> torch.Tensor:
+    """CUBA synaptic currents J[t] = snncc.neuron.synapse(J[t-1], x[t], 1/tau_syn), J[-1] = 0, over (T, B, ...)."""
+    i = torch.zeros_like(x[0])
+    out = []
+    for t in range(x.shape[0]):
+        i = nrn.synapse(i, x[t], inv_tau_syn)
+        out.append(i)
+    return torch.stack(out)
 
 
 class SpikingNeuron(nn.Module):
@@ -109,13 +125,17 @@ class SpikingNeuron(nn.Module):
         self.detach_reset = detach_reset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.params.current_based:
+            x = synaptic_currents(x, 1.0 / self.params.tau_syn)
         keep = torch.is_grad_enabled() and x.requires_grad  # save H only when a backward can follow
         return MultiStepNeuron.apply(x, self.params.scalars(), self.surrogate_name, float(self.spike_fn.alpha),
                                      self.detach_reset, keep)
 
     def extra_repr(self) -> str:
         p = self.params
-        return f"{p.model}, tau={p.tau}, v_th={p.v_th}, v_reset={p.v_reset}, reset={p.reset}, surrogate={self.surrogate_name}"
+        extra = ("" if p.decay_input else ", decay_input=False") + (f", tau_syn={p.tau_syn}" if p.current_based else "")
+        return (f"{p.model}, tau={p.tau}, v_th={p.v_th}, v_reset={p.v_reset}, reset={p.reset}{extra}, "
+                f"surrogate={self.surrogate_name}")
 
 
 class InputNormalize(nn.Module):

@@ -61,14 +61,14 @@ class BSDRNN(nn.Module):
     def _run(params: NeuronParams, drive: torch.Tensor, recurrent: nn.Linear, reverse: bool = False):
         """Currents and spikes of one population over the sequence (L, B, H); ``drive`` is the
         feedforward part of the current, ``recurrent`` maps the previous step's spikes."""
-        leaky, inv_tau, v_th, v_reset, v_rest, soft = params.scalars()
+        leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input = params.scalars()
         length = drive.shape[0]
         v = torch.full_like(drive[0], v_rest).detach()
         s = torch.zeros_like(drive[0]).detach()
         cur, spk = [None] * length, [None] * length
         for t in (range(length - 1, -1, -1) if reverse else range(length)):
             h = drive[t] + recurrent(s)  # s carries no graph: the recurrent input is detached (C2)
-            u = nrn.charge(v, h.detach(), leaky, inv_tau, v_rest)
+            u = nrn.charge(v, h.detach(), leaky, inv_tau, v_rest, decay_input)
             s = nrn.fire(u, v_th).to(drive.dtype)
             v = nrn.reset(u, s, v_th, v_reset, soft)
             cur[t], spk[t] = h, s

@@ -39,7 +39,7 @@ synapse = numba.njit(nrn.synapse)
 
 
 @numba.njit(nogil=True)  # not cached: populations with per-neuron parameters are rare; compiled on first use
-def neuron_arrays(cur, v, isyn, out, leaky, inv_tau, v_th, v_reset, v_rest, soft, cuba, inv_tau_syn):
+def neuron_arrays(cur, v, isyn, out, leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input, cuba, inv_tau_syn):
     """All steps of a population with per-neuron parameters and/or a CUBA synaptic current
     (the same functions as neuron_blocks, per-neuron arguments). Returns #spikes."""
     total = 0.0
@@ -50,7 +50,7 @@ def neuron_arrays(cur, v, isyn, out, leaky, inv_tau, v_th, v_reset, v_rest, soft
                 if cuba:
                     isyn[b, j] = synapse(isyn[b, j], x, inv_tau_syn[j])
                     x = isyn[b, j]
-                s, v[b, j] = step(v[b, j], x, leaky, inv_tau[j], v_th[j], v_reset[j], v_rest[j], soft)
+                s, v[b, j] = step(v[b, j], x, leaky, inv_tau[j], v_th[j], v_reset[j], v_rest[j], soft, decay_input)
                 out[t, b, j] = s
                 total += s
     return total
@@ -67,7 +67,7 @@ def vector_sum(a):
 
 
 @_jit
-def neuron_blocks(k0, k1, cur, v, out, leaky, inv_tau, v_th, v_reset, v_rest, soft):
+def neuron_blocks(k0, k1, cur, v, out, leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input):
     """All steps of neuron blocks k0:k1, block k = neurons [k % nblk] of sample k // nblk.
     cur, out: (steps, B, N); v: (B, N) membrane state, updated in place. Returns #spikes."""
     n = cur.shape[2]
@@ -80,7 +80,7 @@ def neuron_blocks(k0, k1, cur, v, out, leaky, inv_tau, v_th, v_reset, v_rest, so
         for t in range(cur.shape[0]):
             cu, ou = cur[t, b, j0:j1], out[t, b, j0:j1]
             for j in range(vb.size):  # 0-based 1-D views: this loop vectorises
-                s, vb[j] = step(vb[j], cu[j], leaky, inv_tau, v_th, v_reset, v_rest, soft)
+                s, vb[j] = step(vb[j], cu[j], leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input)
                 ou[j] = s
             total += vector_sum(ou)
     return total

@@ -134,14 +134,15 @@ def _eval_pool(node, ins, out, state, threads):
 
 
 def _prep_neuron(op, tin, tout):
-    leaky, inv_tau, v_th, v_reset, v_rest, soft = op.params.scalars()
-    data = {"params": (int(leaky), float(inv_tau), float(v_th), float(v_reset), float(v_rest), int(soft)),
+    leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input = op.params.scalars()
+    data = {"params": (int(leaky), float(inv_tau), float(v_th), float(v_reset), float(v_rest), int(soft),
+                       int(decay_input)),
             "v0": v_rest}
     if op.heterogeneous or op.current_based:  # per-neuron parameters and/or a synaptic current
         p = {k: np.ascontiguousarray(a, np.float64).reshape(-1) for k, a in op.per_neuron(tout.shape).items()}
         inv = 1.0 / p["tau"] if leaky else np.ones_like(p["tau"])
         data["v0"] = p["v_rest"]
-        data["arrays"] = (int(leaky), inv, p["v_th"], p["v_reset"], p["v_rest"], int(soft),
+        data["arrays"] = (int(leaky), inv, p["v_th"], p["v_reset"], p["v_rest"], int(soft), int(decay_input),
                           int(op.current_based), 1.0 / p["tau_syn"])
     return data
 
@@ -167,13 +168,13 @@ def _eval_neuron(node, ins, out, state, threads):
 
 
 def _prep_integrator(op, tin, tout):
-    leaky, inv_tau, _, _, v_rest, _ = op.params.scalars()
-    return {"p": (leaky, inv_tau, v_rest, op.params.current_based, 1.0 / op.params.tau_syn)}
+    leaky, inv_tau, _, _, v_rest, _, decay_input = op.params.scalars()
+    return {"p": (leaky, inv_tau, v_rest, decay_input, op.params.current_based, 1.0 / op.params.tau_syn)}
 
 
 def _eval_integrator(node, ins, out, state, threads):
     """A non-spiking population: the neuron's charge (and synapse) per step, vectorised over neurons."""
-    leaky, inv_tau, v_rest, cuba, inv_tau_syn = node.data["p"]
+    leaky, inv_tau, v_rest, decay_input, cuba, inv_tau_syn = node.data["p"]
     cur = summed(ins)
     v = state.setdefault((node.name, "v"), np.full(cur.shape[1:], v_rest))
     i = state.setdefault((node.name, "i"), np.zeros(cur.shape[1:]))
@@ -182,7 +183,7 @@ def _eval_integrator(node, ins, out, state, threads):
         if cuba:
             i[...] = nrn.synapse(i, x, inv_tau_syn)
             x = i
-        v[...] = nrn.charge(v, x, leaky, inv_tau, v_rest)
+        v[...] = nrn.charge(v, x, leaky, inv_tau, v_rest, decay_input)
         out[t] = v
     return float(out.sum())
 

@@ -9,11 +9,11 @@ from snncc.neuron import NeuronParams
 
 
 def simulate(params, xs, lib="python"):
-    leaky, inv_tau, v_th, v_reset, v_rest, soft = params.scalars()
+    scalars, v_rest = params.scalars(), params.v_rest
     v = v_rest if lib == "python" else (np.float64(v_rest) if lib == "numpy" else torch.tensor(v_rest, dtype=torch.float64))
     vs, ss = [], []
     for x in xs:
-        s, v = nrn.step(v, x, leaky, inv_tau, v_th, v_reset, v_rest, soft)
+        s, v = nrn.step(v, x, *scalars)
         vs.append(float(v))
         ss.append(float(s))
     return np.array(ss), np.array(vs)
@@ -88,8 +88,9 @@ def test_bad_parameters_are_rejected(kwargs, match):
 
 
 @pytest.mark.parametrize("params", [NeuronParams("lif", tau=2.0, v_th=0.2), NeuronParams("lif", tau=4.0, v_th=1.0, v_reset=-0.5),
-                                    NeuronParams("lif", tau=2.0, v_th=1.0, reset="soft"), NeuronParams("if", v_th=0.7)],
-                         ids=["lif", "lif-reset-below-0", "lif-soft", "if"])
+                                    NeuronParams("lif", tau=2.0, v_th=1.0, reset="soft"), NeuronParams("if", v_th=0.7),
+                                    NeuronParams.from_decay(0.2, 0.5), NeuronParams.from_decay(0.75, 0.5, -0.25)],
+                         ids=["lif", "lif-reset-below-0", "lif-soft", "if", "mskd-eq1", "no-input-decay-reset-below-0"])
 @pytest.mark.parametrize("steps", [1, 2, 4, 7])
 def test_firing_current_is_the_smallest_constant_input_that_fires_in_time(params, steps):
     level = params.firing_current(steps)

@@ -10,23 +10,26 @@ from snncc.models.layers import SURROGATES, SpikingNeuron
 
 def reference(x, params, surrogate_name, detach_reset):
     """The per-step formulation: every op recorded by autograd (the previous implementation)."""
-    leaky, inv_tau, v_th, v_reset, v_rest, soft = params.scalars()
+    leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input = params.scalars()
     spike_fn = SURROGATES[surrogate_name]()
     v, out = torch.full_like(x[0], v_rest), []
     for t in range(x.shape[0]):
-        h = nrn.charge(v, x[t], leaky, inv_tau, v_rest)
+        h = nrn.charge(v, x[t], leaky, inv_tau, v_rest, decay_input)
         s = spike_fn(h - v_th)
         v = nrn.reset(h, s.detach() if detach_reset else s, v_th, v_reset, soft)
         out.append(s)
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("model", ["lif", "if"])
+@pytest.mark.parametrize("model", ["lif", "lif-no-input-decay", "if"])
 @pytest.mark.parametrize("reset", ["hard", "soft"])
 @pytest.mark.parametrize("surrogate", ["atan", "sigmoid"])
 @pytest.mark.parametrize("detach_reset", [False, True])
 def test_spikes_and_gradient_equal_autograd_of_the_per_step_definition(model, reset, surrogate, detach_reset):
-    params = NeuronParams(model=model, tau=2.0, v_th=0.6, v_reset=-0.1 if reset == "hard" else 0.0, reset=reset)
+    no_decay = model == "lif-no-input-decay"  # MSKD eq. 1's form: tau 4/3 (alpha 0.25), threshold for unscaled input
+    params = NeuronParams(model="if" if model == "if" else "lif", tau=4 / 3 if no_decay else 2.0,
+                          v_th=1.2 if no_decay else 0.6, v_reset=-0.1 if reset == "hard" else 0.0, reset=reset,
+                          decay_input=not no_decay)
     g = torch.Generator().manual_seed(3)
     x = (torch.rand(6, 5, 7, generator=g, dtype=torch.float64) * 1.2 - 0.1).requires_grad_()
     upstream = torch.randn(6, 5, 7, generator=g, dtype=torch.float64)
@@ -58,10 +61,10 @@ def test_forward_fires_exactly_like_neuron_fire_including_ties(dtype):
     params = NeuronParams(model="if", v_th=0.5, reset="hard")  # IF: H = U + I, exact in binary
     x = torch.tensor([[0.25, 0.5, 0.125], [0.25, 0.375, 0.375], [0.5, 0.0, 0.0]], dtype=dtype).unsqueeze(-1)
     s = SpikingNeuron(params)(x)
-    leaky, inv_tau, v_th, v_reset, v_rest, soft = params.scalars()
+    leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input = params.scalars()
     v, expected = v_rest, []
     for t in range(3):
-        h = nrn.charge(v, x[t], leaky, inv_tau, v_rest)
+        h = nrn.charge(v, x[t], leaky, inv_tau, v_rest, decay_input)
         f = nrn.fire(h, v_th)
         expected.append(f)
         v = nrn.reset(h, f, v_th, v_reset, soft)

@@ -105,11 +105,13 @@ def test_conv1d_and_one_step_delays_match_the_oracle(rng, run):
         np.testing.assert_array_equal(got[pop].reshape(want[pop].shape), want[pop].astype(np.uint8), err_msg=pop)
 
 
-@pytest.mark.parametrize("kind", ["LI", "CubaLI", "I"])
+@pytest.mark.parametrize("kind", ["LI", "LI-r=tau/dt", "CubaLI", "I"])
 def test_integrator_readouts_match_the_oracle(rng, kind):
-    """Input -> Affine -> LIF -> Affine -> {LI, CubaLI, I} -> Output: the analog membrane, averaged over T by the Readout."""
+    """Input -> Affine -> LIF -> Affine -> {LI, CubaLI, I} -> Output: the analog membrane, averaged over T by the Readout.
+    LI with r = tau/dt is snncc's integrator without input decay (no gain folded into the synapse)."""
     o = 4
     head = {"LI": nir.LI(tau=np.full(o, 4e-3), r=rng.uniform(0.5, 2.0, o), v_leak=np.full(o, 0.2)),
+            "LI-r=tau/dt": nir.LI(tau=np.full(o, 4e-3), r=np.full(o, 4e-3 / DT), v_leak=np.full(o, 0.2)),
             "CubaLI": nir.CubaLI(tau_syn=np.full(o, 2e-3), tau_mem=np.full(o, 5e-3), r=rng.uniform(0.5, 2.0, o),
                                  v_leak=np.full(o, -0.1), w_in=rng.uniform(0.5, 1.5, o)),
             "I": nir.I(r=rng.uniform(100, 300, o))}[kind]
@@ -123,6 +125,7 @@ def test_integrator_readouts_match_the_oracle(rng, kind):
                       type_check=False)
     g = from_nir(ng, dt=DT, encoding="spike")
     assert g.type_of("x").kind.value == "analog" and g.op("output").mode == "mean"
+    assert g.op("x").params.decay_input == (kind != "LI-r=tau/dt")
     x = (rng.random((3, 16, 8)) < 0.5).astype(np.float64)
     want = simulate(ng, x, DT, record=("lif", "x"))
     assert want["lif"].sum() > 10
@@ -131,7 +134,8 @@ def test_integrator_readouts_match_the_oracle(rng, kind):
         np.testing.assert_array_equal(res.trains["lif"], want["lif"].astype(np.uint8))
         np.testing.assert_allclose(res.output, want["x"].mean(axis=0), rtol=1e-12, atol=1e-12)
     back = from_nir(to_nir(g, dt=DT))  # and out again: NIR's own type check, same outputs
-    assert type(to_nir(g, dt=DT).nodes["x"]).__name__ == kind
+    assert type(to_nir(g, dt=DT).nodes["x"]).__name__ == kind.split("-")[0]
+    assert back.op("x").params == g.op("x").params
     np.testing.assert_array_equal(torch_backend.run(back, x, 16).output, torch_backend.run(g, x, 16).output)
 
 
@@ -277,6 +281,15 @@ def _snncc_graphs(rng):
     het.add("if", Neuron(NeuronParams("if", v_th=1.0, v_reset=-0.5)), ["rec"])
     het.add("out", Readout(), ["if"])
     yield "het", het, ((rng.random((3, 20, 6)) < 0.5).astype(np.float64), "spike")
+    nd = SpikeGraph("no-input-decay")  # MSKD eq. 1's LIF (decay_input=False): NIR's r = tau / dt
+    nd.add("x", Input((6,), encoding="spike"))
+    nd.add("fc", Dense(rng.normal(0, 0.5, (5, 6))), ["x"])
+    nd.add("eq1", Neuron(NeuronParams.from_decay(0.2, 0.5), tau=rng.uniform(1.2, 5, 5)), ["fc"])
+    nd.add("fc2", Dense(rng.normal(0.3, 0.5, (4, 5))), ["eq1"])
+    nd.add("cuba", Neuron(NeuronParams("lif", tau=4.0, v_th=0.6, v_reset=-0.1, tau_syn=2.0, decay_input=False)),
+           ["fc2"])
+    nd.add("out", Readout(), ["cuba"])
+    yield "no-input-decay", nd, ((rng.random((3, 20, 6)) < 0.5).astype(np.float64), "spike")
 
 
 def test_snncc_to_nir_to_snncc_is_the_identity_on_spikes(rng, tmp_path):
@@ -292,6 +305,7 @@ def test_snncc_to_nir_to_snncc_is_the_identity_on_spikes(rng, tmp_path):
             for pop in g.populations():
                 np.testing.assert_array_equal(a[pop], b[pop], err_msg=f"{name}/{pop}")
         for pop in g.populations():  # parameters come back bit for bit
+            assert back.op(pop).params.decay_input == g.op(pop).params.decay_input, f"{name}/{pop}"
             pa = g.op(pop).per_neuron(g.type_of(pop).shape)
             pb = back.op(pop).per_neuron(back.type_of(pop).shape)
             for k in pa:  # thresholds and resets exactly; time constants within float64 rounding of tau * dt / dt
@@ -302,13 +316,18 @@ def test_snncc_to_nir_to_snncc_is_the_identity_on_spikes(rng, tmp_path):
             assert back.metadata.get(key) == g.metadata.get(key)
 
 
-def test_nir_export_of_the_het_graph_matches_the_oracle(rng):
-    _, g, (x, _) = list(_snncc_graphs(rng))[1]
+@pytest.mark.parametrize("which", [1, 2], ids=["het", "no-input-decay"])
+def test_nir_export_matches_the_euler_oracle(rng, which):
+    _, g, (x, _) = list(_snncc_graphs(rng))[which]
     ng = to_nir(g, dt=1e-4)
-    want = simulate(ng, x, 1e-4, record=("pop", "if"))
+    pops = g.populations()
+    want = simulate(ng, x, 1e-4, record=tuple(pops))
     got = _trains(g, x, x.shape[1], torch_backend.run)
-    for pop in ("pop", "if"):
+    for pop in pops:
+        assert got[pop].sum() > 5, pop
         np.testing.assert_array_equal(got[pop], want[pop].astype(np.uint8))
+    if which == 2:  # the input enters v unscaled: NIR's r is tau in steps
+        np.testing.assert_array_equal(ng.nodes["eq1"].r, g.op("eq1").tau)
 
 
 def test_export_refuses_what_nir_cannot_express(rng):
@@ -394,7 +413,8 @@ def _cuba_graph(rng, bias=False):
 
 
 def test_cuba_runs_on_lava_float_like_torch(rng):
-    """Lava's LIF with du = 1/tau_syn is the current-based LIF (imported CubaLIF), spike for spike."""
+    """Lava's LIF with du = 1/tau_syn is the current-based LIF (imported CubaLIF), spike for spike;
+    in fixed point (du = 4096/tau_syn - 1) Lava's bit-accurate model equals snncc's integer reference."""
     from lavatest import require_lava
     lb, lf = require_lava()
     g = _cuba_graph(rng)
@@ -406,5 +426,18 @@ def test_cuba_runs_on_lava_float_like_torch(rng):
         np.testing.assert_array_equal(got[pop], want[pop], err_msg=pop)
     with pytest.raises(lb.LoweringError, match="node 'cuba'.*synapse bias"):
         lb.lower(_cuba_graph(rng, bias=True))
-    with pytest.raises(lb.LoweringError, match="node 'cuba'.*Lava float only"):
-        lb.lower(g, lb.Options(fixed_point=True))
+    plan = lb.lower(g, lb.Options(fixed_point=True))
+    assert plan.fixed.pops["cuba"].du == round(4096 / 2.5) - 1 and plan.fixed.pops["lif"].du == 4095
+    fixed = lb.run((g, plan), x, 20, record=True).trains
+    integer = lf.run_integer(g, x, 20, plan=plan, record=True).trains
+    for pop in ("cuba", "lif"):
+        np.testing.assert_array_equal(fixed[pop], integer[pop], err_msg=pop)
+    assert fixed["cuba"].sum() > 10 and fixed["lif"].sum() > 5
+    slow = SpikeGraph("slow")  # u cannot decay slower than (0 + 1)/4096 per step
+    slow.add("x", Input((3,), encoding="spike"))
+    slow.add("fc", Dense(np.ones((2, 3))), ["x"])
+    slow.add("pop", Neuron(NeuronParams("lif", tau=3.0, v_th=0.5, tau_syn=9000.0)), ["fc"])
+    slow.add("out", Readout(), ["pop"])
+    lb.lower(slow)  # float: fine
+    with pytest.raises(lb.LoweringError, match="node 'pop'.*tau_syn = 9000 steps.*12-bit du"):
+        lb.lower(slow, lb.Options(fixed_point=True))

@@ -82,6 +82,12 @@ Parameter mapping (derivation). snncc's LIF step with input current x is
     bias = b / tau    (the brief's extra v_rest/tau term cancels in shifted coordinates)
     vth  = nextafter(v_th - v_reset, -inf)   (w >= a  <=>  w > nextafter(a, -inf) in float)
 
+The LIF without input decay (``decay_input=False``, MSKD eq. 1: ``w' = w (1 - 1/tau) + x``)
+is Lava's LIF natively: the same du, dv and vth with the inputs not scaled
+(``NeuronParams.input_gain`` is the scale: 1/tau or 1). The current-based LIF (``tau_syn > 1``)
+is Lava's LIF with ``du = 1/tau_syn``: ``u`` is the synaptic current times the input gain, and
+the inputs are scaled by ``input_gain / tau_syn``.
+
 Soft reset (v' = h - v_th s) has no Lava LIF equivalent (Lava zeroes v and loses the
 residual h - v_th) and is refused.
 

@@ -38,12 +38,16 @@ LIF (``du``, ``dv`` 12-bit unsigned, ``vth`` 17-bit, ``bias_mant`` 13-bit signed
 
 Mapping from the float plan (units)
 -----------------------------------
-The float plan (see :mod:`snncc.backends.lava`) already has w' = w (1 - 1/tau) + x / tau with the currents x/tau
-folded into its weights and biases and a threshold theta = v_th - v_reset. Each neuron
+The float plan (see :mod:`snncc.backends.lava`) already has w' = w (1 - 1/tau) + g x with the currents g x
+folded into its weights and biases (g the input gain: 1/tau, or 1 for the LIF without input decay; / tau_syn
+for the current-based LIF) and a threshold theta = v_th - v_reset. Each neuron
 population P gets a power-of-two scale 2^k (``scale_exp`` k): one a_in unit is 2^-k, one
 v unit is 2^-(k+6) in float units. Then
 
     du  = 4095             u = a_in << 6: u carries only this step's input (exact)
+          (CUBA, tau_syn > 1: du = round(4096 / tau_syn) - 1, so u decays by (du + 1)/4096 per step,
+          exactly 1/tau_syn when 4096/tau_syn is an integer; the worst-case input bound below
+          becomes |a_in| <= 32 (du + 1) - 1, so that u, at most 64 |a_in| 4096 / (du + 1), never wraps)
     dv  = round(4096 / tau) (IF: 0, no decay; exact when 4096/tau is an integer, e.g. tau = 2)
     vth = round((theta 2^(k+6) - 1) / 64): Lava fires on v > 64 vth, i.e. v >= 64 vth + 1,
           the integer closest to theta 2^(k+6) that it can express (the float lowering's
@@ -74,7 +78,9 @@ What is exact and what is not
   with hard reset and a clock-fed synapse bias, a spike-residual net with relays, a two-block
   SEW net with graded spikes (tests/test_lava_graded.py).
 * Exact w.r.t. the float network: the structure, alignment and delays; OR pooling, relays, the
-  clock chain; u (du = 4095); IF integration; LIF leak when 4096/tau is an integer (tau = 2).
+  clock chain; u (du = 4095); IF integration; LIF leak when 4096/tau is an integer (tau = 2); the
+  CUBA current's decay when 4096/tau_syn is an integer (its truncation toward zero each step is
+  not: < 1 u unit per step, like the leak's).
 * Not exact w.r.t. the float network: 8-bit weights (error <= step/2 per weight, reported), the
   floor of the summed input when e < 0, thresholds (+-32 v units), leaks (dv rounding and the
   per-step truncation of v (4096 - dv) / 4096 toward zero, < 1 v unit per step), biases

@@ -163,10 +163,10 @@ def _rule_neuron(ctx, n, op):
     if prm.soft:
         ctx.fail(n, "soft reset (reset by subtraction) has no exact Lava LIF equivalent "
                     "(Lava's LIF resets v to 0); use hard reset")
-    leaky, inv_tau, v_th, v_reset, v_rest, _ = prm.scalars()
-    scale = inv_tau if leaky else 1.0
+    leaky, inv_tau, v_th, v_reset, v_rest, _, _ = prm.scalars()
+    scale = prm.input_gain  # Lava's v = v (1 - dv) + u: inputs x 1/tau (BSD eq. 2), or as they are (decay_input=False)
     du = 1.0
-    if op.current_based:  # CUBA is Lava's LIF with du = 1/tau_syn: u = J/tau, inputs scaled by 1/(tau tau_syn)
+    if op.current_based:  # CUBA is Lava's LIF with du = 1/tau_syn: u = J * input_gain, inputs x input_gain / tau_syn
         du = 1.0 / prm.tau_syn
         scale *= du
         if any(p.src in ctx.static or getattr(ctx.g.op(p.src), "bias", None) is not None for p in ctx.g.inputs(n)):

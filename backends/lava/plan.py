@@ -101,7 +101,7 @@ class Pop:
     bias: np.ndarray | None = None     # constant bias_mant (column-0 biases only)
     node: str | None = None            # graph node it realises
     shape: tuple = ()
-    scale: float = 1.0                 # 1/tau for LIF, 1 otherwise
+    scale: float = 1.0                 # input scale: NeuronParams.input_gain (/ tau_syn for CUBA)
     record: bool = False
     max_value: int = 1                 # largest value it sends (graded: the largest spike count)
 

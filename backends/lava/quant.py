@@ -11,9 +11,9 @@ from scipy import sparse
 
 from snncc.ir.types import StrEnum
 
-__all__ = ["SignMode", "DECAY_UNITY", "DU_MAX", "VTH_MAX", "UV_MAX", "A_IN_MAX", "BIAS_MANT", "BIAS_EXP_MAX",
-           "WEIGHT_EXP", "MANT", "NETX_BIAS_EXP", "vals", "map_values", "sign_mode", "quant_weights",
-           "lava_weights", "conv_apply", "row_pos_neg", "split_bias", "netx_bias"]
+__all__ = ["SignMode", "DECAY_UNITY", "DU_MAX", "VTH_MAX", "UV_MAX", "BIAS_MANT", "BIAS_EXP_MAX",
+           "WEIGHT_EXP", "MANT", "NETX_BIAS_EXP", "current_du", "a_in_max", "vals", "map_values", "sign_mode",
+           "quant_weights", "lava_weights", "conv_apply", "row_pos_neg", "split_bias", "netx_bias"]
 
 
 class SignMode(StrEnum):
@@ -27,12 +27,29 @@ DECAY_UNITY = 4096           # 12-bit decays
 DU_MAX = 4095
 VTH_MAX = 2 ** 17 - 1        # 17-bit unsigned threshold (left-shifted by 6)
 UV_MAX = 2 ** 23             # 24-bit u, v
-A_IN_MAX = 2 ** 17 - 1       # |a_in << 6| < 2^23: u never wraps
 BIAS_MANT = (-4096, 4095)    # 13-bit signed
 BIAS_EXP_MAX = 7             # 3-bit
 WEIGHT_EXP = (-8, 7)
 MANT = {SignMode.MIXED: (-128, 127), SignMode.EXCITATORY: (0, 255), SignMode.INHIBITORY: (-255, 0)}
 NETX_BIAS_EXP = 6            # netx builds every LIF with bias_exp = 6
+
+
+def current_du(decay: float) -> int | None:
+    """Lava's 12-bit ``du`` for a float current decay (the plan's du: 1, or 1/tau_syn for CUBA).
+    Lava decays u by (du + 1)/4096 per step (ds_offset 1), so du = round(4096 decay) - 1; None when
+    that is below 0 (a decay under 1/8192: u would never decay)."""
+    if decay == 1.0:
+        return DU_MAX
+    du = int(np.rint(decay * DECAY_UNITY)) - 1
+    return du if 0 <= du <= DU_MAX else None
+
+
+def a_in_max(du: int) -> int:
+    """The largest per-step |a_in| with which u never wraps at 24 bits. With d = du + 1,
+    u' = trunc(u (4096 - d) / 4096) + 64 a_in stays within the geometric sum 64 A 4096 / d for
+    |a_in| <= A; Lava wraps u > 2^23 and u <= -2^23, so A = 32 d - 1 keeps |u| < 2^23
+    (d = 4096, no current state: 2^17 - 1, u = a_in << 6 < 2^23)."""
+    return 32 * (du + 1) - 1
 
 
 def vals(w) -> np.ndarray:

@@ -11,9 +11,10 @@ from snncc.backends.lava.fixed import FixedConn, FixedParams, FixedPop
 from snncc.backends.lava.lowering import lower_float, requirements
 from snncc.backends.lava.matrices import pool_matrix_sparse
 from snncc.backends.lava.plan import ConnKind, DynVar, LoweringError, PopRole, Precision
-from snncc.backends.lava.quant import (A_IN_MAX, BIAS_EXP_MAX, BIAS_MANT, DECAY_UNITY, DU_MAX, NETX_BIAS_EXP,
-                                       VTH_MAX, WEIGHT_EXP, SignMode, conv_apply, lava_weights, map_values,
-                                       netx_bias, quant_weights, row_pos_neg, sign_mode, split_bias, vals)
+from snncc.backends.lava.quant import (BIAS_EXP_MAX, BIAS_MANT, DECAY_UNITY, DU_MAX, NETX_BIAS_EXP, VTH_MAX,
+                                       WEIGHT_EXP, SignMode, a_in_max, conv_apply, current_du, lava_weights,
+                                       map_values, netx_bias, quant_weights, row_pos_neg, sign_mode, split_bias,
+                                       vals)
 from snncc.ir.ops import Conv, Dense
 from snncc.runtime import validate
 
@@ -73,6 +74,11 @@ class _PopQuant:
     def __init__(self, plan, pop, conns, bias_bound, netx: bool = False):
         self.pop, self.conns, self.bias_bound, self.netx = pop, conns, bias_bound, netx
         self.theta = _theta(pop)
+        self.du = current_du(pop.du)
+        if self.du is None:
+            raise LoweringError(f"node {pop.node!r}: fixed point: synaptic time constant tau_syn = {1 / pop.du:.6g} "
+                                f"steps: Lava's 12-bit du (u decays by (du + 1)/4096 per step) cannot decay slower "
+                                f"than 1/4096 (tau_syn <= 8192)")
         self.modes = {c.name: sign_mode(c.weight) for c in conns}
         self.convs = {c.name: c.conv if c.kind is ConnKind.CONV else None for c in conns}
         # largest value a source sends: 1 for spikes, the largest count for a graded source
@@ -108,9 +114,10 @@ class _PopQuant:
             pos += ps * self.src_max[c.name]
             neg += ns * self.src_max[c.name]
         worst = float(max(pos.max(initial=0), neg.max(initial=0)))
-        if worst > A_IN_MAX:
+        if worst > a_in_max(self.du):
             bad(f"worst-case input current of population {p.name!r}", worst * 2.0 ** -k, int(worst),
-                f"|a_in| <= {A_IN_MAX} (u = a_in << 6 is 24 bits)")
+                f"|a_in| <= {a_in_max(self.du)} (u, at most 64 |a_in| 4096 / (du + 1) with du = {self.du}, "
+                f"is 24 bits)")
         bv = np.rint(p.bias * 2.0 ** (k + 6))
         mant, exp, fits = netx_bias(p.bias * 2.0 ** k) if self.netx else split_bias(bv)
         exp_max = NETX_BIAS_EXP if self.netx else BIAS_EXP_MAX
@@ -125,7 +132,7 @@ class _PopQuant:
                     float(np.max(self.bias_bound)), int(bb),
                     f"bias_mant {BIAS_MANT[0]}..{BIAS_MANT[1]} << bias_exp 0..{BIAS_EXP_MAX}")
         dv = 0 if p.dv == 0 else int(min(max(np.rint(p.dv * DECAY_UNITY), 0), DU_MAX))
-        fp = FixedPop(p.name, p.role, k, DU_MAX, dv, max(vth, 0), mant, exp)
+        fp = FixedPop(p.name, p.role, k, self.du, dv, max(vth, 0), mant, exp)
         return fp, qc, viol
 
 
@@ -185,6 +192,7 @@ def _pop_row(p, fp: FixedPop, per_sample: bool) -> dict:
     eff_bias = (fp.bias_mant << fp.bias_exp) * unit
     return {"layer": p.name, "kind": "population", "graph_node": p.node, "scale_exp": fp.k,
             "du": fp.du, "dv": fp.dv, "decay": p.dv, "decay_error": abs(fp.dv / DECAY_UNITY - p.dv),
+            "current_decay_error": abs((fp.du + 1) / DECAY_UNITY - p.du),   # CUBA: 1/tau_syn vs (du + 1)/4096
             "vth": fp.vth, "threshold": theta, "threshold_error": abs(eff_theta - theta),
             "bias_max_abs_error": float(np.abs(eff_bias - p.bias).max(initial=0.0)),
             "bias_exp_max": int(fp.bias_exp.max(initial=0)),
@@ -215,10 +223,6 @@ def quantize(graph, input_bound: float = 1.0, scale_exp=None, graded: bool = Fal
 
 def attach_fixed(graph, plan, input_bound: float = 1.0, scale_exp=None, netx: bool = False):
     """Give a float plan its fixed-point parameters and precision fixed_pt (returns it)."""
-    for p in plan.pops.values():
-        if p.role is PopRole.NEURON and p.du != 1.0:
-            raise LoweringError(f"node {p.node!r}: the current-based LIF (tau_syn > 1) is lowered to Lava "
-                                f"float only, not fixed point")
     plan.fixed = quantize_plan(graph, plan, input_bound, scale_exp, netx)
     plan.precision = Precision.FIXED
     return plan

@@ -95,13 +95,13 @@ class DenseTorch:
     @staticmethod
     def fire(op, current, steps, state, name):
         """The population's spikes for ``steps`` steps (the neuron loop over T), membrane in state."""
-        leaky, inv_tau, v_th, v_reset, v_rest, soft = op.params.scalars()
+        leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input = op.params.scalars()
         v = state.get(name)
         if v is None:
             v = torch.full(current.shape[1:], float(v_rest))
         out = torch.empty((steps, *current.shape[1:]))
         for t in range(steps):
-            h = nrn.charge(v, current[t if current.shape[0] > 1 else 0], leaky, inv_tau, v_rest)
+            h = nrn.charge(v, current[t if current.shape[0] > 1 else 0], leaky, inv_tau, v_rest, decay_input)
             s = nrn.fire(h, v_th)
             v = nrn.reset(h, s, v_th, v_reset, soft)
             out[t] = s

@@ -79,14 +79,14 @@ def torch_loop(weights, spikes: np.ndarray, record: bool = False):
     trains (T, n) (recording is left out of the timed runs, as it is for numba)."""
     ws = [torch.as_tensor(w.T.copy(), dtype=torch.float32) for w in weights]
     xs = torch.as_tensor(spikes, dtype=torch.float32)
-    leaky, inv_tau, v_th, v_reset, v_rest, soft = PARAMS.scalars()
-    vs = [torch.full((1, w.shape[1]), v_rest) for w in ws]
+    scalars = PARAMS.scalars()
+    vs = [torch.full((1, w.shape[1]), PARAMS.v_rest) for w in ws]
     trains = [torch.empty((xs.shape[0], w.shape[1])) for w in ws] if record else None
     with torch.no_grad():
         for t in range(xs.shape[0]):
             s = xs[t:t + 1]
             for i, w in enumerate(ws):
-                s, vs[i] = nrn.step(vs[i], torch.matmul(s, w), leaky, inv_tau, v_th, v_reset, v_rest, soft)
+                s, vs[i] = nrn.step(vs[i], torch.matmul(s, w), *scalars)
                 if record:
                     trains[i][t] = s[0]
     return [tr.numpy() for tr in trains] if record else None

@@ -69,6 +69,10 @@ BSD_MODELS = ("mlp", "cnn")
 @click.option("--beta", type=float, default=None, help="MSKD: reconstruction weight")
 @click.option("--heads", type=click.IntRange(min=0), default=None, help="MSKD: number of auxiliary heads")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help="ResNets: optimizer")
+@click.option("--lif-form", type=click.Choice(["paper", "bsd"]), default=None,
+              help="ResNet students' LIF: paper = MSKD eq. 1, u = 0.2 u (1 - z) + W z + b (the input not scaled; "
+                   "spikingjelly decay_input=False), bsd = BSD eq. 2 (input x 1/tau, tau 2); threshold 0.5 "
+                   "[default: paper]")
 @_RECIPE
 @click.option("--schedule", type=click.Choice(["cosine", "constant"]), default=None,
               help="mlp/cnn: learning-rate schedule after the warm-up [default: the recipe's]")
@@ -80,9 +84,10 @@ def train(out_dir, quiet, sizes, threads, force, **options):
     method, model = options["method"], options["model"]
     if method in RESNET_METHODS[1:] or (method == "ann" and model not in BSD_MODELS):
         return _train_resnet(out_dir, quiet, threads, options, force)
-    for key in ("teacher", "alpha", "temperature", "beta", "heads", "optimizer"):
+    for key in ("teacher", "alpha", "temperature", "beta", "heads", "optimizer", "lif_form"):
         if options.pop(key) is not None:
-            raise click.UsageError(f"--{key} applies to the ResNet methods ({', '.join(RESNET_METHODS)})")
+            raise click.UsageError(f"--{key.replace('_', '-')} applies to the ResNet methods "
+                                   f"({', '.join(RESNET_METHODS)})")
     resume = options.pop("resume")
     from snncc.training.train import ConfigError, TrainConfig, train as run_training
     if sizes is not None:

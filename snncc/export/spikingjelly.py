@@ -16,10 +16,8 @@ def neuron_params(m) -> NeuronParams:
     """snncc's parameters of a spikingjelly LIFNode / IFNode (anything else: ExportError)."""
     reset = SOFT if m.v_reset is None else HARD
     v_reset = 0.0 if m.v_reset is None else float(m.v_reset)
-    if isinstance(m, sj_neuron.LIFNode):
-        if not m.decay_input:
-            raise ExportError(f"{type(m).__name__} with decay_input=False is not snncc's LIF (eq. 2)")
-        return NeuronParams(LIF, float(m.tau), float(m.v_threshold), v_reset, reset)
+    if type(m) is sj_neuron.LIFNode:  # decay_input=False: MSKD eq. 1's form (snncc.neuron)
+        return NeuronParams(LIF, float(m.tau), float(m.v_threshold), v_reset, reset, decay_input=bool(m.decay_input))
     if type(m) is sj_neuron.IFNode:
         return NeuronParams(IF, 2.0, float(m.v_threshold), v_reset, reset)
     raise ExportError(f"unsupported spikingjelly neuron {type(m).__name__} (LIFNode and IFNode are)")

@@ -14,8 +14,9 @@ decode or an oversized allocation. What is checked:
   (INTS of a fixed length and range, a STRING from a fixed set and valid UTF-8, a
   finite float as FLOAT/INT or a one-element FLOAT/DOUBLE tensor), no unknown
   attribute, every required field present.
-* **Neuron parameters** (``params.<name>``): the five names of
-  :class:`snncc.neuron.NeuronParams`, typed as above, and that class's own checks.
+* **Neuron parameters** (``params.<name>``): the fields of :class:`snncc.neuron.NeuronParams`
+  (``decay_input`` an INT 0 or 1; absent in files written before it existed, which read as
+  the default, 1), typed as above, and that class's own checks.
 * **Ports**: ``snncc_inputs`` (STRINGS) and ``snncc_delays`` (INTS in {0, 1}) of
   equal length, ``snncc_arrays`` naming array fields of the op.
 * **Metadata** (``snncc.metadata``): a JSON object of at most
@@ -77,6 +78,11 @@ class Float:
 
 
 @dataclasses.dataclass(frozen=True)
+class Bool:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
 class Array:
     rank: int | None  # None: any rank from 1 to MAX_ARRAY_RANK
 
@@ -133,7 +139,7 @@ def op_fields(cls) -> dict:
         out[f.name] = spec
     return out
 NEURON_FIELDS = {"model": Str(("lif", "if")), "tau": Float(), "v_th": Float(), "v_reset": Float(),
-                 "tau_syn": Float(), "reset": Str(("hard", "soft"))}
+                 "tau_syn": Float(), "reset": Str(("hard", "soft")), "decay_input": Bool()}
 
 # metadata keys snncc itself reads or writes; anything else is free-form (bounded) JSON
 _META_INT = {"timesteps": (1, MAX_TIMESTEPS), "num_classes": (1, 1 << 20), "hidden": (1, MAX_TENSOR_ELEMENTS)}
@@ -267,6 +273,11 @@ def decode_attr(a: AttributeProto, spec, where: str):
         if not math.isfinite(v) or abs(v) > MAX_ABS_VALUE:
             raise SchemaError(f"{where}: non-finite or out-of-range value {v}")
         return v
+    if isinstance(spec, Bool):
+        if a.type != AttributeProto.INT or a.i not in (0, 1):
+            raise SchemaError(f"{where}: expected an INT 0 or 1, got "
+                              f"{a.i if a.type == AttributeProto.INT else _type_name(a)}")
+        return bool(a.i)
     raise SchemaError(f"{where}: not a scalar field")  # pragma: no cover - an Array spec is an initializer
 
 

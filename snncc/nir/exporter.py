@@ -2,7 +2,8 @@
 
 With the step ``dt`` (stored in the NIR graph's metadata as ``dt``; snncc's importer reads it
 back, other tools assume their own: snnTorch 1e-4, Norse 1e-3), snncc's LIF (``tau`` steps,
-hard reset) is NIR's LIF with ``tau = tau_steps * dt``, ``r = 1``, ``v_leak = v_reset`` and
+hard reset) is NIR's LIF with ``tau = tau_steps * dt``, ``r = 1`` (``r = tau_steps`` for the LIF without
+input decay, ``decay_input=False``: NIR's Euler step then adds the input as it is), ``v_leak = v_reset`` and
 ``v_threshold`` the next float64 *below* snncc's threshold (snncc fires on ``>=``, NIR on ``>``).
 IF becomes NIR's IF with ``r = 1/dt``; the current-based LIF becomes CubaLIF (``w_in = 1``); an Integrator
 becomes LI, CubaLI or I.
@@ -59,11 +60,18 @@ def _neuron(n, op: Neuron, shape, dt):
     if not prm.leaky:
         return nir.IF(r=ones * _inverse_dt(dt, n), v_threshold=thr, v_reset=v_reset)
     tau = _times(np.array(p["tau"], np.float64), dt, n, "tau")
+    r = _input_gain(prm, tau, dt)
     if op.current_based:
         tau_syn = _times(np.array(p["tau_syn"], np.float64), dt, n, "tau_syn")
-        return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau, r=ones, v_leak=v_reset.copy(), v_threshold=thr,
+        return nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau, r=r, v_leak=v_reset.copy(), v_threshold=thr,
                            v_reset=v_reset, w_in=ones.copy())
-    return nir.LIF(tau=tau, r=ones, v_leak=v_reset.copy(), v_threshold=thr, v_reset=v_reset)
+    return nir.LIF(tau=tau, r=r, v_leak=v_reset.copy(), v_threshold=thr, v_reset=v_reset)
+
+
+def _input_gain(prm, tau: np.ndarray, dt: float) -> np.ndarray:
+    """NIR's r of a leaky population: 1 (the input scaled by dt/tau, snncc's decay_input) or tau/dt
+    (the input added as it is: decay_input=False)."""
+    return np.ones_like(tau) if prm.decay_input else tau / dt
 
 
 def to_nir(graph: SpikeGraph, dt: float = 1e-4):
@@ -111,11 +119,12 @@ def to_nir(graph: SpikeGraph, dt: float = 1e-4):
             if not prm.leaky:
                 nodes[n] = nir.I(r=ones * _inverse_dt(dt, n))
             elif prm.current_based:
-                nodes[n] = nir.CubaLI(tau_syn=_times(ones * prm.tau_syn, dt, n, "tau_syn"),
-                                      tau_mem=_times(ones * prm.tau, dt, n, "tau"), r=ones.copy(), v_leak=v_leak,
-                                      w_in=ones.copy())
+                tau = _times(ones * prm.tau, dt, n, "tau")
+                nodes[n] = nir.CubaLI(tau_syn=_times(ones * prm.tau_syn, dt, n, "tau_syn"), tau_mem=tau,
+                                      r=_input_gain(prm, tau, dt), v_leak=v_leak, w_in=ones.copy())
             else:
-                nodes[n] = nir.LI(tau=_times(ones * prm.tau, dt, n, "tau"), r=ones.copy(), v_leak=v_leak)
+                tau = _times(ones * prm.tau, dt, n, "tau")
+                nodes[n] = nir.LI(tau=tau, r=_input_gain(prm, tau, dt), v_leak=v_leak)
         elif isinstance(op, Readout):
             nodes[n] = nir.Output(output_type=np.array(shape))
         else:

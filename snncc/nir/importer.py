@@ -8,7 +8,9 @@ gives it) their forward-Euler step is snncc's neuron update (:mod:`snncc.neuron`
   current ``I``, ``tau = tau_s``, ``v_reset = v_reset / r``, ``v_th = v_threshold / r`` and
   ``u_leak - u_reset`` added to the input (folded into the bias of the synapse that feeds
   the population). The spikes are the same; ``r`` never touches the weights, so
-  per-neuron ``r`` works behind convolutions too.
+  per-neuron ``r`` works behind convolutions too. Where ``r == tau / dt`` exactly (every
+  neuron), the step adds ``I`` as it is to ``v`` itself: snncc's LIF without input decay
+  (``decay_input=False``, what snncc exports), with no rescaling.
 * IF ``v' = r I``: ``u = v / (r dt)`` gives ``u += I``: snncc's IF.
 * CubaLIF ``tau_syn I' = -I + w_in S``, ``tau_mem v' = (v_leak - v) + r I``: the current is
   updated first and the membrane integrates the new current (snnTorch's and Lava's
@@ -404,11 +406,14 @@ class _Builder:
             self.fail(n, f"parameter shapes do not match its input {list(shape)}")
         if not (np.isfinite(vals["k"]).all() and (vals["k"] > 0).all()):
             self.fail(n, "r (and w_in) must be finite and > 0")
-        kk = vals["k"]
-        u_th = np.nextafter(vals["v_th"] / kk, np.inf)  # v > thr  <=>  u >= next float above thr / k
-        u_reset, u_leak = vals["v_reset"] / kk, vals["v_leak"] / kk
         tau_s = vals["tau"] / self.dt
         tau_syn_s = vals["tau_syn"] / self.dt
+        kk = vals["k"]
+        decay_input = not (model == LIF and (kk == tau_s).all())
+        if not decay_input:  # r = tau/dt: the Euler step adds r dt/tau I = I as it is, on v itself
+            kk = np.ones_like(kk)
+        u_th = np.nextafter(vals["v_th"] / kk, np.inf)  # v > thr  <=>  u >= next float above thr / k
+        u_reset, u_leak = vals["v_reset"] / kk, vals["v_leak"] / kk
         if model == LIF and not (tau_s > 1.0).all():
             self.fail(n, f"tau must exceed dt={self.dt:g} (tau/dt = {tau_s.min():g}): the Euler step "
                          f"would overshoot")
@@ -428,7 +433,8 @@ class _Builder:
             return float(a.reshape(-1)[0])
         try:
             params = NeuronParams(model, scalar(tau_s) if model == LIF else 2.0, scalar(u_th),
-                                  scalar(u_reset), tau_syn=scalar(tau_syn_s) if tau_syn is not None else 1.0)
+                                  scalar(u_reset), tau_syn=scalar(tau_syn_s) if tau_syn is not None else 1.0,
+                                  decay_input=decay_input)
         except ValueError as e:
             self.fail(n, str(e))
         kw = {}
@@ -474,6 +480,10 @@ class _Builder:
                 self.fail(n, f"per-neuron {k} in an integrator is not supported (only r and w_in may vary)")
         first = {k: float(a.reshape(-1)[0]) for k, a in vals.items()}
         gain = vals["gain"]
+        tau_s, tau_syn_s = first["tau"] / self.dt, first["tau_syn"] / self.dt
+        decay_input = not (model == LIF and (gain == tau_s).all())
+        if not decay_input:  # r = tau/dt: the input enters v as it is (snncc's decay_input=False)
+            gain = np.ones_like(gain)
         if not (np.isfinite(gain).all() and (gain > 0).all()):
             self.fail(n, "r (and w_in) must be finite and > 0")
         if (gain != 1.0).any():
@@ -484,13 +494,12 @@ class _Builder:
                 self.fail(n, "its input gain (r, w_in, dt) must fold into a synapse (Affine, Linear, Conv2d) "
                              "feeding only it")
             self.g.replace_op(port.src, self._scaled(op, self._row_values(n, gain, op)))
-        tau_s, tau_syn_s = first["tau"] / self.dt, first["tau_syn"] / self.dt
         if model == LIF and not tau_s > 1.0:
             self.fail(n, f"tau must exceed dt={self.dt:g} (tau/dt = {tau_s:g})")
         if tau_syn is not None and not tau_syn_s >= 1.0:
             self.fail(n, f"tau_syn must be at least dt={self.dt:g}")
         params = NeuronParams(model, tau_s if model == LIF else 2.0, float("inf"), first["v_leak"],
-                              tau_syn=tau_syn_s if tau_syn is not None else 1.0)
+                              tau_syn=tau_syn_s if tau_syn is not None else 1.0, decay_input=decay_input)
         self.alias[n] = self.add(n, Integrator(params), [port])
 
     def _li(self, n, m):

@@ -23,6 +23,11 @@ from snncc.training.recipes import DEFAULT_RECIPE, RECIPES, recipe_defaults
 
 CHECKPOINT_FORMAT = FORMATS["mskd"]
 METHODS = ("ann", "direct", "kd", "mskd", "mskd-norecon")
+# The students' LIF: "paper" = MSKD eq. 1, u[t] = alpha u[t-1] (1 - z[t-1]) + W z[t] + b (the input is not
+# scaled; snncc's decay_input=False, tau = 1 / (1 - alpha)), "bsd" = BSD eq. 2 (the input scaled by 1/tau)
+LIF_FORMS = ("paper", "bsd")
+PAPER_DECAY = 0.2  # Table 6 "decay rate" = eq. 1's alpha (docs/methods.md: why not 1 - alpha)
+DEFAULT_TAU = {"paper": 1.0 / (1.0 - PAPER_DECAY), "bsd": 2.0}
 TEACHER_METHODS = ("kd", "mskd", "mskd-norecon")
 
 
@@ -72,8 +77,9 @@ class MSKDConfig:
     spike_gain: float = 5.0  # logits = spike_gain * spike rate for the 'spike' readout
     connect: str = "add"  # SEW connect function
     neuron: str = "lif"
-    v_th: float = 0.5  # 1.0 leaves ~5% firing at T=2 and tiny runs barely learn; 0.5 gives 15-25%
-    tau: float = 2.0  # membrane time constant
+    lif_form: str = "paper"  # LIF_FORMS; checkpoints written before this field read as "bsd"
+    v_th: float = 0.5  # MS-ResNet's threshold (the paper gives none); also BSD-form runs' (0.5: 15-25% firing)
+    tau: float | None = None  # membrane time constant in steps; None: DEFAULT_TAU of the LIF form
     detach_reset: bool = True
     grad_clip: float | None = None
     seed: int = 0
@@ -93,6 +99,8 @@ class MSKDConfig:
                 "kd_temperature": d.get("tau"), "tau": d["tau_m"],
                 "kd_temperature_squared": d.get("kd_tau_squared", True)}
             d.setdefault("recipe", DEFAULT_RECIPE)
+        if isinstance(d, dict) and "lif_form" not in d:  # written before the paper's neuron: BSD's eq. 2
+            d = d | {"lif_form": "bsd"}
         check_keys(cls, d, MSKDConfigError)
         cfg = cls(**d)
         for k in ("head_positions", "head_weights_ce", "head_weights_kd"):
@@ -113,6 +121,7 @@ class MSKDConfig:
             _choice("optimizer", self.optimizer, ("sgd", "adamw"))
         _choice("stem", self.stem, ("small", "imagenet"))
         _choice("neuron", self.neuron, ("lif", "if"))
+        _choice("lif_form", self.lif_form, LIF_FORMS)
         if self.readout is not None:
             _choice("readout", self.readout, ("spike", "mean"))
         try:
@@ -137,7 +146,7 @@ class MSKDConfig:
             raise MSKDConfigError(f"alpha must be in [0, 1], got {self.alpha!r}")
         if self.grad_clip is not None:
             _float("grad_clip", self.grad_clip, positive=True)
-        if self.neuron == "lif" and not (is_number(self.tau) and self.tau > 1):
+        if self.neuron == "lif" and self.tau is not None and not (is_number(self.tau) and self.tau > 1):
             raise MSKDConfigError(f"tau must be > 1 for LIF neurons, got {self.tau!r}")
         if self.method in TEACHER_METHODS and self.teacher is not None and not isinstance(self.teacher, (str, Path)):
             raise MSKDConfigError(f"teacher must be a path, got {type(self.teacher).__name__}")
@@ -180,10 +189,17 @@ def build_student(cfg: MSKDConfig) -> nn.Module:
     family, depth = parse_name(cfg.model)
     if cfg.method == "ann":
         return build_resnet(f"resnet{depth}", info.num_classes, info.input_shape[0], cfg.stem, cfg.width)
-    params = NeuronParams(cfg.neuron, cfg.tau if cfg.neuron == "lif" else 2.0, cfg.v_th)
     return build_resnet(cfg.model, info.num_classes, info.input_shape[0], cfg.stem, cfg.width, cfg.timesteps,
-                        info.input_shape[1:], params, "sigmoid", cfg.detach_reset, cfg.readout, cfg.spike_gain,
-                        cfg.connect)
+                        info.input_shape[1:], neuron_params(cfg), "sigmoid", cfg.detach_reset, cfg.readout,
+                        cfg.spike_gain, cfg.connect)
+
+
+def neuron_params(cfg: MSKDConfig) -> NeuronParams:
+    """The students' neuron: LIF in the configured form (tau: the form's default unless given), or IF."""
+    if cfg.neuron != "lif":
+        return NeuronParams(cfg.neuron, 2.0, cfg.v_th)
+    tau = DEFAULT_TAU[cfg.lif_form] if cfg.tau is None else cfg.tau
+    return NeuronParams("lif", tau, cfg.v_th, decay_input=cfg.lif_form == "bsd")
 
 
 def head_positions(cfg: MSKDConfig, num_blocks: int) -> list:
