@@ -25,11 +25,13 @@ from snncc.sims.numba_threads import TASKS, ranges, share
 # Input density above which a dense product beats the event kernels. Measured side by side on cpu2
 # (one thread, 3x3 convs of 64-512 channels, Dense 1024x1024): the float32-weight event kernels add
 # 3-14 G products/s per core, numpy's float64 BLAS 6-12 G, so the dense product only wins near full
-# density (analog inputs). Of the two event-driven convs the scatter has the smaller fixed cost (the
-# sparsest inputs), the per-output gather the faster events.
+# density (analog inputs; there, an im2col product beats the event kernels up to 12x for a 3-channel
+# stem). Of the two event-driven convs the scatter has the smaller fixed cost, the per-output gather
+# (a fixed cost per output pixel) the faster events: the gather wins from ~48 events per receptive
+# field on (e.g. 2 % of 512 channels x 3x3, 10 % of 64 channels).
 DENSE_MIN_DENSITY = 0.6
 CONV_MIN_DENSITY = 0.5
-CONV_GATHER_DENSITY = 0.05
+CONV_GATHER_EVENTS = 48
 _COLS_BUDGET = 16 << 20  # bytes of unfolded conv input per chunk of samples
 
 
@@ -119,7 +121,8 @@ def _eval_conv(node, ins, out, state, threads):
     if rho >= CONV_MIN_DENSITY:
         return _conv_gemm(d, x, o, threads)
     work = int(x.size * (1 + d["w_f"][0].size * rho))  # kh * kw * C_out adds per event
-    kernel, w = (conv_events, d["w_g"]) if rho >= CONV_GATHER_DENSITY else (conv_rows, d["w_f"])
+    field = d["w_g"].shape[0] * d["w_g"].shape[1] * d["w_g"].shape[2]  # kh * kw * C_in inputs per output
+    kernel, w = (conv_events, d["w_g"]) if rho * field >= CONV_GATHER_EVENTS else (conv_rows, d["w_f"])
     return share(kernel, ranges(x.shape[0], TASKS * threads), (x, w, d["bias"], o, *d["dims"]), work, threads)
 
 

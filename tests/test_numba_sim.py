@@ -68,7 +68,7 @@ def kernel(request, monkeypatch):
     dense = 0.0 if request.param == "dense" else 2.0
     monkeypatch.setattr(numba_rules, "DENSE_MIN_DENSITY", dense)
     monkeypatch.setattr(numba_rules, "CONV_MIN_DENSITY", dense)
-    monkeypatch.setattr(numba_rules, "CONV_GATHER_DENSITY", 0.0 if request.param == "gather" else 2.0)
+    monkeypatch.setattr(numba_rules, "CONV_GATHER_EVENTS", 0.0 if request.param == "gather" else np.inf)
     return request.param
 
 
