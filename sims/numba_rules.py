@@ -20,7 +20,7 @@ from snncc import neuron as nrn
 from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, PoolMode, Readout
 from snncc.sims.numba_kernels import (NEURON_BLOCK, conv_events, conv_rows, dense_tile, im2col, neuron_arrays,
                                       neuron_blocks, pool)
-from snncc.sims.numba_threads import TASKS, ranges, share
+from snncc.sims.numba_threads import PARALLEL_MIN_WORK, TASKS, blas_one_thread, ranges, run_tasks, share
 
 # Input density above which a dense product beats the event kernels. Measured side by side on cpu2
 # (one thread, 3x3 convs of 64-512 channels, Dense 1024x1024): the float32-weight event kernels add
@@ -68,7 +68,13 @@ def _eval_dense(node, ins, out, state, threads):
     d = node.data
     rho = density(x)
     if rho >= DENSE_MIN_DENSITY:
-        np.matmul(x, d["w_gemm"], out=o)
+        parts = ranges(x.shape[0], threads if x.size * o.shape[1] >= PARALLEL_MIN_WORK else 1)
+
+        def product(i):
+            r0, r1 = parts[i]
+            np.matmul(x[r0:r1], d["w_gemm"], out=o[r0:r1])
+        with blas_one_thread():
+            run_tasks(product, len(parts), threads)
         o += d["bias"]
         return float(o.sum())
     # scatter tiles: a few row chunks per thread so uneven spike counts balance out; column
@@ -97,20 +103,27 @@ def _prep_conv(op, tin, tout):
 
 
 def _conv_gemm(d, x, o, threads) -> float:
-    """Unfold a chunk of samples, then one BLAS product per sample (output channel-first)."""
+    """Per thread, a chunk of samples at a time: unfold, then one BLAS product per sample (output
+    channel-first), plus the bias."""
     w, bias, dims = d["w_gemm"], d["bias"], d["dims"]
     c_out, k = w.shape
     p = dims[2] * dims[3]
     chunk = max(1, min(x.shape[0], _COLS_BUDGET // (8 * k * p)))
-    if d.get("cols") is None or d["cols"].shape[0] < chunk:
-        d["cols"] = np.empty((chunk, k, p))
-    cols = d["cols"]
-    for r0 in range(0, x.shape[0], chunk):
-        n = min(chunk, x.shape[0] - r0)
-        share(im2col, ranges(n, TASKS * threads), (x[r0:r0 + n], cols, *d["kernel"], *dims), n * k * p, threads)
-        block = o[r0:r0 + n].reshape(n, c_out, p)
-        np.matmul(w, cols[:n], out=block)
-        block += bias[:, None]
+    parts = ranges(x.shape[0], threads if x.size * c_out >= PARALLEL_MIN_WORK else 1)
+    cols = d.setdefault("cols", {})
+
+    def product(i):
+        r0, r1 = parts[i]
+        if i not in cols or cols[i].shape[0] < min(chunk, r1 - r0):
+            cols[i] = np.empty((min(chunk, r1 - r0), k, p))
+        for c0 in range(r0, r1, chunk):
+            n = min(chunk, r1 - c0)
+            im2col(0, n, x[c0:c0 + n], cols[i], *d["kernel"], *dims)
+            block = o[c0:c0 + n].reshape(n, c_out, p)
+            np.matmul(w, cols[i][:n], out=block)
+            block += bias[:, None]
+    with blas_one_thread():
+        run_tasks(product, len(parts), threads)
     return float(o.sum())
 
 

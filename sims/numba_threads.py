@@ -18,6 +18,7 @@ TASKS = 8  # tasks per thread and kernel call: small tasks even out uneven spike
 
 _EXECUTORS: dict = {}   # thread count -> pool of count - 1 workers, created on first use
 _EXECUTORS_LOCK = threading.Lock()
+_BLAS: list = []  # threadpoolctl's controller of numpy's BLAS, created on first use
 
 
 def default_threads() -> int:
@@ -73,3 +74,14 @@ def share(kernel, ranges, args, work: int, threads: int) -> float:
 def ranges(n: int, parts: int) -> list:
     parts = max(1, min(n, parts))
     return [(i * n // parts, (i + 1) * n // parts) for i in range(parts)]
+
+
+def blas_one_thread():
+    """Context in which numpy's BLAS runs on the calling thread only: dense products are shared out
+    by :func:`run_tasks` like every kernel (BLAS's own threads busy-wait, and stall as OpenMP does
+    when another process holds a core)."""
+    with _EXECUTORS_LOCK:
+        if not _BLAS:
+            from threadpoolctl import ThreadpoolController
+            _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")

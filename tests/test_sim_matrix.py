@@ -75,3 +75,23 @@ def test_cli_matrix_json_and_bad_selections():
                       (["--quick", "--full"], "alternatives")):
         res = runner.invoke(main, ["bench", "sim", "--matrix", *args])
         assert res.exit_code == 2 and msg in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_differing_side_is_judged_by_the_reference(rng):
+    """A baseline with one spike flipped: the cell says so, and the float64 reference says numba is right."""
+    from snncc.sims import numba_sim
+    from snncc.bench.sim_matrix import time_cell
+    g = mlp(rng)
+    x = rng.random((2, 1, 8, 8))
+
+    class Flipped(DenseTorch):
+        def run(self, x, timesteps, record=False):
+            res = super().run(x, timesteps, record)
+            if record:
+                res.trains["lif0"][1, 0, 3] ^= 1
+            return res
+
+    cell = time_cell(g, (numba_sim.Plan(g), numba_sim.Plan(g, threads=1)), Flipped(g), x, 4, repeats=1)
+    assert cell["agreement"]["dense"]["differing_spike_entries"] == 1
+    assert cell["agreement"]["reference"]["spikes_equal"]
+    assert cell["agreement"]["dense"]["vs_reference"]["differing_spike_entries"] == 1
