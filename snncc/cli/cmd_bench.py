@@ -61,7 +61,8 @@ def _rate(text):
 @click.option("--models", type=_ListOf(str, ("mlp", "resnet18-0.5", "resnet18-1")), default=None,
               help="--matrix: models (mlp, resnet18-0.5, resnet18-1)")
 @click.option("--batches", type=_ListOf(_positive_int), default=None, help="--matrix: batch sizes, e.g. 1,16,256")
-@click.option("--steps", "steps_list", type=_ListOf(_positive_int), default=None, help="--matrix: T values, e.g. 4,8,200")
+@click.option("--steps", "steps_list", type=_ListOf(_positive_int), default=None,
+              help="--matrix: T values, e.g. 4,8,200")
 @click.option("--inputs", type=_ListOf(str, ("direct", "spike")), default=None, help="--matrix: direct,spike")
 @click.option("--rates", type=_ListOf(_rate), default=None, help="--matrix: firing rates, e.g. 0.02,0.1,0.25")
 @click.option("--repeats", type=click.IntRange(1, 1000), default=5, show_default=True,
