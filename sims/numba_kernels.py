@@ -22,7 +22,7 @@ if __name__ not in ("snncc.sims.numba_kernels", "__main__"):
 
 __all__ = ["NEURON_BLOCK", "charge", "fire", "reset", "step", "synapse", "vector_sum", "neuron_blocks",
            "neuron_arrays", "dense_tile",
-           "conv_rows", "conv_events", "im2col", "pool", "time_sum", "check_cache_once"]
+           "conv_rows", "conv_events", "im2col", "nonzero_share", "pool", "time_sum", "check_cache_once"]
 
 NEURON_BLOCK = 256  # neurons per task unit: long enough to vectorise
 _jit = numba.njit(cache=True, nogil=True)  # nogil: kernels run on the worker threads
@@ -84,6 +84,18 @@ def neuron_blocks(k0, k1, cur, v, out, leaky, inv_tau, v_th, v_reset, v_rest, so
                 ou[j] = s
             total += vector_sum(ou)
     return total
+
+
+@_jit
+def nonzero_share(flat, samples):
+    """Share of nonzero entries among about ``samples`` evenly strided entries of a 1-D array."""
+    step = max(1, flat.size // samples)
+    hits = 0
+    seen = 0
+    for i in range(0, flat.size, step):
+        hits += flat[i] != 0.0
+        seen += 1
+    return hits / max(1, seen)
 
 
 # -- event-driven synapses ----------------------------------------------------------

@@ -6,7 +6,7 @@
 of the values written.
 
 Synapses choose their kernel per call from the measured density of their input (the share of
-nonzero entries, counted before the work): below a crossover an event-driven scatter (work
+nonzero entries, estimated from a strided sample before the work): below a crossover an event-driven scatter (work
 proportional to the events), above it a dense matrix product (numpy's BLAS; a conv unfolds
 its input first, :func:`~snncc.sims.numba_kernels.im2col`). Both accumulate in float64, so
 either kernel forms each current as a float64 sum of the same products, in another order
@@ -19,17 +19,19 @@ import numpy as np
 from snncc import neuron as nrn
 from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, PoolMode, Readout
 from snncc.sims.numba_kernels import (NEURON_BLOCK, conv_events, conv_rows, dense_tile, im2col, neuron_arrays,
-                                      neuron_blocks, pool)
+                                      neuron_blocks, nonzero_share, pool)
 from snncc.sims.numba_threads import PARALLEL_MIN_WORK, TASKS, blas_one_thread, ranges, run_tasks, share
 
-# Input density above which a dense product beats the event kernels. Measured side by side on cpu2
-# (one thread, 3x3 convs of 64-512 channels, Dense 1024x1024): the float32-weight event kernels add
-# 3-14 G products/s per core, numpy's float64 BLAS 6-12 G, so the dense product only wins near full
-# density (analog inputs; there, an im2col product beats the event kernels up to 12x for a 3-channel
-# stem). Of the two event-driven convs the scatter has the smaller fixed cost, the per-output gather
-# (a fixed cost per output pixel) the faster events: the gather wins from ~48 events per receptive
+# The kernel choice, from measurements on cpu2 (quiet, one thread; docs/results.md section 2b). Dense:
+# the float32-weight event kernel adds ~20 G products/s per core; numpy's float64 BLAS ~26 G plus reading
+# its float64 weights (~15 GB/s), so the product only wins for dense inputs in many rows (rho > ~0.8 at
+# 256 rows, > ~0.93 at 64, never at 16). Conv: im2col + BLAS wins near full density (12x for a
+# 3-channel analog stem); of the two event-driven convs the scatter has the smaller fixed cost, the
+# per-output gather (a fixed cost per output pixel) the faster events, from ~48 events per receptive
 # field on (e.g. 2 % of 512 channels x 3x3, 10 % of 64 channels).
-DENSE_MIN_DENSITY = 0.6
+EVENT_ADDS_PER_S = 20e9
+BLAS_MACS_PER_S = 26e9
+BLAS_BYTES_PER_S = 15e9
 CONV_MIN_DENSITY = 0.5
 CONV_GATHER_EVENTS = 48
 _COLS_BUDGET = 16 << 20  # bytes of unfolded conv input per chunk of samples
@@ -52,27 +54,43 @@ def _weights(a):
     return np.ascontiguousarray(small if np.array_equal(small, a) else a)
 
 
-def density(x) -> float:
-    """Share of nonzero entries of x (what the event kernels would visit)."""
-    return np.count_nonzero(x) / max(1, x.size)
+def density(x, samples: int = 4096) -> float:
+    """Share of nonzero entries of x (what the event kernels would visit), estimated from an evenly
+    strided sample of about ``samples`` entries: it only picks a kernel (counting all of x cost ~15 %
+    of a small MLP's run), and every kernel gives the reference's spikes."""
+    return nonzero_share(x.reshape(-1), samples)
 
 
 # -- Dense ----------------------------------------------------------------------------
 def _prep_dense(op, tin, tout):
     w = np.asarray(op.weight, dtype=np.float64)
-    return {"w_t": _weights(w.T), "w_gemm": np.ascontiguousarray(w.T), "bias": _f64(op.bias, tout.shape[0])}
+    return {"w_t": _weights(w.T), "bias": _f64(op.bias, tout.shape[0])}
+
+
+def dense_product_wins(rho: float, rows: int, n_in: int, n_out: int) -> bool:
+    """Cost model: the float64 BLAS product beats the event kernel on ``rows`` rows of density ``rho``."""
+    macs = rows * n_in * n_out
+    return macs / BLAS_MACS_PER_S + 8 * n_in * n_out / BLAS_BYTES_PER_S < rho * macs / EVENT_ADDS_PER_S
+
+
+def _gemm_weights(d, make):
+    """The float64 weight matrix of the dense product, made on first use (most graphs never need it)."""
+    if "w_gemm" not in d:
+        d["w_gemm"] = np.ascontiguousarray(make(), dtype=np.float64)
+    return d["w_gemm"]
 
 
 def _eval_dense(node, ins, out, state, threads):
     x, o = _rows(ins[0]), _rows(out)
     d = node.data
     rho = density(x)
-    if rho >= DENSE_MIN_DENSITY:
+    if dense_product_wins(rho, x.shape[0], x.shape[1], o.shape[1]):
+        w = _gemm_weights(d, lambda: d["w_t"])
         parts = ranges(x.shape[0], threads if x.size * o.shape[1] >= PARALLEL_MIN_WORK else 1)
 
         def product(i):
             r0, r1 = parts[i]
-            np.matmul(x[r0:r1], d["w_gemm"], out=o[r0:r1])
+            np.matmul(x[r0:r1], w, out=o[r0:r1])
         with blas_one_thread():
             run_tasks(product, len(parts), threads)
         o += d["bias"]
@@ -97,7 +115,6 @@ def conv_geometry(op, tin, tout) -> tuple:
 def _prep_conv(op, tin, tout):
     w = np.asarray(op.weight, dtype=np.float64)
     return {"w_f": _weights(w.transpose(1, 2, 3, 0)[:, :, ::-1]), "w_g": _weights(w.transpose(2, 3, 1, 0)),
-            "w_gemm": np.ascontiguousarray(w.reshape(w.shape[0], -1)),
             "kernel": tuple(int(k) for k in w.shape[2:]), "bias": _f64(op.bias, tout.shape[0]),
             "dims": conv_geometry(op, tin, tout)}
 
@@ -105,7 +122,8 @@ def _prep_conv(op, tin, tout):
 def _conv_gemm(d, x, o, threads) -> float:
     """Per thread, a chunk of samples at a time: unfold, then one BLAS product per sample (output
     channel-first), plus the bias."""
-    w, bias, dims = d["w_gemm"], d["bias"], d["dims"]
+    w = _gemm_weights(d, lambda: d["w_g"].transpose(3, 2, 0, 1).reshape(d["w_g"].shape[3], -1))
+    bias, dims = d["bias"], d["dims"]
     c_out, k = w.shape
     p = dims[2] * dims[3]
     chunk = max(1, min(x.shape[0], _COLS_BUDGET // (8 * k * p)))

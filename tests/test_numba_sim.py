@@ -65,9 +65,9 @@ def kernel(request, monkeypatch):
     """Force every synapse onto one kernel (the cost model would mix them): each must
     reproduce the reference spike for spike on its own (gather: the event-driven conv that
     sums per output pixel; Dense layers have one event kernel)."""
-    dense = 0.0 if request.param == "dense" else 2.0
-    monkeypatch.setattr(numba_rules, "DENSE_MIN_DENSITY", dense)
-    monkeypatch.setattr(numba_rules, "CONV_MIN_DENSITY", dense)
+    dense = request.param == "dense"
+    monkeypatch.setattr(numba_rules, "dense_product_wins", lambda *shape: dense)
+    monkeypatch.setattr(numba_rules, "CONV_MIN_DENSITY", 0.0 if dense else 2.0)
     monkeypatch.setattr(numba_rules, "CONV_GATHER_EVENTS", 0.0 if request.param == "gather" else np.inf)
     return request.param
 
@@ -203,6 +203,13 @@ def test_event_convs_match_conv2d(rng):
             total = kernel(0, 1, x.reshape(1, -1), wk, bias, out, *dims)
             np.testing.assert_allclose(out.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
             assert np.isclose(total, ref.sum())
+
+
+def test_dense_cost_model():
+    """The product wins only for dense inputs in many rows (measured crossovers: docs/methods.md)."""
+    assert numba_rules.dense_product_wins(1.0, 256, 784, 1024)
+    assert not numba_rules.dense_product_wins(0.5, 256, 784, 1024)
+    assert not numba_rules.dense_product_wins(1.0, 16, 784, 1024)
 
 
 def test_unfolded_conv_matches_conv2d(rng):
