@@ -34,6 +34,7 @@ BLAS_MACS_PER_S = 26e9
 BLAS_BYTES_PER_S = 15e9
 CONV_MIN_DENSITY = 0.5
 CONV_GATHER_EVENTS = 48
+ASSUMED_DENSITY = 1 / 8  # for the threading decision where the density was not estimated
 _COLS_BUDGET = 16 << 20  # bytes of unfolded conv input per chunk of samples
 
 
@@ -83,8 +84,10 @@ def _gemm_weights(d, make):
 def _eval_dense(node, ins, out, state, threads):
     x, o = _rows(ins[0]), _rows(out)
     d = node.data
-    rho = density(x)
-    if dense_product_wins(rho, x.shape[0], x.shape[1], o.shape[1]):
+    shape = (x.shape[0], x.shape[1], o.shape[1])
+    # few rows: the product cannot win even on dense input, and the density is not worth estimating
+    rho = density(x) if dense_product_wins(1.0, *shape) else ASSUMED_DENSITY
+    if dense_product_wins(rho, *shape):
         w = _gemm_weights(d, lambda: d["w_t"])
         parts = ranges(x.shape[0], threads if x.size * o.shape[1] >= PARALLEL_MIN_WORK else 1)
 
