@@ -10,7 +10,7 @@ STAMP := $(VENV)/.snncc-setup-stamp
 
 setup: $(STAMP)
 
-$(STAMP): requirements/base.txt requirements/nodeps.txt requirements/test.txt pyproject.toml
+$(STAMP): requirements/base.txt requirements/nodeps.txt requirements/test.txt pyproject.toml snncc/compat/torchvision_shim.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements/base.txt
 	# spikingjelly and lava-nc declare deps that would pull CUDA torch or refuse Python 3.11;
@@ -19,6 +19,9 @@ $(STAMP): requirements/base.txt requirements/nodeps.txt requirements/test.txt py
 	# NIR tools for the cross-tool tests (snntorch, norse, nir, nirtorch): --no-deps keeps torch 2.13.0 CPU.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements/test.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	# spikingjelly's model zoo imports torchvision's load_state_dict_from_url; no CPU torchvision exists on the
+	# registry, so a .pth file installs snncc's one-name stand-in (snncc/compat/torchvision_shim.py, docs/install.md).
+	$(PY) -c 'import snncc.compat.torchvision_shim as s; s.write_pth()'
 	touch $(STAMP)
 
 demo: setup

@@ -100,3 +100,78 @@ def test_adding_an_energy_model_touches_one_place(rng, monkeypatch):
     rep = energy_report(g, res.activity, 2, 6, get_model("toy"))
     assert rep.model == "toy" and rep.breakdown() == {"neuron updates": 48.0 + 32 + 10}
     assert rep.ann_energy_pj == 64 * 48 + 48 * 32 + 32 * 10
+
+
+def test_graded_inputs_per_event_value_or_as_macs(rng):
+    g = residual(rng, "sew")
+    T, B = 4, 3
+    res = torch_backend.run(g, rng.random((B, 2, 6, 6)), T)
+    events = {r.counts.name: r.counts for r in energy_report(g, res.activity, B, T).layers}
+    macs = {r.counts.name: r.counts for r in energy_report(g, res.activity, B, T, graded="mac").layers}
+    # the fc reads pooled SEW ADD outputs (counts): per event value by default, dense MACs every step as syops
+    assert events["fc"].input == "count" and events["fc"].sops > 0 and events["fc"].macs == 0
+    assert macs["fc"].macs == macs["fc"].flops * T and macs["fc"].sops == 0
+    assert macs["conv1"] == events["conv1"]   # binary inputs are unaffected
+    assert energy_report(g, res.activity, B, T, graded="mac").conventions["graded"] == "mac"
+    with pytest.raises(ValueError, match="graded"):
+        count_layers(g, res.activity, B, T, graded="sometimes")
+
+
+def _spiking_cnn():
+    from spikingjelly.activation_based import neuron
+    from torch import nn
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), neuron.LIFNode(tau=2.0, v_threshold=0.5), nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, padding=1), neuron.LIFNode(tau=2.0, v_threshold=0.25), nn.Flatten(),
+        nn.Linear(6 * 4 * 4, 5), neuron.LIFNode(tau=2.0, v_threshold=0.25)), (8, 1, 8, 8), 1.0
+
+
+def _sew_resnet():
+    from test_export import TinyResNet
+    return TinyResNet(sew=True), (8, 1, 4, 4), 4.0   # fc reads pooled SEW ADD counts: non-binary -> MACs
+
+
+@pytest.mark.parametrize("build", [_spiking_cnn, _sew_resnet])
+def test_counts_match_an_independent_hook_counter_on_a_spikingjelly_network(build):
+    """syops' rules rewritten from its documentation as forward hooks on the spikingjelly module (no snncc
+    code): a conv/linear whose input holds only {0, 1} does ops x mean(input) ACs, otherwise ops MACs,
+    at every step. snncc's counts with the first layer per step and graded inputs as MACs must agree exactly."""
+    import torch
+    from spikingjelly.activation_based import functional
+    from test_export import dyadic_, dyadic_input
+    from torch import nn
+
+    import snncc
+    net, shape, gain = build()
+    net = dyadic_(net)
+    x = dyadic_input(shape) * gain
+    T, B = 5, shape[0]
+    tally = {"ac": 0.0, "mac": 0.0}
+
+    def hook(module, inputs, output):
+        inp = inputs[0]
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            ops = kh * kw * (module.in_channels // module.groups) * module.out_channels * output.shape[-2] \
+                * output.shape[-1]
+        else:
+            ops = module.in_features * module.out_features
+        if set(torch.unique(inp).tolist()) <= {0.0, 1.0}:
+            tally["ac"] += ops * inp.double().mean().item()   # per sample: mean over the batch
+        else:
+            tally["mac"] += ops
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            m.register_forward_hook(hook)
+    functional.reset_net(net)
+    with torch.no_grad():
+        for _ in range(T):
+            net(x)
+    g = snncc.export(net, x, timesteps=T)
+    res = torch_backend.run(g, x.numpy(), T)
+    counts = count_layers(g, res.activity, B, T, first_layer="per_step", graded="mac")
+    assert tally["ac"] > 0 and tally["mac"] > 0   # both kinds present: the check is not vacuous
+    graded = [c for c in counts if c.input == "count"]
+    assert bool(graded) == (build is _sew_resnet) and all(c.macs == c.flops * T for c in graded)
+    assert sum(c.sops for c in counts) == pytest.approx(tally["ac"], rel=1e-12)
+    assert sum(c.macs for c in counts) == pytest.approx(tally["mac"], rel=1e-12)

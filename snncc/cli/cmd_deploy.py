@@ -126,21 +126,36 @@ def energy():
 @_LIMIT
 @_TIMESTEPS
 @click.option("--backend", default="numba", show_default=True)
+@click.option("--energy-model", "energy_models", multiple=True, metavar="NAME|FILE",
+              help="kundu (or kundu:fp32-45nm, kundu:int32-45nm), lemaire, loihi, or a TOML/JSON file of "
+                   "constants; repeat for several (default: kundu)")
 @click.option("--first-layer", type=click.Choice(["once", "per-step"]), default="once", show_default=True,
               help="count the direct-encoded first layer's MACs once per inference or at every step")
+@click.option("--graded", type=click.Choice(["events", "mac"]), default="events", show_default=True,
+              help="graded (count) inputs, e.g. after a SEW spike ADD: one AC per unit of event value, or "
+                   "dense MACs at every step (the syops convention)")
 @click.option("--compare", is_flag=True, help="several MODELS side by side (implied by more than one)")
-@click.option("--png", "png_path", type=click.Path(), default=None, help="comparison figure (PNG)")
+@click.option("--png", "png_path", type=click.Path(), default=None,
+              help="figure: per-layer energy stacked by category, one panel per model and energy model")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="also write the report as JSON to F")
 @_FORCE
-def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, first_layer, compare, png_path,
-                      json_path, force):
-    """Per-layer firing rate, SOPs, MACs and energy per inference, vs the same ANN.
+def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, energy_models, first_layer, graded,
+                      compare, png_path, json_path, force):
+    """Per-layer firing rate, operations and energy per inference by category (compute, memory,
+    addressing, neuron updates, routing), the same ANN under the same energy model, and the
+    break-even firing rate per layer and for the network.
 
-    With several MODELS (e.g. Spike-, SEW- and MS-ResNet), a side-by-side comparison
-    table, and with --png a figure of per-layer firing rates and energy."""
-    from snncc.energy import energy_report
+    With several MODELS (e.g. fully-spiking and hybrid variants) and/or several --energy-model, a
+    side-by-side table of every pair, and with --png one figure of stacked bars per layer."""
+    from snncc.energy import get_model
+    from snncc.energy.base import price_counts
+    from snncc.energy.counts import count_layers, mean_firing_rate
     from snncc.passes.validate import check_fully_spiking
     from snncc.report import print_comparison, print_energy
+    try:
+        priced = [get_model(name) for name in (energy_models or ("kundu",))]   # refuse a bad model first
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--energy-model") from None
     for path, kind in ((png_path, "png"), (json_path, "json")):
         if path:
             fileio.check_output(path, kind, force)   # refuse before the (long) runs
@@ -148,18 +163,23 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, firs
     for model in models:
         program, res, _ = _evaluate(model, backend, dataset, data_dir, limit, timesteps)
         graph = program.graph
-        rep = energy_report(graph, res["activity"], res["samples"], res["timesteps"],
-                            first_layer=first_layer.replace("-", "_"))
-        rep.accuracy, rep.model_path, rep.name = res["accuracy"], str(model), graph.name
-        rep.fully_spiking = check_fully_spiking(graph).fully_spiking
-        reports.append(rep)
+        samples, steps = res["samples"], res["timesteps"]
+        counts = count_layers(graph, res["activity"], samples, steps, first_layer.replace("-", "_"), graded)
+        conventions = {"timesteps": steps, "samples": samples, "first_layer": first_layer.replace("-", "_"),
+                       "graded": graded, "per": "inference (one sample, all T steps)"}
+        rate = mean_firing_rate(graph, res["activity"], samples, steps)
+        spiking = check_fully_spiking(graph).fully_spiking
+        for energy_model in priced:
+            rep = price_counts(counts, energy_model, conventions, rate)
+            rep.accuracy, rep.model_path, rep.name, rep.fully_spiking = res["accuracy"], str(model), graph.name, spiking
+            reports.append(rep)
     if len(reports) == 1 and not compare:
         print_energy(reports[0])
     else:
         print_comparison(reports)
     if png_path:
         from snncc.plots import plot_energy_comparison
-        plot_energy_comparison(reports, png_path)
+        plot_energy_comparison(reports, png_path, force)
         click.echo(f"figure -> {png_path}")
     if json_path:
         dicts = [r.as_dict() for r in reports]

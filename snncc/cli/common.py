@@ -27,7 +27,8 @@ def _user_errors() -> tuple:
     from snncc.fileio import OutputError
     from snncc.models.resnet import ModelError
     from snncc.training.mskd import MSKDError
-    errors = [LoweringError, ModelError, PlotError, SequenceError, MSKDError, DatasetError, ExportError, SerializeError, GraphError, InputError, CheckpointError,
+    from snncc.energy.base import EnergyModelError
+    errors = [EnergyModelError, LoweringError, ModelError, PlotError, SequenceError, MSKDError, DatasetError, ExportError, SerializeError, GraphError, InputError, CheckpointError,
               ConfigError, TrainingDiverged, OutputError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
               FileExistsError, PermissionError]
     try:
