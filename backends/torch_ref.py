@@ -8,6 +8,8 @@ analog input) are evaluated once and reused at every step.
 """
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -28,7 +30,8 @@ def _dense(op, xs, _):
 
 
 def _conv(op, xs, _):
-    return F.conv2d(xs[0], _t(op.weight), _t(op.bias), stride=op.stride, padding=op.padding)
+    return F.conv2d(xs[0], _t(op.weight), _t(op.bias), stride=op.stride, padding=op.padding,
+                    dilation=op.dilation, groups=op.groups)
 
 
 def _pool(op, xs, _):
@@ -100,6 +103,26 @@ def apply(op, xs, state=None):
     return RULES[type(op)](op, xs, {} if state is None else state)
 
 
+class History:
+    """Values of the last steps, for delayed edges: :meth:`inputs` gives a node's input values,
+    a delay-d port reading its source's value d steps ago (zeros before the first step)."""
+
+    def __init__(self, graph: SpikeGraph, types: dict, batch: int):
+        self.graph, self.types, self.batch = graph, types, batch
+        self.past = deque(maxlen=max(1, graph.max_delay()))  # past[-d]: the values of step t - d
+
+    def inputs(self, n, current: dict) -> list:
+        return [current[p.src] if p.delay == 0 else self._past(p) for p in self.graph.inputs(n)]
+
+    def _past(self, p):
+        if len(self.past) >= p.delay:
+            return self.past[-p.delay][p.src]
+        return torch.zeros((self.batch, *self.types[p.src].shape), dtype=torch.float64)
+
+    def push(self, current: dict) -> None:
+        self.past.append(current)
+
+
 def static_nodes(graph: SpikeGraph, direct_inputs) -> set:
     """Nodes whose value never changes over time: fed only (same step) by a direct input."""
     static = set(direct_inputs)
@@ -120,7 +143,7 @@ def run(graph: SpikeGraph, x, timesteps: int, record: bool = False) -> RunResult
     xt = torch.as_tensor(x, dtype=torch.float64)
     static = static_nodes(graph, [inp] if direct else [])
     batch = x.shape[0]
-    values, prev, states = {}, {}, {n: {} for n in order}
+    values, history, states = {}, History(graph, types, x.shape[0]), {n: {} for n in order}
     activity = {n: 0.0 for n in order}
     trains = {n: [] for n in graph.populations()} if record else {}
     (out,) = graph.output_nodes
@@ -135,15 +158,12 @@ def run(graph: SpikeGraph, x, timesteps: int, record: bool = False) -> RunResult
                 elif op.is_input:
                     current[n] = xt if direct else xt[:, t]
                 else:
-                    xs = [current[p.src] if p.delay == 0 else
-                          prev.get(p.src, torch.zeros((batch, *types[p.src].shape), dtype=torch.float64))
-                          for p in graph.inputs(n)]
-                    current[n] = apply(op, xs, states[n])
+                    current[n] = apply(op, history.inputs(n, current), states[n])
                 activity[n] += float(current[n].sum())
                 if n in trains:
                     trains[n].append(current[n].to(torch.uint8).numpy())
             values = {n: v for n, v in current.items() if n in static}
-            prev = current
+            history.push(current)
             readout = current[out] if readout is None else readout + current[out]
     output = readout.numpy()
     if graph.op(out).mode is ReadoutMode.MEAN:

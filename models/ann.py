@@ -1,8 +1,8 @@
 """Baseline "BP on ANN" (Table 1): the BSD MLP / CNN architecture with ReLU units, trained by backprop.
 
 Every ``SpikingNeuron`` of the feedforward path becomes a ReLU and the top
-population becomes the identity (the logits); the loss is cross-entropy on the
-logits. The input is static, so every time step of an ANN computes the same
+population becomes the identity (the logits); the loss (cross-entropy on the
+logits) is :mod:`snncc.training.methods.ann`'s. The input is static, so every time step of an ANN computes the same
 values: the network runs once on step 0 and its output is repeated over T, which
 keeps the training loop and the cosine-to-label-code evaluation unchanged
 (cosine to one-hot codes = argmax of the logits).
@@ -14,7 +14,6 @@ clear message (that is what ``snncc export`` reaches), the network itself is
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from snncc.export.rules import ExportError
@@ -41,9 +40,3 @@ class ANNBase(nn.Module):
         """(T, B, *input) -> logits repeated over T (T, B, classes)."""
         out = self.ann_path(x_seq[:1])
         return out.expand(x_seq.shape[0], *out.shape[1:])
-
-    def training_losses(self, x_seq: torch.Tensor, y: torch.Tensor):
-        logits = self(x_seq)
-        loss = F.cross_entropy(logits[0], y, reduction="sum")
-        own = {name: logits for name, _ in self.named_weight_layers()[-1:]}
-        return {"output layer (end-to-end CE, ANN)": loss}, {"output": logits, "spikes": {}, "currents": own}

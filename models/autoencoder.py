@@ -51,7 +51,7 @@ where a layer's "voltage" v is its synaptic current (after BN), shaped
 low- and a high-frequency part with a centred circular mask of normalised radius
 ``freq_cutoff_ratio`` on the 2-D spectrum over (H, W), and sums ReCo on the low
 parts (weight ``lam_low``) and ReCo on the high parts (``lam_high``); each part
-is flattened per sample to T*C*H*W as in :mod:`snncc.training.bsd`.
+is flattened per sample to T*C*H*W as in :mod:`snncc.training.methods.bsd`.
 
 Output. The reconstruction is the time-averaged top Type 1 voltage mean_t v_7
 (BN in eval mode). Metrics: test MSE per pixel and PSNR = 10 log10(1 / MSE) of the
@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snncc.models.layers import TimeDistributed
-from snncc.training.bsd import fft_reco_loss, make_neuron, recon_mse, repeat_time
+from snncc.training.methods.bsd import fft_reco_loss, make_neuron, recon_mse, repeat_time
 
 ENCODER_CHANNELS = (128, 256, 512)
 
@@ -195,8 +195,9 @@ class BSDAutoencoder(nn.Module):
     def _align(self, v, target):
         return fft_reco_loss(v, target.detach(), self.cutoff, self.lam_low, self.lam_high)
 
-    def training_losses(self, x: torch.Tensor):
-        """({weight layer name: local loss}, info) for a (B, C, H, W) batch of images."""
+    def training_losses(self, x: torch.Tensor, y=None):
+        """({weight layer name: local loss}, info) for a (B, C, H, W) batch of images (``y`` unused: the
+        target is the image)."""
         x_seq = repeat_time(x, self.timesteps)
         v, s = self.type1_pass(x_seq, detach=True)
         vb, sb = self.type2_pass(x_seq)
@@ -238,8 +239,3 @@ class BPAutoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.reconstruct(x)
-
-    def training_losses(self, x: torch.Tensor):
-        out = self.reconstruct(x)
-        return ({"output layer 7 (end-to-end MSE, ANN)": recon_mse(out, x)},
-                {"output": out, "spikes": {}, "currents": {"forward layer 7 (W6)": out}})

@@ -46,8 +46,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from snncc.training.bptt import rate_loss
-from snncc.training.bsd import (check_reco_pairs, check_top_loss, interlayer_loss, label_code, make_neuron,
+from snncc.training.methods.bsd import (check_reco_pairs, check_top_loss, interlayer_loss, label_code, make_neuron,
                                 same_label, top_loss, weight_cosine)
 from snncc.models.ann import ANNBase, identity, relu
 from snncc.models.layers import InputNormalize, TimeDistributed
@@ -283,7 +282,7 @@ class BSDCNN(_CNNBase):
 
 
 class BPTTCNN(_CNNBase):
-    """The same spiking CNN trained end to end by surrogate-gradient BPTT (rate MSE, ``bptt.rate_loss``)."""
+    """The same spiking CNN, forward path alone (trained end to end: BPTT, :mod:`snncc.training.methods.bptt`)."""
 
     local_clipping = False
 
@@ -297,13 +296,11 @@ class BPTTCNN(_CNNBase):
     def named_weight_layers(self) -> list:
         return self.named_forward_layers()
 
-    def training_losses(self, x_seq: torch.Tensor, y: torch.Tensor):
+    def forward_layers(self, x_seq: torch.Tensor):
+        """(currents of the weight layers [v_2..v_L], {"s2".."sL": spikes}) of one pass, graph kept through
+        every layer (what end-to-end methods differentiate)."""
         cur, spk = run_blocks(self.forward_path, self.block_lengths, x_seq, detach=False)
-        loss = rate_loss(spk[-1], y)
-        spikes = {f"s{i}": s for i, s in enumerate(spk, 2)}
-        own = dict(zip((name for name, _ in self.named_weight_layers()), cur))
-        return ({f"output layer {len(spk) + 1} (end-to-end rate MSE)": loss},
-                {"output": spk[-1], "spikes": spikes, "currents": own})
+        return cur, {f"s{i}": s for i, s in enumerate(spk, 2)}
 
 
 def cnn_flat_size(input_shape, width: float = 1.0) -> int:

@@ -1,8 +1,8 @@
 """The spiking MLPs (App. E.2.1) and their ReLU twin.
 
 * :class:`BSDMLP` -- feedforward (Type 1, W) and backward (Type 2, Theta) paths trained by BSD
-  (the losses are :mod:`snncc.training.bsd`'s);
-* :class:`BPTTMLP` -- the same feedforward path trained end to end by BPTT;
+  (the losses are :mod:`snncc.training.methods.bsd`'s);
+* :class:`BPTTMLP` -- the same feedforward path alone (trained end to end: BPTT, :mod:`snncc.training.methods.bptt`);
 * :class:`ANNMLP` -- the same architecture with ReLU units (the "BP on ANN" baseline).
 
 The feedforward path is one ``nn.Sequential`` (``build_forward_path``) of ``TimeDistributed(Flatten)``,
@@ -15,9 +15,8 @@ from torch import nn
 
 from snncc.models.ann import ANNBase, identity, relu
 from snncc.models.layers import TimeDistributed
-from snncc.training.bptt import rate_loss
-from snncc.training.bsd import (check_reco_pairs, check_top_loss, same_label, interlayer_loss, label_code, make_neuron, top_loss,
-                                weight_cosine)
+from snncc.training.methods.bsd import (check_reco_pairs, check_top_loss, interlayer_loss, label_code, make_neuron,
+                                        same_label, top_loss, weight_cosine)
 
 
 def build_forward_path(sizes, neuron_fn) -> nn.Sequential:
@@ -184,7 +183,7 @@ class BSDMLP(nn.Module):
 
 
 class BPTTMLP(nn.Module):
-    """``sizes`` = [n_1, ..., n_L] as for :class:`~snncc.training.bsd.BSDMLP`."""
+    """``sizes`` = [n_1, ..., n_L] as for :class:`~snncc.training.methods.bsd.BSDMLP`."""
 
     local_clipping = False  # one global gradient norm, the usual choice for BPTT
 
@@ -203,18 +202,15 @@ class BPTTMLP(nn.Module):
     def named_weight_layers(self) -> list:
         return [(f"forward layer {i + 1} (W{i})", m) for i, m in enumerate(forward_weights(self.forward_path), 1)]
 
-    def training_losses(self, x_seq: torch.Tensor, y: torch.Tensor):
-        """({"output layer (end-to-end rate MSE)": loss}, info), the loss summed over the batch."""
+    def forward_layers(self, x_seq: torch.Tensor):
+        """(currents of the weight layers [v_2..v_L], {"s1".."sL": spikes}) of one pass, graph kept through
+        every layer (what end-to-end methods differentiate)."""
         v, s = run_forward_path(self.forward_path, x_seq, detach=False)
-        loss = rate_loss(s[-1], y)
-        spikes = {f"s{i}": si for i, si in enumerate(s, 1)}
-        own = dict(zip((name for name, _ in self.named_weight_layers()), v[1:]))
-        info = {"output": s[-1], "spikes": spikes, "currents": own}
-        return {f"output layer {len(s)} (end-to-end rate MSE)": loss}, info
+        return v[1:], {f"s{i}": si for i, si in enumerate(s, 1)}
 
 
 class ANNMLP(ANNBase):
-    """The MLP of :class:`~snncc.training.bsd.BSDMLP` with ReLU units (no bias, like BSD)."""
+    """The MLP of :class:`~snncc.training.methods.bsd.BSDMLP` with ReLU units (no bias, like BSD)."""
 
     def __init__(self, sizes, timesteps: int = 4):
         super().__init__()

@@ -1,13 +1,17 @@
 """BSD for a one-layer spiking RNN (App. C, eqs. 11-12); its export is :func:`snncc.export.export_rnn`.
 
 One hidden layer of pyramidal neurons, each with a Type 1 and a Type 2 neuron.
-One simulation step per sequence element (the LIF state of the hidden layer
-carries across the sequence):
+``steps_per_element`` K LIF steps per sequence element (App. E.2.3 "timesteps at 4": K = 4 under
+``--recipe paper``; K = 1 is one step per element). Element i's input current is held for its K steps,
+the recurrence runs step by step (W_hh s of the previous LIF step, also across elements) and the LIF
+state carries across the whole sequence of N*K steps. With K = 1:
 
     Type 1, forward in time (eq. 11):   h_i  = W_ih x_i + W_hh s_{i-1},   s_i  = SN(h_i),   o_i = W_ho h_i
     Type 2, backward in time (eq. 12):  h'_i = Theta_oh y_i + Theta_hh s'_{i+1},  s'_i = SN(h'_i),  x^_i = Theta_hi h'_i
 
-with s_0 = 0 and s'_{N+1} = 0. Local losses (C2; every synapse input detached):
+with s_0 = 0 and s'_{N+1} = 0. With K > 1, h and h' are (N*K, B, H) currents and spikes, and the
+readouts o_i and x^_i are the mean over element i's K steps (W_ho of the mean current). Local losses
+(C2; every synapse input detached):
 
 * hidden Type 1 (W_ih, W_hh): ReCo(h, h') over the batch, currents flattened to N*H;
 * hidden Type 2 (Theta_oh, Theta_hh): ReCo(h', h);
@@ -32,7 +36,7 @@ from torch import nn
 
 from snncc import neuron as nrn
 from snncc.neuron import HARD, NeuronParams
-from snncc.training.bsd import flatten_time, interlayer_loss, weight_cosine
+from snncc.training.methods.bsd import flatten_time, interlayer_loss, weight_cosine
 
 TASKS = ("text", "timeseries")
 
@@ -42,10 +46,13 @@ class BSDRNN(nn.Module):
 
     def __init__(self, n_in: int, n_out: int, hidden: int = 300, task: str = "text", v_th: float = 1.0,
                  v_th_backward: float = 1.0, tau: float = 2.0, neuron_model: str = "lif", lam: float = 0.6,
-                 interlayer: str = "reco", temperature: float = 0.1):
+                 interlayer: str = "reco", temperature: float = 0.1, steps_per_element: int = 1):
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
+        if not (isinstance(steps_per_element, int) and steps_per_element >= 1):
+            raise ValueError(f"steps_per_element must be an integer >= 1, got {steps_per_element!r}")
+        self.steps_per_element = steps_per_element
         self.task, self.n_in, self.n_out, self.hidden = task, int(n_in), int(n_out), int(hidden)
         self.lam, self.interlayer, self.temperature = lam, interlayer, temperature
         self.params1 = NeuronParams(model=neuron_model, tau=tau, v_th=v_th, v_reset=0.0, reset=HARD)
@@ -74,13 +81,23 @@ class BSDRNN(nn.Module):
             cur[t], spk[t] = h, s
         return torch.stack(cur), torch.stack(spk)
 
+    def _hold(self, drive: torch.Tensor) -> torch.Tensor:
+        """(L, B, H) per-element currents -> (L*K, B, H): each held for its element's K steps."""
+        k = self.steps_per_element
+        return drive if k == 1 else drive.repeat_interleave(k, dim=0)
+
+    def _per_element(self, t: torch.Tensor) -> torch.Tensor:
+        """(L*K, B, D) per-step values -> (L, B, D): the mean over each element's K steps."""
+        k = self.steps_per_element
+        return t if k == 1 else t.reshape(t.shape[0] // k, k, *t.shape[1:]).mean(1)
+
     def type1(self, x_seq: torch.Tensor):
-        """(L, B, n_in) -> (currents h, spikes s), each (L, B, H)."""
-        return self._run(self.params1, self.w_ih(x_seq), self.w_hh)
+        """(L, B, n_in) -> (currents h, spikes s), each (L*K, B, H)."""
+        return self._run(self.params1, self._hold(self.w_ih(x_seq)), self.w_hh)
 
     def type2(self, y_seq: torch.Tensor):
-        """(L, B, n_out) target codes -> (currents h', spikes s'), run backwards in time."""
-        return self._run(self.params2, self.theta_oh(y_seq), self.theta_hh, reverse=True)
+        """(L, B, n_out) target codes -> (currents h', spikes s'), each (L*K, B, H), run backwards in time."""
+        return self._run(self.params2, self._hold(self.theta_oh(y_seq)), self.theta_hh, reverse=True)
 
     def target_code(self, y: torch.Tensor) -> torch.Tensor:
         """(B, L) next-char indices -> one-hot (L, B, V); (B, L, D) values -> (L, B, D)."""
@@ -91,12 +108,14 @@ class BSDRNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, n_in) -> outputs o (B, L, n_out) (logits or predicted values)."""
         h, _ = self.type1(x.transpose(0, 1))
-        return self.w_ho(h).transpose(0, 1)
+        return self.w_ho(self._per_element(h)).transpose(0, 1)
 
     def outputs_from_spikes(self, x: torch.Tensor, spikes: torch.Tensor) -> torch.Tensor:
-        """o_i = W_ho (W_ih x_i + W_hh s_{i-1}) from (B, L, n_in) inputs and (L, B, H) hidden spikes."""
+        """o_i = W_ho (W_ih x_i + W_hh s_{t-1}), averaged over element i's K steps t, from (B, L, n_in) inputs
+        and (L*K, B, H) hidden spikes."""
         s_prev = torch.cat([torch.zeros_like(spikes[:1]), spikes[:-1]])
-        return self.w_ho(self.w_ih(x.transpose(0, 1)) + self.w_hh(s_prev)).transpose(0, 1)
+        h = self._hold(self.w_ih(x.transpose(0, 1))) + self.w_hh(s_prev)
+        return self.w_ho(self._per_element(h)).transpose(0, 1)
 
     # ------------------------------------------------------------ training
     def named_weight_layers(self) -> list:
@@ -120,8 +139,8 @@ class BSDRNN(nn.Module):
         xs = x.transpose(0, 1)
         h, s = self.type1(xs)
         hb, sb = self.type2(self.target_code(y))
-        o = self.w_ho(h.detach())
-        x_rec = self.theta_hi(hb.detach())
+        o = self.w_ho(self._per_element(h.detach()))
+        x_rec = self.theta_hi(self._per_element(hb.detach()))
         y_t = y.transpose(0, 1)
         x_t = xs.argmax(-1) if self.task == "text" else xs
         losses = {"hidden Type 1 (W_ih, W_hh)": self._align(h, hb),

@@ -111,53 +111,67 @@ def _eval_dense(node, ins, out, state, threads):
 
 # -- Conv -----------------------------------------------------------------------------
 def conv_geometry(op, tin, tout) -> tuple:
-    """(h, w, ho, wo, sh, sw, ph, pw): the one description of a conv's geometry for the kernels."""
-    return tuple(int(d) for d in (*tin.shape[1:], *tout.shape[1:], *op.stride, *op.padding))
+    """(h, w, ho, wo, sh, sw, ph, pw, dh, dw): the one description of a conv's geometry for the kernels."""
+    return tuple(int(d) for d in (*tin.shape[1:], *tout.shape[1:], *op.stride, *op.padding, *op.dilation))
 
 
 def _prep_conv(op, tin, tout):
+    """Weights per input channel, to the C_out / groups outputs of its group: kx reversed for the
+    scatter (w_f: C_in, kh, kw, C_out / groups), tap-major for the gather (w_g: kh, kw, C_in, C_out / groups)."""
     w = np.asarray(op.weight, dtype=np.float64)
-    return {"w_f": _weights(w.transpose(1, 2, 3, 0)[:, :, ::-1]), "w_g": _weights(w.transpose(2, 3, 1, 0)),
-            "kernel": tuple(int(k) for k in w.shape[2:]), "bias": _f64(op.bias, tout.shape[0]),
-            "dims": conv_geometry(op, tin, tout)}
+    c_out, c_grp, kh, kw = w.shape
+    w_in = w.reshape(op.groups, c_out // op.groups, c_grp, kh, kw).transpose(0, 2, 3, 4, 1)
+    w_in = w_in.reshape(op.groups * c_grp, kh, kw, c_out // op.groups)
+    return {"w_f": _weights(w_in[:, :, ::-1]), "w_g": _weights(w_in.transpose(1, 2, 0, 3)),
+            "kernel": (kh, kw), "c_grp": c_grp, "bias": _f64(op.bias, c_out), "dims": conv_geometry(op, tin, tout)}
+
+
+def _product_weights(w_g, c_grp):
+    """(groups, C_out / groups, c_grp * kh * kw): each group's matrix, columns in im2col's row order."""
+    kh, kw, c_in, c_og = w_g.shape
+    return w_g.reshape(kh, kw, c_in // c_grp, c_grp, c_og).transpose(2, 4, 3, 0, 1).reshape(c_in // c_grp, c_og, -1)
 
 
 def _conv_gemm(d, x, o, threads) -> float:
-    """Per thread, a chunk of samples at a time: unfold, then one BLAS product per sample (output
-    channel-first), plus the bias."""
-    w = _gemm_weights(d, lambda: d["w_g"].transpose(3, 2, 0, 1).reshape(d["w_g"].shape[3], -1))
+    """Per thread, a chunk of samples at a time: unfold, then one BLAS product per sample and group
+    (output channel-first), plus the bias."""
+    w = _gemm_weights(d, lambda: _product_weights(d["w_g"], d["c_grp"]))
     bias, dims = d["bias"], d["dims"]
-    c_out, k = w.shape
+    groups, c_og, k = w.shape
     p = dims[2] * dims[3]
-    chunk = max(1, min(x.shape[0], _COLS_BUDGET // (8 * k * p)))
-    parts = ranges(x.shape[0], threads if x.size * c_out >= PARALLEL_MIN_WORK else 1)
+    chunk = max(1, min(x.shape[0], _COLS_BUDGET // (8 * groups * k * p)))
+    parts = ranges(x.shape[0], threads if x.size * c_og * groups >= PARALLEL_MIN_WORK else 1)
     cols = d.setdefault("cols", {})
 
     def product(i):
         r0, r1 = parts[i]
         if i not in cols or cols[i].shape[0] < min(chunk, r1 - r0):
-            cols[i] = np.empty((min(chunk, r1 - r0), k, p))
+            cols[i] = np.empty((min(chunk, r1 - r0), groups * k, p))
         for c0 in range(r0, r1, chunk):
             n = min(chunk, r1 - c0)
             im2col(0, n, x[c0:c0 + n], cols[i], *d["kernel"], *dims)
-            block = o[c0:c0 + n].reshape(n, c_out, p)
-            np.matmul(w, cols[i][:n], out=block)
-            block += bias[:, None]
+            block = o[c0:c0 + n].reshape(n, groups, c_og, p)
+            np.matmul(w, cols[i][:n].reshape(n, groups, k, p), out=block)
+            block += bias.reshape(groups, c_og, 1)
     with blas_one_thread():
         run_tasks(product, len(parts), threads)
     return float(o.sum())
 
 
 def _eval_conv(node, ins, out, state, threads):
+    """All three kernels take dilation and groups. A group's outputs see only its c_grp input
+    channels, so the receptive field is kh * kw * c_grp inputs: a depthwise conv (c_grp 1) never
+    reaches the gather's crossover, whose fixed cost per output pixel grows with the groups."""
     d = node.data
     x, o = _rows(ins[0]), _rows(out)
     rho = density(x)
     if rho >= CONV_MIN_DENSITY:
         return _conv_gemm(d, x, o, threads)
-    work = int(x.size * (1 + d["w_f"][0].size * rho))  # kh * kw * C_out adds per event
-    field = d["w_g"].shape[0] * d["w_g"].shape[1] * d["w_g"].shape[2]  # kh * kw * C_in inputs per output
+    work = int(x.size * (1 + d["w_f"][0].size * rho))  # kh * kw * C_out / groups adds per event
+    field = d["w_g"].shape[0] * d["w_g"].shape[1] * d["c_grp"]  # kh * kw * c_grp inputs per output
     kernel, w = (conv_events, d["w_g"]) if rho * field >= CONV_GATHER_EVENTS else (conv_rows, d["w_f"])
-    return share(kernel, ranges(x.shape[0], TASKS * threads), (x, w, d["bias"], o, *d["dims"]), work, threads)
+    return share(kernel, ranges(x.shape[0], TASKS * threads), (x, w, d["bias"], o, *d["dims"], d["c_grp"]),
+                 work, threads)
 
 
 # -- the rest -------------------------------------------------------------------------

@@ -10,8 +10,9 @@ T steps (a synapse is stateless, a neuron carries its state along t), so each su
 is evaluated for all T steps and samples at once: one multi-threaded kernel call per node,
 not one per step. Nodes on a cycle through a delayed edge are stepped time-major.
 
-Storage. Each node's values live in a (T+1, B, size) float64 buffer whose row 0 is zero:
-step t is row t+1 and a delay-1 edge reads row t, so delayed reads need no copies.
+Storage. Each node's values live in a (L+T, B, size) float64 buffer whose first L rows (L: the
+longest edge delay, at least 1) are zero: step t is row L+t and a delay-d edge reads row L+t-d,
+so delayed reads need no copies.
 
 The neuron update is compiled from :mod:`snncc.neuron` itself -- there is one definition
 (the kernels: :mod:`snncc.sims.numba_kernels`).
@@ -73,6 +74,7 @@ class Plan:
         self.populations = graph.populations()
         self._mark_static(types[self.input].kind is Kind.ANALOG)
         self.schedule = graph.components()
+        self.lead = max(1, graph.max_delay())  # leading zero rows
         self._buffers = (None, {})
 
     def _mark_static(self, direct: bool):
@@ -84,12 +86,12 @@ class Plan:
                 node.static = all(p.delay == 0 and self.nodes[p.src].static for p in node.ports)
 
     def _chunk(self, batch: int, steps: int) -> int:
-        per_sample = 8 * (steps + 1) * sum(nd.size for nd in self.nodes.values() if not nd.alias)
+        per_sample = 8 * (steps + self.lead) * sum(nd.size for nd in self.nodes.values() if not nd.alias)
         return max(1, min(batch, _BUFFER_BUDGET // per_sample))
 
     def _alloc(self, steps: int, batch: int) -> dict:
         """Node buffers, reused across calls of the same shape (fresh large arrays cost
-        page faults comparable to a whole small-network run). Row 0 stays zero."""
+        page faults comparable to a whole small-network run). The first ``lead`` rows stay zero."""
         key, bufs = self._buffers
         if key != (steps, batch):
             bufs = {}
@@ -98,15 +100,16 @@ class Plan:
                 if nd.alias:
                     bufs[n] = bufs[nd.ports[0].src]
                 else:
-                    bufs[n] = np.empty((steps + 1, batch, nd.size))
-                    bufs[n][0] = 0.0
+                    bufs[n] = np.empty((self.lead + steps, batch, nd.size))
+                    bufs[n][:self.lead] = 0.0
             self._buffers = ((steps, batch), bufs)
         return bufs
 
     def _eval(self, nd, bufs, state, t0, t1) -> float:
         """Evaluate steps [t0, t1) of one node; returns the sum of the values written."""
-        ins = [bufs[p.src][t0 + 1 - p.delay:t1 + 1 - p.delay] for p in nd.ports]
-        return RULES[type(nd.op)][1](nd, ins, bufs[nd.name][t0 + 1:t1 + 1], state, self.threads)
+        a, b = t0 + self.lead, t1 + self.lead
+        ins = [bufs[p.src][a - p.delay:b - p.delay] for p in nd.ports]
+        return RULES[type(nd.op)][1](nd, ins, bufs[nd.name][a:b], state, self.threads)
 
     def _simulate(self, x, steps: int) -> tuple:
         """Run one batch chunk; returns (buffers, {node: sum of its values})."""
@@ -114,9 +117,9 @@ class Plan:
         bufs = self._alloc(steps, batch)
         inp = bufs[self.input]
         if self.nodes[self.input].static:
-            inp[1:] = x.reshape(1, batch, -1)
+            inp[self.lead:] = x.reshape(1, batch, -1)
         else:
-            inp[1:] = x.reshape(batch, steps, -1).transpose(1, 0, 2)
+            inp[self.lead:] = x.reshape(batch, steps, -1).transpose(1, 0, 2)
         totals = {self.input: float(x.sum()) * (steps if self.nodes[self.input].static else 1)}
         state = {n: np.broadcast_to(np.asarray(nd.data["v0"], np.float64), (batch, nd.size)).copy()
                  for n, nd in self.nodes.items() if nd.op.is_population}
@@ -132,7 +135,7 @@ class Plan:
             for nd in nodes:
                 totals[nd.name] = self._eval(nd, bufs, state, 0, 1 if nd.static else steps)
                 if nd.static:  # the reference reuses the step-0 value at every step
-                    bufs[nd.name][2:] = bufs[nd.name][1]
+                    bufs[nd.name][self.lead + 1:] = bufs[nd.name][self.lead]
                     totals[nd.name] *= steps
         for n in self.order:  # a pass-through node holds its source's values
             if self.nodes[n].alias:
@@ -150,9 +153,9 @@ class Plan:
             for n in self.order:
                 activity[n] += totals[n]
             for p in trains:
-                trains[p].append(bufs[p][1:].astype(np.uint8).reshape(
+                trains[p].append(bufs[p][self.lead:].astype(np.uint8).reshape(
                     timesteps, -1, *self.nodes[p].type.shape))
-            outputs.append(time_sum(bufs[self.output][1:]))
+            outputs.append(time_sum(bufs[self.output][self.lead:]))
         output = np.concatenate(outputs).reshape(batch, *self.nodes[self.output].type.shape)
         if self.nodes[self.output].op.mode is ReadoutMode.MEAN:
             output = output / timesteps

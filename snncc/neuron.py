@@ -14,6 +14,7 @@ Discrete-time update for one step, input current ``x``::
     LIF without input decay (decay_input=False):
           h = v - (v - v_rest) / tau + x            (spikingjelly decay_input=False; MSKD eq. 1:
                                                       h = alpha v + x, alpha = 1 - 1/tau, v_rest = 0)
+    LIF with tau = 1 (either form): h = x + v_rest, no memory, formed exactly (NIR's Threshold)
     IF:   h = v + x                                 (eq. 10)
     CUBA: i = i + (x - i) / tau_syn;  h = LIF charge with i as the input current
     s   = 1 if h >= v_th else 0                     (eq. 3, Heaviside with H(0) = 1)
@@ -46,13 +47,15 @@ from numba.extending import register_jitable
 
 LIF = "lif"
 IF = "if"
+MEMORYLESS = 2  # charge's model code of a LIF with tau = 1 (0: IF, 1: LIF)
 HARD = "hard"
 SOFT = "soft"
 
 
 @dataclass(frozen=True)
 class NeuronParams:
-    """Parameters of a LIF/IF population. ``tau`` is ignored for IF."""
+    """Parameters of a LIF/IF population. ``tau`` is ignored for IF; a LIF with ``tau = 1`` keeps no
+    memory (a stateless threshold on its input: fires iff ``x + v_rest >= v_th``)."""
 
     model: str = LIF
     tau: float = 2.0
@@ -67,8 +70,8 @@ class NeuronParams:
             raise ValueError(f"unknown neuron model {self.model!r} (expected 'lif' or 'if')")
         if self.reset not in (HARD, SOFT):
             raise ValueError(f"unknown reset rule {self.reset!r} (expected 'hard' or 'soft')")
-        if self.model == LIF and not self.tau > 1.0:
-            raise ValueError(f"LIF tau must be > 1 (got {self.tau})")
+        if self.model == LIF and not self.tau >= 1.0:
+            raise ValueError(f"LIF tau must be >= 1 (got {self.tau})")
         if not self.tau_syn >= 1.0:
             raise ValueError(f"synaptic tau_syn must be >= 1 (got {self.tau_syn})")
         if not isinstance(self.decay_input, bool):
@@ -77,7 +80,7 @@ class NeuronParams:
             raise ValueError("decay_input=False is a form of the leaky model 'lif' (IF does not decay)")
         if self.tau_syn != 1.0 and self.model != LIF:
             raise ValueError("a synaptic current (tau_syn > 1) needs the leaky model 'lif'")
-        if not self.v_th > self.v_rest:
+        if not self.v_th > self.v_rest and not self.memoryless:
             raise ValueError(f"threshold {self.v_th} must exceed the resting potential {self.v_rest}")
 
     @property
@@ -87,6 +90,11 @@ class NeuronParams:
     @property
     def leaky(self) -> bool:
         return self.model == LIF
+
+    @property
+    def memoryless(self) -> bool:
+        """tau = 1: the LIF keeps no state (fires iff x + v_rest >= v_th; any threshold is meaningful)."""
+        return self.model == LIF and self.tau == 1.0
 
     @property
     def soft(self) -> bool:
@@ -118,10 +126,11 @@ class NeuronParams:
         return asdict(self)
 
     def scalars(self) -> tuple:
-        """(leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input) as plain numbers for kernels."""
+        """(leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input) as plain numbers for kernels; leaky
+        is the model code of :func:`charge` (0 IF, 1 LIF, 2 memoryless LIF)."""
         inv_tau = 1.0 / self.tau if self.leaky else 1.0
-        return (int(self.leaky), inv_tau, self.v_th, self.v_reset, self.v_rest, int(self.soft),
-                int(self.decay_input))
+        leaky = MEMORYLESS if self.memoryless else int(self.leaky)
+        return (leaky, inv_tau, self.v_th, self.v_reset, self.v_rest, int(self.soft), int(self.decay_input))
 
     def firing_current(self, steps: int) -> float:
         """The smallest constant input current with which a neuron starting at rest fires within ``steps`` steps.
@@ -144,7 +153,11 @@ def synapse(i, x, inv_tau_syn):
 
 @register_jitable
 def charge(v, x, leaky, inv_tau, v_rest, decay_input):
-    """Pre-spike membrane potential H[t] from U[t-1] and input current I[t]."""
+    """Pre-spike membrane potential H[t] from U[t-1] and input current I[t]. ``leaky``: 0 IF, 1 LIF,
+    2 (:data:`MEMORYLESS`) a LIF with tau = 1, which forgets U[t-1] in either form: H[t] = I[t] + U_rest,
+    formed without U[t-1] so that it is exact."""
+    if leaky == MEMORYLESS:
+        return x + v_rest
     if leaky:
         if decay_input:
             return v + (x - (v - v_rest)) * inv_tau

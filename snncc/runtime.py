@@ -123,8 +123,9 @@ def available_memory() -> int:
 
 def check_memory(graph: SpikeGraph, timesteps: int) -> None:
     """Refuse up front a run whose per-sample buffers cannot fit: every backend keeps at least one
-    float64 value per node element per step for one sample (the numba simulator's chunk floor)."""
-    need = 8 * (timesteps + 1) * sum(t.size for t in graph.infer().values())
+    float64 value per node element per step (and per step of the longest delay) for one sample (the
+    numba simulator's chunk floor)."""
+    need = 8 * (timesteps + max(1, graph.max_delay())) * sum(t.size for t in graph.infer().values())
     have = available_memory()
     if need > have:
         raise InputError(f"a run of {timesteps} steps needs {need / 2**30:.1f} GiB of buffers per sample; "

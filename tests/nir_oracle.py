@@ -4,7 +4,9 @@ documented ODEs, in float64, straight from the NIR node parameters (no snncc cod
 LIF:     v += dt/tau (v_leak - v + r I);               z = v > v_threshold; v = v_reset where z
 IF:      v += dt r I;                                  z, reset as LIF
 LI, CubaLI, I: the same without firing; the output is v (LI/CubaLI start at v_leak, I at 0)
-Delay:   y(t) = x(t - delay) (whole steps), 0 before; Conv1d, Conv2d, pools, Affine, Scale: as torch computes them
+Threshold: z = x > threshold (no state)
+Delay:   y(t) = x(t - delay) (whole steps), 0 before; Conv1d, Conv2d (stride, padding, dilation, groups),
+         pools, Affine, Scale: as torch computes them
 CubaLIF: I_s += dt/tau_syn (-I_s + w_in I);            (current first: snnTorch's/Lava's order)
          v += dt/tau_mem (v_leak - v + r I_s);         z, reset as LIF
 Membranes start at v_reset, currents at 0. A node's inputs are summed; an edge that closes a
@@ -93,15 +95,19 @@ def _node(m, x, st, dt):
     if isinstance(m, nir.Scale):
         return x * t(m.scale)
     if isinstance(m, nir.Conv1d):
-        return F.conv1d(x, t(m.weight), t(m.bias), stride=int(np.asarray(m.stride).reshape(-1)[0]),
-                        padding=int(np.asarray(m.padding).reshape(-1)[0]))
+        one = lambda a: int(np.asarray(a).reshape(-1)[0])  # noqa: E731
+        return F.conv1d(x, t(m.weight), t(m.bias), stride=one(m.stride), padding=one(m.padding),
+                        dilation=one(m.dilation), groups=int(m.groups))
+    if isinstance(m, nir.Threshold):
+        return (x > t(m.threshold)).to(torch.float64)
     if isinstance(m, nir.Delay):  # y(t) = x(t - delay), delay in whole steps, 0 before
         steps = int(round(float(np.asarray(_a(m.delay)).reshape(-1)[0]) / dt))
         buf = st.setdefault("buf", [])
         buf.append(x)
         return buf[-1 - steps] if len(buf) > steps else torch.zeros_like(x)
     if isinstance(m, nir.Conv2d):
-        return F.conv2d(x, t(m.weight), t(m.bias), stride=_pair(m.stride), padding=_pair(m.padding))
+        return F.conv2d(x, t(m.weight), t(m.bias), stride=_pair(m.stride), padding=_pair(m.padding),
+                        dilation=_pair(m.dilation), groups=int(m.groups))
     if isinstance(m, nir.AvgPool2d):
         return F.avg_pool2d(x, _pair(m.kernel_size), _pair(m.stride))
     if isinstance(m, nir.SumPool2d):

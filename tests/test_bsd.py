@@ -10,7 +10,7 @@ from snncc.data.datasets import load_split
 from snncc.neuron import NeuronParams
 from snncc.training import train as train_mod
 from snncc.models.mlp import BPTTMLP, BSDMLP
-from snncc.training.bsd import (cosine_predict, interlayer_loss, reco_grad_closed_form, reco_loss,
+from snncc.training.methods.bsd import (cosine_predict, interlayer_loss, reco_grad_closed_form, reco_loss,
                                 repeat_time, top_loss)
 from snncc.models.layers import SpikingNeuron
 from snncc.training.train import (CheckpointError, ConfigError, TrainConfig, TrainingDiverged, build_model,
@@ -251,6 +251,7 @@ def test_checkpoint_errors(bsd_run, tmp_path):
     (dict(timesteps=0), "timesteps must be"),
     (dict(lr=float("nan")), "lr must be"),
     (dict(interlayer_loss="l2"), "unknown interlayer_loss"),
+    (dict(init_gain=0.0), "init_gain must be"),
 ])
 def test_config_errors(change, match, tmp_path):
     cfg = TrainConfig(**change)
@@ -302,3 +303,19 @@ def test_divergence_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 def test_bad_thread_count_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="threads must be"):
         train(TrainConfig(), tmp_path, progress=False, threads=0)
+
+
+@pytest.mark.parametrize("model, extra", [("mlp", dict(sizes=SMALL)), ("cnn", dict(width=0.125))])
+def test_init_gain_scales_every_weight_layer_and_nothing_else(model, extra):
+    """--init-gain g: the default initialisation of every W and Theta times g (batch-norm parameters and the
+    input statistics untouched), from the same seed."""
+    torch.manual_seed(0)
+    plain = build_model(TrainConfig(model=model, **extra)).state_dict()
+    torch.manual_seed(0)
+    woken = build_model(TrainConfig(model=model, init_gain=2.5, **extra))
+    weights = {f"{n}.{k}" for n, layer in woken.named_modules() for k, p in layer.named_parameters(recurse=False)
+               if p.dim() > 1}
+    assert len(weights) >= 4
+    for name, value in woken.state_dict().items():
+        factor = 2.5 if name in weights else 1.0
+        assert torch.equal(value, plain[name] * factor if factor != 1.0 else plain[name]), name

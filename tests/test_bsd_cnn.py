@@ -8,7 +8,7 @@ from snncc.backends import torch_ref as torch_backend
 from snncc.data.datasets import load_split
 from snncc.export import ExportError, export
 from snncc.passes.validate import check_fully_spiking
-from snncc.training.bsd import repeat_time
+from snncc.training.methods.bsd import repeat_time
 from snncc.models.mlp import ANNMLP
 from snncc.models.cnn import ANNCNN, BPTTCNN, BSDCNN, cnn_layer_shapes
 from snncc.models.layers import SpikingNeuron
@@ -156,7 +156,7 @@ def test_interlayer_ablations_reach_the_cnn(loss):
 def test_top_loss_reaches_the_cnn():
     """--top-loss firing: the CNN's top loss is top_loss("firing") on its top current, anchored at the firing level
     of its top neurons (threshold 1.0: 1.0 / (1 - 2^-T) for LIF tau = 2)."""
-    from snncc.training.bsd import top_loss
+    from snncc.training.methods.bsd import top_loss
     torch.manual_seed(0)
     model = build_model(TrainConfig(model="cnn", width=W, timesteps=2, top_loss="firing"))
     assert model.top == "firing"

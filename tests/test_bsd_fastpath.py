@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from snncc.training import loop
 from snncc.models.mlp import BSDMLP
-from snncc.training.bsd import affinity, flatten_time, interlayer_loss, repeat_time
+from snncc.training.methods.bsd import affinity, flatten_time, interlayer_loss, repeat_time
 from snncc.training.train import TrainConfig, TrainingDiverged, build_model, make_optimizer, train_step
 
 SMALL = (20, 16, 12, 5)

@@ -95,6 +95,41 @@ def test_export_spikes_match_both_backends_and_the_module():
         export_rnn(BSDRNN(3, 3, hidden=4, task="timeseries"), 5)
 
 
+def test_four_lif_steps_per_element_hold_the_input_and_export_spike_exactly():
+    torch.manual_seed(3)
+    model = BSDRNN(6, 6, hidden=16, v_th=0.15, steps_per_element=4).double()
+    length, k = 5, 4
+    x = torch.nn.functional.one_hot(torch.randint(0, 6, (7, length)), 6).double()
+    # without recurrence, each element's current is W_ih x_i on all 4 of its steps, and o_i = W_ho W_ih x_i
+    with torch.no_grad():
+        saved = model.w_hh.weight.clone()
+        model.w_hh.weight.zero_()
+        h, s = model.type1(x.transpose(0, 1))
+        assert h.shape == s.shape == (length * k, 7, 16)
+        expected = model.w_ih(x.transpose(0, 1)).repeat_interleave(k, dim=0)
+        torch.testing.assert_close(h, expected, rtol=0, atol=0)
+        torch.testing.assert_close(model(x), model.w_ho(model.w_ih(x)))
+        model.w_hh.weight.copy_(saved * 3.0)  # now the recurrence matters, step by step
+        _, spikes = model.type1(x.transpose(0, 1))
+    graph = export_rnn(model, length)
+    assert graph.metadata["timesteps"] == length * k and graph.metadata["steps_per_element"] == k
+    held = x.repeat_interleave(k, dim=1)  # each element fed for its 4 steps
+    ref = torch_backend.run(graph, held.numpy(), length * k, record=True)
+    assert spikes.sum() > 0
+    np.testing.assert_array_equal(ref.trains["hidden"], spikes.numpy().astype(np.uint8))
+    torch.testing.assert_close(model.outputs_from_spikes(x, torch.from_numpy(ref.trains["hidden"]).double()),
+                               model(x))
+    losses, info = model.training_losses(x, torch.randint(0, 6, (7, length)))
+    assert info["output"].shape == (7, length, 6) and info["spikes"]["s'h"].shape == (length * k, 7, 16)
+    # the paper recipe runs 4 steps per element; cpu and checkpoints written before the option, one
+    assert SeqConfig(recipe="paper").resolved().steps_per_element == 4
+    assert SeqConfig().resolved().steps_per_element == 1
+    old = {k_: v for k_, v in SeqConfig().resolved().to_dict().items() if k_ != "steps_per_element"}
+    assert SeqConfig.from_dict(old).steps_per_element == 1
+    with pytest.raises(ConfigError, match="steps_per_element must be an integer >= 1"):
+        SeqConfig(steps_per_element=0).validate()
+
+
 @pytest.mark.parametrize("task, kw", [
     ("text", dict(hidden=64, train_samples=1500, test_samples=200, epochs=2, lr=3e-3, batch_size=32)),
     ("timeseries", dict(hidden=64, epochs=2, stride=2, lr=3e-3)),

@@ -102,6 +102,29 @@ def test_adding_an_energy_model_touches_one_place(rng, monkeypatch):
     assert rep.ann_energy_pj == 64 * 48 + 48 * 32 + 32 * 10
 
 
+def test_grouped_dilated_conv_counts_macs_per_group(rng):
+    """A conv with g groups does kh * kw * C_in / g MACs per output (a depthwise conv: kh * kw);
+    dilation changes the output size only. Counted by hand, and its SOPs from the input spikes."""
+    import numpy as np
+
+    from snncc.ir.graph import SpikeGraph
+    from snncc.ir.ops import Conv, Input, Neuron, Readout
+    g = SpikeGraph("g")
+    g.add("x", Input((4, 8, 8), encoding="spike"))
+    g.add("c", Conv(rng.normal(0, 1, (8, 2, 3, 3)), None, (1, 1), (0, 0), (2, 2), groups=2), ["x"])  # 8x4x4
+    g.add("n", Neuron(), ["c"])
+    g.add("dw", Conv(rng.normal(0, 1, (8, 1, 3, 3)), None, (1, 1), (1, 1), groups=8), ["n"])  # depthwise 8x4x4
+    g.add("m", Neuron(), ["dw"])
+    g.add("out", Readout(), ["m"])
+    T, B = 3, 2
+    x = (rng.random((B, T, 4, 8, 8)) < 0.5).astype(np.float64)
+    res = torch_backend.run(g, x, T)
+    rows = {r.name: r for r in count_layers(g, res.activity, B, T)}
+    assert rows["c"].flops == 3 * 3 * (4 // 2) * 8 * 4 * 4
+    assert rows["dw"].flops == 3 * 3 * 1 * 8 * 4 * 4
+    assert rows["c"].sops == pytest.approx(rows["c"].flops * x.sum() / (4 * 8 * 8 * B))
+
+
 def test_graded_inputs_per_event_value_or_as_macs(rng):
     g = residual(rng, "sew")
     T, B = 4, 3
@@ -126,12 +149,21 @@ def _spiking_cnn():
         nn.Linear(6 * 4 * 4, 5), neuron.LIFNode(tau=2.0, v_threshold=0.25)), (8, 1, 8, 8), 1.0
 
 
+def _grouped_cnn():
+    from spikingjelly.activation_based import neuron
+    from torch import nn
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=2, dilation=2, groups=2), neuron.LIFNode(tau=2.0, v_threshold=0.5),
+        nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4), neuron.LIFNode(tau=2.0, v_threshold=0.25), nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 5), neuron.LIFNode(tau=2.0, v_threshold=0.25)), (8, 2, 8, 8), 1.0
+
+
 def _sew_resnet():
     from test_export import TinyResNet
     return TinyResNet(sew=True), (8, 1, 4, 4), 4.0   # fc reads pooled SEW ADD counts: non-binary -> MACs
 
 
-@pytest.mark.parametrize("build", [_spiking_cnn, _sew_resnet])
+@pytest.mark.parametrize("build", [_spiking_cnn, _grouped_cnn, _sew_resnet])
 def test_counts_match_an_independent_hook_counter_on_a_spikingjelly_network(build):
     """syops' rules rewritten from its documentation as forward hooks on the spikingjelly module (no snncc
     code): a conv/linear whose input holds only {0, 1} does ops x mean(input) ACs, otherwise ops MACs,

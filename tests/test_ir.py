@@ -181,3 +181,87 @@ def test_save_is_atomic(rng, tmp_path, monkeypatch):
     with pytest.raises(GraphError):
         serialize.save(g, path)
     assert list(tmp_path.iterdir()) == []
+
+
+def _grouped_conv_graph(rng):
+    from snncc.ir.ops import Conv
+    g = SpikeGraph("gc")
+    g.add("x", Input((4, 7, 7), encoding="spike"))
+    g.add("c", Conv(rng.normal(0, 1, (6, 2, 3, 2)), rng.normal(0, 0.1, 6), (1, 2), (2, 1), (2, 3), 2), ["x"])
+    g.add("n", Neuron(), ["c"])
+    g.add("out", Readout(), ["n"])
+    return g
+
+
+def test_conv_dilation_and_groups_round_trip_and_old_files_default_to_one(rng, tmp_path):
+    g = _grouped_conv_graph(rng)
+    assert g.type_of("c").shape == (6, 7, 3)  # (7 + 4 - 2*2 - 1) // 1 + 1, (7 + 2 - 3*1 - 1) // 2 + 1
+    path = tmp_path / "g.snn.onnx"
+    serialize.save(g, path)
+    op = serialize.load(path).op("c")
+    assert (op.dilation, op.groups, op.stride, op.padding) == ((2, 3), 2, (1, 2), (2, 1))
+    # a file from before the fields existed: a Conv node without dilation/groups attributes -> 1 and 1
+    from snncc.ir.ops import Conv
+    g.replace_op("c", Conv(g.op("c").weight[:, :, :2, :1].repeat(2, axis=1), None, (1, 1), (0, 0)))
+    serialize.save(g, path)
+    model = onnx.load(path)
+    node = next(n for n in model.graph.node if n.name == "c")
+    keep = [a for a in node.attribute if a.name not in ("dilation", "groups")]
+    assert len(keep) == len(node.attribute) - 2
+    del node.attribute[:]
+    node.attribute.extend(keep)
+    onnx.save(model, path)
+    old = serialize.load(path)
+    assert (old.op("c").dilation, old.op("c").groups, old.type_of("c").shape) == ((1, 1), 1, (6, 6, 7))
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("groups", 0, "attribute 'groups': value 0 outside 1..65536"),
+    ("groups", 4, "groups=4 must be >= 1 and divide the 6 output channels"),
+    ("groups", 3, r"conv expects input \[6, H, W\], got \[4, 7, 7\]"),
+    ("dilation", [0, 1], r"attribute 'dilation': values \[0, 1\] outside 1..1024"),
+])
+def test_bad_conv_dilation_or_groups_are_refused(rng, tmp_path, name, value, message):
+    path = tmp_path / "g.snn.onnx"
+    serialize.save(_grouped_conv_graph(rng), path)
+    model = onnx.load(path)
+    node = next(n for n in model.graph.node if n.name == "c")
+    attr = next(a for a in node.attribute if a.name == name)
+    if name == "groups":
+        attr.i = value
+    else:
+        del attr.ints[:]
+        attr.ints.extend(value)
+    onnx.save(model, path)
+    with pytest.raises(SerializeError, match=message):
+        serialize.load(path)
+
+
+def test_multi_step_delays_survive_the_file_and_run_alike(rng, tmp_path):
+    """Edges delayed by 3 (recurrent) and 5 (feed-forward) steps: written and read back, torch and numba
+    give the same spikes, and a 5-step delay shifts the train by 5 steps exactly."""
+    from snncc.ir.graph import MAX_DELAY, Port
+    from snncc.neuron import NeuronParams
+    from snncc.sims import numba_sim
+    g = SpikeGraph("delays")
+    g.add("x", Input((4,), encoding="spike"))
+    g.add("fc", Dense(rng.normal(0.4, 0.8, (5, 4))), ["x"])
+    g.add("n", Neuron(NeuronParams("if", v_th=1.0)), ["fc"])
+    g.add("rec", Dense(rng.normal(0.0, 0.6, (5, 5))), ["n"])
+    g.connect("rec", "n", 3)
+    g.add("id", Dense(np.eye(5)), [Port("n", 5)])
+    g.add("m", Neuron(NeuronParams("if", v_th=0.5)), ["id"])
+    g.add("out", Readout(), ["m"])
+    serialize.save(g, tmp_path / "d.snn.onnx")
+    back = serialize.load(tmp_path / "d.snn.onnx")
+    assert [(p.src, p.delay) for p in back.inputs("n")] == [("fc", 0), ("rec", 3)]
+    x = (rng.random((2, 14, 4)) < 0.5).astype(np.float64)
+    a = torch_backend.run(back, x, 14, record=True).trains
+    b = numba_sim.run(back, x, 14, record=True).trains
+    assert a["n"].sum() > 5
+    for pop in ("n", "m"):
+        np.testing.assert_array_equal(a[pop], b[pop])
+    np.testing.assert_array_equal(a["m"][5:], a["n"][:-5])
+    assert not a["m"][:5].any()
+    with pytest.raises(GraphError, match=f"delay must be an int in 0..{MAX_DELAY} steps, got 1025"):
+        g.connect("rec", "n", MAX_DELAY + 1)

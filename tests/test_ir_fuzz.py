@@ -59,7 +59,7 @@ def _set_timesteps(m, value):
 CASES = {
     # (mutation, seed, the message must contain)
     "tau 0.5": (lambda m: _set_attr(_node(m, "lif0"), "params.tau", numpy_helper.from_array(np.array(0.5))),
-                MLP, "node 'lif0': bad neuron parameters (LIF tau must be > 1"),
+                MLP, "node 'lif0': bad neuron parameters (LIF tau must be >= 1"),
     "unknown neuron parameter": (lambda m: _node(m, "lif0").attribute.append(helper.make_attribute("params.gain", 2)),
                                  MLP, "node 'lif0' attribute 'params.gain': unknown neuron parameter"),
     "3-element tensor for a scalar": (lambda m: _set_attr(_node(m, "lif0"), "params.v_th",
@@ -98,8 +98,8 @@ CASES = {
                              "node 'fc0' snncc_inputs: expected a list of strings, got INTS"),
     "snncc_delays of strings": (lambda m: _set_attr(_node(m, "fc0"), "snncc_delays", ["a"]), MLP,
                                 "node 'fc0' snncc_delays: expected a list of ints, got STRINGS"),
-    "delay 2": (lambda m: _set_attr(_node(m, "h"), "snncc_delays", [0, 2]), RNN,
-                "node 'h' snncc_delays: delays must be 0 or 1"),
+    "delay 2000": (lambda m: _set_attr(_node(m, "h"), "snncc_delays", [0, 2000]), RNN,
+                   "node 'h' snncc_delays: delays must be in 0..1024"),
     "metadata not a dict": (lambda m: setattr(_meta(m, "snncc.metadata"), "value", "[1, 2]"), MLP,
                             "metadata: expected a JSON object, got list"),
     "types not a dict": (lambda m: setattr(_meta(m, "snncc.types"), "value", '"x"'), MLP,

@@ -44,6 +44,21 @@ def strided_cnn(rng, encoding="direct"):
     return g
 
 
+def grouped_cnn(rng, encoding="spike"):
+    """Dilated and grouped convs (a depthwise one), as lava Conv processes and, behind a sum pool, unrolled."""
+    g = SpikeGraph("grouped-cnn", {"timesteps": 6})
+    g.add("x", Input((4, 9, 9), encoding))
+    g.add("c1", Conv(rng.normal(0.1, 1.0, (6, 2, 3, 3)), rng.normal(0.2, 0.1, 6), (1, 1), (2, 1), (2, 1), 2), ["x"])
+    g.add("s1", Neuron(LIF), ["c1"])                                                        # 6x9x9
+    g.add("c2", Conv(rng.normal(0.3, 1.0, (6, 1, 2, 3)), None, (1, 2), (0, 1), (3, 2), 6), ["s1"])
+    g.add("s2", Neuron(IF), ["c2"])                                                         # 6x6x4
+    g.add("sp", Pool("sum", (2, 1), (2, 1)), ["s2"])                                        # 6x3x4
+    g.add("c3", Conv(rng.normal(0.2, 0.8, (4, 3, 2, 2)), rng.normal(0.1, 0.05, 4), dilation=(2, 2), groups=2), ["sp"])
+    g.add("s3", Neuron(LIF), ["c3"])                                                        # 4x1x2: Toeplitz
+    g.add("out", Readout("count"), ["s3"])
+    return g
+
+
 def _inputs(rng, g, batch, T, gain=1.0):
     (inp,) = g.input_nodes
     shape = g.type_of(inp).shape
@@ -67,12 +82,17 @@ def test_lava_kernel_layout_matches_torch():
     rng = np.random.default_rng(0)
     w = rng.normal(size=(3, 2, 3, 2))
     x = rng.normal(size=(2, 7, 6))
-    for stride, pad in [((1, 1), (1, 1)), ((2, 1), (1, 0)), ((1, 3), (0, 2))]:
-        want = F.conv2d(torch.tensor(x[None]), torch.tensor(w), stride=stride, padding=pad).numpy()[0]
-        got = utils.conv(x.transpose(1, 2, 0), lb.lava_kernel(w), (3, 2), stride, pad, (1, 1), 1)
+    x4 = rng.normal(size=(4, 9, 8))
+    for x, w, stride, pad, dil, groups in [(x, w, (1, 1), (1, 1), (1, 1), 1), (x, w, (2, 1), (1, 0), (1, 1), 1),
+                                           (x, w, (1, 3), (0, 2), (1, 1), 1), (x, w, (1, 2), (2, 1), (2, 3), 1),
+                                           (x4, rng.normal(size=(6, 2, 3, 2)), (2, 1), (1, 2), (3, 2), 2),
+                                           (x4, rng.normal(size=(4, 1, 2, 2)), (1, 1), (0, 0), (2, 1), 4)]:
+        want = F.conv2d(torch.tensor(x[None]), torch.tensor(w), stride=stride, padding=pad, dilation=dil,
+                        groups=groups).numpy()[0]
+        got = utils.conv(x.transpose(1, 2, 0), lb.lava_kernel(w), w.shape[2:], stride, pad, dil, groups)
         np.testing.assert_allclose(got.transpose(2, 0, 1), want, atol=1e-12)
-        np.testing.assert_allclose(lb.conv_matrix_sparse(w, x.shape, stride, pad) @ x.ravel(), want.ravel(),
-                                   atol=1e-12)
+        np.testing.assert_allclose(lb.conv_matrix_sparse(w, x.shape, stride, pad, dil, groups) @ x.ravel(),
+                                   want.ravel(), atol=1e-12)
 
 
 def test_plan_chooses_conv_per_synapse(tmp_path):
@@ -82,7 +102,8 @@ def test_plan_chooses_conv_per_synapse(tmp_path):
     for name in ("c2->s2", "c3->s3", "c4->s3", "c5->s4"):
         assert kinds[name] == "conv", (name, kinds[name])
     by = {c.name: c for c in plan.conns}
-    assert by["c2->s2"].conv == {"in_shape": (4, 9, 10), "out_shape": (6, 5, 9), "stride": (2, 1), "padding": (1, 0)}
+    assert by["c2->s2"].conv == {"in_shape": (4, 9, 10), "out_shape": (6, 5, 9), "stride": (2, 1), "padding": (1, 0),
+                                 "dilation": (1, 1), "groups": 1}
     assert by["c2->s2"].weight.shape == (6, 4, 3, 2)          # kept in snncc's layout in the plan
     assert by["c4->s3"].hops == 2 and by["c4->s3"].src == "s1~relay1"   # downsample meets conv2's hop
     assert kinds["s3->s4"] == "sparse" and by["s3->s4"].role == "identity"
@@ -102,10 +123,10 @@ def test_plan_chooses_conv_per_synapse(tmp_path):
     assert lb.lower(g2).to_json() == json.loads(json.dumps(lb.lower(g).to_json()))
 
 
-@pytest.mark.parametrize("encoding", ["direct", "spike"])
-def test_float_conv_equals_torch(encoding):
+@pytest.mark.parametrize("make, encoding", [(strided_cnn, "direct"), (strided_cnn, "spike"), (grouped_cnn, "spike")])
+def test_float_conv_equals_torch(make, encoding):
     rng = np.random.default_rng(1)
-    g = strided_cnn(rng, encoding)
+    g = make(rng, encoding)
     T, batch = 6, 2
     x = _inputs(rng, g, batch, T, 1.5)
     ref = torch_backend.run(g, x, T, record=True)
@@ -120,14 +141,16 @@ def test_float_conv_equals_torch(encoding):
         assert got.activity[n] == pytest.approx(v, rel=1e-9, abs=1e-9)
 
 
-@pytest.mark.parametrize("encoding", ["direct", "spike"])
-def test_fixed_conv_bit_exact(encoding):
+@pytest.mark.parametrize("make, encoding, convs", [(strided_cnn, "direct", ("c2->s2", "c3->s3", "c4->s3", "c5->s4")),
+                                                   (strided_cnn, "spike", ("c2->s2", "c3->s3", "c4->s3", "c5->s4")),
+                                                   (grouped_cnn, "spike", ("c1->s1", "c2->s2"))])
+def test_fixed_conv_bit_exact(make, encoding, convs):
     rng = np.random.default_rng(1)
-    g = strided_cnn(rng, encoding)
+    g = make(rng, encoding)
     T, batch = 6, 2
     x = _inputs(rng, g, batch, T, 1.0)
     plan = lb.lower(g, lb.Options(fixed_point=True))
-    for name in ("c2->s2", "c3->s3", "c4->s3", "c5->s4"):
+    for name in convs:
         q = plan.fixed.conns[name]
         assert q.kind == "conv" and q.weight_exp >= 0
         kw = lf.lava_conv_kwargs(plan, name)
@@ -170,12 +193,32 @@ def test_conv_row_bounds_match_unrolled_matrix():
     negative incoming weights) equals the row sums of its Toeplitz matrix."""
     rng = np.random.default_rng(2)
     w = rng.normal(size=(3, 2, 3, 2))
-    for stride, pad in [((1, 1), (1, 1)), ((2, 1), (1, 0)), ((2, 3), (0, 2))]:
-        shape = (2, 7, 6)
-        m = lb.conv_matrix(w, shape, stride, pad)
-        ho = (7 + 2 * pad[0] - 3) // stride[0] + 1
-        wo = (6 + 2 * pad[1] - 2) // stride[1] + 1
-        cv = {"in_shape": shape, "out_shape": (3, ho, wo), "stride": stride, "padding": pad}
+    cases = [((1, 1), (1, 1), (1, 1), 1), ((2, 1), (1, 0), (1, 1), 1), ((2, 3), (0, 2), (1, 1), 1),
+             ((1, 2), (2, 2), (2, 3), 1), ((1, 1), (1, 0), (2, 1), 3)]
+    for stride, pad, dil, groups in cases:
+        shape = (2 * groups, 7, 6)
+        m = lb.conv_matrix(w, shape, stride, pad, dil, groups)
+        ho = (7 + 2 * pad[0] - dil[0] * 2 - 1) // stride[0] + 1
+        wo = (6 + 2 * pad[1] - dil[1] - 1) // stride[1] + 1
+        cv = {"in_shape": shape, "out_shape": (3, ho, wo), "stride": stride, "padding": pad, "dilation": dil,
+              "groups": groups}
         pos, neg = lf.row_pos_neg(w, cv)
         np.testing.assert_allclose(pos, np.where(m > 0, m, 0).sum(1), atol=1e-12)
         np.testing.assert_allclose(neg, np.where(m < 0, -m, 0).sum(1), atol=1e-12)
+
+
+def test_conv_geometry_beyond_lava_conv_fields_is_unrolled():
+    """Lava 0.10's Conv models keep kernel size, stride, padding, dilation and groups as int8: a dilation of
+    130 would wrap (the run hangs), so that conv becomes its unrolled matrix, spike-exact like the rest."""
+    rng = np.random.default_rng(0)
+    g = SpikeGraph("wide")
+    g.add("x", Input((1, 1, 140), encoding="spike"))
+    g.add("c", Conv(np.ones((2, 1, 1, 2)), None, (1, 1), (0, 0), (1, 130)), ["x"])
+    g.add("n", Neuron(NeuronParams("if", v_th=1.5)), ["c"])
+    g.add("out", Readout("count"), ["n"])
+    (conn,) = lb.lower(g).conns
+    assert conn.kind == "dense" and "beyond lava Conv's 8-bit fields" in conn.note
+    x = (rng.random((1, 6, 1, 1, 140)) < 0.5).astype(np.float64)
+    ref = torch_backend.run(g, x, 6, record=True).trains["n"]
+    assert ref.sum() >= 5
+    np.testing.assert_array_equal(lb.run(g, x, 6, record=True).trains["n"], ref)

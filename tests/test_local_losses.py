@@ -10,7 +10,7 @@ from snncc.models.autoencoder import BSDAutoencoder
 from snncc.models.cnn import BSDCNN
 from snncc.models.mlp import BSDMLP
 from snncc.models.rnn import BSDRNN
-from snncc.training.bsd import repeat_time
+from snncc.training.methods.bsd import repeat_time
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: 1 thread is fastest on a busy box
 

@@ -15,7 +15,7 @@ from snncc.training.mskd import (CHECKPOINT_FORMAT, METHODS, HeadPositionError, 
                                  MSKDNet, TeacherError, TeacherNotFoundError, build_net, export_mskd_checkpoint,
                                  head_positions, kd_kl,
                                  load_mskd_checkpoint, load_teacher, mskd_loss, save_teacher_logits, train_mskd)
-from snncc.training.train import ConfigError
+from snncc.training.train import ConfigError, TrainingDiverged
 
 
 def _log_softmax(z):
@@ -38,23 +38,23 @@ def test_kd_kl_direction_and_temperature():
     s = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.2, 3.0]], dtype=torch.float64)
     t = torch.tensor([[0.0, 1.5, 0.0], [1.0, -2.0, 0.5]], dtype=torch.float64)
     tau = 3.0
-    got = float(kd_kl(s, t, tau, squared=False))
+    got = float(kd_kl(s, t, tau))
     assert got == pytest.approx(_kl(s, t, tau), rel=1e-12)  # student distribution first (eq. 9 as written)
     peaked, flat = torch.tensor([[6.0, 0.0, 0.0]]), torch.zeros(1, 3)  # KL is asymmetric here
-    fwd = float(kd_kl(peaked, flat, 1.0, squared=False))
+    fwd = float(kd_kl(peaked, flat, 1.0))
     assert fwd == pytest.approx(_kl(peaked, flat, 1.0), rel=1e-5)
     assert abs(fwd - _kl(flat, peaked, 1.0)) > 0.5  # ... not the reverse KL(teacher || student)
-    assert float(kd_kl(s, t, tau)) == pytest.approx(tau ** 2 * got, rel=1e-12)  # tau^2 factor by default
+    assert float(kd_kl(s, t, tau, "hinton")) == pytest.approx(tau ** 2 * got, rel=1e-12)  # tau^2: the named option
     assert float(kd_kl(s, s.clone(), tau)) == pytest.approx(0.0, abs=1e-12)
-    # higher temperature -> softer distributions -> smaller KL (before the tau^2 factor)
-    assert float(kd_kl(s, t, 10.0, squared=False)) < got
+    # higher temperature -> softer distributions -> smaller KL (eq. 9 as written: no tau^2 factor)
+    assert float(kd_kl(s, t, 10.0)) < got
     # the teacher gets no gradient
     s2, t2 = s.clone().requires_grad_(), t.clone().requires_grad_()
     kd_kl(s2, t2, tau).backward()
     assert t2.grad is None and s2.grad is not None
 
 
-def test_loss_composition_matches_eq11():
+def test_loss_composition_matches_eq11_with_the_hinton_scaling():
     y = np.array([0, 2])
     final = np.array([[1.0, 0.5, -0.5], [0.0, 0.3, 1.2]])
     heads = [np.array([[0.2, 0.1, 0.0], [0.0, 0.0, 0.4]]), np.array([[2.0, -1.0, 0.0], [0.3, 0.9, -0.2]])]
@@ -70,7 +70,8 @@ def test_loss_composition_matches_eq11():
 
     T = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
     total, parts = mskd_loss(T(final), [T(h) for h in heads], torch.tensor(y), T(teacher), T(recon), T(target),
-                             alpha=alpha, temperature=tau, beta=beta, w_c=w_c, w_k=w_k)
+                             alpha=alpha, temperature=tau, beta=beta, w_c=w_c, w_k=w_k, scaling="hinton",
+                             recon_kind="mean")
     assert float(total) == pytest.approx(expected, rel=1e-12)
     assert parts["L_c"] == pytest.approx(l_c) and parts["L_k"] == pytest.approx(l_k)
     assert parts["L_r"] == pytest.approx(l_r)
@@ -78,10 +79,47 @@ def test_loss_composition_matches_eq11():
     total, _ = mskd_loss(T(final), [], torch.tensor(y), alpha=alpha, temperature=tau, beta=beta)
     assert float(total) == pytest.approx(_ce(final, y), rel=1e-12)
     # vanilla KD: final head only
-    total, _ = mskd_loss(T(final), [], torch.tensor(y), T(teacher), alpha=alpha, temperature=tau, beta=beta)
+    total, _ = mskd_loss(T(final), [], torch.tensor(y), T(teacher), alpha=alpha, temperature=tau, beta=beta,
+                         scaling="hinton")
     assert float(total) == pytest.approx((1 - alpha) * _ce(final, y) + alpha * tau ** 2 * _kl(final, teacher, tau))
     with pytest.raises(MSKDConfigError, match="2 auxiliary heads but 1 CE"):
         mskd_loss(T(final), [T(h) for h in heads], torch.tensor(y), w_c=[1.0])
+
+
+def test_eq11_as_written_on_a_hand_computed_example():
+    """Two samples, two classes, one auxiliary head, KD temperature 2, worked out by hand:
+    student logits 0, 0 everywhere -> p = (1/2, 1/2) and CE = ln 2 per head and sample (label 0);
+    teacher logits (2 ln 3, 0) -> softmax of (ln 3, 0) at T = 2 is q = (3/4, 1/4), so
+    KL(p || q) = 1/2 ln((1/2)/(3/4)) + 1/2 ln((1/2)/(1/4)) = 1/2 ln(4/3) per head and sample;
+    reconstruction errors (T = 1): sample 1 (1, 2) -> ||.||^2 = 5, sample 2 (0, 1) -> 1, so L_r = (5 + 1) / 2 = 3.
+    L = (1 - a)(2 ln 2) + a ln(4/3) + b 3 (eq. 11); hinton: L_k x T^2 = 4; mean L_r: (1 + 4 + 0 + 1) / 4 = 1.5."""
+    zeros, y = torch.zeros(2, 2, dtype=torch.float64), torch.tensor([0, 0])
+    teacher = torch.tensor([[2 * math.log(3), 0.0]] * 2, dtype=torch.float64)
+    recon = torch.tensor([[[1.0, 2.0], [0.0, 1.0]]], dtype=torch.float64)  # (T=1, B=2, 2 pixels)
+    target = torch.zeros_like(recon)
+    a, b = 0.25, 0.1
+    total, parts = mskd_loss(zeros, [zeros.clone()], y, teacher, recon, target, alpha=a, temperature=2.0, beta=b)
+    assert parts["L_c"] == pytest.approx(2 * math.log(2), rel=1e-12)
+    assert parts["L_k"] == pytest.approx(math.log(4 / 3), rel=1e-12)
+    assert parts["L_r"] == pytest.approx(3.0, rel=1e-12)
+    assert float(total) == pytest.approx((1 - a) * 2 * math.log(2) + a * math.log(4 / 3) + b * 3.0, rel=1e-12)
+    total, parts = mskd_loss(zeros, [zeros.clone()], y, teacher, recon, target, alpha=a, temperature=2.0, beta=b,
+                             scaling="hinton", recon_kind="mean")
+    assert parts["L_k"] == pytest.approx(4 * math.log(4 / 3), rel=1e-12) and parts["L_r"] == pytest.approx(1.5)
+    assert MSKDConfig().kd_scaling == "paper" and MSKDConfig(recipe="paper").resolved().recon_loss == "mean"
+
+
+def test_configs_written_before_eq11_as_written_keep_their_loss():
+    """Checkpoints from before issue 16 stored ``kd_temperature_squared`` (and averaged L_r over elements):
+    they load with the same loss (hinton / paper scaling, element-mean L_r); older ones (tau / tau_m) too."""
+    new = MSKDConfig().to_dict()
+    base = {k: v for k, v in new.items() if k not in ("kd_scaling", "recon_loss")}
+    for squared, scaling in ((True, "hinton"), (False, "paper")):
+        cfg = MSKDConfig.from_dict({**base, "kd_temperature_squared": squared})
+        assert (cfg.kd_scaling, cfg.recon_loss) == (scaling, "mean")
+    oldest = {k: v for k, v in base.items() if k not in ("kd_temperature", "tau")} | {"tau": 4.0, "tau_m": 2.0}
+    cfg = MSKDConfig.from_dict(oldest)
+    assert (cfg.kd_temperature, cfg.tau, cfg.kd_scaling, cfg.recon_loss) == (4.0, 2.0, "hinton", "mean")
 
 
 # ---------------------------------------------------------------- structure
@@ -178,6 +216,18 @@ def test_teacher_errors(ann_teacher, tmp_path):
     save_teacher_logits(teacher_path, _cfg(method="kd", data_dir=data_dir), tmp_path / "t.pt")
     with pytest.raises(TeacherError, match="not for this run's training data"):
         load_teacher(tmp_path / "t.pt", _cfg(method="kd", data_dir=data_dir, seed=1))
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_diverging_run_stops_with_one_line_naming_the_term(ann_teacher, tmp_path):
+    """L_r as the paper's squared norm (x T*C*H*W the element mean) at the CPU recipe's SGD step blows the
+    reconstruction up within the epoch: the run stops with TrainingDiverged (exit 2 in the CLI), no checkpoint."""
+    _, _, data_dir = ann_teacher
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    with pytest.raises(TrainingDiverged, match=r"training diverged at epoch 1, step \d+: loss is not finite \(L_r; "
+                                               r".*; no checkpoint written") as info:
+        train_mskd(_cfg(method="mskd", data_dir=data_dir, recon_loss="sum"), tmp_path, progress=False, teacher=teacher)
+    assert info.value.layer == "L_r" and "\n" not in str(info.value)
     assert not (tmp_path / "model.pt").exists()
 
 

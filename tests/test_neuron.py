@@ -50,6 +50,20 @@ def test_firing_uses_greater_or_equal():
     assert v[3] == 0.0
 
 
+@pytest.mark.parametrize("reset", ["hard", "soft"])
+def test_tau_one_lif_is_a_stateless_threshold(reset):
+    """tau = 1 forgets the membrane: s[t] = (x[t] + v_rest >= v_th), even where v + (x - v) would
+    round differently (v = -1e17 after a large negative input, then x = 1: -1e17 + (1 + 1e17) == 0)."""
+    p = NeuronParams("lif", tau=1.0, v_th=0.5, reset=reset)
+    xs = [-1e17, 1.0, 0.5, np.nextafter(0.5, 0), -3.0, 0.7]
+    s, _ = simulate(p, xs)
+    assert s.tolist() == [0, 1, 1, 0, 0, 1]
+    v = p.v_rest
+    for x in xs:  # the compiled kernel function too
+        sj, v = numba.njit(nrn.step)(v, x, *p.scalars())
+        assert sj == float(x >= 0.5)
+
+
 def test_soft_reset_subtracts_threshold_and_keeps_residue():
     p = NeuronParams("if", v_th=1.0, reset="soft")
     s, v = simulate(p, [0.75] * 4)
@@ -79,7 +93,7 @@ def test_same_functions_compile_with_numba():
 @pytest.mark.parametrize("kwargs, match", [
     ({"model": "izh"}, "unknown neuron model"),
     ({"reset": "none"}, "unknown reset"),
-    ({"tau": 1.0}, "tau must be > 1"),
+    ({"tau": 0.9}, "tau must be >= 1"),
     ({"v_th": 0.0}, "must exceed"),
 ])
 def test_bad_parameters_are_rejected(kwargs, match):

@@ -15,7 +15,8 @@ import graphs
 from snncc.backends import torch_ref as torch_backend
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout
-from snncc.ir.types import Kind
+from snncc.ir.graph import Port
+from snncc.ir.types import Kind, TensorType
 from snncc.neuron import NeuronParams
 from snncc.sims import numba_kernels, numba_rules, numba_sim
 
@@ -173,6 +174,28 @@ def test_shared_graphs(rng, name, kernel):
     _assert_same(g, x, 6, rates=False)
 
 
+def test_grouped_dilated_convs_and_multi_step_delays(rng, kernel):
+    """Grouped and dilated convs (one depthwise, on a 2-step recurrent loop) and a skip edge delayed by 4 steps."""
+    def conv(c_in, c_out, groups, stride, pad, dilation, gain):
+        return Conv(_w(rng, (c_out, c_in // groups, 3, 3), gain), rng.normal(0, 0.1, c_out), stride, pad, dilation,
+                    groups)
+    g = SpikeGraph("grouped-dilated-delayed")
+    g.add("x", Input((4, 10, 10), encoding="spike"))
+    g.add("c1", conv(4, 6, 2, (1, 1), (2, 2), (2, 2), 5.0), ["x"])            # (6, 10, 10)
+    g.add("n1", Neuron(LIF), ["c1"])
+    g.add("c2", conv(6, 6, 2, (2, 1), (1, 2), (1, 2), 3.0), ["n1"])           # (6, 5, 10)
+    g.add("n2", Neuron(LIF), ["c2"])
+    g.add("rec", conv(6, 6, 6, (1, 1), (2, 2), (2, 2), 1.0), ["n2"])          # depthwise
+    g.connect("rec", "n2", 2)
+    g.add("c3", conv(6, 6, 3, (2, 1), (1, 2), (1, 2), 3.0), [Port("n1", 4)])  # 4 steps late
+    g.add("n3", Neuron(LIF), ["c3", "n2"])
+    g.add("flat", Flatten(), ["n3"])
+    g.add("fc", Dense(_w(rng, (5, 300), 3.0), rng.normal(0.2, 0.1, 5)), ["flat"])
+    g.add("n4", Neuron(LIF), ["fc"])
+    g.add("out", Readout("count"), ["n4"])
+    _assert_same(g, (rng.random((2, 12, 4, 10, 10)) < 0.3).astype(np.float64), 12)
+
+
 def test_batch_chunks_and_buffer_reuse(rng, monkeypatch):
     g = graphs.mlp(rng)
     x = rng.random((5, 1, 8, 8))
@@ -186,21 +209,35 @@ def test_batch_chunks_and_buffer_reuse(rng, monkeypatch):
     assert np.array_equal(plan.run(x, 6).output, whole.output)  # reused buffers
 
 
-def test_event_convs_match_conv2d(rng):
-    """Both event-driven convs (scatter per event, gather per output pixel) on counts."""
-    c_in, c_out, h, w, k = 3, 5, 9, 7, 3
-    weight = rng.normal(size=(c_out, c_in, k, k))
+GEOMETRIES = [((1, 1), 1), ((2, 3), 1), ((1, 2), 3), ((2, 2), 3)]  # (dilation, groups): plain, dilated,
+# grouped, grouped and dilated
+
+
+def _conv_case(rng, dilation, groups, stride, x):
+    """Weights, bias, the torch conv2d of x (batch, C_in, H, W) and the kernels' geometry arguments."""
+    c_out, c_in, k = 6, x.shape[1], 3
+    weight = rng.normal(size=(c_out, c_in // groups, k, k))
     bias = rng.normal(size=c_out)
-    x = (rng.random((c_in, h, w)) < 0.3) * rng.integers(1, 3, (c_in, h, w)).astype(np.float64)  # counts
-    w_f = np.ascontiguousarray(weight.transpose(1, 2, 3, 0)[:, :, ::-1])  # kx reversed
-    w_g = np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
-    for stride in ((2, 1), (1, 2)):  # scatter with x-stride 1: the contiguous row path; 2: one tap at a time
-        ref = F.conv2d(torch.as_tensor(x[None]), torch.as_tensor(weight), torch.as_tensor(bias),
-                       stride=stride, padding=(1, 2))[0].numpy()
-        dims = (h, w, ref.shape[1], ref.shape[2], *stride, 1, 2)
-        for kernel, wk in ((numba_kernels.conv_rows, w_f), (numba_kernels.conv_events, w_g)):
+    ref = F.conv2d(torch.as_tensor(x), torch.as_tensor(weight), torch.as_tensor(bias), stride=stride,
+                   padding=(1, 2), dilation=dilation, groups=groups).numpy()
+    dims = (*x.shape[2:], *ref.shape[2:], *stride, 1, 2, *dilation)
+    return weight, bias, ref, dims
+
+
+@pytest.mark.parametrize("dilation, groups", GEOMETRIES)
+def test_event_convs_match_conv2d(rng, dilation, groups):
+    """Both event-driven convs (scatter per event, gather per output pixel) on counts, with the layouts
+    numba_rules prepares (weights per input channel to its group's outputs)."""
+    x = (rng.random((1, 3, 9, 7)) < 0.3) * rng.integers(1, 3, (1, 3, 9, 7)).astype(np.float64)  # counts
+    # x-stride 1: the scatter's contiguous kernel-row path (without groups and dilation); 2: one tap at a time
+    for stride in ((2, 1), (1, 2)):
+        weight, bias, ref, dims = _conv_case(rng, dilation, groups, stride, x)
+        op = Conv(weight, bias, stride, (1, 2), dilation, groups)
+        d = numba_rules.RULES[Conv][0](op, TensorType(Kind.COUNT, x.shape[1:]), TensorType(Kind.ANALOG, ref.shape[1:]))
+        assert d["dims"] == dims
+        for kernel, wk in ((numba_kernels.conv_rows, d["w_f"]), (numba_kernels.conv_events, d["w_g"])):
             out = np.empty((1, ref.size))
-            total = kernel(0, 1, x.reshape(1, -1), wk, bias, out, *dims)
+            total = kernel(0, 1, x.reshape(1, -1), wk, bias, out, *dims, 3 // groups)
             np.testing.assert_allclose(out.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
             assert np.isclose(total, ref.sum())
 
@@ -212,16 +249,15 @@ def test_dense_cost_model():
     assert not numba_rules.dense_product_wins(1.0, 16, 784, 1024)
 
 
-def test_unfolded_conv_matches_conv2d(rng):
-    """The dense conv path: im2col then one product per sample, vs torch's conv2d."""
-    c_in, c_out, h, w, k = 3, 5, 9, 7, 3
-    weight = rng.normal(size=(c_out, c_in, k, k))
-    x = rng.normal(size=(2, c_in, h, w))
-    ref = F.conv2d(torch.as_tensor(x), torch.as_tensor(weight), stride=(2, 1), padding=(1, 2)).numpy()
-    ho, wo = ref.shape[2:]
-    cols = np.full((2, c_in * k * k, ho * wo), np.nan)
-    numba_kernels.im2col(0, 2, x.reshape(2, -1), cols, k, k, h, w, ho, wo, 2, 1, 1, 2)
-    got = np.matmul(weight.reshape(c_out, -1), cols)
+@pytest.mark.parametrize("dilation, groups", GEOMETRIES)
+def test_unfolded_conv_matches_conv2d(rng, dilation, groups):
+    """The dense conv path: im2col then one product per sample and group, vs torch's conv2d."""
+    x = rng.normal(size=(2, 3, 9, 7))
+    weight, bias, ref, dims = _conv_case(rng, dilation, groups, (2, 1), x)
+    ref = ref - bias[:, None, None]  # the product alone
+    cols = np.full((2, 3 * 9, ref.shape[2] * ref.shape[3]), np.nan)
+    numba_kernels.im2col(0, 2, x.reshape(2, -1), cols, 3, 3, *dims)
+    got = np.matmul(weight.reshape(groups, 6 // groups, -1), cols.reshape(2, groups, -1, cols.shape[2]))
     np.testing.assert_allclose(got.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
 
 

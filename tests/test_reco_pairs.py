@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from snncc.training.bsd import pair_masks, reco_grad_closed_form, reco_loss, same_label
+from snncc.training.methods.bsd import pair_masks, reco_grad_closed_form, reco_loss, same_label
 
 
 def _case(shape=(), b=8, n=11, d=5, seed=1):

@@ -141,6 +141,26 @@ def test_resume_refuses_another_run_and_missing_state(tmp_path):
         restore(tmp_path / "old.pt", ckpt["format"], ckpt["config"], model, make_optimizer(model, 1e-3), None)
 
 
+def test_a_run_written_before_a_config_field_existed_resumes(tmp_path):
+    """A checkpoint whose config lacks a field added later (here init_gain, issue 16) resumes when the field's
+    recorded meaning (its default) equals the new run's, and is refused naming it when it does not."""
+    from click.testing import CliRunner
+
+    from snncc.cli import main as cli
+    args = ["train", "--method", "bsd", "--dataset", "digits", "--epochs", "1", "--sizes", "64,16,10",
+            "--train-samples", "64", "--test-samples", "32", "--threads", "1", "--quiet", "--out", str(tmp_path)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    ckpt = torch.load(tmp_path / "model.pt", weights_only=True)
+    del ckpt["config"]["init_gain"]  # as written before the field existed
+    torch.save(ckpt, tmp_path / "model.pt")
+    res = CliRunner().invoke(cli, args + ["--init-gain", "2", "--resume"])
+    assert res.exit_code == 2 and "cannot resume, config differs in init_gain" in res.output
+    more = CliRunner().invoke(cli, args[:6] + ["2"] + args[7:] + ["--resume"])
+    assert more.exit_code == 0, more.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == 1 and len(metrics["history"]) == 2
+
+
 # ---------------------------------------------------------------- recipes
 def test_recipes_give_the_papers_protocols_and_explicit_values_win():
     cpu = TrainConfig(method="bsd", model="mlp", dataset="mnist").resolved()

@@ -21,15 +21,17 @@ a rule are refused by name (``Backend.check_ops``); then one rule per IR op clas
     Dense          -> lava.proc.dense.Dense (weights scaled by the target's 1/tau)
     Conv           -> chosen per synapse (Conn.kind / Conn.note, in lava.json and summary.txt):
                       * lava.proc.conv.process.Conv when the conv reads a spike source's
-                        (C, H, W) vector directly (a population, an OR pool, the spike input).
+                        (C, H, W) vector directly (a population, an OR pool, the spike input)
+                        and kernel, stride, padding, dilation, groups fit its int8 fields (<= 127).
                         Populations stay 1-D C-order vectors; Lava's Conv ports are (X, Y, C),
                         here (H, W, C), bridged with virtual ports:
                         s_out.reshape((C, H, W)).transpose((1, 2, 0)) -> Conv.s_in and
                         Conv.a_out.transpose((2, 0, 1)).reshape((n,)) -> LIF.a_in. Weight
                         (C_out, kh, kw, C_in) spatially flipped (:func:`lava_kernel`: the CPU
-                        model uses scipy convolve2d, a true convolution); padding/stride given
-                        as (H, W). Same one-step delay as Dense (sends a_buf first).
-                      * otherwise (an avg/sum pool folded in front of it) the unrolled (Toeplitz)
+                        model uses scipy convolve2d, a true convolution); padding/stride/dilation
+                        given as (H, W), groups as is (Lava 0.10 supports both). Same one-step
+                        delay as Dense (sends a_buf first).
+                      * otherwise (an avg/sum pool folded in front of it, a larger geometry) the unrolled (Toeplitz)
                         matrix, built sparse and vectorised: lava Dense when it has <=
                         DENSE_MAX_ENTRIES entries, else lava Sparse (CSR).
                       The plan keeps the kernel in snncc's layout; no out x in matrix is built.
@@ -41,7 +43,9 @@ a rule are refused by name (``Backend.check_ops``); then one rule per IR op clas
     Neuron         -> lava.proc.lif.LIF
     Readout        -> lava.proc.io.sink.RingBuffer on every recorded population; the
                       readout counts come from the (re-aligned) recorded trains
-    recurrent delayed edge -> the Dense's natural one-step delay (see Timing)
+    recurrent delayed edge -> the Dense's natural one-step delay (see Timing); an edge of d steps
+                      gets identity relay populations for the other steps (lava's DelayDense,
+                      which would hold them in one process, is not used yet)
     Add            -> only with graded spikes (below); otherwise refused (a SEW spike ADD
                       first by the validator, with a hint at the option)
 
@@ -89,7 +93,10 @@ is Lava's LIF with ``du = 1/tau_syn``: ``u`` is the synaptic current times the i
 the inputs are scaled by ``input_gain / tau_syn``.
 
 Soft reset (v' = h - v_th s) has no Lava LIF equivalent (Lava zeroes v and loses the
-residual h - v_th) and is refused.
+residual h - v_th) and is refused. A memoryless LIF (tau = 1, NIR's Threshold) is dv = 1: Lava's
+v (1 - dv) is 0, so v = u + bias, exact in float; fixed point refuses it (dv would be 4096), and a
+threshold at or below rest (firing without input) is refused, since the alignment below needs every
+population silent before its depth.
 
 Inputs. A direct-encoded (analog) input reaches the first synapse as the same current
 W x + b at every step, so that current (computed with the reference's own torch rules,

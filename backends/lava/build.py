@@ -95,7 +95,8 @@ def build(L, plan: LavaPlan, x: np.ndarray, batch: int, steps: int, timesteps: i
             kw = params.conv_kwargs(plan, c)
             ci, h, w = c.conv["in_shape"]
             dense[c.name] = LavaConv(name=c.name, input_shape=(h, w, ci), padding=tuple(c.conv["padding"]),
-                                     stride=tuple(c.conv["stride"]), num_message_bits=c.bits, **kw)
+                                     stride=tuple(c.conv["stride"]), dilation=tuple(c.conv["dilation"]),
+                                     groups=int(c.conv["groups"]), num_message_bits=c.bits, **kw)
         elif c.kind is ConnKind.SPARSE:
             dense[c.name] = LavaSparse(name=c.name, num_message_bits=c.bits, **params.dense_kwargs(plan, c))
         else:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from snncc.backends.lava.plan import Dyn, DynVar, LavaPlan, PopRole
-from snncc.backends.torch_ref import apply
+from snncc.backends.torch_ref import History, apply
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import ReadoutMode
 
@@ -67,7 +67,7 @@ def replay(graph: SpikeGraph, x: np.ndarray, trains: dict, timesteps: int, direc
     batch = x.shape[0]
     xt = torch.as_tensor(x, dtype=torch.float64)
     activity = {n: 0.0 for n in order}
-    prev, readout = {}, None
+    history, readout = History(graph, types, batch), None
     (out,) = graph.output_nodes
     with torch.no_grad():
         for t in range(timesteps):
@@ -79,12 +79,9 @@ def replay(graph: SpikeGraph, x: np.ndarray, trains: dict, timesteps: int, direc
                 elif op.is_population:
                     cur[n] = torch.as_tensor(trains[n][t], dtype=torch.float64)
                 else:
-                    xs = [cur[p.src] if p.delay == 0 else
-                          prev.get(p.src, torch.zeros((batch, *types[p.src].shape), dtype=torch.float64))
-                          for p in graph.inputs(n)]
-                    cur[n] = apply(op, xs)
+                    cur[n] = apply(op, history.inputs(n, cur))
                 activity[n] += float(cur[n].sum())
-            prev = cur
+            history.push(cur)
             readout = cur[out] if readout is None else readout + cur[out]
     output = readout.numpy()
     if graph.op(out).mode is ReadoutMode.MEAN:

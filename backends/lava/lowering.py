@@ -14,7 +14,7 @@ import numpy as np
 from scipy import sparse
 
 from snncc.backends.base import Requirements
-from snncc.backends.lava.matrices import as_matrix, conv_matrix_sparse, identity, pool_matrix_sparse
+from snncc.backends.lava.matrices import as_matrix, conv_fields, conv_matrix_sparse, identity, pool_matrix_sparse
 from snncc.backends.lava.plan import (DENSE_MAX_ENTRIES, GRADED_MAX_BITS, Conn, ConnKind, ConnRole, Dyn, DynVar, LavaPlan,
                                       LoweringError, Pop, PopRole, Precision)
 from snncc.ir.graph import SpikeGraph
@@ -131,7 +131,10 @@ def _synapse_matrix(ctx, n, op):
     if isinstance(op, Dense):
         return np.asarray(op.weight, dtype=np.float64)
     (p,) = ctx.g.inputs(n)
-    return conv_matrix_sparse(op.weight, ctx.types[p.src].shape, op.stride, op.padding)
+    return conv_matrix_sparse(op.weight, ctx.types[p.src].shape, op.stride, op.padding, op.dilation, op.groups)
+
+
+LAVA_CONV_FIELD_MAX = 127  # lava 0.10's Conv models hold kernel size, stride, padding, dilation, groups as int8
 
 
 def _synapse_edge(ctx, src, sop, s, m, scale, delay, dst):
@@ -139,14 +142,18 @@ def _synapse_edge(ctx, src, sop, s, m, scale, delay, dst):
     vector directly -> lava Conv; anything with a folded avg/sum pool (Toeplitz product) or a
     Dense op -> a matrix (dense, or CSR when large)."""
     (sp,) = ctx.g.inputs(src)
-    if isinstance(sop, Conv) and m is None:
+    fits = isinstance(sop, Conv) and max(*sop.weight.shape[2:], *sop.stride, *sop.padding, *sop.dilation,
+                                         sop.groups) <= LAVA_CONV_FIELD_MAX
+    if fits and m is None:
         cv = {"in_shape": tuple(ctx.types[sp.src].shape), "out_shape": tuple(ctx.types[src].shape),
-              "stride": tuple(int(v) for v in sop.stride), "padding": tuple(int(v) for v in sop.padding)}
+              **conv_fields(sop)}
         w = np.asarray(sop.weight, dtype=np.float64) * scale
         return _Edge(s, dst, w, delay, ConnRole.SYNAPSE, (src,), ConnKind.CONV, cv, "lava Conv")
     if isinstance(sop, Conv):
-        w = _synapse_matrix(ctx, src, sop) @ m
-        why = "Toeplitz: " + ("avg/sum pool folded into the conv" if m is not None else "conv")
+        w = _synapse_matrix(ctx, src, sop)
+        w = w if m is None else w @ m
+        why = "Toeplitz: " + ("avg/sum pool folded into the conv" if m is not None else
+                              f"conv geometry beyond lava Conv's 8-bit fields (> {LAVA_CONV_FIELD_MAX})")
     else:
         w = np.asarray(sop.weight, dtype=np.float64)
         w = w if m is None else np.asarray((m.T @ w.T).T)
@@ -172,6 +179,9 @@ def _rule_neuron(ctx, n, op):
         if any(p.src in ctx.static or getattr(ctx.g.op(p.src), "bias", None) is not None for p in ctx.g.inputs(n)):
             ctx.fail(n, "a current-based LIF fed by the direct-encoded input or a synapse bias: Lava adds those "
                         "to v, past the synaptic current")
+    if not v_th > v_rest:
+        ctx.fail(n, "a memoryless LIF whose threshold is at or below its resting potential fires without input; "
+                    "Lava's step alignment needs every population silent before its first step")
     vth = float(np.nextafter(v_th - v_reset, -np.inf))
     ctx.pops[n] = Pop(n, PopRole.NEURON, ctx.types[n].size, du, inv_tau if leaky else 0.0, vth, node=n,
                       shape=ctx.types[n].shape, scale=scale, record=True)

@@ -208,7 +208,8 @@ def _host_layer(graph: SpikeGraph, plan, pop) -> dict:
     host = {"kind": "dense" if isinstance(op, Dense) else "conv", "scale": float(scale),
             "scale_exp": int(plan.fixed.pops[pop].k), "node": node}
     if isinstance(op, Conv):
-        host.update(stride=[int(v) for v in op.stride], padding=[int(v) for v in op.padding])
+        host.update(stride=[int(v) for v in op.stride], padding=[int(v) for v in op.padding],
+                    dilation=[int(v) for v in op.dilation], groups=int(op.groups))
     w = np.asarray(op.weight, dtype=np.float64)
     c_out = w.shape[0]
     b = np.zeros(c_out) if op.bias is None else np.asarray(op.bias, dtype=np.float64)
@@ -292,7 +293,7 @@ def netx_export(graph: SpikeGraph, input_bound: float = 1.0) -> NetxExport:
                 _fail(c.nodes[0], "Conv", "neuron-wise bias in a conv layer is not exported")
             lay.update(type="conv", shape=np.asarray(c.conv["out_shape"], np.int64), weight=w,
                        stride=np.asarray(c.conv["stride"], np.int64), padding=np.asarray(c.conv["padding"], np.int64),
-                       dilation=np.ones(2, np.int64), groups=1)
+                       dilation=np.asarray(c.conv["dilation"], np.int64), groups=int(c.conv["groups"]))
             if np.any(bias):
                 lay["bias"] = per_ch[:, 0].copy()
             ndim = 3

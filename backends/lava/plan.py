@@ -83,9 +83,9 @@ class ConnKind(StrEnum):
 
 
 def _conv_json(cv: dict) -> dict:
-    return {k: list(v) for k, v in cv.items()} | {
+    return {k: v if isinstance(v, int) else list(v) for k, v in cv.items()} | {
         "lava_layout": "ports (X, Y, C) = (H, W, C) via s_out.reshape(C,H,W).transpose(1,2,0) and "
-                       "a_out.transpose(2,0,1).reshape(-1); weight (C_out, kh, kw, C_in) spatially flipped"}
+                       "a_out.transpose(2,0,1).reshape(-1); weight (C_out, kh, kw, C_in / groups) spatially flipped"}
 
 
 # -- the lowered program (plain data; built into Lava processes by build.build) ----------------
@@ -125,7 +125,7 @@ class Conn:
     delay: int = 0         # reference delay of the path
     hops: int = 1          # Lava hops of the realised path (relays included)
     kind: ConnKind = ConnKind.DENSE
-    conv: dict | None = None   # kind conv: in_shape (C,H,W), out_shape (Co,Ho,Wo), stride, padding
+    conv: dict | None = None   # kind conv: in_shape (C,H,W), out_shape (Co,Ho,Wo), stride, padding, dilation, groups
     note: str = ""         # why this process type (recorded in lava.json and the summary)
     bits: int = 0          # num_message_bits: 0 binary spikes, > 0 graded messages (counts)
 
@@ -234,7 +234,8 @@ class LavaPlan:
                          f"vth={p.vth!r} offset={p.depth}" + (" recorded" if p.record else ""))
         for c in self.conns:
             shape = (f"kernel {list(c.weight.shape)} stride={list(c.conv['stride'])} "
-                     f"pad={list(c.conv['padding'])}") if c.kind is ConnKind.CONV else str(list(c.weight.shape))
+                     f"pad={list(c.conv['padding'])} dilation={list(c.conv['dilation'])} groups={c.conv['groups']}") \
+                if c.kind is ConnKind.CONV else str(list(c.weight.shape))
             lines.append(f"  {c.kind.lava_name:<6} {c.name:<22} {c.role:<8} {c.src} -> {c.dst} "
                          f"{shape} delay={c.delay} hops={c.hops}" + (f" num_message_bits={c.bits}" if c.bits else "")
                          + (f"  [{c.note}]" if c.note else ""))

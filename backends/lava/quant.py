@@ -114,24 +114,25 @@ def lava_weights(w, mode: SignMode):
 
 
 def conv_apply(x: np.ndarray, kernel: np.ndarray, cv: dict) -> np.ndarray:
-    """conv2d of (B, C*H*W) C-order vectors with a (C_out, C_in, kh, kw) kernel -> (B, out) float64
+    """conv2d of (B, C*H*W) C-order vectors with a (C_out, C_in / groups, kh, kw) kernel -> (B, out) float64
     (exact for integer operands below 2^53)."""
     ci, h, w = cv["in_shape"]
     xt = torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1, ci, h, w))
     out = F.conv2d(xt, torch.as_tensor(np.asarray(kernel, dtype=np.float64)),
-                   stride=tuple(cv["stride"]), padding=tuple(cv["padding"]))
+                   stride=tuple(cv["stride"]), padding=tuple(cv["padding"]), dilation=tuple(cv["dilation"]),
+                   groups=int(cv["groups"]))
     return out.numpy().reshape(xt.shape[0], -1)
 
 
 def row_pos_neg(eff, conv: dict | None):
     """Per destination neuron: sum of the positive / of the negative incoming weights."""
-    if conv is not None:   # all-ones input: kernel summed over C_in, times the in-bounds masks
+    if conv is not None:   # all-ones input: kernel summed over its (group's) C_in, times the in-bounds masks
         _, h, w = conv["in_shape"]
         _, ho, wo = conv["out_shape"]
         kh, kw = eff.shape[2:]
-        (sy, sx), (py, px) = conv["stride"], conv["padding"]
-        iy = np.arange(ho)[None, :] * sy - py + np.arange(kh)[:, None]
-        ix = np.arange(wo)[None, :] * sx - px + np.arange(kw)[:, None]
+        (sy, sx), (py, px), (dy, dx) = conv["stride"], conv["padding"], conv["dilation"]
+        iy = np.arange(ho)[None, :] * sy - py + np.arange(kh)[:, None] * dy
+        ix = np.arange(wo)[None, :] * sx - px + np.arange(kw)[:, None] * dx
         vy = ((iy >= 0) & (iy < h)).astype(np.float64)         # (kh, ho)
         vx = ((ix >= 0) & (ix < w)).astype(np.float64)         # (kw, wo)
 

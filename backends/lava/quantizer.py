@@ -9,7 +9,7 @@ import numpy as np
 
 from snncc.backends.lava.fixed import FixedConn, FixedParams, FixedPop
 from snncc.backends.lava.lowering import lower_float, requirements
-from snncc.backends.lava.matrices import pool_matrix_sparse
+from snncc.backends.lava.matrices import conv_fields, pool_matrix_sparse
 from snncc.backends.lava.plan import ConnKind, DynVar, LoweringError, PopRole, Precision
 from snncc.backends.lava.quant import (BIAS_EXP_MAX, BIAS_MANT, DECAY_UNITY, DU_MAX, NETX_BIAS_EXP, VTH_MAX,
                                        WEIGHT_EXP, SignMode, a_in_max, conv_apply, current_du, lava_weights,
@@ -52,7 +52,7 @@ def _static_bounds(graph, plan, input_bound: float) -> dict:
             if isinstance(op, Dense):
                 out[n] = w @ ins[0] + b
             else:   # |W| @ bound as a conv (no unrolled matrix)
-                cv = {"in_shape": types[p.src].shape, "stride": op.stride, "padding": op.padding}
+                cv = {"in_shape": types[p.src].shape, **conv_fields(op)}
                 out[n] = conv_apply(ins[0][None], w, cv)[0] + b
         else:  # pragma: no cover - the float lowering only marks these as static
             raise LoweringError(f"fixed point: cannot bound static node {n!r}")
@@ -223,6 +223,11 @@ def quantize(graph, input_bound: float = 1.0, scale_exp=None, graded: bool = Fal
 
 def attach_fixed(graph, plan, input_bound: float = 1.0, scale_exp=None, netx: bool = False):
     """Give a float plan its fixed-point parameters and precision fixed_pt (returns it)."""
+    for p in plan.pops.values():
+        if p.role is PopRole.NEURON and p.dv == 1.0:
+            raise LoweringError(f"node {p.node!r}: a memoryless LIF (tau = 1, e.g. NIR's Threshold) needs dv = 4096 "
+                                f"in fixed point; Lava's 12-bit dv stops at 4095, which keeps 1/4096 of the last "
+                                f"potential: lowered to Lava float only")
     plan.fixed = quantize_plan(graph, plan, input_bound, scale_exp, netx)
     plan.precision = Precision.FIXED
     return plan

@@ -18,13 +18,27 @@ _RECIPE = click.option("--recipe", type=click.Choice(["cpu", "paper"]), default=
 _RESUME = click.option("--resume", is_flag=True,
                        help="continue from OUT/model.pt after its last completed epoch (same options; --epochs may "
                             "grow); the result is bit-identical to an uninterrupted run on the same machine")
-RESNET_METHODS = ("ann", "direct", "kd", "mskd", "mskd-norecon")
-BSD_MODELS = ("mlp", "cnn")
+IMAGE_MODELS = ("mlp", "cnn")
+# options of the ResNet trainer only
+RESNET_ONLY = ("teacher", "alpha", "kd_temperature", "kd_scaling", "recon_loss", "beta", "heads", "optimizer",
+               "lif_form")
+
+
+def _model_kind(model: str) -> str:
+    """``--model`` -> the registry's model kind (mlp, cnn or resnet); ModelError for an unknown name."""
+    if model in IMAGE_MODELS:
+        return model
+    if model in ("rnn", "autoencoder"):
+        raise click.UsageError(f"--model {model} trains with 'snncc bsd train-{'seq' if model == 'rnn' else 'ae'}'")
+    from snncc.models.resnet import parse_name
+    parse_name(model)
+    return "resnet"
 
 
 @click.command()
-@click.option("--method", type=click.Choice(["bsd", "bptt", *RESNET_METHODS]), required=True,
-              help="bsd/bptt/ann on mlp/cnn (BSD paper); ann/direct/kd/mskd/mskd-norecon on ResNets (MSKD paper)")
+@click.option("--method", required=True,
+              help="bsd/bptt/ann on mlp/cnn (BSD paper); ann/direct/kd/mskd/mskd-norecon on ResNets (MSKD paper): "
+                   "the pairs of snncc/training/registry.py")
 @click.option("--model", default="mlp", show_default=True,
               help="mlp, cnn, or {spike,sew,ms}-resnet{18,34,50,101} / resnet{18,...} (ANN teacher)")
 @click.option("--dataset", default="digits", show_default=True)
@@ -58,6 +72,9 @@ BSD_MODELS = ("mlp", "cnn")
 @click.option("--normalize/--no-normalize", default=None,
               help="CNN: per-channel input normalisation with the training split's statistics, part of the "
                    "exported graph [default: on for the cnn (App. E.2.2)]")
+@click.option("--init-gain", type=float, default=None,
+              help="mlp/cnn: multiply every weight layer's default initialisation by this gain (wakes the deep "
+                   "layers at init) [default: 1]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(), required=True, help="run directory")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads for training")
@@ -65,7 +82,13 @@ BSD_MODELS = ("mlp", "cnn")
               help="MSKD: teacher checkpoint, logits file, or dinov2:DIR (a local DINOv2 model directory)")
 @click.option("--width", type=float, default=None, help="ResNet width multiplier")
 @click.option("--alpha", type=float, default=None, help="MSKD: KD weight (eq. 11)")
-@click.option("--temperature", type=float, default=None, help="MSKD: KD temperature tau")
+@click.option("--kd-temperature", type=float, default=None, help="KD / MSKD: the KD temperature of eq. 9 [default: 5]")
+@click.option("--kd-scaling", type=click.Choice(["paper", "hinton"]), default=None,
+              help="KD / MSKD: paper = eq. 11 as written (the KL itself), hinton = KL x kd_temperature^2 "
+                   "[default: paper]")
+@click.option("--recon-loss", type=click.Choice(["sum", "mean"]), default=None,
+              help="MSKD: L_r = mean (the mean-squared error the paper names, per element) or sum (its "
+                   "formula read literally: squared norm per sample, batch-averaged) [default: mean]")
 @click.option("--beta", type=float, default=None, help="MSKD: reconstruction weight")
 @click.option("--heads", type=click.IntRange(min=0), default=None, help="MSKD: number of auxiliary heads")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help="ResNets: optimizer")
@@ -81,13 +104,15 @@ BSD_MODELS = ("mlp", "cnn")
 @_FORCE
 def train(out_dir, quiet, sizes, threads, force, **options):
     """Train a spiking network; writes OUT/model.pt and OUT/metrics.json."""
-    method, model = options["method"], options["model"]
-    if method in RESNET_METHODS[1:] or (method == "ann" and model not in BSD_MODELS):
+    from snncc.training.registry import lookup, method_names
+    kind = _model_kind(options["model"])
+    lookup(options["method"], kind)  # a pair the registry does not list: one line naming the supported ones
+    if kind == "resnet":
         return _train_resnet(out_dir, quiet, threads, options, force)
-    for key in ("teacher", "alpha", "temperature", "beta", "heads", "optimizer", "lif_form"):
+    for key in RESNET_ONLY:
         if options.pop(key) is not None:
             raise click.UsageError(f"--{key.replace('_', '-')} applies to the ResNet methods "
-                                   f"({', '.join(RESNET_METHODS)})")
+                                   f"({', '.join(method_names('resnet'))})")
     resume = options.pop("resume")
     from snncc.training.train import ConfigError, TrainConfig, train as run_training
     if sizes is not None:
@@ -108,15 +133,11 @@ def _train_resnet(out_dir, quiet, threads, options, force=False):
 
     from snncc.training.mskd import MSKDConfig, train_mskd
     resume = options.pop("resume")
-    for key in ("interlayer_loss", "top_loss", "reco_pairs", "lam", "v_th", "v_th_backward", "warmup_steps", "augment", "ra_n",
-                "ra_m", "normalize", "schedule"):
+    for key in ("interlayer_loss", "top_loss", "reco_pairs", "lam", "v_th", "v_th_backward", "warmup_steps", "augment",
+                "ra_n", "ra_m", "normalize", "schedule", "init_gain"):
         if options.pop(key) is not None:
             raise click.UsageError(f"--{key.replace('_', '-')} does not apply to --method {options['method']}")
-    renames = {"temperature": "kd_temperature"}
-    fields = {renames.get(k, k): v for k, v in options.items() if v is not None}
-    if fields.get("model") in BSD_MODELS:
-        raise click.UsageError(f"--method {fields['method']} trains ResNets: pass --model "
-                               f"{{spike,sew,ms}}-resnet{{18,34,50,101}}")
+    fields = {k: v for k, v in options.items() if v is not None}
     cfg = MSKDConfig(**fields)
     cfg.validate()
     if threads:
@@ -209,6 +230,8 @@ def bsd_plots(run_dir, force):
 @click.option("--v-th", type=float, default=None)
 @click.option("--lam", type=float, default=None)
 @click.option("--interlayer-loss", type=click.Choice(["reco", "mse", "infonce"]), default=None)
+@click.option("--steps-per-element", type=click.IntRange(min=1), default=None,
+              help="LIF steps per sequence element [default: the recipe's: paper 4 (App. E.2.3), cpu 1]")
 @click.option("--train-samples", type=click.IntRange(min=1), default=None)
 @click.option("--test-samples", type=click.IntRange(min=1), default=None)
 @click.option("--seed", type=int, default=None)

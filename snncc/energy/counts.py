@@ -1,7 +1,8 @@
 """Per-layer operation counts from measured activity (hardware independent).
 
 Conventions (stated in every report):
-  * FLOPs of a conv = k^2 * H_out * W_out * C_in * C_out; of a dense layer = fan_in * fan_out.
+  * FLOPs of a conv = kh * kw * H_out * W_out * (C_in / groups) * C_out (dilation only changes H_out,
+    W_out); of a dense layer = fan_in * fan_out.
   * A synapse that receives spikes (or pooled spikes) performs accumulates:
     SOPs = FLOPs x presynaptic spikes per neuron per inference (= firing rate x T, measured).
   * A synapse that receives graded values (COUNT: SEW spike ADD outputs in {0, 1, 2, ...}) counts, by

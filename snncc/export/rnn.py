@@ -11,7 +11,9 @@ from snncc.ir.ops import Dense, Input, Neuron, Readout
 
 
 def export_rnn(model, seq_len: int, name: str = "bsd-rnn", metadata: dict | None = None) -> SpikeGraph:
-    """The Type 1 path as a recurrent SpikeGraph: one graph step per sequence element.
+    """The Type 1 path as a recurrent SpikeGraph: one graph step per LIF step, ``model.steps_per_element`` (K)
+    per sequence element, so ``timesteps`` is ``seq_len * K`` and each element is fed for K steps
+    (``x.repeat_interleave(K, dim=1)``).
 
     ``Input(n_in, spike-coded) -> Dense W_ih -> Neuron hidden``, ``hidden -> Dense W_hh``
     whose current enters ``hidden`` through a delay-1 edge (W_hh s_{t-1}), and a
@@ -22,7 +24,8 @@ def export_rnn(model, seq_len: int, name: str = "bsd-rnn", metadata: dict | None
         raise ExportError("only the text RNN exports: its inputs are one-hot spike trains; a time series is a "
                           "time-varying analog input, which no spike-graph Input encoding carries")
     w = lambda lin: lin.weight.detach().cpu().double().numpy()  # noqa: E731
-    meta = {"timesteps": int(seq_len), "task": "text", "hidden": model.hidden,
+    k = int(model.steps_per_element)
+    meta = {"timesteps": int(seq_len) * k, "steps_per_element": k, "task": "text", "hidden": model.hidden,
             "readout": "spike counts of the hidden layer; the paper's output o_t = W_ho h_t is an analog "
                        "readout of the hidden current and is computed off-graph", **(metadata or {})}
     g = SpikeGraph(name, meta)

@@ -38,9 +38,9 @@ def _linear(m):
 
 
 def _conv(m):
-    if m.groups != 1 or pair(m.dilation) != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
-        raise ExportError(f"Conv2d with groups/dilation/padding mode/string padding is not supported ({m})")
-    return Conv(np_(m.weight), np_(m.bias), pair(m.stride), pair(m.padding))
+    if m.padding_mode != "zeros" or isinstance(m.padding, str):
+        raise ExportError(f"Conv2d with padding mode {m.padding_mode!r} or string padding is not supported ({m})")
+    return Conv(np_(m.weight), np_(m.bias), pair(m.stride), pair(m.padding), pair(m.dilation), int(m.groups))
 
 
 def _maxpool(m):

@@ -1,19 +1,24 @@
 """SpikeGraph: a typed directed graph of ops (networkx inside, a small API outside).
 
 Edges run from a producer to an input port of a consumer. An edge with
-``delay=1`` delivers the producer's value from the previous time step (zero at
-t=0): this is how recurrence is expressed, and delayed edges are ignored when
-ordering nodes, so a recurrent graph still has a well-defined evaluation order.
+``delay=d`` (1..MAX_DELAY steps) delivers the producer's value from d steps earlier (zero
+before t=0): a delay of 1 is how recurrence is expressed (longer ones are NIR's Delay), and
+delayed edges are ignored when ordering nodes, so a recurrent graph still has a well-defined
+evaluation order.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral
 
 import networkx as nx
 
 from snncc.ir import ops as _ops
 from snncc.ir.ops import is_synapse
 from snncc.ir.types import GraphError, TensorType
+
+
+MAX_DELAY = 1024  # steps; an edge delays by 0..MAX_DELAY
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,10 @@ class SpikeGraph:
         for n in (src, dst):
             if n not in self._g:
                 raise GraphError(f"edge {src!r} -> {dst!r}: unknown node {n!r}")
-        if delay not in (0, 1):
-            raise GraphError(f"edge {src!r} -> {dst!r}: delay must be 0 or 1, got {delay}")
-        self._g.add_edge(src, dst, port=len(self._inputs[dst]), delay=delay)
-        self._inputs[dst].append(Port(src, delay))
+        if isinstance(delay, bool) or not isinstance(delay, Integral) or not 0 <= delay <= MAX_DELAY:
+            raise GraphError(f"edge {src!r} -> {dst!r}: delay must be an int in 0..{MAX_DELAY} steps, got {delay!r}")
+        self._g.add_edge(src, dst, port=len(self._inputs[dst]), delay=int(delay))
+        self._inputs[dst].append(Port(src, int(delay)))
         self._types = self._order = None
 
     # -- queries --------------------------------------------------------
@@ -127,6 +132,10 @@ class SpikeGraph:
     def synapses(self) -> list[str]:
         return [n for n in self.order() if is_synapse(self.op(n))]
 
+    def max_delay(self) -> int:
+        """The longest edge delay in steps (0 without delayed edges): how many past steps a run keeps."""
+        return max((p.delay for ports in self._inputs.values() for p in ports), default=0)
+
     def populations(self) -> list[str]:
         return [n for n in self.order() if self.op(n).is_population]
 
@@ -168,6 +177,6 @@ class SpikeGraph:
         types = self.infer()
         lines = [f"graph {self.name!r}: {len(self)} nodes"]
         for n in self.order():
-            srcs = ", ".join(p.src + ("@t-1" if p.delay else "") for p in self._inputs[n])
+            srcs = ", ".join(p.src + (f"@t-{p.delay}" if p.delay else "") for p in self._inputs[n])
             lines.append(f"  {n:<16} {type(self.op(n)).__name__:<8} ({srcs}) -> {types[n]}")
         return "\n".join(lines)

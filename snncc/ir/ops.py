@@ -20,8 +20,9 @@ from snncc.ir.types import GraphError, Kind, StrEnum, TensorType
 from snncc.neuron import NeuronParams
 
 
-def _conv_out(size: int, k: int, s: int, p: int) -> int:
-    return (size + 2 * p - k) // s + 1
+def conv_out(size: int, k: int, s: int, p: int, d: int = 1) -> int:
+    """Output length of a window op: input ``size``, kernel ``k``, stride ``s``, padding ``p``, dilation ``d``."""
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 def _same_shapes(name: str, types: list[TensorType]) -> tuple:
@@ -177,29 +178,37 @@ class Dense(Op):
 @register_op
 @dataclass(frozen=True, eq=False)
 class Conv(Op):
-    """2-D convolution synapse (cross-correlation, groups=1). weight: (C_out, C_in, kh, kw)."""
+    """2-D convolution synapse (cross-correlation, as torch's ``conv2d``). weight:
+    (C_out, C_in / groups, kh, kw); kernel taps ``dilation`` apart; with ``groups`` g the
+    channels split into g groups and output group j reads only input group j."""
 
     weight: np.ndarray
     bias: np.ndarray | None = None
     stride: tuple = (1, 1)
     padding: tuple = (0, 0)
+    dilation: tuple = (1, 1)
+    groups: int = 1
     arity = (1, 1)
     is_synapse = True
 
     def infer(self, name, types):
         (t,) = types
-        c_out, c_in, kh, kw = self.weight.shape
+        c_out, c_grp, kh, kw = self.weight.shape
+        g = int(self.groups)
+        if g < 1 or c_out % g:
+            raise GraphError(f"node {name!r}: groups={g} must be >= 1 and divide the {c_out} output channels")
+        c_in = c_grp * g
         if len(t.shape) != 3 or t.shape[0] != c_in:
             raise GraphError(f"node {name!r}: conv expects input [{c_in}, H, W], got {list(t.shape)}")
-        ho = _conv_out(t.shape[1], kh, self.stride[0], self.padding[0])
-        wo = _conv_out(t.shape[2], kw, self.stride[1], self.padding[1])
+        ho = conv_out(t.shape[1], kh, self.stride[0], self.padding[0], self.dilation[0])
+        wo = conv_out(t.shape[2], kw, self.stride[1], self.padding[1], self.dilation[1])
         if ho <= 0 or wo <= 0:
-            raise GraphError(f"node {name!r}: kernel larger than padded input {list(t.shape)}")
+            raise GraphError(f"node {name!r}: (dilated) kernel larger than padded input {list(t.shape)}")
         return TensorType(Kind.ANALOG, (c_out, ho, wo))
 
     def flops(self, in_type, out_type) -> int:
-        c_out, c_in, kh, kw = self.weight.shape
-        return int(kh * kw * out_type.shape[1] * out_type.shape[2] * c_in * c_out)
+        """kh * kw * C_in / groups MACs per output element."""
+        return int(self.weight.size * out_type.shape[1] * out_type.shape[2])
 
 
 @register_op
@@ -229,8 +238,8 @@ class Pool(Op):
             raise GraphError(f"node {name!r}: unknown pooling mode {self.mode!r}")
         if len(t.shape) != 3:
             raise GraphError(f"node {name!r}: pooling expects [C, H, W], got {list(t.shape)}")
-        ho = _conv_out(t.shape[1], self.kernel[0], self.stride[0], self.padding[0])
-        wo = _conv_out(t.shape[2], self.kernel[1], self.stride[1], self.padding[1])
+        ho = conv_out(t.shape[1], self.kernel[0], self.stride[0], self.padding[0])
+        wo = conv_out(t.shape[2], self.kernel[1], self.stride[1], self.padding[1])
         if ho <= 0 or wo <= 0:
             raise GraphError(f"node {name!r}: pooling window larger than input {list(t.shape)}")
         kind = {PoolMode.MAX: t.kind, PoolMode.SUM: _summed_kind([t]), PoolMode.AVG: Kind.ANALOG}[self.mode]
@@ -283,11 +292,12 @@ class Neuron(Op):
         if self.heterogeneous:
             p = self.per_neuron(shape)
             prm = self.params
-            if prm.leaky and not (p["tau"] > 1.0).all():
-                raise GraphError(f"node {name!r}: LIF tau must be > 1 for every neuron")
+            if prm.leaky and self.tau is not None and not (p["tau"] > 1.0).all():
+                raise GraphError(f"node {name!r}: a per-neuron LIF tau must be > 1 for every neuron "
+                                 f"(tau = 1, no memory, is a population-wide scalar)")
             if not (p["tau_syn"] >= 1.0).all() or (not prm.leaky and (p["tau_syn"] != 1.0).any()):
                 raise GraphError(f"node {name!r}: tau_syn must be >= 1 (and 1 for IF) for every neuron")
-            if not (p["v_th"] > p["v_rest"]).all():
+            if not prm.memoryless and not (p["v_th"] > p["v_rest"]).all():
                 raise GraphError(f"node {name!r}: every threshold must exceed its resting potential")
         return TensorType(Kind.SPIKE, shape)
 

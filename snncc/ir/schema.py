@@ -11,13 +11,13 @@ decode or an oversized allocation. What is checked:
   :data:`MAX_ARRAY_ELEMENTS` elements, a payload of exactly the declared size,
   every value finite and ``|v| <= MAX_ABS_VALUE``; the rank each field needs.
 * **Attributes** (scalar fields): the ONNX attribute type each field needs
-  (INTS of a fixed length and range, a STRING from a fixed set and valid UTF-8, a
+  (INTS of a fixed length and range, an INT in a range, a STRING from a fixed set and valid UTF-8, a
   finite float as FLOAT/INT or a one-element FLOAT/DOUBLE tensor), no unknown
   attribute, every required field present.
 * **Neuron parameters** (``params.<name>``): the fields of :class:`snncc.neuron.NeuronParams`
   (``decay_input`` an INT 0 or 1; absent in files written before it existed, which read as
   the default, 1), typed as above, and that class's own checks.
-* **Ports**: ``snncc_inputs`` (STRINGS) and ``snncc_delays`` (INTS in {0, 1}) of
+* **Ports**: ``snncc_inputs`` (STRINGS) and ``snncc_delays`` (INTS in 0..MAX_DELAY steps) of
   equal length, ``snncc_arrays`` naming array fields of the op.
 * **Metadata** (``snncc.metadata``): a JSON object of at most
   :data:`MAX_JSON_BYTES`, nested at most :data:`MAX_JSON_DEPTH` deep, no NaN or
@@ -68,6 +68,12 @@ class Ints:
 
 
 @dataclasses.dataclass(frozen=True)
+class Int:
+    lo: int
+    hi: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Str:
     choices: tuple
 
@@ -93,7 +99,8 @@ OP_FIELDS = {
     "Input": {"shape": Ints(None, 1, MAX_DIM, min_len=1), "encoding": Str(("direct", "spike")),
               "mean": Array(1), "std": Array(1)},
     "Dense": {"weight": Array(2), "bias": Array(1)},
-    "Conv": {"weight": Array(4), "bias": Array(1), "stride": _PAIR_POS, "padding": _PAIR_NONNEG},
+    "Conv": {"weight": Array(4), "bias": Array(1), "stride": _PAIR_POS, "padding": _PAIR_NONNEG,
+             "dilation": _PAIR_POS, "groups": Int(1, MAX_DIM)},  # both optional: older files have neither
     "Pool": {"mode": Str(("max", "avg", "sum")), "kernel": _PAIR_POS, "stride": _PAIR_POS, "padding": _PAIR_NONNEG},
     "Flatten": {},
     # params.* attributes: NEURON_FIELDS; per-neuron arrays (heterogeneous populations, e.g. from NIR)
@@ -116,6 +123,8 @@ def _derived_spec(cls, f):
     t = args[0]
     if t is float:
         return Float()
+    if t is int:
+        return Int(0, MAX_DIM)
     if isinstance(t, type) and issubclass(t, enum.Enum):
         return Str(tuple(m.value for m in t))
     if t is np.ndarray:
@@ -249,6 +258,12 @@ def decode_attr(a: AttributeProto, spec, where: str):
         if any(not spec.lo <= v <= spec.hi for v in vals):
             raise SchemaError(f"{where}: values {vals} outside {spec.lo}..{spec.hi}")
         return tuple(vals)
+    if isinstance(spec, Int):
+        if a.type != AttributeProto.INT:
+            raise SchemaError(f"{where}: expected an int, got {_type_name(a)}")
+        if not spec.lo <= a.i <= spec.hi:
+            raise SchemaError(f"{where}: value {a.i} outside {spec.lo}..{spec.hi}")
+        return int(a.i)
     if isinstance(spec, Str):
         if a.type != AttributeProto.STRING:
             raise SchemaError(f"{where}: expected a string, got {_type_name(a)}")

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from snncc import fileio
 from snncc.ir import schema
-from snncc.ir.graph import Port, SpikeGraph
+from snncc.ir.graph import MAX_DELAY, Port, SpikeGraph
 from snncc.ir.ops import OP_BY_NAME
 from snncc.ir.types import GraphError, Kind, TensorType
 from snncc.neuron import NeuronParams
@@ -133,8 +133,8 @@ def _op_from_node(node, initializers, used):
     if len(srcs) != len(delays):
         raise schema.SchemaError(f"node {name!r}: snncc_inputs ({len(srcs)}) and snncc_delays ({len(delays)}) "
                                  f"differ in length")
-    if any(d not in (0, 1) for d in delays):
-        raise schema.SchemaError(f"node {name!r} snncc_delays: delays must be 0 or 1, got {delays[:8]}")
+    if any(not 0 <= d <= MAX_DELAY for d in delays):
+        raise schema.SchemaError(f"node {name!r} snncc_delays: delays must be in 0..{MAX_DELAY}, got {delays[:8]}")
     kwargs, neuron = {}, {}
     for key, a in attrs.items():
         where = f"node {name!r} attribute {key[:60]!r}"

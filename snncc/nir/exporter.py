@@ -5,8 +5,10 @@ back, other tools assume their own: snnTorch 1e-4, Norse 1e-3), snncc's LIF (``t
 hard reset) is NIR's LIF with ``tau = tau_steps * dt``, ``r = 1`` (``r = tau_steps`` for the LIF without
 input decay, ``decay_input=False``: NIR's Euler step then adds the input as it is), ``v_leak = v_reset`` and
 ``v_threshold`` the next float64 *below* snncc's threshold (snncc fires on ``>=``, NIR on ``>``).
-IF becomes NIR's IF with ``r = 1/dt``; the current-based LIF becomes CubaLIF (``w_in = 1``); an Integrator
-becomes LI, CubaLI or I.
+IF becomes NIR's IF with ``r = 1/dt``; the current-based LIF becomes CubaLIF (``w_in = 1``); a memoryless
+LIF (``tau = 1``, resting at 0) becomes Threshold; an Integrator becomes LI, CubaLI or I. A delayed edge
+that NIR reads as closing a cycle is a NIR cycle edge (one step into a population) plus a Delay node for
+any further steps; any other delayed edge becomes a Delay node of its steps.
 Time constants are stored so that ``tau / dt`` gives snncc's value back bit for bit where a float64
 with that property exists (else within an ulp or two).
 """
@@ -18,6 +20,7 @@ from snncc import fileio
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.types import GraphError
 from snncc.ir.ops import Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, Readout
+from snncc.nir.reading import back_edges
 
 
 class NIRExportError(GraphError):
@@ -50,10 +53,15 @@ def _inverse_dt(dt: float, node: str) -> float:
 def _neuron(n, op: Neuron, shape, dt):
     import nir
     prm = op.params
+    p = op.per_neuron(shape)
+    if prm.memoryless:  # tau = 1: fires iff x + v_rest >= v_th, no state (reset rule irrelevant)
+        if op.current_based or (p["v_rest"] != 0).any():
+            raise NIRExportError(f"node {n!r} (Neuron): a memoryless LIF (tau = 1) with a synaptic current or "
+                                 f"v_reset != 0 has no exact NIR node (NIR's Threshold is x > threshold)")
+        return nir.Threshold(threshold=np.nextafter(np.array(p["v_th"], np.float64), -np.inf))
     if prm.soft:
         raise NIRExportError(f"node {n!r} (Neuron): soft reset (reset by subtraction) has no NIR equivalent "
                              f"(NIR neurons reset to v_reset)")
-    p = op.per_neuron(shape)
     thr = np.nextafter(p["v_th"], -np.inf)  # snncc: h >= v_th  <=>  NIR: v > previous float
     v_reset = np.array(p["v_reset"], np.float64)
     ones = np.ones(shape)
@@ -74,6 +82,35 @@ def _input_gain(prm, tau: np.ndarray, dt: float) -> np.ndarray:
     return np.ones_like(tau) if prm.decay_input else tau / dt
 
 
+def _edges(graph, nodes, ports_of, types, dt) -> list:
+    """NIR edges of the graph's ports. NIR reads the edges that a depth-first walk from the input finds
+    going back (:func:`snncc.nir.reading.back_edges`) as one-step cycle edges and every other edge as
+    same-step: a delayed port on such an edge keeps its first step there (it must enter a population),
+    and its other steps, or all steps of a delayed port elsewhere, become a Delay node on the edge."""
+    import nir
+    plain = [(p.src, n) for n, ports in ports_of.items() for p in ports]
+    back = back_edges(nodes, plain, graph.input_nodes)
+    edges = []
+    for n, ports in ports_of.items():
+        for i, p in enumerate(ports):
+            steps = p.delay
+            if (p.src, n) in back:
+                if not steps or not isinstance(graph.op(n), (Neuron, Integrator)):
+                    raise NIRExportError(f"node {n!r}: its input from {p.src!r} closes a cycle in NIR's reading "
+                                         f"(a one-step edge into a population); here it is a "
+                                         f"{'same-step' if not steps else 'delayed'} edge into a "
+                                         f"{type(graph.op(n)).__name__}")
+                steps -= 1
+            src = p.src
+            if steps:
+                src = f"{n}.delay{i}"
+                seconds = _times(np.array(float(steps)), dt, n, "delay").item()
+                nodes[src] = nir.Delay(delay=np.full(types[p.src].shape, seconds))
+                edges.append((p.src, src))
+            edges.append((src, n))
+    return edges
+
+
 def to_nir(graph: SpikeGraph, dt: float = 1e-4):
     """A NIR graph (``nir.NIRGraph``, type-checked by nir) equal to ``graph`` with step ``dt`` seconds."""
     import nir
@@ -81,7 +118,7 @@ def to_nir(graph: SpikeGraph, dt: float = 1e-4):
     if not (np.isfinite(dt) and dt > 0):
         raise NIRExportError(f"dt must be a positive number of seconds, got {dt}")
     types = graph.infer()
-    nodes, edges = {}, []
+    nodes, ports_of = {}, {}
     for n in graph.order():
         op, ports = graph.op(n), graph.inputs(n)
         shape = types[n].shape
@@ -99,7 +136,8 @@ def to_nir(graph: SpikeGraph, dt: float = 1e-4):
             w = np.asarray(op.weight, np.float64)
             bias = np.zeros(w.shape[0]) if op.bias is None else np.asarray(op.bias, np.float64)
             nodes[n] = nir.Conv2d(input_shape=tuple(in_shape[1:]), weight=w, stride=tuple(op.stride),
-                                  padding=tuple(op.padding), dilation=(1, 1), groups=1, bias=bias)
+                                  padding=tuple(op.padding), dilation=tuple(op.dilation), groups=int(op.groups),
+                                  bias=bias)
         elif isinstance(op, Pool):
             if op.mode == "max":
                 raise NIRExportError(f"node {n!r} (Pool): NIR has no max pooling")
@@ -130,16 +168,16 @@ def to_nir(graph: SpikeGraph, dt: float = 1e-4):
         else:
             raise NIRExportError(f"node {n!r} ({type(op).__name__}): no NIR equivalent "
                                  f"(NIR sums a node's inputs implicitly; an explicit {type(op).__name__} is not exported)")
-        for p in ports:
-            if p.delay and not isinstance(op, (Neuron, Integrator)):
-                raise NIRExportError(f"node {n!r}: a delayed edge from {p.src!r} into a "
-                                     f"{type(op).__name__}; NIR expresses recurrence as a cycle into a population")
-            edges.append((p.src, n))
+        ports_of[n] = ports
+    edges = _edges(graph, nodes, ports_of, types, dt)
     try:
         (inp,) = graph.input_nodes
         meta = {"dt": dt, "producer": "snncc", "input_encoding": graph.op(inp).encoding}
         meta.update({k: graph.metadata[k] for k in ("timesteps", "dataset") if k in graph.metadata})
-        return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+        # nir 1.0.8's type check takes a conv's input channels from weight.shape[1] (C_in / groups), so it
+        # rejects every grouped conv: such graphs are built without it (read them with type_check=False)
+        grouped = any(getattr(graph.op(n), "groups", 1) != 1 for n in graph.order())
+        return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=not grouped)
     except (ValueError, AssertionError, NotImplementedError) as e:
         raise NIRExportError(f"nir rejected the exported graph: {str(e).splitlines()[0]}") from None
 

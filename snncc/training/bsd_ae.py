@@ -1,7 +1,7 @@
 """Training the BSD convolutional autoencoder (Sec. 4.4, App. E.2.4) and its BP baseline.
 
 The architectures (and the Type 1 / Type 2 pairing) are :mod:`snncc.models.autoencoder`; the FFT-ReCo
-loss is :func:`snncc.training.bsd.fft_reco_loss`. Output: the reconstruction is the time-averaged top
+loss is :func:`snncc.training.methods.bsd.fft_reco_loss`. Output: the reconstruction is the time-averaged top
 Type 1 voltage. Metrics: test MSE per pixel and PSNR = 10 log10(1 / MSE) of the whole test set (pixels
 in [0, 1]), next to the mean-training-image baseline. The paper reports FID; FID needs Inception-v3
 weights, which are not available offline here, so it is not computed.
@@ -22,11 +22,12 @@ from snncc.data.datasets import DatasetError, batches, dataset_info, load_split
 from snncc.fileio import atomic_path
 from snncc.training.checkpoint import FORMATS, CheckpointError, read_checkpoint
 from snncc.training.config import ConfigError, check_choice, check_float, check_keys, check_run, fill, is_number
+from snncc.training.evaluation import ReconstructionError, evaluate
 from snncc.training.loop import TrainingDiverged, deterministic, epoch_seed, fit, make_scheduler, step_on_losses
+from snncc.training.registry import ModelKind, Variant, lookup
 from snncc.training.recipes import DEFAULT_RECIPE, RECIPES, recipe_defaults
 
 AE_CHECKPOINT_FORMAT = FORMATS["ae"]
-AE_METHODS = ("bsd", "bp")
 AE_DATASETS = ("digits", "mnist", "fashion-mnist")
 
 
@@ -66,8 +67,7 @@ class AEConfig:
 
     def validate(self) -> "AEConfig":
         check_choice("recipe", self.recipe, RECIPES)
-        if self.method not in AE_METHODS:
-            raise ConfigError(f"unknown method {self.method!r} (choose from {', '.join(AE_METHODS)})")
+        lookup(self.method, ModelKind.AUTOENCODER)
         if self.dataset not in AE_DATASETS:
             raise ConfigError(f"unknown dataset {self.dataset!r} for the autoencoder "
                               f"(choose from {', '.join(AE_DATASETS)})")
@@ -104,30 +104,26 @@ class AEConfig:
 def build_ae(cfg: AEConfig) -> nn.Module:
     cfg = cfg.resolved()
     shape = dataset_info(cfg.dataset).input_shape
-    if cfg.method == "bp":
+    if lookup(cfg.method, ModelKind.AUTOENCODER).variant is Variant.RELU:
         return BPAutoencoder(shape, cfg.width, cfg.top_bn)
     return BSDAutoencoder(shape, cfg.width, cfg.timesteps, cfg.v_th, cfg.tau, cfg.freq_cutoff_ratio,
                           cfg.lam_low, cfg.lam_high, top_bn=cfg.top_bn)
 
 
 # ---------------------------------------------------------------- training
-def ae_train_step(model, optimizer, x: torch.Tensor):
-    """One pass, one backward of the summed local losses, one update -> (total, {name: loss}, info).
+def ae_train_step(model, optimizer, x: torch.Tensor, method: str):
+    """One pass of ``method`` (bsd or bp), one backward of the summed local losses, one update -> (total, {name: loss}, info).
     No gradient clipping: App. E.2.4 states none."""
     model.train()
-    losses, info = model.training_losses(x)
+    losses, info = lookup(method, ModelKind.AUTOENCODER).losses(model, x, None)
     total = step_on_losses(model, optimizer, losses, info["currents"], None)
     return total, {n: float(l.detach()) for n, l in losses.items()}, info
 
 
-@torch.no_grad()
 def evaluate_ae(model, x: np.ndarray, batch_size: int = 256) -> float:
     """Test MSE per pixel of ``model.reconstruct`` over images x (N, C, H, W) in [0, 1]."""
-    model.eval()
-    total = 0.0
-    for xb, _ in batches(x, np.zeros(len(x), dtype=np.int64), batch_size):
-        total += float(((model.reconstruct(xb) - xb) ** 2).sum())
-    return total / x.size
+    images = (xb for xb, _ in batches(x, np.zeros(len(x), dtype=np.int64), batch_size))
+    return evaluate(model, ((xb, xb) for xb in images), ReconstructionError())["test_mse"]
 
 
 @torch.no_grad()
@@ -200,7 +196,7 @@ def train_ae(cfg: AEConfig, out_dir, progress: bool = True, threads: int | None 
                 order = batches(x_tr, dummy_y, cfg.batch_size, shuffle=True, seed=epoch_seed(cfg.seed, epoch, 7))
                 for step, (xb, _) in enumerate(order):
                     try:
-                        loss, parts, info = ae_train_step(model, optimizer, xb)
+                        loss, parts, info = ae_train_step(model, optimizer, xb, cfg.method)
                     except TrainingDiverged as exc:
                         raise TrainingDiverged(f"epoch {epoch}, step {step + 1}: {exc}", exc.layer) from None
                     scheduler.step()

@@ -20,12 +20,14 @@ import torch
 from tqdm import tqdm
 
 from snncc.data.sequences import SequenceData, load_sequences
-from snncc.training.bsd import INTERLAYER_LOSSES, firing_rates
+from snncc.training.methods.bsd import INTERLAYER_LOSSES, firing_rates
 from snncc.models.rnn import TASKS, BSDRNN
 from snncc.training.checkpoint import FORMATS, CheckpointError, read_checkpoint
 from snncc.training.config import ConfigError, check_choice, check_float, check_int, check_keys, fill
-from snncc.training.loop import (TrainingDiverged, apply_local_losses, deterministic, epoch_seed, fit,
-                                 hamming_similarity, make_scheduler)
+from snncc.training.evaluation import SequenceScores, evaluate
+from snncc.training.loop import (TrainingDiverged, deterministic, epoch_seed, fit, hamming_similarity, make_scheduler,
+                                 method_step)
+from snncc.training.registry import Method, ModelKind, lookup
 from snncc.training.recipes import DEFAULT_RECIPE, RECIPES, recipe_defaults
 
 SEQ_CHECKPOINT_FORMAT = FORMATS["seq"]
@@ -56,6 +58,7 @@ class SeqConfig:
     grad_clip: float | None = 1.0
     weight_decay: float = 0.01
     warmup_steps: int = 0
+    steps_per_element: int | None = None  # LIF steps per sequence element (paper recipe: 4, E.2.3; cpu: 1)
     seed: int = 0
 
     def validate(self) -> None:
@@ -64,7 +67,7 @@ class SeqConfig:
         check_choice("interlayer_loss", self.interlayer_loss, INTERLAYER_LOSSES)
         for name in ("seq_len", "hidden"):
             check_int(name, getattr(self, name), 1)
-        for name in ("epochs", "stride", "train_samples", "test_samples", "batch_size"):
+        for name in ("epochs", "stride", "train_samples", "test_samples", "batch_size", "steps_per_element"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), 1)
         check_int("seed", self.seed, 0)
@@ -93,6 +96,8 @@ class SeqConfig:
     @classmethod
     def from_dict(cls, d) -> "SeqConfig":
         check_keys(cls, d)
+        if "steps_per_element" not in d:  # written before the option existed: one LIF step per element
+            d = {**d, "steps_per_element": 1}
         return cls(**d)
 
 
@@ -106,7 +111,7 @@ def build_rnn(cfg: SeqConfig, data: SequenceData) -> BSDRNN:
     cfg = cfg.resolved()
     return BSDRNN(data.input_size, data.output_size, hidden=cfg.hidden, task=cfg.task, v_th=cfg.v_th,
                   v_th_backward=cfg.v_th_backward, tau=cfg.tau, lam=cfg.lam, interlayer=cfg.interlayer_loss,
-                  temperature=cfg.temperature)
+                  temperature=cfg.temperature, steps_per_element=cfg.steps_per_element)
 
 
 def _batches(data: SequenceData, batch_size: int, shuffle: bool, seed: int):
@@ -116,27 +121,13 @@ def _batches(data: SequenceData, batch_size: int, shuffle: bool, seed: int):
         yield torch.from_numpy(data.x[idx]), torch.from_numpy(data.y[idx])
 
 
-@torch.no_grad()
 def evaluate_seq(model: BSDRNN, data: SequenceData, batch_size: int = 256) -> dict:
     """Text: {"test_accuracy"} (element-wise, eq. E.2.3); series: {"test_mse", "test_mae"} (eqs. 23-24)."""
-    model.eval()
-    n, correct, se, ae = 0, 0, 0.0, 0.0
-    for xb, yb in _batches(data, batch_size, False, 0):
-        out = model(xb)
-        if model.task == "text":
-            correct += int((out.argmax(-1) == yb).sum())
-            n += yb.numel()
-        else:
-            se += float(((out - yb) ** 2).sum())
-            ae += float((out - yb).abs().sum())
-            n += yb.numel()
-    if model.task == "text":
-        return {"test_accuracy": correct / n}
-    return {"test_mse": se / n, "test_mae": ae / n}
+    return evaluate(model, _batches(data, batch_size, False, 0), SequenceScores(model.task))
 
 
 def seq_train_step(model: BSDRNN, optimizer, x, y, grad_clip=1.0):
-    return apply_local_losses(model, optimizer, x, y, grad_clip)
+    return method_step(lookup(Method.BSD, ModelKind.RNN), model, optimizer, x, y, grad_clip)
 
 
 def train_seq(cfg: SeqConfig, out_dir, progress: bool = True, threads: int | None = None,
@@ -180,7 +171,8 @@ def train_seq(cfg: SeqConfig, out_dir, progress: bool = True, threads: int | Non
             return fit(out, SEQ_CHECKPOINT_FORMAT, cfg.to_dict(), cfg.seed, cfg.epochs, model, optimizer, scheduler,
                        metrics, run_epoch, lambda e: {k: v for k, v in e.items() if k.startswith("test_")},
                        lambda: {"state_dict": model.state_dict(), "shape": {"n_in": model.n_in, "n_out": model.n_out},
-                                "vocab": train_data.vocab}, resume=resume)
+                                "vocab": train_data.vocab}, resume=resume,
+                       upgrade=lambda d: SeqConfig.from_dict(d).to_dict())
 
 
 def load_seq_checkpoint(path):
@@ -192,7 +184,7 @@ def load_seq_checkpoint(path):
         shape = ckpt["shape"]
         model = BSDRNN(shape["n_in"], shape["n_out"], hidden=cfg.hidden, task=cfg.task, v_th=cfg.v_th,
                        v_th_backward=cfg.v_th_backward, tau=cfg.tau, lam=cfg.lam, interlayer=cfg.interlayer_loss,
-                       temperature=cfg.temperature)
+                       temperature=cfg.temperature, steps_per_element=cfg.steps_per_element)
         model.load_state_dict(ckpt["state_dict"])
     except (ConfigError, KeyError, TypeError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: checkpoint does not fit its config ({str(exc).splitlines()[0][:160]})") from None

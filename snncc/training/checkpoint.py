@@ -96,15 +96,22 @@ def config_changes(old: dict, new: dict) -> list:
     return [k for k in keys if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k)]
 
 
-def restore(path, fmt: str, config: dict, model, optimizer, scheduler, error=CheckpointError) -> tuple:
+def restore(path, fmt: str, config: dict, model, optimizer, scheduler, error=CheckpointError, upgrade=None) -> tuple:
     """Load the training state of the checkpoint at ``path`` into model / optimiser / scheduler and
     torch's RNG -> (completed epochs, metrics so far). Refuses a checkpoint of another run (config
-    differs in anything but the epoch count) or one without training state."""
+    differs in anything but the epoch count) or one without training state. ``upgrade`` maps a stored
+    config dict to today's fields (the config class's ``from_dict`` then ``to_dict``), so a run written
+    before a field existed resumes when the field's recorded meaning equals the new run's."""
     path = Path(path)
     ckpt = read_checkpoint(path, fmt, error=error)
     old = ckpt.get("config")
     if not isinstance(old, dict):
         raise error(f"{path}: bad config in checkpoint")
+    if upgrade is not None:
+        try:
+            old = upgrade(old)
+        except (ValueError, TypeError) as exc:
+            raise error(f"{path}: bad config in checkpoint ({str(exc).splitlines()[0][:160]})") from None
     diff = config_changes(old, config)
     if diff:
         raise error(f"{path}: cannot resume, config differs in {', '.join(diff)}")

@@ -1,6 +1,8 @@
 """Errors shared by the MSKD trainer and its teachers (kept apart so neither imports the other)."""
 from __future__ import annotations
 
+from snncc.training.config import ConfigError
+
 
 class MSKDError(ValueError):
     """Base class of MSKD errors (one-line messages)."""
@@ -12,3 +14,7 @@ class TeacherError(MSKDError):
 
 class TeacherNotFoundError(TeacherError, FileNotFoundError):
     """The teacher file or directory does not exist."""
+
+
+class MSKDConfigError(MSKDError, ConfigError):
+    """An invalid MSKD configuration value."""

@@ -3,7 +3,7 @@
 * :func:`fit` -- epochs, resume, per-epoch atomic checkpoint + metrics.json, divergence messages.
   A trainer hands it ``run_epoch(epoch) -> history entry`` (its own batches, steps and evaluation)
   and the objects whose state is saved; nothing else about the trainer is known here.
-* :func:`step_on_losses` -- one update from a dict of local losses: finiteness checks that name the
+* :func:`method_step` / :func:`step_on_losses` -- one update from a training method's dict of losses: finiteness checks that name the
   layer, one backward, gradient checks, clipping per weight layer (local methods: a global norm
   would be a non-local signal) or over the whole model (end-to-end methods), one optimiser step.
 * :func:`deterministic`, :func:`epoch_seed` -- reproducibility: the data order and augmentation of
@@ -139,11 +139,12 @@ def step_on_losses(model, optimizer, losses: dict, currents: dict, grad_clip) ->
     return float(total.detach())
 
 
-def apply_local_losses(model, optimizer, x_seq, y, grad_clip):
-    """``model.training_losses(x_seq, y)`` then :func:`step_on_losses` -> (summed loss, info).
-    Shared by every BSD variant (MLP, CNN, RNN) and the baselines."""
+def method_step(method, model, optimizer, x, y, grad_clip):
+    """One training step of ``method`` (a :class:`~snncc.training.methods.base.TrainingMethod`):
+    its losses on the batch, then :func:`step_on_losses` -> (summed loss, info). Shared by every
+    trainer whose steps are a sum of losses (image models, the RNN, the autoencoder)."""
     model.train()
-    losses, info = model.training_losses(x_seq, y)
+    losses, info = method.losses(model, x, y)
     return step_on_losses(model, optimizer, losses, info["currents"], grad_clip), info
 
 
@@ -197,7 +198,8 @@ def hamming_similarity(spikes: dict) -> dict:
 def fit(out, fmt: str, config: dict, seed: int, epochs: int, model, optimizer, scheduler, metrics: dict,
         run_epoch: Callable[[int], dict], summarize: Callable[[dict], dict],
         checkpoint: Callable[[], dict], resume: bool = False, after_epoch: Callable | None = None,
-        main: bool = True, barrier: Callable | None = None, error=CheckpointError) -> dict:
+        main: bool = True, barrier: Callable | None = None, error=CheckpointError,
+        upgrade: Callable | None = None) -> dict:
     """Run epochs 1..``epochs`` (from the last checkpoint's next epoch with ``resume``).
 
     ``run_epoch(epoch)`` trains one epoch and returns its history entry (TrainingDiverged raised
@@ -205,12 +207,13 @@ def fit(out, fmt: str, config: dict, seed: int, epochs: int, model, optimizer, s
     updates; ``checkpoint()`` the deployable part of the checkpoint ({"state_dict": ..., extras}).
     After every epoch ``out/model.pt`` (with the training state of ``model``, ``optimizer``,
     ``scheduler`` and torch's RNG) and ``out/metrics.json`` are rewritten atomically (by ``main`` only).
+    ``upgrade`` (see :func:`~snncc.training.checkpoint.restore`) reads a resumed checkpoint's config as today's.
     """
     out = Path(out)
     path = out / "model.pt"
     start = 1
     if resume and path.is_file():
-        done, saved = restore(path, fmt, config, model, optimizer, scheduler, error)
+        done, saved = restore(path, fmt, config, model, optimizer, scheduler, error, upgrade)
         metrics.clear()
         metrics.update(saved)
         metrics["resumed_from_epoch"] = done

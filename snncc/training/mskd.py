@@ -13,11 +13,13 @@ Losses (see :func:`mskd_loss`):
 
 * ``L_c = CE(final) + sum_m w_c[m] CE(head_m)``                                  (eq. 8)
 * ``L_k = KD(final) + sum_m w_k[m] KD(head_m)``                                  (eq. 10)
-  with ``KD(s) = T^2 * KL( softmax(s/T) || softmax(t/T) )``, T the KD temperature
-  (``kd_temperature``; ``tau`` is the membrane time constant): eq. 9 *as written* --
-  the student distribution first (a reverse KL, mode-seeking). The ``T^2`` factor (Hinton et
-  al.) keeps gradient magnitudes independent of T; ``kd_temperature_squared=False`` drops it.
-* ``L_r = mean((X_hat - X)^2)`` over (T, B, C, H, W), X the direct-encoded input.
+  with ``KD(s) = KL( softmax(s/T) || softmax(t/T) )``, T the KD temperature (``kd_temperature``;
+  ``tau`` is the membrane time constant): eq. 9 *as written* -- the student distribution first (a
+  reverse KL, mode-seeking) and no ``T^2`` factor; ``kd_scaling="hinton"`` (``--kd-scaling hinton``)
+  multiplies it by ``T^2`` (Hinton et al.), which keeps gradient magnitudes independent of T.
+* ``L_r = ||X_hat - X||^2`` (Sec. 4, "the mean-squared error"), X the direct-encoded input: averaged over
+  every element of the (T, C, H, W) error (``recon_loss="mean"``, both recipes); ``"sum"`` is the formula
+  read literally, each sample's squared norm averaged over the batch (docs/methods.md).
 
 Auxiliary heads (App. A.2, Table 7): at M block outputs spread evenly over depth
 (``heads=M``; or explicit 1-based ``head_positions``), the block output is averaged
@@ -52,7 +54,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import distributed as dist
 from torch import nn
 from tqdm import tqdm
@@ -63,8 +64,11 @@ from snncc.models.resnet import SpikingResNet
 from snncc.training.config import is_int
 from snncc.training.distributed import Dist, dist_setup, shard
 from snncc.training.errors import MSKDError, TeacherError, TeacherNotFoundError
-from snncc.training.kd import kd_kl, mskd_loss
-from snncc.training.loop import deterministic, epoch_seed, fit
+from snncc.training.evaluation import LogitAccuracy
+from snncc.training.evaluation import evaluate as evaluate_metric
+from snncc.training.methods.kd import kd_kl
+from snncc.training.methods.mskd import mskd_loss
+from snncc.training.loop import TrainingDiverged, deterministic, epoch_seed, fit
 from snncc.training.mskd_config import (CHECKPOINT_FORMAT, METHODS, TEACHER_METHODS, HeadPositionError,
                                         MSKDCheckpointError, MSKDConfig, MSKDConfigError, build_net,
                                         build_student, head_positions, load_mskd_checkpoint)
@@ -80,10 +84,6 @@ __all__ = ["AuxHead", "CHECKPOINT_FORMAT", "HeadPositionError", "LOGITS_FORMAT",
 
 
 # ---------------------------------------------------------------- one step
-def _encode(model, x):
-    return model.encode(x) if isinstance(model, SpikingResNet) else x
-
-
 def _unwrap(net):
     return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
 
@@ -92,6 +92,7 @@ def train_step(net, optimizer, x, y, teacher_logits, cfg: MSKDConfig, chunks: in
     """One optimisation step on a batch. ``chunks`` > 1 splits it into ghost batches (each with its own
     batch-norm statistics, gradients averaged): the single-process equivalent of ``chunks`` DDP ranks.
     Returns (loss, info) with info: correct predictions, loss parts, block firing rates."""
+    cfg = cfg.resolved()  # the recipe's values (e.g. recon_loss) for a config built by hand
     net.train()
     inner = _unwrap(net)
     if lr is not None:
@@ -119,42 +120,32 @@ def train_step(net, optimizer, x, y, teacher_logits, cfg: MSKDConfig, chunks: in
 
 def _chunk_backward(net, inner, xb, yb, teacher_logits, piece, cfg, chunks):
     tb = None if teacher_logits is None else teacher_logits[piece]
-    r = None
-    if isinstance(inner, MSKDNet):
-        x_seq = inner.student.encode(xb)
-        logits, heads, recon, r = net(x_seq)
-        total, parts = mskd_loss(logits, heads, yb, tb, recon, x_seq if recon is not None else None,
-                                 alpha=cfg.alpha, temperature=cfg.kd_temperature,
-                                 beta=cfg.beta if cfg.uses_recon else 0.0,
-                                 w_c=cfg.head_weights_ce, w_k=cfg.head_weights_kd,
-                                 squared=cfg.kd_temperature_squared)
-    else:  # the ANN
-        logits = net(xb)
-        total = F.cross_entropy(logits, yb)
-        parts = {"L_c": float(total.detach()), "L_k": 0.0, "L_r": 0.0}
+    method = cfg.training_method()
+    # the spiking student reads its direct-encoded input; ``net`` (maybe DDP-wrapped) runs the forward
+    x = xb if cfg.is_ann else inner.student.encode(xb)
+    losses, info = method.losses(net, x, yb, teacher=tb, cfg=cfg)
+    total, parts = sum(losses.values()), info["parts"]
     if not torch.isfinite(total.detach()):
-        raise FloatingPointError(f"non-finite loss ({parts})")
+        bad = ", ".join(k for k in ("L_c", "L_k", "L_r") if not math.isfinite(parts.get(k, 0.0))) or "total"
+        raise TrainingDiverged(f"loss is not finite ({bad}; L_c {parts.get('L_c'):.4g}, L_k {parts.get('L_k'):.4g}, "
+                               f"L_r {parts.get('L_r'):.4g})", bad)
     (total / chunks).backward()
-    return float(total.detach()) / chunks, int((logits.detach().argmax(1) == yb).sum()), parts, r
+    return float(total.detach()) / chunks, int((info["output"].detach().argmax(1) == yb).sum()), parts, info["rates"]
 
 
-@torch.no_grad()
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256, d: Dist = Dist()) -> float:
     """Test accuracy of a student (logits from its readout) or ANN; sharded over ranks when distributed."""
-    model.eval()
     idx = shard(np.arange(len(y)), d)
-    correct = 0
-    for s in range(0, len(idx), batch_size):
-        sel = idx[s:s + batch_size]
-        xb = torch.from_numpy(np.ascontiguousarray(x[sel]))
-        out = model(_encode(model, xb))
-        logits = model.logits(out) if isinstance(model, SpikingResNet) else out
-        correct += int((logits.argmax(1) == torch.from_numpy(y[sel])).sum())
-    if d.world > 1:
-        t = torch.tensor([correct], dtype=torch.float64)
+    parts = (idx[s:s + batch_size] for s in range(0, len(idx), batch_size))
+    data = ((torch.from_numpy(np.ascontiguousarray(x[sel])), torch.from_numpy(y[sel])) for sel in parts)
+
+    def all_reduce(sums):
+        t = torch.tensor(sums, dtype=torch.float64)
         dist.all_reduce(t)
-        correct = int(t.item())
-    return correct / len(y)
+        return t.tolist()
+
+    return evaluate_metric(model, data, LogitAccuracy(isinstance(model, SpikingResNet)),
+                           all_reduce if d.world > 1 else None)["test_accuracy"]
 
 
 # ---------------------------------------------------------------- loop
@@ -225,12 +216,15 @@ def _train(cfg, out, progress, teacher, resume, d, ghost_batches=1):
         loss_sum, correct, seen, parts_sum, rate_sum, step_times = 0.0, 0, 0, {}, None, []
         batches = _global_batches(len(y_tr), cfg, epoch, d.world * ghost_batches)
         bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
-        for gidx in bar:
+        for n_step, gidx in enumerate(bar, 1):
             idx = torch.from_numpy(shard(gidx, d))
             t0 = time.perf_counter()
-            loss, info = train_step(model, optimizer, x_t[idx], y_t[idx],
-                                    None if t_logits is None else t_logits[idx], cfg, chunks=ghost_batches,
-                                    lr=_cosine(cfg.lr, step, total_steps))
+            try:
+                loss, info = train_step(model, optimizer, x_t[idx], y_t[idx],
+                                        None if t_logits is None else t_logits[idx], cfg, chunks=ghost_batches,
+                                        lr=_cosine(cfg.lr, step, total_steps))
+            except TrainingDiverged as exc:
+                raise TrainingDiverged(f"epoch {epoch}, step {n_step}: {exc}", exc.layer) from None
             step_times.append(time.perf_counter() - t0)
             step += 1
             n = len(idx)
@@ -260,7 +254,8 @@ def _train(cfg, out, progress, teacher, resume, d, ghost_batches=1):
 
     return fit(out, CHECKPOINT_FORMAT, cfg.to_dict(), cfg.seed, cfg.epochs, net, optimizer, None, metrics,
                run_epoch, lambda e: {"test_accuracy": e["test_accuracy"]}, checkpoint, resume=resume, main=d.main,
-               barrier=dist.barrier if d.world > 1 else None, error=MSKDCheckpointError)
+               barrier=dist.barrier if d.world > 1 else None, error=MSKDCheckpointError,
+               upgrade=lambda old: MSKDConfig.from_dict(old).to_dict())
 
 
 def export_mskd_checkpoint(path, name: str | None = None):
@@ -271,7 +266,7 @@ def export_mskd_checkpoint(path, name: str | None = None):
     from snncc.export import export
 
     student, cfg = load_mskd_checkpoint(path)
-    if cfg.method == "ann":
+    if cfg.is_ann:
         raise MSKDCheckpointError(f"{path}: an 'ann' checkpoint is not a spiking network and cannot be exported")
     shape = dataset_info(cfg.dataset).input_shape
     return export(student, torch.zeros(cfg.timesteps, 1, *shape), timesteps=cfg.timesteps,

@@ -18,24 +18,23 @@ from snncc.neuron import NeuronParams
 from snncc.training.checkpoint import FORMATS, CheckpointError, read_checkpoint
 from snncc.training.config import (ConfigError, check_choice, check_float, check_int, check_keys, check_run, fill,
                                    is_int, is_number)
-from snncc.training.errors import MSKDError
+from snncc.training.errors import MSKDConfigError, MSKDError
+from snncc.training.methods.kd import KD_SCALINGS
+from snncc.training.methods.mskd import RECON_LOSSES
 from snncc.training.recipes import DEFAULT_RECIPE, RECIPES, recipe_defaults
+from snncc.training.registry import ModelKind, Variant, lookup, method_names
 
 CHECKPOINT_FORMAT = FORMATS["mskd"]
-METHODS = ("ann", "direct", "kd", "mskd", "mskd-norecon")
+METHODS = tuple(method_names(ModelKind.RESNET))  # the registry's: ann, direct, kd, mskd, mskd-norecon
+TEACHER_METHODS = tuple(m for m in METHODS if getattr(lookup(m, ModelKind.RESNET), "uses_teacher", False))
 # The students' LIF: "paper" = MSKD eq. 1, u[t] = alpha u[t-1] (1 - z[t-1]) + W z[t] + b (the input is not
 # scaled; snncc's decay_input=False, tau = 1 / (1 - alpha)), "bsd" = BSD eq. 2 (the input scaled by 1/tau)
 LIF_FORMS = ("paper", "bsd")
 PAPER_DECAY = 0.2  # Table 6 "decay rate" = eq. 1's alpha (docs/methods.md: why not 1 - alpha)
 DEFAULT_TAU = {"paper": 1.0 / (1.0 - PAPER_DECAY), "bsd": 2.0}
-TEACHER_METHODS = ("kd", "mskd", "mskd-norecon")
 
 
 # ---------------------------------------------------------------- errors
-class MSKDConfigError(MSKDError, ConfigError):
-    """An invalid MSKD configuration value."""
-
-
 class HeadPositionError(MSKDConfigError):
     """An auxiliary head placed outside the student's residual blocks."""
 
@@ -71,7 +70,9 @@ class MSKDConfig:
     head_weights_ce: tuple | None = None  # w_c^(m); None: all 1.0
     head_weights_kd: tuple | None = None  # w_k^(m); None: all 1.0
     adapter_channels: int = 128  # K of Table 7 before width scaling
-    kd_temperature_squared: bool = True
+    kd_scaling: str = "paper"  # "paper": eq. 11 as written; "hinton": KL x kd_temperature**2
+    recon_loss: str | None = None  # L_r: "sum" the paper's squared norm per sample (batch mean), "mean" per element;
+    # None: the recipe's (paper: sum; cpu: mean, since the squared norm diverges at the CPU learning rate)
     teacher: str | None = None  # MSKD 'ann' checkpoint, teacher-logits file, or 'dinov2:DIR' (local DINOv2 model)
     readout: str | None = None  # None: 'spike' for Spike-ResNet, 'mean' for SEW / MS
     spike_gain: float = 5.0  # logits = spike_gain * spike rate for the 'spike' readout
@@ -99,6 +100,9 @@ class MSKDConfig:
                 "kd_temperature": d.get("tau"), "tau": d["tau_m"],
                 "kd_temperature_squared": d.get("kd_tau_squared", True)}
             d.setdefault("recipe", DEFAULT_RECIPE)
+        if isinstance(d, dict) and "kd_temperature_squared" in d:  # written before eq. 11 was taken as written:
+            d = {k: v for k, v in d.items() if k != "kd_temperature_squared"} | {  # T^2 flag, element-mean L_r
+                "kd_scaling": "hinton" if d["kd_temperature_squared"] else "paper", "recon_loss": "mean"}
         if isinstance(d, dict) and "lif_form" not in d:  # written before the paper's neuron: BSD's eq. 2
             d = d | {"lif_form": "bsd"}
         check_keys(cls, d, MSKDConfigError)
@@ -116,10 +120,13 @@ class MSKDConfig:
 
     def validate(self) -> None:
         _choice("recipe", self.recipe, RECIPES)
-        _choice("method", self.method, METHODS)
+        self.training_method()  # a method the registry lists for ResNets
         if self.optimizer is not None:
             _choice("optimizer", self.optimizer, ("sgd", "adamw"))
         _choice("stem", self.stem, ("small", "imagenet"))
+        _choice("kd_scaling", self.kd_scaling, KD_SCALINGS)
+        if self.recon_loss is not None:
+            _choice("recon_loss", self.recon_loss, RECON_LOSSES)
         _choice("neuron", self.neuron, ("lif", "if"))
         _choice("lif_form", self.lif_form, LIF_FORMS)
         if self.readout is not None:
@@ -129,7 +136,7 @@ class MSKDConfig:
             dataset_info(self.dataset)
         except (ModelError, DatasetError) as exc:
             raise MSKDConfigError(str(exc)) from None
-        if family is None and self.method != "ann":
+        if family is None and self.training_method().variant is not Variant.RELU:
             raise MSKDConfigError(f"method {self.method!r} needs a spiking model "
                                   f"({{spike,sew,ms}}-resnetN), got {self.model!r}")
         check_run(self, MSKDConfigError)
@@ -160,13 +167,24 @@ class MSKDConfig:
                                    not all(is_number(w) and math.isfinite(w) and w >= 0 for w in ws)):
                 raise MSKDConfigError(f"{name} must be a list of numbers >= 0, got {ws!r}")
 
+    def training_method(self):
+        """The registry's method for (``method``, resnet); MSKDConfigError if there is none."""
+        try:
+            return lookup(self.method, ModelKind.RESNET)
+        except ConfigError as exc:
+            raise MSKDConfigError(str(exc)) from None
+
+    @property
+    def is_ann(self) -> bool:
+        return self.training_method().variant is Variant.RELU
+
     @property
     def uses_heads(self) -> bool:
-        return self.method in ("mskd", "mskd-norecon")
+        return getattr(self.training_method(), "uses_heads", False)
 
     @property
     def uses_recon(self) -> bool:
-        return self.method == "mskd"
+        return getattr(self.training_method(), "uses_recon", False)
 
 
 def _choice(name, value, choices):
@@ -187,7 +205,7 @@ def build_student(cfg: MSKDConfig) -> nn.Module:
     cfg.validate()
     info = dataset_info(cfg.dataset)
     family, depth = parse_name(cfg.model)
-    if cfg.method == "ann":
+    if cfg.is_ann:
         return build_resnet(f"resnet{depth}", info.num_classes, info.input_shape[0], cfg.stem, cfg.width)
     return build_resnet(cfg.model, info.num_classes, info.input_shape[0], cfg.stem, cfg.width, cfg.timesteps,
                         info.input_shape[1:], neuron_params(cfg), "sigmoid", cfg.detach_reset, cfg.readout,
@@ -224,7 +242,7 @@ def head_positions(cfg: MSKDConfig, num_blocks: int) -> list:
 def build_net(cfg: MSKDConfig) -> nn.Module:
     """The module trained for ``cfg``: an :class:`MSKDNet` (student + heads + recon) or the ANN."""
     student = build_student(cfg)
-    if cfg.method == "ann":
+    if cfg.is_ann:
         return student
     positions = head_positions(cfg, len(student.blocks())) if cfg.uses_heads else []
     if cfg.uses_heads:

@@ -1,4 +1,5 @@
-"""Training driver for BSD / BPTT spiking MLPs and CNNs (and the BP-on-ANN baseline).
+"""Training driver for the image models (MLP, CNN): any method the registry lists for them
+(BSD, BPTT, the BP-on-ANN baseline, or one registered later).
 
 ``train(cfg, out_dir)`` is the whole API the CLI needs. It is deterministic for a
 given ``cfg.seed`` (weight init, data subset and per-epoch order all derive from
@@ -23,17 +24,19 @@ from snncc.data.datasets import DatasetError, batches, dataset_info, load_split
 from snncc.models.cnn import ANNCNN, BPTTCNN, BSDCNN
 from snncc.models.layers import channel_stats
 from snncc.models.mlp import ANNMLP, BPTTMLP, BSDMLP
-from snncc.training.bsd import INTERLAYER_LOSSES, RECO_PAIRS, TOP_LOSSES, cosine_predict, firing_rates, repeat_time
+from snncc.training.evaluation import CountAccuracy
+from snncc.training.evaluation import evaluate as evaluate_metric
+from snncc.training.methods.bsd import INTERLAYER_LOSSES, RECO_PAIRS, TOP_LOSSES, cosine_predict, firing_rates, repeat_time
+from snncc.training.registry import Method, Variant, lookup
 from snncc.training.checkpoint import FORMATS, CheckpointError, fit_state, read_checkpoint
 from snncc.training.config import (ConfigError, check_choice, check_float, check_int, check_keys, check_run, fill,
                                    is_int, is_number, plain)
-from snncc.training.loop import (SCHEDULES, TrainingDiverged, apply_local_losses, deterministic, epoch_seed, fit,
-                                 hamming_similarity, make_optimizer, make_scheduler)
+from snncc.training.loop import (SCHEDULES, TrainingDiverged, deterministic, epoch_seed, fit,
+                                 hamming_similarity, make_optimizer, make_scheduler, method_step)
 from snncc.training.recipes import DEFAULT_RECIPE, RECIPES, recipe_defaults
 
 CHECKPOINT_FORMAT = FORMATS["image"]
-METHODS = ("bsd", "bptt", "ann")  # ann: BP on a ReLU network of the same architecture (not exportable)
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn")  # the methods that train them: snncc.training.registry
 # App. E.2.1 layer sizes; digits is our small CPU demo (8x8 inputs).
 DEFAULT_SIZES = {
     "digits": (64, 256, 256, 10),
@@ -62,6 +65,9 @@ class TrainConfig:
     ``method="ann"`` trains the same architecture with ReLU units by backprop.
     ``normalize`` (CNN only) normalises the input per channel with the training split's
     mean and std, inside the model so it is part of the exported graph's Input.
+    ``init_gain`` multiplies the default-initialised weights of every weight layer (W and Theta): with
+    eq. 2's 1/tau input scaling, the deep layers of the paper's MNIST MLP are nearly silent at init
+    (docs/results.md, "Firing at initialisation").
     ``augment="randaugment"`` applies RandAugment (snncc.data.augment) with ``ra_n``
     ops of magnitude ``ra_m`` to every training batch (never to test data).
     """
@@ -98,6 +104,7 @@ class TrainConfig:
     ra_n: int | None = None  # RandAugment ops per image
     ra_m: int | None = None  # RandAugment magnitude bin 0..30
     normalize: bool | None = None  # per-channel input normalisation (CNN only); None: on for the CNN
+    init_gain: float = 1.0  # every weight layer's PyTorch default initialisation x this gain (wakes deep layers)
 
     def to_dict(self) -> dict:
         """Plain python values only, so checkpoints load with ``weights_only=True``."""
@@ -109,6 +116,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d) -> "TrainConfig":
         check_keys(cls, d)
+        if "normalize" not in d:
+            d = {**d, "normalize": False}  # written before input normalisation existed
         cfg = cls(**d)
         if cfg.sizes is not None:
             cfg.sizes = tuple(cfg.sizes)
@@ -144,19 +153,19 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ConfigError naming the first bad value."""
         check_choice("recipe", self.recipe, RECIPES)
-        check_choice("method", self.method, METHODS)
         check_choice("model", self.model, MODELS)
+        lookup(self.method, self.model)
         check_choice("neuron", self.neuron, ("lif", "if"))
         check_choice("surrogate", self.surrogate, ("atan", "sigmoid"))
         check_choice("interlayer_loss", self.interlayer_loss, INTERLAYER_LOSSES)
         check_choice("top_loss", self.top_loss, TOP_LOSSES)
         if self.schedule is not None:
             check_choice("schedule", self.schedule, SCHEDULES)
-        if self.top_loss != "ce" and self.method != "bsd":
+        if self.top_loss != "ce" and self.method != Method.BSD:
             raise ConfigError(f"top_loss {self.top_loss!r} applies to --method bsd (got {self.method!r})")
         if self.reco_pairs is not None:
             check_choice("reco_pairs", self.reco_pairs, RECO_PAIRS)
-            if self.method != "bsd":
+            if self.method != Method.BSD:
                 raise ConfigError(f"reco_pairs applies to --method bsd (got {self.method!r})")
             if self.reco_pairs != "all" and self.interlayer_loss != "reco":
                 raise ConfigError(f"reco_pairs {self.reco_pairs!r} applies to the reco inter-layer loss "
@@ -164,7 +173,7 @@ class TrainConfig:
         check_run(self)
         if self.lr is not None:
             check_float("lr", self.lr, positive=True)
-        for name in ("v_th", "v_th_backward", "temperature", "width"):
+        for name in ("v_th", "v_th_backward", "temperature", "width", "init_gain"):
             if getattr(self, name) is not None:
                 check_float(name, getattr(self, name), positive=True)
         if self.warmup_steps is not None:
@@ -210,49 +219,52 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------- models
+# the architecture each method variant trains (snncc.training.methods.base.Variant)
+ARCHITECTURES = {("mlp", Variant.PAIRED): BSDMLP, ("mlp", Variant.SPIKING): BPTTMLP, ("mlp", Variant.RELU): ANNMLP,
+                 ("cnn", Variant.PAIRED): BSDCNN, ("cnn", Variant.SPIKING): BPTTCNN, ("cnn", Variant.RELU): ANNCNN}
+
+
 def build_model(cfg: TrainConfig) -> torch.nn.Module:
-    """The untrained model described by ``cfg`` (validated and defaults resolved first)."""
+    """The untrained model described by ``cfg`` (validated and defaults resolved first): the architecture of
+    the registered method's variant; ``model.training_method`` is that method (what :func:`train_step` runs)."""
     cfg = cfg.resolved()
-    common = dict(timesteps=cfg.timesteps, v_th=cfg.v_th, tau=cfg.tau, neuron_model=cfg.neuron,
-                  surrogate=cfg.surrogate)
-    bsd = dict(v_th_backward=cfg.v_th_backward, lam=cfg.lam, interlayer=cfg.interlayer_loss,
-               temperature=cfg.temperature, top=cfg.top_loss,
-               reco_pairs=cfg.reco_pairs if cfg.interlayer_loss == "reco" and cfg.reco_pairs else "all")
+    method = lookup(cfg.method, cfg.model)
+    arch = ARCHITECTURES[(cfg.model, method.variant)]
     if cfg.model == "cnn":
         info = dataset_info(cfg.dataset)
-        shape = dict(input_shape=info.input_shape, num_classes=info.num_classes, width=cfg.width,
-                     normalize=cfg.normalize)
-        if cfg.method == "ann":
-            return ANNCNN(**shape, timesteps=cfg.timesteps)
-        if cfg.method == "bptt":
-            return BPTTCNN(**shape, **common)
-        return BSDCNN(**shape, **common, **bsd)
-    sizes = cfg.layer_sizes()
-    if cfg.method == "ann":
-        return ANNMLP(sizes, timesteps=cfg.timesteps)
-    if cfg.method == "bptt":
-        return BPTTMLP(sizes, **common)
-    return BSDMLP(sizes, **common, **bsd)
+        args = dict(input_shape=info.input_shape, num_classes=info.num_classes, width=cfg.width,
+                    normalize=cfg.normalize)
+    else:
+        args = dict(sizes=cfg.layer_sizes())
+    args["timesteps"] = cfg.timesteps
+    if method.variant is not Variant.RELU:
+        args.update(v_th=cfg.v_th, tau=cfg.tau, neuron_model=cfg.neuron, surrogate=cfg.surrogate)
+    if method.variant is Variant.PAIRED:
+        args.update(v_th_backward=cfg.v_th_backward, lam=cfg.lam, interlayer=cfg.interlayer_loss,
+                    temperature=cfg.temperature, top=cfg.top_loss,
+                    reco_pairs=cfg.reco_pairs if cfg.interlayer_loss == "reco" and cfg.reco_pairs else "all")
+    model = arch(**args)
+    if cfg.init_gain != 1.0:
+        with torch.no_grad():
+            for _, layer in model.named_weight_layers():
+                for p in layer.parameters():
+                    if p.dim() > 1:  # weights (not batch-norm scales and shifts)
+                        p.mul_(cfg.init_gain)
+    model.training_method = method
+    return model
 
 
 # ---------------------------------------------------------------- one step
 def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, grad_clip=0.3):
-    """One combined forward of all paths, one backward of the summed local losses, one update.
+    """One step of ``model.training_method`` on a static batch presented over T (one forward of all paths,
+    one backward of the summed losses, one update). Returns (summed loss, info); raises TrainingDiverged
+    before touching the weights."""
+    return method_step(model.training_method, model, optimizer, repeat_time(x, model.timesteps), y, grad_clip)
 
-    Returns (summed loss, info); raises TrainingDiverged before touching the weights.
-    """
-    return apply_local_losses(model, optimizer, repeat_time(x, model.timesteps), y, grad_clip)
 
-
-@torch.no_grad()
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
     """Test accuracy of the forward path with the cosine-to-label-code rule."""
-    model.eval()
-    correct = 0
-    for xb, yb in batches(x, y, batch_size):
-        counts = model(repeat_time(xb, model.timesteps)).sum(0)
-        correct += int((cosine_predict(counts) == yb).sum())
-    return correct / len(y)
+    return evaluate_metric(model, batches(x, y, batch_size), CountAccuracy(model.timesteps))["test_accuracy"]
 
 
 # ---------------------------------------------------------------- epochs
@@ -342,7 +354,8 @@ def _fit(model, cfg: TrainConfig, train_data, test_data, out: Path, bar, resume:
 
     return fit(out, CHECKPOINT_FORMAT, cfg.to_dict(), cfg.seed, cfg.epochs, model, optimizer, scheduler,
                  metrics, run_epoch, lambda e: {"test_accuracy": e["test_accuracy"]},
-                 lambda: {"state_dict": model.state_dict()}, resume=resume)
+                 lambda: {"state_dict": model.state_dict()}, resume=resume,
+                 upgrade=lambda d: TrainConfig.from_dict(d).to_dict())
 
 
 # ---------------------------------------------------------------- loading
@@ -351,10 +364,7 @@ def load_checkpoint(path):
     path = Path(path)
     ckpt = read_checkpoint(path, CHECKPOINT_FORMAT)
     try:
-        config = ckpt.get("config")
-        if isinstance(config, dict) and "normalize" not in config:
-            config = {**config, "normalize": False}  # written before input normalisation existed
-        cfg = TrainConfig.from_dict(config)
+        cfg = TrainConfig.from_dict(ckpt.get("config"))
         model = build_model(cfg)
     except (ConfigError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: bad config in checkpoint ({exc})") from None

@@ -1,4 +1,4 @@
-"""Bidirectional spike-based distillation (BSD; Lv et al., Sec. 4, Alg. 1): the local losses and helpers.
+"""Bidirectional spike-based distillation (BSD; Lv et al., Sec. 4, Alg. 1): the method, its local losses, helpers.
 
 The architectures that use them (MLP, CNN, RNN, autoencoder) are in :mod:`snncc.models`; this module is
 the method: ReCo and its ablations, the top-layer losses, FFT-ReCo (autoencoder), label codes, readout.
@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from snncc.neuron import HARD, NeuronParams
 from snncc.models.layers import SpikingNeuron
+from snncc.training.methods.base import Method, ModelKind, TrainingMethod, Variant
 
 _EPS = 1e-8  # norm floor: a silent layer (all-zero current) gives C = 0, not NaN
 
@@ -366,3 +367,21 @@ def fft_reco_loss(v: torch.Tensor, v_hat: torch.Tensor, cutoff: float, lam_low: 
 def recon_mse(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Per-sample mean squared error over pixels, summed over the batch (the top loss)."""
     return F.mse_loss(out, x, reduction="none").flatten(1).mean(1).sum()
+
+
+# ---------------------------------------------------------------- the method
+class BSD(TrainingMethod):
+    """BSD on a paired architecture (Type 1 forward path + Type 2 backward path, criterion C1).
+
+    The pairing is the architecture's: each paired model (:class:`~snncc.models.mlp.BSDMLP`, ``BSDCNN``,
+    ``BSDRNN``, ``BSDAutoencoder``) runs both paths in one pass with every synapse input detached and
+    returns one local loss per weight layer (``training_losses``), built from this module's losses.
+    Local losses are clipped per layer (``model.local_clipping``)."""
+
+    name, variant = Method.BSD, Variant.PAIRED
+
+    def losses(self, model, x, y, **context):
+        return model.training_losses(x, y)
+
+
+REGISTER = [(BSD(), (ModelKind.MLP, ModelKind.CNN, ModelKind.RNN, ModelKind.AUTOENCODER))]
