@@ -22,7 +22,8 @@ if __name__ not in ("snncc.sims.numba_kernels", "__main__"):
 
 __all__ = ["NEURON_BLOCK", "charge", "fire", "reset", "step", "synapse", "vector_sum", "neuron_blocks",
            "neuron_arrays", "dense_tile",
-           "conv_tap", "conv_rows", "pool", "time_sum", "check_cache_once"]
+           "conv_tap", "conv_src", "conv_rows", "conv_events", "im2col", "nonzero_share", "pool", "time_sum",
+           "check_cache_once"]
 
 NEURON_BLOCK = 256  # neurons per task unit: long enough to vectorise
 _jit = numba.njit(cache=True, nogil=True)  # nogil: kernels run on the worker threads
@@ -86,6 +87,18 @@ def neuron_blocks(k0, k1, cur, v, out, leaky, inv_tau, v_th, v_reset, v_rest, so
     return total
 
 
+@_jit
+def nonzero_share(flat, samples):
+    """Share of nonzero entries among about ``samples`` evenly strided entries of a 1-D array."""
+    step = max(1, flat.size // samples)
+    hits = 0
+    seen = 0
+    for i in range(0, flat.size, step):
+        hits += flat[i] != 0.0
+        seen += 1
+    return hits / max(1, seen)
+
+
 # -- event-driven synapses ----------------------------------------------------------
 @_jit
 def _events(row, idx):
@@ -136,8 +149,8 @@ def dense_tile(r0, r1, c0, c1, x, w_t, bias, out):
 
 @_jit
 def conv_tap(i, k, s, p, d, n):
-    """The conv geometry: the output index (< n) whose window puts kernel tap k on input index i
-    (stride s, padding p, dilation d), or -1 when there is none."""
+    """The conv geometry, input to output: the output index (< n) whose window puts kernel tap k on
+    input index i (stride s, padding p, dilation d), or -1 when there is none."""
     o = i + p - k * d
     if o < 0 or o % s != 0 or o // s >= n:
         return -1
@@ -145,18 +158,33 @@ def conv_tap(i, k, s, p, d, n):
 
 
 @_jit
-def conv_rows(r0, r1, x, w_t, bias, out, h, w, ho, wo, sh, sw, ph, pw, dh, dw, c_grp):
+def conv_src(o, k, s, p, d, n):
+    """The conv geometry, output to input: the input index (< n) under kernel tap k of output index o
+    (stride s, padding p, dilation d), or -1 in the padding."""
+    i = o * s - p + k * d
+    return i if 0 <= i < n else -1
+
+
+@_jit
+def conv_rows(r0, r1, x, w_f, bias, out, h, w, ho, wo, sh, sw, ph, pw, dh, dw, c_grp):
     """Samples r0:r1 of a conv. x: (R, C_in*H*W), out: (R, C_out*Ho*Wo) channel-first;
-    w_t: (C_in, kh, kw, C_out / groups), an input channel's weights to the outputs of its group
-    (c_grp input channels per group). Events scatter into acc (Ho, Wo, C_out), channels last so
-    an event adds a contiguous vector per kernel tap. Returns the sum of out[r0:r1]."""
-    kh, kw, c_og = w_t.shape[1], w_t.shape[2], w_t.shape[3]
+    w_f: (C_in, kh, kw, C_out / groups) with kx reversed, an input channel's weights to the outputs
+    of its group (c_grp input channels per group). Events scatter into acc (Ho, Wo, C_out), channels
+    last: a C_out / groups run per kernel tap. Without groups and with stride and dilation 1 along x,
+    the taps kx of one event land on consecutive output columns, and reversed kx makes their weights
+    consecutive too: one contiguous add of up to kw * C_out values per kernel row. Each accumulator
+    entry still receives one product per event, in event order (the sums do not depend on this
+    layout). Returns the sum of out[r0:r1]."""
+    kh, kw, c_og = w_f.shape[1], w_f.shape[2], w_f.shape[3]
     c_out = bias.size
-    acc = np.empty((ho, wo, c_out))
+    whole_rows = sw == 1 and dw == 1 and c_og == c_out
+    acc = np.empty(ho * wo * c_out)
+    wflat = w_f.reshape(w_f.size)
     idx = np.empty(x.shape[1], np.int64)
     total = 0.0
     for r in range(r0, r1):
-        acc[:, :] = bias
+        for q in range(ho * wo):
+            acc[q * c_out:(q + 1) * c_out] = bias
         xrow = x[r]
         for q in range(_events(xrow, idx)):
             k = idx[q]
@@ -166,19 +194,126 @@ def conv_rows(r0, r1, x, w_t, bias, out, h, w, ho, wo, sh, sw, ph, pw, dh, dw, c
                 oy = conv_tap(y, ky, sh, ph, dh, ho)
                 if oy < 0:
                     continue
+                row = oy * wo
+                taps = ((ci * kh + ky) * kw) * c_og
+                if whole_rows:  # kx in [lo, hi] lands on output columns xx + pw - hi ... xx + pw - lo
+                    lo, hi = max(0, xx + pw - wo + 1), min(kw - 1, xx + pw)
+                    if lo > hi:
+                        continue
+                    a = acc[(row + xx + pw - hi) * c_out:(row + xx + pw - lo + 1) * c_out]
+                    wv = wflat[taps + (kw - 1 - hi) * c_out:taps + (kw - lo) * c_out]
+                    for j in range(a.size):
+                        a[j] = a[j] + c * wv[j]
+                    continue
                 for kx in range(kw):
                     ox = conv_tap(xx, kx, sw, pw, dw, wo)
                     if ox < 0:
                         continue
-                    a, wv = acc[oy, ox, g0:g0 + c_og], w_t[ci, ky, kx]
+                    a = acc[(row + ox) * c_out + g0:(row + ox) * c_out + g0 + c_og]
+                    wv = wflat[taps + (kw - 1 - kx) * c_og:taps + (kw - kx) * c_og]
                     for co in range(c_og):
                         a[co] = a[co] + c * wv[co]
         for co in range(c_out):
-            for oy in range(ho):
-                for ox in range(wo):
-                    out[r, (co * ho + oy) * wo + ox] = acc[oy, ox, co]
+            for q in range(ho * wo):
+                out[r, co * ho * wo + q] = acc[q * c_out + co]
         total += vector_sum(out[r])
     return total
+
+
+@_jit
+def _gather(acc, xr, idx, q0, q1, p, hw, w_tap):
+    """acc += x[k, p] * w_tap[k] for the active channels k = idx[p, q0:q1] of input pixel p, four at
+    a time (left-to-right sums, as in :func:`_fan_out`)."""
+    q = q0
+    while q + 4 <= q1:
+        ka, kb, kc, kd = idx[p, q], idx[p, q + 1], idx[p, q + 2], idx[p, q + 3]
+        a, b, c, d = w_tap[ka], w_tap[kb], w_tap[kc], w_tap[kd]
+        xa, xb, xc, xd = xr[ka * hw + p], xr[kb * hw + p], xr[kc * hw + p], xr[kd * hw + p]
+        for j in range(acc.size):
+            acc[j] = acc[j] + xa * a[j] + xb * b[j] + xc * c[j] + xd * d[j]
+        q += 4
+    while q < q1:
+        k = idx[p, q]
+        a = w_tap[k]
+        xa = xr[k * hw + p]
+        for j in range(acc.size):
+            acc[j] = acc[j] + xa * a[j]
+        q += 1
+
+
+@_jit
+def conv_events(r0, r1, x, w_g, bias, out, h, w, ho, wo, sh, sw, ph, pw, dh, dw, c_grp):
+    """Samples r0:r1 of an event-driven conv. x: (R, C_in*H*W), out: (R, C_out*Ho*Wo) channel-first;
+    w_g: (kh, kw, C_in, C_out / groups), an input channel's weights to the outputs of its group
+    (c_grp input channels per group). The active channels of each input pixel are listed once, group
+    by group; each output pixel then sums the weight vectors of the events under its kernel taps into
+    its own accumulator row (channels last; in cache while it is summed), so the work is proportional
+    to the events. Returns the sum of out[r0:r1]."""
+    kh, kw, c_in, c_og = w_g.shape
+    groups, hw = c_in // c_grp, h * w
+    idx = np.empty((hw, c_in), np.int32)
+    cnt = np.empty(hw, np.int32)
+    ends = np.zeros((groups + 1, hw), np.int32)  # group g of pixel p: idx[p, ends[g, p]:ends[g + 1, p]]
+    acc = np.empty((ho * wo, bias.size))
+    total = 0.0
+    for r in range(r0, r1):
+        xr = x[r]
+        cnt[:] = 0
+        for g in range(groups):
+            for ci in range(g * c_grp, (g + 1) * c_grp):  # branch-free compaction (as _events), x read contiguously
+                for p in range(hw):
+                    idx[p, cnt[p]] = ci
+                    cnt[p] += xr[ci * hw + p] != 0.0
+            ends[g + 1] = cnt
+        for oy in range(ho):
+            for ox in range(wo):
+                a = acc[oy * wo + ox]
+                a[:] = bias
+                for ky in range(kh):
+                    iy = conv_src(oy, ky, sh, ph, dh, h)
+                    if iy < 0:
+                        continue
+                    for kx in range(kw):
+                        ix = conv_src(ox, kx, sw, pw, dw, w)
+                        if ix < 0:
+                            continue
+                        p = iy * w + ix
+                        if groups == 1:  # the common case, without the group slices
+                            _gather(a, xr, idx, 0, cnt[p], p, hw, w_g[ky, kx])
+                            continue
+                        for g in range(groups):
+                            _gather(a[g * c_og:(g + 1) * c_og], xr, idx, ends[g, p], ends[g + 1, p], p, hw,
+                                    w_g[ky, kx])
+        for co in range(bias.size):  # channel-first, written contiguously
+            for q in range(ho * wo):
+                out[r, co * ho * wo + q] = acc[q, co]
+        total += vector_sum(out[r])
+    return total
+
+
+@_jit
+def im2col(r0, r1, x, cols, kh, kw, h, w, ho, wo, sh, sw, ph, pw, dh, dw):
+    """Unfold samples r0:r1 of x (R, C_in*H*W) into cols (R, C_in*kh*kw, Ho*Wo): row
+    (ci, ky, kx) of a sample holds the input under that kernel tap at every output position
+    (zero in the padding), so a conv is one matrix product per sample and group, channel-first
+    (a group's rows are consecutive)."""
+    c_in = cols.shape[1] // (kh * kw)
+    for r in range(r0, r1):
+        for ci in range(c_in):
+            for ky in range(kh):
+                for kx in range(kw):
+                    row = cols[r, (ci * kh + ky) * kw + kx]
+                    for oy in range(ho):
+                        iy = conv_src(oy, ky, sh, ph, dh, h)
+                        seg = row[oy * wo:(oy + 1) * wo]
+                        if iy < 0:
+                            seg[:] = 0.0
+                            continue
+                        src = x[r, (ci * h + iy) * w:(ci * h + iy + 1) * w]
+                        for ox in range(wo):
+                            ix = conv_src(ox, kx, sw, pw, dw, w)
+                            seg[ox] = src[ix] if ix >= 0 else 0.0
+    return 0.0
 
 
 @_jit

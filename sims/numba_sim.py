@@ -1,8 +1,9 @@
-"""Event-driven Numba simulator for SpikeGraphs (same semantics as the torch reference).
+"""Numba simulator for SpikeGraphs (same semantics as the torch reference): the plan.
 
-Synapses are event driven: a Dense or Conv scans its input for nonzero entries and adds
-``value * weights`` of each one (a weight row / a kernel footprint) into the output
-current, so the work is proportional to the number of spikes, not to the layer size.
+Synapses pick their kernel per call from their input's measured density: an event-driven
+scatter (a Dense or Conv adds ``value * weights`` of each nonzero input, so the work is
+proportional to the spikes) where inputs are sparse, a dense BLAS product where they are not
+(the per-op rules: :mod:`snncc.sims.numba_rules`; threads: :mod:`snncc.sims.numba_threads`).
 
 Evaluation order. Outside recurrent loops a node's T steps depend only on its inputs'
 T steps (a synapse is stateless, a neuron carries its state along t), so each such node
@@ -22,216 +23,22 @@ kernel call, and the thread count is a Plan parameter (default: numba's NUMBA_NU
 """
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import networkx as nx
-import numba
 import numpy as np
 
 from snncc.backends.base import Backend, LoweringError, Options, Program
 from snncc.ir.graph import SpikeGraph
-from snncc import neuron as nrn
-from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, PoolMode, Readout, ReadoutMode
+from snncc.ir.ops import ReadoutMode
 from snncc.ir.types import Kind
 from snncc.runtime import RunResult, check_input
-from snncc.sims.numba_kernels import (NEURON_BLOCK, check_cache_once, conv_rows, dense_tile, neuron_arrays,
-                                      neuron_blocks, pool, time_sum)
+from snncc.sims.numba_kernels import check_cache_once, time_sum
+from snncc.sims.numba_rules import RULES
+from snncc.sims.numba_threads import default_threads
+
+__all__ = ["Plan", "run", "RULES", "default_threads", "NumbaOptions", "NumbaBackend", "BACKEND"]
 
 _BUFFER_BUDGET = 256 << 20  # bytes of node buffers per batch chunk
-_PARALLEL_MIN_WORK = 1 << 20  # below this (~element operations) one thread is faster
-_TASKS = 8  # tasks per thread and kernel call: small tasks even out uneven spike counts
-_DENSITY = 8  # assumed 1/8 of synapse inputs nonzero when estimating work
-
-# -- threads ------------------------------------------------------------------------
-# Kernels are serial nogil functions over a task range, shared out to a thread pool.
-# Not numba.prange: a prange loop calling these helpers took ~10x longer to compile
-# (12 s vs 1 s for the conv), and its static fork/join stalls for a whole scheduler
-# slice when another process holds a core. Here the calling thread takes tasks too,
-# and a worker that has not started by the time the work is done is simply cancelled.
-_EXECUTORS: dict = {}   # thread count -> pool of count - 1 workers, created on first use
-_EXECUTORS_LOCK = threading.Lock()
-
-
-def default_threads() -> int:
-    return max(1, numba.config.NUMBA_NUM_THREADS)
-
-
-def _executor(threads: int) -> ThreadPoolExecutor:
-    with _EXECUTORS_LOCK:
-        if threads not in _EXECUTORS:
-            _EXECUTORS[threads] = ThreadPoolExecutor(threads - 1, "snncc-sim")
-        return _EXECUTORS[threads]
-
-
-def _share(kernel, ranges, args, work: int, threads: int) -> float:
-    """sum(kernel(*r, *args) for r in ranges), on ``threads`` threads when the work is large."""
-    calls = [r + args for r in ranges]
-    results = [0.0] * len(calls)
-    if threads == 1 or len(calls) == 1 or work < _PARALLEL_MIN_WORK:
-        return float(sum(kernel(*c) for c in calls))
-    todo = iter(range(len(calls)))
-    lock = threading.Lock()
-
-    def worker():
-        while True:
-            with lock:
-                i = next(todo, None)
-            if i is None:
-                return
-            results[i] = kernel(*calls[i])
-
-    pool = _executor(threads)
-    helpers = [pool.submit(worker) for _ in range(threads - 1)]
-    worker()
-    for f in helpers:
-        if not f.cancel():
-            f.result()
-    return float(sum(results))  # in task order: deterministic
-
-
-def _ranges(n: int, parts: int) -> list:
-    parts = max(1, min(n, parts))
-    return [(i * n // parts, (i + 1) * n // parts) for i in range(parts)]
-
-
-# -- per-op rules: evaluate steps [t0, t1) given input views (steps, B, size) ----------
-def _rows(a):
-    return a.reshape(-1, a.shape[-1])
-
-
-def _f64(a, n=None):
-    return np.zeros(n) if a is None else np.ascontiguousarray(a, dtype=np.float64)
-
-
-def _weights(a):
-    """Weights as float32 when that is lossless (any network trained in float32), else float64.
-    Accumulation stays float64 either way, so results are identical; float32 halves the
-    memory traffic of the event loop, which is bandwidth bound."""
-    a = np.asarray(a, dtype=np.float64)
-    small = a.astype(np.float32)
-    return np.ascontiguousarray(small if np.array_equal(small, a) else a)
-
-
-def _prep_dense(op, tin, tout):
-    return {"w_t": _weights(np.asarray(op.weight).T), "bias": _f64(op.bias, tout.shape[0])}
-
-
-def _eval_dense(node, ins, out, state, threads):
-    """Tiles: a few row chunks per thread so uneven spike counts balance out; column
-    blocks too when there are few rows (one sample stepped time-major)."""
-    x, o = _rows(ins[0]), _rows(out)
-    rows, n_out = o.shape
-    if rows >= 2 * threads:
-        tiles = [r + (0, n_out) for r in _ranges(rows, _TASKS * threads)]
-    else:
-        cols = _ranges(n_out, min(2 * threads, n_out // 64))
-        tiles = [(r, r + 1) + c for r in range(rows) for c in cols]
-    return _share(dense_tile, tiles, (x, node.data["w_t"], node.data["bias"], o),
-                  x.size * (1 + n_out // _DENSITY), threads)
-
-
-def _prep_conv(op, tin, tout):
-    c_out, c_grp, kh, kw = op.weight.shape
-    w_t = np.asarray(op.weight).reshape(op.groups, c_out // op.groups, c_grp, kh, kw).transpose(0, 2, 3, 4, 1)
-    dims = (*tin.shape[1:], *tout.shape[1:], *op.stride, *op.padding, *op.dilation, c_grp)
-    return {"w_t": _weights(w_t.reshape(c_grp * op.groups, kh, kw, -1)), "bias": _f64(op.bias, c_out),
-            "dims": tuple(int(d) for d in dims)}
-
-
-def _eval_conv(node, ins, out, state, threads):
-    d = node.data
-    x = _rows(ins[0])
-    work = x.size * (1 + d["w_t"][0].size // _DENSITY)  # kh * kw * C_out adds per event
-    return _share(conv_rows, _ranges(x.shape[0], _TASKS * threads),
-                  (x, d["w_t"], d["bias"], _rows(out), *d["dims"]), work, threads)
-
-
-def _prep_pool(op, tin, tout):
-    dims = (*tin.shape, *tout.shape[1:], *op.kernel, *op.stride, *op.padding)
-    return {"args": tuple(int(d) for d in dims) + ({PoolMode.MAX: 0, PoolMode.AVG: 1, PoolMode.SUM: 2}[op.mode],)}
-
-
-def _eval_pool(node, ins, out, state, threads):
-    return pool(_rows(ins[0]), _rows(out), *node.data["args"])
-
-
-def _prep_neuron(op, tin, tout):
-    leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input = op.params.scalars()
-    data = {"params": (int(leaky), float(inv_tau), float(v_th), float(v_reset), float(v_rest), int(soft),
-                       int(decay_input)),
-            "v0": v_rest}
-    if op.heterogeneous or op.current_based:  # per-neuron parameters and/or a synaptic current
-        p = {k: np.ascontiguousarray(a, np.float64).reshape(-1) for k, a in op.per_neuron(tout.shape).items()}
-        inv = 1.0 / p["tau"] if leaky else np.ones_like(p["tau"])
-        data["v0"] = p["v_rest"]
-        data["arrays"] = (int(leaky), inv, p["v_th"], p["v_reset"], p["v_rest"], int(soft), int(decay_input),
-                          int(op.current_based), 1.0 / p["tau_syn"])
-    return data
-
-
-def _summed(ins):
-    """Element-wise sum in port order, as the reference forms it."""
-    if len(ins) == 1:
-        return ins[0]
-    total = ins[0] + ins[1]
-    for x in ins[2:]:
-        total += x
-    return total
-
-
-def _eval_neuron(node, ins, out, state, threads):
-    if "arrays" in node.data:  # per-neuron parameters and/or a CUBA synaptic current: one serial kernel
-        v = state[node.name]
-        isyn = state.setdefault((node.name, "i"), np.zeros_like(v))
-        return neuron_arrays(np.ascontiguousarray(_summed(ins)), v, isyn, out, *node.data["arrays"])
-    blocks = out.shape[1] * -(-out.shape[2] // NEURON_BLOCK)
-    return _share(neuron_blocks, _ranges(blocks, _TASKS * threads),
-                  (_summed(ins), state[node.name], out, *node.data["params"]), 4 * out.size, threads)
-
-
-def _prep_integrator(op, tin, tout):
-    leaky, inv_tau, _, _, v_rest, _, decay_input = op.params.scalars()
-    return {"p": (leaky, inv_tau, v_rest, decay_input, op.params.current_based, 1.0 / op.params.tau_syn)}
-
-
-def _eval_integrator(node, ins, out, state, threads):
-    """A non-spiking population: the neuron's charge (and synapse) per step, vectorised over neurons."""
-    leaky, inv_tau, v_rest, decay_input, cuba, inv_tau_syn = node.data["p"]
-    cur = _summed(ins)
-    v = state.setdefault((node.name, "v"), np.full(cur.shape[1:], v_rest))
-    i = state.setdefault((node.name, "i"), np.zeros(cur.shape[1:]))
-    for t in range(cur.shape[0]):
-        x = cur[t]
-        if cuba:
-            i[...] = nrn.synapse(i, x, inv_tau_syn)
-            x = i
-        v[...] = nrn.charge(v, x, leaky, inv_tau, v_rest, decay_input)
-        out[t] = v
-    return float(out.sum())
-
-
-def _eval_sum(node, ins, out, state, threads):  # Add; Flatten / Readout on a delayed edge (copy)
-    out[...] = _summed(ins)
-    return float(out.sum())
-
-
-def _no_prep(op, tin, tout):
-    return {}
-
-
-RULES = {  # op class: (prepare(op, in_type, out_type) -> data, evaluate)
-    Dense: (_prep_dense, _eval_dense),
-    Conv: (_prep_conv, _eval_conv),
-    Pool: (_prep_pool, _eval_pool),
-    Neuron: (_prep_neuron, _eval_neuron),
-    Integrator: (_prep_integrator, _eval_integrator),
-    Add: (_no_prep, _eval_sum),
-    Flatten: (_no_prep, _eval_sum),
-    Readout: (_no_prep, _eval_sum),
-    Input: (_no_prep, None),
-}
 
 
 class _Node:
@@ -242,23 +49,6 @@ class _Node:
         # Flatten and Readout pass values through unchanged (storage is already flat):
         # on a same-step edge they share their source's buffer.
         self.alias = op.passes_through and ports[0].delay == 0
-
-
-def _schedule(graph: SpikeGraph, order: list) -> list:
-    """[(names, looped)]: strongly connected components of the graph *with* its delayed
-    edges, in dependency order. A component with a cycle must be stepped time-major
-    (looped); every other node is evaluated for all T steps at once."""
-    full = nx.DiGraph()
-    full.add_nodes_from(order)
-    full.add_edges_from((p.src, n) for n in order for p in graph.inputs(n))
-    index = {n: i for i, n in enumerate(order)}
-    dag = nx.condensation(full)
-    first = {c: min(index[n] for n in dag.nodes[c]["members"]) for c in dag.nodes}
-    steps = []
-    for c in nx.lexicographical_topological_sort(dag, key=first.get):
-        names = sorted(dag.nodes[c]["members"], key=index.get)
-        steps.append((names, len(names) > 1 or full.has_edge(names[0], names[0])))
-    return steps
 
 
 class Plan:
@@ -283,7 +73,7 @@ class Plan:
         (self.input,), (self.output,) = graph.input_nodes, graph.output_nodes
         self.populations = graph.populations()
         self._mark_static(types[self.input].kind is Kind.ANALOG)
-        self.schedule = _schedule(graph, self.order)
+        self.schedule = graph.components()
         self.lead = max(1, graph.max_delay())  # leading zero rows
         self._buffers = (None, {})
 

@@ -66,13 +66,15 @@ def evaluate_programs(programs, x: np.ndarray, y: np.ndarray, timesteps: int, ba
     tallies = [_Tally(get_backend(p.backend), p) for p in programs]
     record = len(programs) == 2
     agreement: Agreement | None = None
-    for i in tqdm(range(0, len(x), batch_size), desc=f"run[{','.join(names)}]", disable=not progress,
-                  leave=False):
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        runs = [t.run(xb, yb, timesteps, record) for t in tallies]
-        if record:
-            part = compare_runs(graph, runs[0], runs[1], names=names, sample_offset=i)
-            agreement = part if agreement is None else agreement.merge(part)
+    # the bar counts samples, so its rate is samples/s; it stays (stderr) with the final throughput
+    with tqdm(total=len(x), desc=f"run[{','.join(names)}]", unit="sample", disable=not progress) as bar:
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            runs = [t.run(xb, yb, timesteps, record) for t in tallies]
+            if record:
+                part = compare_runs(graph, runs[0], runs[1], names=names, sample_offset=i)
+                agreement = part if agreement is None else agreement.merge(part)
+            bar.update(len(xb))
     return [t.result(len(x), timesteps) for t in tallies], agreement
 
 

@@ -45,14 +45,19 @@ def test_export_validate_run_energy(trained, tmp_path):
         runs[backend] = json.loads(res.stdout)
         assert set(runs[backend]) == {"backend", "accuracy", "samples", "timesteps", "layers"}
         assert runs[backend]["samples"] == 40
+        assert "sample/s" not in res.stderr  # --json: no progress bar
     assert runs["torch"]["layers"] == runs["numba"]["layers"]
     assert runs["torch"]["accuracy"] == runs["numba"]["accuracy"]
+    res = invoke("run", model, "--dataset", "digits", "--limit", 40)
+    assert res.exit_code == 0 and "accuracy" in res.stdout
+    assert "40/40" in res.stderr and "sample/s" in res.stderr  # the progress bar counts samples
     res = invoke("energy", "report", model, "--dataset", "digits", "--limit", 40, "--json", tmp_path / "e.json")
     assert res.exit_code == 0, res.stderr
     rep = json.loads((tmp_path / "e.json").read_text())
     assert {"total_energy_pj", "ann_energy_pj"} <= set(rep)
     assert all({"firing_rate", "sops", "macs", "energy_pj"} <= set(r) for r in rep["layers"])
     assert "E_MAC=4.6 pJ" in res.stdout
+    assert "40/40" in res.stderr and "sample/s" in res.stderr
 
 
 def test_validate_names_hybrid_nodes(rng, tmp_path):

@@ -15,9 +15,10 @@ import graphs
 from snncc.backends import torch_ref as torch_backend
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, Readout
-from snncc.ir.types import Kind
+from snncc.ir.graph import Port
+from snncc.ir.types import Kind, TensorType
 from snncc.neuron import NeuronParams
-from snncc.sims import numba_kernels, numba_sim
+from snncc.sims import numba_kernels, numba_rules, numba_sim
 
 LIF = NeuronParams("lif", tau=2.0, v_th=0.5)  # thresholds exact in float32: see _assert_same
 IF_SOFT = NeuronParams("if", v_th=1.0, reset="soft")
@@ -60,7 +61,19 @@ def _conv(rng, c_in, c_out, k, gain, stride=1, pad=1):
     return Conv(_w(rng, (c_out, c_in, k, k), gain), rng.normal(0, 0.1, c_out), (stride, stride), (pad, pad))
 
 
-def test_mlp_lif_hard_if_soft_bias(rng):
+@pytest.fixture(params=["scatter", "gather", "dense"])
+def kernel(request, monkeypatch):
+    """Force every synapse onto one kernel (the cost model would mix them): each must
+    reproduce the reference spike for spike on its own (gather: the event-driven conv that
+    sums per output pixel; Dense layers have one event kernel)."""
+    dense = request.param == "dense"
+    monkeypatch.setattr(numba_rules, "dense_product_wins", lambda *shape: dense)
+    monkeypatch.setattr(numba_rules, "CONV_MIN_DENSITY", 0.0 if dense else 2.0)
+    monkeypatch.setattr(numba_rules, "CONV_GATHER_EVENTS", 0.0 if request.param == "gather" else np.inf)
+    return request.param
+
+
+def test_mlp_lif_hard_if_soft_bias(rng, kernel):
     g = SpikeGraph("mlp")
     g.add("x", Input((20,)))
     g.add("fc0", Dense(_w(rng, (40, 20), 2.0), rng.normal(0.2, 0.1, 40)), ["x"])
@@ -73,7 +86,7 @@ def test_mlp_lif_hard_if_soft_bias(rng):
     _assert_same(g, rng.random((4, 20)), 12)
 
 
-def test_cnn_conv_pools_flatten_dense(rng):
+def test_cnn_conv_pools_flatten_dense(rng, kernel):
     g = SpikeGraph("cnn")
     g.add("x", Input((2, 16, 16)))
     g.add("c1", _conv(rng, 2, 4, 3, 3.0), ["x"])
@@ -95,7 +108,7 @@ def test_cnn_conv_pools_flatten_dense(rng):
     _assert_same(g, rng.random((3, 2, 16, 16)), 8)
 
 
-def test_add_of_spikes_feeds_conv_and_spike_resnet(rng):
+def test_add_of_spikes_feeds_conv_and_spike_resnet(rng, kernel):
     g = SpikeGraph("sew-and-spike-resnet")
     g.add("x", Input((3, 8, 8)))
     g.add("ca", _conv(rng, 3, 4, 3, 3.0), ["x"])
@@ -114,7 +127,7 @@ def test_add_of_spikes_feeds_conv_and_spike_resnet(rng):
     _assert_same(g, rng.random((2, 3, 8, 8)), 6)
 
 
-def test_analog_mean_readout(rng):
+def test_analog_mean_readout(rng, kernel):
     g = SpikeGraph("analog-out")
     g.add("x", Input((12,)))
     g.add("fc0", Dense(_w(rng, (32, 12), 2.0), rng.normal(0.2, 0.1, 32)), ["x"])
@@ -125,7 +138,7 @@ def test_analog_mean_readout(rng):
 
 
 @pytest.mark.parametrize("batch,hidden", [(3, 24), (1, 160)])  # (1, 160): column-split path
-def test_recurrent(rng, batch, hidden):
+def test_recurrent(rng, batch, hidden, kernel):
     g = SpikeGraph("rnn")
     g.add("x", Input((6,)))
     g.add("ih", Dense(_w(rng, (hidden, 6), 2.0), rng.normal(0.2, 0.1, hidden)), ["x"])
@@ -138,7 +151,7 @@ def test_recurrent(rng, batch, hidden):
     _assert_same(g, rng.random((batch, 6)), 15)
 
 
-def test_spike_encoded_input(rng):
+def test_spike_encoded_input(rng, kernel):
     g = SpikeGraph("spike-in")
     g.add("x", Input((30,), encoding="spike"))
     g.add("fc0", Dense(_w(rng, (25, 30), 4.0), rng.normal(0.2, 0.1, 25)), ["x"])
@@ -151,7 +164,7 @@ def test_spike_encoded_input(rng):
 
 
 @pytest.mark.parametrize("name", ["mlp", "spike", "sew", "ms", "rnn"])
-def test_shared_graphs(rng, name):
+def test_shared_graphs(rng, name, kernel):
     if name == "mlp":
         g, x = graphs.mlp(rng), rng.random((3, 1, 8, 8))
     elif name == "rnn":
@@ -159,6 +172,28 @@ def test_shared_graphs(rng, name):
     else:
         g, x = graphs.residual(rng, name), rng.random((2, 2, 6, 6))
     _assert_same(g, x, 6, rates=False)
+
+
+def test_grouped_dilated_convs_and_multi_step_delays(rng, kernel):
+    """Grouped and dilated convs (one depthwise, on a 2-step recurrent loop) and a skip edge delayed by 4 steps."""
+    def conv(c_in, c_out, groups, stride, pad, dilation, gain):
+        return Conv(_w(rng, (c_out, c_in // groups, 3, 3), gain), rng.normal(0, 0.1, c_out), stride, pad, dilation,
+                    groups)
+    g = SpikeGraph("grouped-dilated-delayed")
+    g.add("x", Input((4, 10, 10), encoding="spike"))
+    g.add("c1", conv(4, 6, 2, (1, 1), (2, 2), (2, 2), 5.0), ["x"])            # (6, 10, 10)
+    g.add("n1", Neuron(LIF), ["c1"])
+    g.add("c2", conv(6, 6, 2, (2, 1), (1, 2), (1, 2), 3.0), ["n1"])           # (6, 5, 10)
+    g.add("n2", Neuron(LIF), ["c2"])
+    g.add("rec", conv(6, 6, 6, (1, 1), (2, 2), (2, 2), 1.0), ["n2"])          # depthwise
+    g.connect("rec", "n2", 2)
+    g.add("c3", conv(6, 6, 3, (2, 1), (1, 2), (1, 2), 3.0), [Port("n1", 4)])  # 4 steps late
+    g.add("n3", Neuron(LIF), ["c3", "n2"])
+    g.add("flat", Flatten(), ["n3"])
+    g.add("fc", Dense(_w(rng, (5, 300), 3.0), rng.normal(0.2, 0.1, 5)), ["flat"])
+    g.add("n4", Neuron(LIF), ["fc"])
+    g.add("out", Readout("count"), ["n4"])
+    _assert_same(g, (rng.random((2, 12, 4, 10, 10)) < 0.3).astype(np.float64), 12)
 
 
 def test_batch_chunks_and_buffer_reuse(rng, monkeypatch):
@@ -174,24 +209,56 @@ def test_batch_chunks_and_buffer_reuse(rng, monkeypatch):
     assert np.array_equal(plan.run(x, 6).output, whole.output)  # reused buffers
 
 
-@pytest.mark.parametrize("dilation, groups", [((1, 1), 1), ((2, 3), 1), ((1, 2), 3)])
-def test_event_conv_scatter_matches_conv2d(rng, dilation, groups):
-    c_in, c_out, h, w, k = 3, 6, 9, 9, 3
+GEOMETRIES = [((1, 1), 1), ((2, 3), 1), ((1, 2), 3), ((2, 2), 3)]  # (dilation, groups): plain, dilated,
+# grouped, grouped and dilated
+
+
+def _conv_case(rng, dilation, groups, stride, x):
+    """Weights, bias, the torch conv2d of x (batch, C_in, H, W) and the kernels' geometry arguments."""
+    c_out, c_in, k = 6, x.shape[1], 3
     weight = rng.normal(size=(c_out, c_in // groups, k, k))
     bias = rng.normal(size=c_out)
-    x = (rng.random((c_in, h, w)) < 0.3) * rng.integers(1, 3, (c_in, h, w)).astype(np.float64)  # counts
-    ref = F.conv2d(torch.as_tensor(x[None]), torch.as_tensor(weight), torch.as_tensor(bias),
-                   stride=(2, 1), padding=(1, 2), dilation=dilation, groups=groups)[0].numpy()
-    c_grp, c_og = c_in // groups, c_out // groups
-    w_t = np.zeros((c_in, k, k, c_og))  # input channel ci -> the outputs of its group
-    for ci in range(c_in):
-        for j in range(c_og):
-            w_t[ci, :, :, j] = weight[(ci // c_grp) * c_og + j, ci % c_grp]
-    out = np.empty((1, ref.size))
-    total = numba_kernels.conv_rows(0, 1, x.reshape(1, -1), w_t, bias, out, h, w, ref.shape[1], ref.shape[2],
-                                    2, 1, 1, 2, *dilation, c_grp)
-    np.testing.assert_allclose(out.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
-    assert np.isclose(total, ref.sum())
+    ref = F.conv2d(torch.as_tensor(x), torch.as_tensor(weight), torch.as_tensor(bias), stride=stride,
+                   padding=(1, 2), dilation=dilation, groups=groups).numpy()
+    dims = (*x.shape[2:], *ref.shape[2:], *stride, 1, 2, *dilation)
+    return weight, bias, ref, dims
+
+
+@pytest.mark.parametrize("dilation, groups", GEOMETRIES)
+def test_event_convs_match_conv2d(rng, dilation, groups):
+    """Both event-driven convs (scatter per event, gather per output pixel) on counts, with the layouts
+    numba_rules prepares (weights per input channel to its group's outputs)."""
+    x = (rng.random((1, 3, 9, 7)) < 0.3) * rng.integers(1, 3, (1, 3, 9, 7)).astype(np.float64)  # counts
+    # x-stride 1: the scatter's contiguous kernel-row path (without groups and dilation); 2: one tap at a time
+    for stride in ((2, 1), (1, 2)):
+        weight, bias, ref, dims = _conv_case(rng, dilation, groups, stride, x)
+        op = Conv(weight, bias, stride, (1, 2), dilation, groups)
+        d = numba_rules.RULES[Conv][0](op, TensorType(Kind.COUNT, x.shape[1:]), TensorType(Kind.ANALOG, ref.shape[1:]))
+        assert d["dims"] == dims
+        for kernel, wk in ((numba_kernels.conv_rows, d["w_f"]), (numba_kernels.conv_events, d["w_g"])):
+            out = np.empty((1, ref.size))
+            total = kernel(0, 1, x.reshape(1, -1), wk, bias, out, *dims, 3 // groups)
+            np.testing.assert_allclose(out.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
+            assert np.isclose(total, ref.sum())
+
+
+def test_dense_cost_model():
+    """The product wins only for dense inputs in many rows (measured crossovers: docs/methods.md)."""
+    assert numba_rules.dense_product_wins(1.0, 256, 784, 1024)
+    assert not numba_rules.dense_product_wins(0.5, 256, 784, 1024)
+    assert not numba_rules.dense_product_wins(1.0, 16, 784, 1024)
+
+
+@pytest.mark.parametrize("dilation, groups", GEOMETRIES)
+def test_unfolded_conv_matches_conv2d(rng, dilation, groups):
+    """The dense conv path: im2col then one product per sample and group, vs torch's conv2d."""
+    x = rng.normal(size=(2, 3, 9, 7))
+    weight, bias, ref, dims = _conv_case(rng, dilation, groups, (2, 1), x)
+    ref = ref - bias[:, None, None]  # the product alone
+    cols = np.full((2, 3 * 9, ref.shape[2] * ref.shape[3]), np.nan)
+    numba_kernels.im2col(0, 2, x.reshape(2, -1), cols, 3, 3, *dims)
+    got = np.matmul(weight.reshape(groups, 6 // groups, -1), cols.reshape(2, groups, -1, cols.shape[2]))
+    np.testing.assert_allclose(got.reshape(ref.shape), ref, rtol=1e-12, atol=1e-12)
 
 
 def test_unknown_op_is_refused(rng):

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from snncc.cli.common import emit_result, FORCE_OPTION, MAX_TIMESTEPS
+from snncc.cli.common import emit_json, emit_result, FORCE_OPTION, MAX_TIMESTEPS
 
 
 # -- bench / demo ---------------------------------------------------------------------
@@ -14,19 +14,89 @@ def bench():
     """Benchmarks that time implementations side by side in one run."""
 
 
+class _ListOf(click.ParamType):
+    """A comma-separated list of values, each checked by ``convert(text)`` (ValueError: refused)."""
+
+    name = "list"
+
+    def __init__(self, convert, choices=None):
+        self.convert_one, self.choices = convert, choices
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            out = tuple(self.convert_one(v.strip()) for v in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of numbers", param, ctx)
+        bad = [v for v in out if self.choices is not None and v not in self.choices]
+        if bad or not out:
+            self.fail(f"{value!r}: choose from {', '.join(map(str, self.choices))}", param, ctx)
+        return out
+
+
+def _positive_int(text):
+    v = int(text)
+    if not 1 <= v <= MAX_TIMESTEPS:
+        raise ValueError(text)
+    return v
+
+
+def _rate(text):
+    v = float(text)
+    if not 0.0 < v < 1.0:
+        raise ValueError(text)
+    return v
+
+
 @bench.command("sim")
 @click.option("--timesteps", type=click.IntRange(1, MAX_TIMESTEPS), default=200, show_default=True)
 @click.option("--input-rate", type=click.FloatRange(0.0, 1.0), default=0.15, show_default=True)
 @click.option("--no-lava", is_flag=True, help="skip the (slow) Lava simulation")
 @click.option("--lava-ir", is_flag=True, help="also time the graph compiled from the IR on Lava (float and fixed)")
 @click.option("--lava-ir-timesteps", type=click.IntRange(1, MAX_TIMESTEPS), default=50, show_default=True)
+@click.option("--matrix", is_flag=True, help="the workload matrix: numba vs dense float32 torch (and Lava), "
+              "spike agreement checked in every cell")
+@click.option("--quick", is_flag=True, help="--matrix: the subset that fits a few minutes on 2 cores (default cells)")
+@click.option("--models", type=_ListOf(str, ("mlp", "resnet18-0.5", "resnet18-1")), default=None,
+              help="--matrix: models (mlp, resnet18-0.5, resnet18-1)")
+@click.option("--batches", type=_ListOf(_positive_int), default=None, help="--matrix: batch sizes, e.g. 1,16,256")
+@click.option("--steps", "steps_list", type=_ListOf(_positive_int), default=None,
+              help="--matrix: T values, e.g. 4,8,200")
+@click.option("--inputs", type=_ListOf(str, ("direct", "spike")), default=None, help="--matrix: direct,spike")
+@click.option("--rates", type=_ListOf(_rate), default=None, help="--matrix: firing rates, e.g. 0.02,0.1,0.25")
+@click.option("--repeats", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="--matrix: timed runs per side and cell (the minimum is reported)")
+@click.option("--full", is_flag=True, help="--matrix: every cell of the issue's matrix (hours on 2 cores)")
 @click.option("--json", "as_json", is_flag=True)
-def bench_sim(timesteps, input_rate, no_lava, lava_ir, lava_ir_timesteps, as_json):
-    """numba vs torch vs Lava on a 784-1024-1024-10 LIF MLP, batch 1."""
-    from snncc.bench.sim_bench import run_bench
-    res = run_bench(timesteps=timesteps, input_rate=input_rate, with_lava=not no_lava, with_lava_ir=lava_ir,
-                    lava_ir_timesteps=lava_ir_timesteps)
-    emit_result(res, as_json)
+def bench_sim(timesteps, input_rate, no_lava, lava_ir, lava_ir_timesteps, matrix, quick, models, batches, steps_list,
+              inputs, rates, repeats, full, as_json):
+    """numba vs torch vs Lava on a 784-1024-1024-10 LIF MLP, batch 1; with --matrix, the workload matrix."""
+    if not matrix:
+        from snncc.bench.sim_bench import run_bench
+        res = run_bench(timesteps=timesteps, input_rate=input_rate, with_lava=not no_lava, with_lava_ir=lava_ir,
+                        lava_ir_timesteps=lava_ir_timesteps)
+        emit_result(res, as_json)
+        return
+    from snncc.bench.sim_matrix import FULL, QUICK, format_cell, run_matrix
+    if quick and full:
+        raise click.UsageError("--quick and --full are alternatives")
+    base = FULL if full else QUICK
+    pick = {"models": models or base["models"], "batches": batches or base["batches"],
+            "timesteps": steps_list or base["timesteps"], "inputs": inputs or base["inputs"],
+            "rates": rates or base["rates"]}
+    res = run_matrix(**pick, repeats=repeats, lava=not no_lava,
+                     progress=lambda cell: click.echo(format_cell(cell), err=as_json))
+    lists = {"models": "models", "batches": "batches", "timesteps": "steps", "inputs": "inputs", "rates": "rates"}
+    res["command"] = ("snncc bench sim --matrix " + " ".join(f"--{flag} {','.join(map(str, pick[k]))}"
+                                                             for k, flag in lists.items())
+                      + f" --repeats {repeats}" + (" --no-lava" if no_lava else "") + " --json")
+    res["selection"] = {k: list(v) for k, v in pick.items()}
+    if as_json:
+        emit_json(res)
+    else:
+        click.echo(f"min numba/dense over {len(res['cells'])} cells: {res['min_numba_vs_dense']:.2f}x "
+                   f"(load average {res['load_average_1min']:.1f})")
 
 
 @bench.command("train")

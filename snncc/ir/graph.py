@@ -100,6 +100,24 @@ class SpikeGraph:
         self._order = list(nx.lexicographical_topological_sort(dag, key=index.get))
         return list(self._order)
 
+    def components(self) -> list[tuple[list[str], bool]]:
+        """Strongly connected components of the graph *with* its delayed edges, in dependency
+        order (ties by evaluation order), each as (names in evaluation order, cyclic). A cyclic
+        component (a recurrent loop through a delayed edge) must be stepped time-major; every
+        other node's T steps depend only on its inputs' T steps."""
+        order = self.order()
+        index = {n: i for i, n in enumerate(order)}
+        full = nx.DiGraph()
+        full.add_nodes_from(order)
+        full.add_edges_from((p.src, n) for n in order for p in self._inputs[n])
+        dag = nx.condensation(full)
+        first = {c: min(index[n] for n in dag.nodes[c]["members"]) for c in dag.nodes}
+        out = []
+        for c in nx.lexicographical_topological_sort(dag, key=first.get):
+            names = sorted(dag.nodes[c]["members"], key=index.get)
+            out.append((names, len(names) > 1 or full.has_edge(names[0], names[0])))
+        return out
+
     def nodes(self, op_type=None) -> list[str]:
         return [n for n in self.order() if op_type is None or isinstance(self.op(n), op_type)]
 
