@@ -9,7 +9,7 @@
 #   T [2], LR [2e-3], SEEDS [0] (ResNet-18 rows), SEEDS34 [0 1 2] (Spike-ResNet-34 row), TEACHER_TRAIN [TRAIN],
 #   TEACHER_EPOCHS [3], THREADS [torch default], KD_ARGS (extra training options), MODELS [the four students],
 #   TRAIN_ONLY (set: train and export only, e.g. to share the runs among processes with different MODELS).
-# docs/results.md §6a was measured with these defaults and THREADS=1 SEEDS="0 1"; §6 (MNIST, 2048 images, one seed)
+# docs/results.md §6a was measured with these defaults and THREADS=1 SEEDS="0 1 2"; §6 (MNIST, 2048 images, one seed)
 # with DATASET=mnist TRAIN=2048 TEACHER_TRAIN=4096 SEEDS34=0
 #   KD_ARGS="--kd-scaling hinton --recon-loss mean --lif-form bsd".
 set -euo pipefail
