@@ -33,6 +33,14 @@ def _leaky(shape, output=False):
                      reset_mechanism="zero", output=output)
 
 
+def _assert_spikes_on_every_backend(g, x, T, expected):
+    """Each backend's integer spike trains of the populations in ``expected`` ({population: trains}) equal them."""
+    for run in RUNS:
+        res = run(g, x, T, record=True)
+        for pop, want in expected.items():
+            np.testing.assert_array_equal(res.trains[pop], want.astype(np.uint8), err_msg=f"{run.__module__}: {pop}")
+
+
 def _forward(net, x, hidden=()):
     """snnTorch's own forward, step by step; x: (B, T, ...). Returns {name: (T, B, ...) spikes}."""
     snn_utils.reset(net)
@@ -68,17 +76,12 @@ def test_snntorch_linear_leaky_spikes_exactly(tmp_path):
     want = _forward(net, x, hidden={"hid": 1})
     assert want["hid"].sum() > 100 and want["out"].sum() > 20
     p_hid, p_out = g.populations()
-    for run in RUNS:
-        res = run(g, x.numpy(), 30, record=True)
-        np.testing.assert_array_equal(res.trains[p_hid], want["hid"].astype(np.uint8))
-        np.testing.assert_array_equal(res.trains[p_out], want["out"].astype(np.uint8))
+    _assert_spikes_on_every_backend(g, x.numpy(), 30, {p_hid: want["hid"], p_out: want["out"]})
     # direct (analog) input: the same current at every step
     xa = torch.rand(8, 20)
     want = _forward(net, xa[:, None].expand(8, 30, 20))
     g = from_nir(path, dt=SNNTORCH_DT, encoding="direct")
-    for run in RUNS:
-        res = run(g, xa.numpy(), 30, record=True)
-        np.testing.assert_array_equal(res.trains[p_out], want["out"].astype(np.uint8))
+    _assert_spikes_on_every_backend(g, xa.numpy(), 30, {p_out: want["out"]})
 
 
 def test_snntorch_conv_leaky_avgpool_linear_spikes_exactly(tmp_path):
@@ -95,10 +98,7 @@ def test_snntorch_conv_leaky_avgpool_linear_spikes_exactly(tmp_path):
     want = _forward(net, x, hidden={"hid": 1})
     assert want["hid"].sum() > 500 and want["out"].sum() > 20
     p_hid, p_out = g.populations()
-    for run in RUNS:
-        res = run(g, x.numpy(), 20, record=True)
-        np.testing.assert_array_equal(res.trains[p_hid], want["hid"].astype(np.uint8))
-        np.testing.assert_array_equal(res.trains[p_out], want["out"].astype(np.uint8))
+    _assert_spikes_on_every_backend(g, x.numpy(), 20, {p_hid: want["hid"], p_out: want["out"]})
 
 
 def _norse_net(n_in=10, n=6):
@@ -128,9 +128,7 @@ def test_norse_lif_spikes_exactly(tmp_path):
     want = torch.stack(outs).numpy()
     assert want.sum() > 30
     g = from_nir(path, dt=1e-3 ** 2, encoding="spike")
-    for run in RUNS:
-        res = run(g, x.transpose(0, 1).numpy(), 30, record=True)
-        np.testing.assert_array_equal(res.trains[g.populations()[0]], want.astype(np.uint8))
+    _assert_spikes_on_every_backend(g, x.transpose(0, 1).numpy(), 30, {g.populations()[0]: want})
     with pytest.raises(NIRImportError, match="node '1' \\(LIF\\): tau must exceed dt=0.001"):
         from_nir(path, dt=1e-3)
 

@@ -17,22 +17,26 @@ metric                 output                                                   
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 
 from snncc.training.methods.bsd import cosine_predict, repeat_time
 
 
-class Metric:
+class Metric(ABC):
     """Per-output strategy of :func:`evaluate` (see the module table)."""
 
     def output(self, model, xb):
         return model(xb)
 
+    @abstractmethod
     def score(self, out, yb) -> list:
-        raise NotImplementedError
+        """The sums one batch contributes."""
 
+    @abstractmethod
     def result(self, sums) -> dict:
-        raise NotImplementedError
+        """The result dict from the summed scores."""
 
 
 class CountAccuracy(Metric):

@@ -7,6 +7,8 @@ and which architecture variant each trains, is :mod:`snncc.training.registry`'s 
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from snncc.ir.types import StrEnum
 
 
@@ -41,7 +43,7 @@ class Variant(StrEnum):
     RELU = "relu"          # the same architecture with ReLU units (not a spiking network)
 
 
-class TrainingMethod:
+class TrainingMethod(ABC):
     """One method's loss strategy. Subclasses set ``name`` and ``variant`` and implement :meth:`losses`.
 
     ``losses(model, x, y, **context)`` -> ``({weight layer or term name: scalar loss}, info)`` with ``info``:
@@ -58,8 +60,9 @@ class TrainingMethod:
     name: str = ""
     variant: Variant = Variant.SPIKING
 
+    @abstractmethod
     def losses(self, model, x, y, **context):
-        raise NotImplementedError
+        """({name: scalar loss}, info) of one batch (see the class doc)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.name)!r})"
