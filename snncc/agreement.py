@@ -96,6 +96,9 @@ class Agreement:
             return [f"{a} and {b} agree spike for spike ({total} spike entries in {len(self.compared)} "
                     f"populations over {self.samples} samples; analog values within {ANALOG_RTOL:g} relative)"]
         out = [f"{a} and {b} DISAGREE"]
+        if self.spikes_equal:   # e.g. a float32 run: every spike equal, analog sums beyond float64's tolerance
+            out.append(f"  spikes: equal ({sum(self.compared.values())} spike entries in {len(self.compared)} "
+                       f"populations); only analog values differ beyond {ANALOG_RTOL:g} relative")
         for p, n in self.differing.items():
             if n:
                 out.append(f"  {p}: {n} of {self.compared[p]} spike entries differ; first at {self.first[p]}")

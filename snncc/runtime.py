@@ -25,6 +25,7 @@ from snncc.passes.validate import check_fully_spiking
 BACKENDS = {
     "torch": ("snncc.backends.torch_ref", "target.json"),
     "numba": ("snncc.sims.numba_sim", "target.json"),
+    "dense": ("snncc.backends.dense_torch", "target.json"),
     "lava": ("snncc.backends.lava", "lava.json"),
 }
 

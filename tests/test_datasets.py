@@ -150,6 +150,50 @@ def test_real_mnist_limit():
     np.testing.assert_array_equal(ya, yb)
 
 
+# ---------------------------------------------------------------- zero-padded 28x28 sets (NAME-N)
+def test_padded_info_and_values(tmp_path):
+    images, labels = _write_idx(tmp_path / "fashion-mnist", "test", n=5)
+    info = dataset_info("fashion-mnist-32")
+    assert info.input_shape == (1, 32, 32) and info.num_classes == 10
+    assert info.class_names == dataset_info("fashion-mnist").class_names
+    x, y = load_split("fashion-mnist-32", "test", data_dir=tmp_path)
+    assert x.shape == (5, 1, 32, 32) and x.dtype == np.float32
+    np.testing.assert_array_equal(y, labels)
+    # the original pixels at the centre (rows/cols 2..29), exactly the unpadded values; zeros around
+    plain, _ = load_split("fashion-mnist", "test", data_dir=tmp_path)
+    np.testing.assert_array_equal(x[:, :, 2:30, 2:30], plain)
+    np.testing.assert_allclose(x[:, 0, 2:30, 2:30], images / np.float32(255), rtol=1e-6)
+    border = np.ones((32, 32), bool)
+    border[2:30, 2:30] = False
+    assert border.sum() == 32 * 32 - 28 * 28 and np.all(x[:, :, border] == 0.0)
+    assert images.any()                     # the centre is not trivially zero
+    x40, _ = load_split("fashion-mnist-40", "test", data_dir=tmp_path)
+    assert x40.shape == (5, 1, 40, 40) and np.array_equal(x40[:, :, 6:34, 6:34], plain) and np.count_nonzero(x40) == np.count_nonzero(plain)
+
+
+@pytest.mark.parametrize("name,message", [
+    ("mnist-31", r"dataset 'mnist-31': padded size must be an even number in 30\.\.224"),
+    ("fashion-mnist-28", r"padded size must be an even number in 30\.\.224 .*got 28"),
+    ("mnist-1000", r"got 1000"),
+    ("cifar10-40", r"dataset 'cifar10-40': zero-padding \(NAME-N\) applies to mnist and fashion-mnist only"),
+    ("digits-16", r"applies to mnist and fashion-mnist only"),
+    ("svhn-32", r"unknown dataset 'svhn-32'.*fashion-mnist-32"),
+])
+def test_padded_bad_names(name, message):
+    with pytest.raises(DatasetError, match=message):
+        dataset_info(name)
+    with pytest.raises(DatasetError, match=message):
+        load_split(name, "test")
+
+
+def test_real_fashion_mnist_32():
+    _need_shared("fashion-mnist")
+    x, y = load_split("fashion-mnist-32", "test", data_dir=SHARED_DATA)
+    plain, y28 = load_split("fashion-mnist", "test", data_dir=SHARED_DATA)
+    assert x.shape == (10000, 1, 32, 32) and np.array_equal(y, y28)
+    assert np.array_equal(x[:, :, 2:30, 2:30], plain) and np.count_nonzero(x) == np.count_nonzero(plain)
+
+
 # ---------------------------------------------------------------- synthetic IDX + errors
 def test_synthetic_idx_roundtrip(tmp_path):
     images, labels = _write_idx(tmp_path / "mnist", "test", n=5)

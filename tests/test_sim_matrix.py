@@ -9,7 +9,7 @@ from graphs import mlp, residual
 
 from snncc.agreement import compare_runs
 from snncc.backends import torch_ref
-from snncc.bench.dense_torch import DenseTorch
+from snncc.backends.dense_torch import DenseTorch
 from snncc.bench.sim_matrix import base_graph, calibrate, run_matrix, sample
 from snncc.cli import main
 
@@ -30,7 +30,7 @@ def test_dense_baseline_equals_the_reference(rng, name, per_step):
 
 def test_dense_baseline_refuses_what_it_does_not_model(rng):
     from graphs import rnn
-    with pytest.raises(ValueError, match="not supported"):
+    with pytest.raises(ValueError, match="node 'h' has a delayed input"):
         DenseTorch(rnn(rng))
 
 

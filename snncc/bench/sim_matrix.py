@@ -7,7 +7,7 @@ synapses' weights, :func:`calibrate`) x T x batch. In each cell, one process, sa
 
 * ``numba``: the simulator's :class:`~snncc.sims.numba_sim.Plan` (built once per graph, reused, as
   ``snncc run`` reuses it across batches);
-* ``dense``: :class:`~snncc.bench.dense_torch.DenseTorch`, float32 multi-step (spikingjelly's way);
+* ``dense``: :class:`~snncc.backends.dense_torch.DenseTorch` (the `dense` backend), float32 multi-step (spikingjelly's way);
 * ``per_step`` (batch 1 only): the same graph stepped one step at a time (the single-case baseline);
 * ``lava`` (MLP, batch 1, with ``lava=True``): the graph lowered by :mod:`snncc.backends.lava` (float).
 
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from snncc.agreement import compare_runs
-from snncc.bench.dense_torch import DenseTorch
+from snncc.backends.dense_torch import DenseTorch
 from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import Conv, Dense, Input, Neuron
 from snncc.ir.types import Kind

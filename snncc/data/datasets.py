@@ -1,5 +1,9 @@
 """Dataset layer: load benchmark image datasets as float32 (N, C, H, W) in [0, 1].
 
+``mnist-N`` / ``fashion-mnist-N`` (N even, 30..224; e.g. ``fashion-mnist-32``) are the 28x28 sets
+zero-padded to N x N, the original image at the centre ((N - 28) / 2 zero rows and columns on each
+side; LeNet-5's 32x32 convention): a real 32x32 test set without CIFAR's files.
+
 Files are read in their original distribution formats (gzip IDX for MNIST-like
 sets, python pickles for CIFAR) and validated strictly, so a bad download fails
 with one clear DatasetError instead of a shape error deep inside training.
@@ -60,10 +64,36 @@ _INFO = {
 }
 
 
+PADDABLE = ("mnist", "fashion-mnist")   # the 28x28 sets a ``NAME-N`` name zero-pads
+PAD_SIZES = range(30, 225, 2)           # N of ``NAME-N``: even, so the image sits exactly at the centre
+
+
+def padded(name: str) -> tuple[str, int | None]:
+    """(base dataset, padded size) of a dataset name: ``fashion-mnist-32`` -> ('fashion-mnist', 32),
+    ``mnist`` -> ('mnist', None). A ``NAME-N`` name with a bad N or base raises a one-line DatasetError."""
+    base, sep, size = name.rpartition("-")
+    if not sep or name in _INFO or not size.isdigit():
+        return name, None
+    if base not in PADDABLE:
+        if base not in _INFO:   # not a NAME-N name at all: dataset_info's "unknown dataset"
+            return name, None
+        raise DatasetError(f"dataset {name!r}: zero-padding (NAME-N) applies to {' and '.join(PADDABLE)} only")
+    n = int(size)
+    if n not in PAD_SIZES:
+        raise DatasetError(f"dataset {name!r}: padded size must be an even number in {PAD_SIZES.start}.."
+                           f"{PAD_SIZES.stop - 1} (28x28 images centred with equal zero borders), got {n}")
+    return base, n
+
+
 def dataset_info(name: str) -> DatasetInfo:
-    if name not in _INFO:
-        raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
-    return _INFO[name]
+    base, size = padded(name)
+    if base not in _INFO:
+        raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}, "
+                           f"or {'/'.join(PADDABLE)}-N (zero-padded to N x N, e.g. fashion-mnist-32)")
+    info = _INFO[base]
+    if size is None:
+        return info
+    return DatasetInfo(name, (info.input_shape[0], size, size), info.num_classes, info.class_names)
 
 
 # ---------------------------------------------------------------- IDX (MNIST-like)
@@ -256,7 +286,8 @@ def load_split(name: str, split: str, data_dir=None, limit: int | None = None,
     info = dataset_info(name)
     if split not in ("train", "test"):
         raise DatasetError(f"unknown split {split!r} for {name}; expected 'train' or 'test'")
-    x, y = _raw_split(name, split, data_dir)
+    base, size = padded(name)
+    x, y = _raw_split(base, split, data_dir)
     if y.size and (y.min() < 0 or y.max() >= info.num_classes):
         raise DatasetError(f"{name} {split}: labels outside 0..{info.num_classes - 1}")
     if limit is not None and limit < len(y):
@@ -265,6 +296,9 @@ def load_split(name: str, split: str, data_dir=None, limit: int | None = None,
     if len(y) == 0:
         raise DatasetError(f"{name} {split}: dataset is empty (limit={limit})")
     scale = np.float32(16.0 if name == "digits" else 255.0)
+    if size is not None:   # zero borders (exact: 0 / 255 = 0), the original pixels at the centre
+        b = (size - x.shape[-1]) // 2
+        x = np.pad(x, ((0, 0), (0, 0), (b, b), (b, b)))
     # Scaling yields a fresh array, so callers may mutate results without touching the cache.
     return x.astype(np.float32) / scale, y.copy()
 

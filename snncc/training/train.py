@@ -20,7 +20,7 @@ from tqdm import tqdm
 from snncc.data.augment import MAX_MAGNITUDE as RA_MAX_MAGNITUDE
 from snncc.data.augment import MAX_OPS as RA_MAX_OPS
 from snncc.data.augment import RandAugment
-from snncc.data.datasets import DatasetError, batches, dataset_info, load_split
+from snncc.data.datasets import DatasetError, batches, dataset_info, load_split, padded
 from snncc.models.cnn import ANNCNN, BPTTCNN, BSDCNN
 from snncc.models.layers import channel_stats
 from snncc.models.mlp import ANNMLP, BPTTMLP, BSDMLP
@@ -126,11 +126,14 @@ class TrainConfig:
     def layer_sizes(self) -> list:
         """The full layer sizes [n_1, ..., n_L] (validates the config first)."""
         self.validate()
-        return list(self.sizes) if self.sizes is not None else list(DEFAULT_SIZES[self.dataset])
+        if self.sizes is not None:
+            return list(self.sizes)
+        sizes = DEFAULT_SIZES[padded(self.dataset)[0]]   # a padded set: the base's hidden layers, its input size
+        return [math.prod(dataset_info(self.dataset).input_shape), *sizes[1:]]
 
     def defaults(self) -> dict:
         """The recipe's values for this run's (method, model, dataset)."""
-        return recipe_defaults(self.recipe, self.method, self.model, self.dataset)
+        return recipe_defaults(self.recipe, self.method, self.model, padded(self.dataset)[0])
 
     def resolved(self) -> "TrainConfig":
         """A validated copy with every default filled in, as recorded in outputs."""

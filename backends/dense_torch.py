@@ -1,4 +1,4 @@
-"""The dense baseline of the simulator benchmark: a float32 multi-step torch evaluation of a SpikeGraph.
+"""The ``dense`` backend: a float32 multi-step torch evaluation of a SpikeGraph.
 
 This is what a user would write with spikingjelly's multi-step mode: every synapse (Dense, Conv, Pool)
 runs once over all T*B rows of its input (``F.linear`` / ``F.conv2d`` on a (T*B, ...) tensor), and each
@@ -6,8 +6,16 @@ neuron population loops over T with the update of :mod:`snncc.neuron` (the one d
 only by a direct-encoded input is evaluated once, not T times (the same rule as the reference and the
 simulator). ``per_step=True`` is the other classic baseline: the graph stepped one time step at a time.
 
-Not a backend: it serves the benchmark (``snncc bench sim --matrix``) and the rate calibration of its
-graphs. Feed-forward graphs of homogeneous LIF/IF populations only (what the benchmark builds).
+**float32, not the reference.** Weights, currents and membranes are float32 (the reference ``torch``
+backend and ``numba`` compute in float64), so a membrane that lands within float32 rounding of the
+threshold can fire in one and not the other: a dense run may differ from the reference by a few spikes
+(and then by everything downstream of them). ``snncc run --backend dense --compare torch`` counts them
+entry by entry; its analog totals (synapse currents) differ from the float64 ones beyond the float64
+tolerance of :mod:`snncc.agreement` by construction, and the verdict says so.
+
+It serves ``snncc run`` / ``energy report`` (``--backend dense``), the simulator benchmark (``snncc bench
+sim --matrix``) and the rate calibration of its graphs. Feed-forward graphs (no delayed edges) of
+homogeneous LIF/IF populations (no per-neuron or CUBA parameters), refused by node otherwise.
 """
 from __future__ import annotations
 
@@ -16,9 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from snncc import neuron as nrn
+from snncc.backends.base import Backend, LoweringError, Options, Program
 from snncc.backends.torch_ref import static_nodes
 from snncc.ir.graph import SpikeGraph
-from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Neuron, Pool, PoolMode, Readout, ReadoutMode
+from snncc.ir.ops import (Add, Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, PoolMode, Readout,
+                          ReadoutMode)
 from snncc.runtime import RunResult, check_input
 
 _BATCH_BUDGET = 512 << 20  # bytes of float32 activations per batch chunk
@@ -35,6 +45,33 @@ def _pool(op, x):
     return F.avg_pool2d(x, op.kernel, op.stride, op.padding, count_include_pad=True, divisor_override=divisor)
 
 
+def _synapse(ev, n, op, ins, steps, state):
+    return ev.synapse(n, op, ins[0])
+
+
+def _neuron(ev, n, op, ins, steps, state):
+    return ev.fire(op, sum(ins[1:], ins[0]), steps, state, n)
+
+
+def _sum(ev, n, op, ins, steps, state):
+    return sum(ins[1:], ins[0])
+
+
+# op class -> rule(evaluator, node, op, input values, steps, state) -> value (steps or 1, B, *shape)
+RULES = {
+    Input: None,          # the batch itself
+    Dense: _synapse,
+    Conv: _synapse,
+    Pool: _synapse,
+    Flatten: lambda ev, n, op, ins, steps, state: ins[0].flatten(2),
+    Neuron: _neuron,
+    Add: _sum,
+    Readout: _sum,
+}
+REFUSES = {Integrator: "dense backend has no rule for op Integrator (a non-spiking LI/I population: "
+                       "use --backend torch or numba)"}
+
+
 class DenseTorch:
     """``DenseTorch(graph).run(x, T, record)`` -> :class:`~snncc.runtime.RunResult` (float32 throughout).
 
@@ -46,23 +83,28 @@ class DenseTorch:
         self.types = graph.infer()
         for n in self.order:
             op = graph.op(n)
-            if any(p.delay for p in graph.inputs(n)) or not isinstance(op, (Input, Dense, Conv, Pool, Flatten, Add,
-                                                                             Neuron, Readout)):
-                raise ValueError(f"dense torch evaluation: node {n!r} ({type(op).__name__}) is not supported")
+            if type(op) not in RULES:
+                raise LoweringError(REFUSES.get(type(op), f"dense backend has no rule for op {type(op).__name__}")
+                                    + f" (node {n!r})")
+            if any(p.delay for p in graph.inputs(n)):
+                raise LoweringError(f"dense backend: node {n!r} has a delayed input (recurrence or NIR Delay; "
+                                    f"use --backend torch or numba)")
             if isinstance(op, Neuron) and (op.heterogeneous or op.current_based):
-                raise ValueError(f"dense torch evaluation: node {n!r} has per-neuron or CUBA parameters")
+                raise LoweringError(f"dense backend: node {n!r} has per-neuron or CUBA parameters "
+                                    f"(use --backend torch or numba)")
         self.params = {n: (_t32(graph.op(n).weight), _t32(graph.op(n).bias)) for n in graph.synapses()}
         (self.input,), (self.output,) = graph.input_nodes, graph.output_nodes
         self.direct = graph.op(self.input).direct
         self.static = static_nodes(graph, [self.input] if self.direct else [])
 
-    def _synapse(self, n, op, x):
+    def synapse(self, n, op, x):
         """One synapse over all rows of x (steps, B, *shape) at once."""
         rows = x.reshape(-1, *x.shape[2:])
         if isinstance(op, Dense):
             y = F.linear(rows, *self.params[n])
         elif isinstance(op, Conv):
-            y = F.conv2d(rows, *self.params[n], stride=op.stride, padding=op.padding)
+            y = F.conv2d(rows, *self.params[n], stride=op.stride, padding=op.padding, dilation=op.dilation,
+                         groups=op.groups)
         else:
             y = _pool(op, rows)
         return y.reshape(x.shape[0], x.shape[1], *y.shape[1:])
@@ -75,19 +117,14 @@ class DenseTorch:
         for n in self.order:
             op = self.graph.op(n)
             ins = [vals[p.src] for p in self.graph.inputs(n)]
-            if isinstance(op, Input):
+            if op.is_input:
                 vals[n] = x
             elif ("static", n) in state:  # computed once, from the step-0 input
                 vals[n] = state[("static", n)]
-            elif isinstance(op, (Dense, Conv, Pool)):
-                vals[n] = self._synapse(n, op, ins[0])
-            elif isinstance(op, Flatten):
-                vals[n] = ins[0].flatten(2)
-            elif isinstance(op, Neuron):
-                current = hook(n, ins) if hook else sum(ins[1:], ins[0])
-                vals[n] = self.fire(op, current, steps, state, n)
-            else:  # Add, Readout
-                vals[n] = sum(ins[1:], ins[0])
+            elif hook is not None and op.is_population:
+                vals[n] = self.fire(op, hook(n, ins), steps, state, n)
+            else:
+                vals[n] = RULES[type(op)](self, n, op, ins, steps, state)
             if n in self.static:
                 state[("static", n)] = vals[n]
         return vals
@@ -123,8 +160,8 @@ class DenseTorch:
         spans = [(t, t + 1) for t in range(steps)] if self.per_step else [(0, steps)]
         for t0, t1 in spans:
             vals = self.forward(xt if self.direct else xt[t0:t1], t1 - t0, state)
-            for n, v in vals.items():
-                activity[n] += float(v.sum()) * ((t1 - t0) if n in self.static else 1)
+            for n, v in vals.items():   # float64 totals: a float32 sum of many spikes is not exact
+                activity[n] += float(v.sum(dtype=torch.float64)) * ((t1 - t0) if n in self.static else 1)
                 if record and n in self.graph.populations():
                     trains.setdefault(n, []).append(v.to(torch.uint8).numpy())
             out = vals[self.output]
@@ -149,3 +186,29 @@ class DenseTorch:
             output = output / timesteps
         return RunResult(output=output, timesteps=timesteps, batch=len(x), activity=activity,
                          trains={n: np.concatenate(v, axis=1) for n, v in trains.items()})
+
+
+class DenseBackend(Backend):
+    """``--backend dense``: :class:`DenseTorch` behind the Backend interface (float32; see the module text).
+    The plan is the evaluator (weights converted to float32 once, reused for every batch)."""
+
+    name = "dense"
+    Options = Options
+    rules = RULES
+    refuses = REFUSES
+
+    def lower(self, graph: SpikeGraph, options: Options) -> Program:
+        self.check_ops(graph)
+        return Program(self.name, graph, options, plan=DenseTorch(graph))
+
+    def run(self, program: Program, x, timesteps: int, record: bool = False) -> RunResult:
+        return program.plan.run(x, timesteps, record)
+
+    def describe(self, options: Options) -> dict:
+        return {"precision": "float32"}
+
+    def label(self, options: Options) -> str:
+        return "float32"
+
+
+BACKEND = DenseBackend()
