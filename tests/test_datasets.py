@@ -349,3 +349,12 @@ def test_batches_deterministic_and_complete():
     assert torch.equal(plain, torch.from_numpy(x))
     with pytest.raises(DatasetError, match="360 inputs but 10 labels"):
         next(batches(x, y[:10], 8))
+
+
+def test_padded_sets_in_training_configs():
+    """A padded name trains like its base set: the MLP's default sizes with an N*N input, the base's recipe."""
+    from snncc.training.train import TrainConfig
+    cfg = TrainConfig(method="bptt", model="mlp", dataset="mnist-32")
+    assert cfg.layer_sizes() == [1024, 1024, 1024, 512, 256, 10]
+    assert TrainConfig(method="bptt", model="mlp", dataset="mnist").layer_sizes() == [784, 1024, 1024, 512, 256, 10]
+    assert cfg.defaults()["epochs"] == TrainConfig(method="bptt", model="mlp", dataset="mnist").defaults()["epochs"] == 5

@@ -78,7 +78,7 @@ def _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=True
 
 @click.command()
 @click.argument("model", type=click.Path())
-@click.option("--backend", default=None, help="torch, numba or lava (default: the compiled target, else numba)")
+@click.option("--backend", default=None, help="torch (float64 reference), numba, dense (float32 multi-step torch: may flip spikes near the threshold vs torch) or lava (default: the compiled target, else numba)")
 @DATASET_OPTION
 @DATA_DIR_OPTION
 @LIMIT_OPTION
@@ -125,7 +125,7 @@ def energy():
 @DATA_DIR_OPTION
 @LIMIT_OPTION
 @TIMESTEPS_OPTION
-@click.option("--backend", default="numba", show_default=True)
+@click.option("--backend", default="numba", show_default=True, help="torch, numba, dense or lava (as for run)")
 @click.option("--energy-model", "energy_models", multiple=True, metavar="NAME|FILE",
               help="kundu (or kundu:fp32-45nm, kundu:int32-45nm), lemaire, loihi, or a TOML/JSON file of "
                    "constants; repeat for several (default: kundu)")

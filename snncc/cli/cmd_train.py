@@ -41,7 +41,9 @@ def _model_kind(model: str) -> str:
                    "the pairs of snncc/training/registry.py")
 @click.option("--model", default="mlp", show_default=True,
               help="mlp, cnn, or {spike,sew,ms}-resnet{18,34,50,101} / resnet{18,...} (ANN teacher)")
-@click.option("--dataset", default="digits", show_default=True)
+@click.option("--dataset", default="digits", show_default=True,
+              help="digits, mnist, fashion-mnist, cifar10, cifar100, or mnist-N / fashion-mnist-N (zero-padded "
+                   "to N x N, N even 30..224, e.g. fashion-mnist-32)")
 @DATA_DIR_OPTION
 @click.option("--epochs", type=click.IntRange(min=1), default=None)
 @TIMESTEPS_OPTION

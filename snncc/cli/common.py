@@ -119,7 +119,7 @@ def emit_json(obj, path=None, force=False):
 FORCE_OPTION = click.option("--force", is_flag=True,
                       help="replace an existing output that snncc did not write (a foreign folder is moved aside "
                            "to NAME.orig-N, never deleted)")
-DATASET_OPTION = click.option("--dataset", "dataset", default=None, help="digits, mnist, fashion-mnist, cifar10, cifar100")
+DATASET_OPTION = click.option("--dataset", "dataset", default=None, help="digits, mnist, fashion-mnist, cifar10, cifar100, or mnist-N / fashion-mnist-N (zero-padded to N x N, e.g. fashion-mnist-32)")
 DATA_DIR_OPTION = click.option("--data-dir", type=click.Path(), default=None, help="folder with the dataset's files")
 LIMIT_OPTION = click.option("--limit", type=click.IntRange(min=1), default=None, help="evaluate on N test samples")
 TIMESTEPS_OPTION = click.option("--timesteps", type=click.IntRange(1, MAX_TIMESTEPS), default=None,
