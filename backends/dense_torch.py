@@ -19,6 +19,8 @@ homogeneous LIF/IF populations (no per-neuron or CUBA parameters), refused by no
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -188,12 +190,19 @@ class DenseTorch:
                          trains={n: np.concatenate(v, axis=1) for n, v in trains.items()})
 
 
+@dataclass(frozen=True)
+class DenseOptions(Options):
+    """threads: torch's intra-op threads during a run (0: torch's default, restored after each batch)."""
+
+    threads: int = 0
+
+
 class DenseBackend(Backend):
     """``--backend dense``: :class:`DenseTorch` behind the Backend interface (float32; see the module text).
     The plan is the evaluator (weights converted to float32 once, reused for every batch)."""
 
     name = "dense"
-    Options = Options
+    Options = DenseOptions
     rules = RULES
     refuses = REFUSES
 
@@ -202,10 +211,16 @@ class DenseBackend(Backend):
         return Program(self.name, graph, options, plan=DenseTorch(graph))
 
     def run(self, program: Program, x, timesteps: int, record: bool = False) -> RunResult:
-        return program.plan.run(x, timesteps, record)
+        threads, previous = program.options.threads, torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            return program.plan.run(x, timesteps, record)
+        finally:
+            torch.set_num_threads(previous)
 
     def describe(self, options: Options) -> dict:
-        return {"precision": "float32"}
+        return {"precision": "float32"} | ({"threads": options.threads} if options.threads else {})
 
     def label(self, options: Options) -> str:
         return "float32"

@@ -30,7 +30,7 @@ if [[ -z "${SKIP_TRAIN:-}" && ! -f "$OUT/train/model.pt" ]]; then
   echo "# train: $(uptime)" | tee -a "$SUMMARY"
   "$SNNCC" train --method direct --model spike-resnet18 --dataset fashion-mnist-32 --data-dir "$DATA_DIR" \
     --width "$WIDTH" --timesteps "$TIMESTEPS" --train-samples "$TRAIN_SAMPLES" --test-samples 500 \
-    --epochs "$EPOCHS" --threads 1 --out "$OUT/train" --force 2> "$OUT/train.log"
+    --epochs "$EPOCHS" --optimizer adamw --lr 2e-3 --threads 1 --out "$OUT/train" --force 2> "$OUT/train.log"
 fi
 if [[ -z "${SKIP_TRAIN:-}" && ! -f "$MODEL" ]]; then
   "$SNNCC" export "$OUT/train/model.pt" -o "$MODEL"

@@ -102,3 +102,22 @@ def test_cli_run_and_energy_report_with_dense(rng, tmp_path):
         reports[backend] = json.loads((tmp_path / f"{backend}.json").read_text())
     rates = [[layer["firing_rate"] for layer in reports[b]["layers"]] for b in ("numba", "dense")]
     assert rates[0] == rates[1] and reports["numba"]["total_energy_pj"] == reports["dense"]["total_energy_pj"]
+
+
+def test_threads_option(rng, tmp_path):
+    """--threads reaches the numba and dense Options (torch's is restored after the run); torch refuses it."""
+    import torch
+    from snncc.runtime import make_options
+    assert make_options("dense", {"threads": 1}).threads == 1 and make_options("numba", {"threads": 1}).threads == 1
+    before = torch.get_num_threads()
+    prog = lower(mlp(rng), "dense", make_options("dense", {"threads": 1}))
+    get_backend("dense").run(prog, rng.random((2, 1, 8, 8)), 3)
+    assert torch.get_num_threads() == before
+    model = tmp_path / "mlp.snn.onnx"
+    serialize.save(mlp(rng), model)
+    res = _invoke("run", model, "--backend", "dense", "--threads", 1, "--limit", 20, "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["threads"] == 1
+    res = _invoke("run", model, "--backend", "torch", "--threads", 1, "--limit", 20)
+    assert res.exit_code == 2 and "--threads applies to --backend numba or dense" in res.stderr
+    res = _invoke("energy", "report", model, "--backend", "numba", "--threads", 1, "--limit", 20)
+    assert res.exit_code == 0, res.stderr

@@ -13,6 +13,9 @@ from snncc.cli.common import (
 from snncc import fileio
 from snncc.runtime import BACKENDS
 
+THREADS_OPTION = click.option("--threads", type=click.IntRange(min=0), default=0,
+                              help="numba / dense: worker threads (0: numba's / torch's default)")
+
 
 # -- validate / inspect -------------------------------------------------------------
 @click.command()
@@ -85,14 +88,16 @@ def _evaluate(model, backend, dataset, data_dir, limit, timesteps, progress=True
 @TIMESTEPS_OPTION
 @click.option("--graded-spikes", "graded", is_flag=True,
               help="Lava: send spike counts (SEW spike ADD) as Loihi 2 graded spikes instead of refusing the graph")
+@THREADS_OPTION
 @click.option("--compare", "compare", default=None, metavar="BACKEND",
               help="also run BACKEND on every batch and compare spike trains exactly (exit 1 if they differ)")
 @click.option("--json", "as_json", is_flag=True)
-def run(model, backend, dataset, data_dir, limit, timesteps, graded, compare, as_json):
+def run(model, backend, dataset, data_dir, limit, timesteps, graded, threads, compare, as_json):
     """Simulate MODEL (a .snn.onnx file or a `snncc compile` directory) on a dataset's test split."""
     from snncc.runtime import get_backend
     program, res, agreement = _evaluate(model, backend, dataset, data_dir, limit, timesteps,
-                                        progress=not as_json, flags={"graded_spikes": graded}, compare=compare)
+                                        progress=not as_json, flags={"graded_spikes": graded, "threads": threads},
+                                        compare=compare)
     res.pop("activity")
     res.pop("seconds")
     if agreement is not None:
@@ -126,6 +131,7 @@ def energy():
 @LIMIT_OPTION
 @TIMESTEPS_OPTION
 @click.option("--backend", default="numba", show_default=True, help="torch, numba, dense or lava (as for run)")
+@THREADS_OPTION
 @click.option("--energy-model", "energy_models", multiple=True, metavar="NAME|FILE",
               help="kundu (or kundu:fp32-45nm, kundu:int32-45nm), lemaire, loihi, or a TOML/JSON file of "
                    "constants; repeat for several (default: kundu)")
@@ -139,8 +145,8 @@ def energy():
               help="figure: per-layer energy stacked by category, one panel per model and energy model")
 @click.option("--json", "json_path", type=click.Path(), default=None, help="also write the report as JSON to F")
 @FORCE_OPTION
-def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, energy_models, first_layer, graded,
-                      compare, png_path, json_path, force):
+def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, threads, energy_models, first_layer,
+                      graded, compare, png_path, json_path, force):
     """Per-layer firing rate, operations and energy per inference by category (compute, memory,
     addressing, neuron updates, routing), the same ANN under the same energy model, and the
     break-even firing rate per layer and for the network.
@@ -161,7 +167,7 @@ def energy_report_cmd(models, dataset, data_dir, limit, timesteps, backend, ener
             fileio.check_output(path, kind, force)   # refuse before the (long) runs
     reports = []
     for model in models:
-        program, res, _ = _evaluate(model, backend, dataset, data_dir, limit, timesteps)
+        program, res, _ = _evaluate(model, backend, dataset, data_dir, limit, timesteps, flags={"threads": threads})
         graph = program.graph
         samples, steps = res["samples"], res["timesteps"]
         counts = count_layers(graph, res["activity"], samples, steps, first_layer.replace("-", "_"), graded)
