@@ -6,8 +6,10 @@
 #   WIDTH=1 OUT=runs/set32-w1 scripts/run_32x32.sh
 #   SKIP_TRAIN=1 MODEL=path.snn.onnx scripts/run_32x32.sh   # time an existing graph only
 #
-# Environment: OUT (runs/set32), DATA_DIR (../shared/data), WIDTH (0.5), TIMESTEPS (4), TRAIN_SAMPLES (4096),
-# EPOCHS (1), LIMIT (all 10,000 test samples), BACKENDS ("numba dense"), SNNCC (.venv/bin/snncc).
+# Environment: OUT (runs/set32), DATA_DIR (../shared/data), WIDTH (0.5), TIMESTEPS (4), TRAIN_SAMPLES (1024),
+# EPOCHS (1), LIMIT (all 10,000 test samples), BACKENDS ("numba dense"), THREADS (1: both backends single-threaded,
+# the fair choice on a shared 2-core machine where torch's 2-thread OpenMP loops stall under load; 0: each library's
+# default), SNNCC (.venv/bin/snncc).
 # Writes OUT/summary.txt (one line per timed command: wall s, samples/s, load before/after) and per-command logs.
 # Rerun after the simulator kernels change: the trained checkpoint and graph are reused.
 set -euo pipefail
@@ -16,9 +18,10 @@ OUT=${OUT:-runs/set32}
 DATA_DIR=${DATA_DIR:-../shared/data}
 WIDTH=${WIDTH:-0.5}
 TIMESTEPS=${TIMESTEPS:-4}
-TRAIN_SAMPLES=${TRAIN_SAMPLES:-4096}
+TRAIN_SAMPLES=${TRAIN_SAMPLES:-1024}
 EPOCHS=${EPOCHS:-1}
 BACKENDS=${BACKENDS:-numba dense}
+THREADS=${THREADS:-1}
 SNNCC=${SNNCC:-.venv/bin/snncc}
 LIMIT_ARGS=()
 [[ -n "${LIMIT:-}" ]] && LIMIT_ARGS=(--limit "$LIMIT")
@@ -53,13 +56,13 @@ timed() {
 
 echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD) nproc $(nproc): $(uptime)" | tee -a "$SUMMARY"
 for backend in $BACKENDS; do
-  timed "run-$backend" "$SNNCC" run "$MODEL" --backend "$backend" --data-dir "$DATA_DIR" "${LIMIT_ARGS[@]}"
+  timed "run-$backend" "$SNNCC" run "$MODEL" --backend "$backend" --threads "$THREADS" --data-dir "$DATA_DIR" "${LIMIT_ARGS[@]}"
   grep -m1 accuracy "$OUT/run-$backend.out" | tee -a "$SUMMARY"
   # the mean firing rate over all populations: total spikes / (neurons x samples x T)
   awk '/accuracy/ {n = $(NF-2); split($NF, t, "="); T = t[2]} / neurons / {s += $4; m += $2}
        END {printf "  mean firing rate %.4f (%d spikes, %d neurons, %d samples, T=%d)\n", s / (m * n * T), s, m, n, T}' \
     "$OUT/run-$backend.out" | tee -a "$SUMMARY"
 done
-timed "energy-numba" "$SNNCC" energy report "$MODEL" --backend numba --data-dir "$DATA_DIR" "${LIMIT_ARGS[@]}" \
+timed "energy-numba" "$SNNCC" energy report "$MODEL" --backend numba --threads "$THREADS" --data-dir "$DATA_DIR" "${LIMIT_ARGS[@]}" \
   --json "$OUT/energy-numba.json" --force
 grep -E "total \(SNN\)|^accuracy" "$OUT/energy-numba.out" | tee -a "$SUMMARY"
