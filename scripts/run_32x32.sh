@@ -60,7 +60,7 @@ for backend in $BACKENDS; do
   grep -m1 accuracy "$OUT/run-$backend.out" | tee -a "$SUMMARY"
   # the mean firing rate over all populations: total spikes / (neurons x samples x T)
   awk '/accuracy/ {n = $(NF-2); split($NF, t, "="); T = t[2]} / neurons / {s += $4; m += $2}
-       END {printf "  mean firing rate %.4f (%d spikes, %d neurons, %d samples, T=%d)\n", s / (m * n * T), s, m, n, T}' \
+       END {printf "  mean firing rate %.4f (%.0f spikes, %d neurons, %d samples, T=%d)\n", s / (m * n * T), s, m, n, T}' \
     "$OUT/run-$backend.out" | tee -a "$SUMMARY"
 done
 timed "energy-numba" "$SNNCC" energy report "$MODEL" --backend numba --threads "$THREADS" --data-dir "$DATA_DIR" "${LIMIT_ARGS[@]}" \
