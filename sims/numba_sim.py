@@ -32,6 +32,7 @@ from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import ReadoutMode
 from snncc.ir.types import Kind
 from snncc.runtime import RunResult, check_input
+from snncc.sims.numba_f32 import plan_float32
 from snncc.sims.numba_kernels import check_cache_once, time_sum
 from snncc.sims.numba_rules import RULES
 from snncc.sims.numba_threads import default_threads
@@ -75,6 +76,7 @@ class Plan:
         self._mark_static(types[self.input].kind is Kind.ANALOG)
         self.schedule = graph.components()
         self.lead = max(1, graph.max_delay())  # leading zero rows
+        plan_float32(self, types)
         self._buffers = (None, {})
 
     def _mark_static(self, direct: bool):
@@ -109,6 +111,8 @@ class Plan:
         """Evaluate steps [t0, t1) of one node; returns the sum of the values written."""
         a, b = t0 + self.lead, t1 + self.lead
         ins = [bufs[p.src][a - p.delay:b - p.delay] for p in nd.ports]
+        if "f32" in nd.data and "leaves" in nd.data["f32"]:  # a checked neuron may recompute from these
+            state[(nd.name, "views")] = {n: bufs[n][a:b] for n in nd.data["f32"]["leaves"]}
         return RULES[type(nd.op)][1](nd, ins, bufs[nd.name][a:b], state, self.threads)
 
     def _simulate(self, x, steps: int) -> tuple:
