@@ -145,10 +145,30 @@ def _fan_out_sums(d):
     return cov.reshape(-1), float(d["bias"].sum()) * ho * wo
 
 
-def _total(info, x) -> float:
-    """The sum of the currents of input rows x, in float64 (see _fan_out_sums)."""
+@_jit
+def input_stats(x, channels, counts, colsum):
+    """One pass over input rows x (R, channels * pixels): counts[r] = the most nonzero entries at one pixel
+    (over channels; with one channel, per row), colsum = x summed over rows."""
+    pixels = x.shape[1] // channels
+    per = np.zeros(pixels)
+    colsum[:] = 0.0
+    for r in range(x.shape[0]):
+        per[:] = 0.0
+        for c in range(channels):
+            row = x[r, c * pixels:(c + 1) * pixels]
+            acc = colsum[c * pixels:(c + 1) * pixels]
+            for q in range(pixels):
+                per[q] += row[q] != 0.0
+                acc[q] += row[q]
+        counts[r] = per.max()
+
+
+def _stats(info, x, channels):
+    """(most active inputs per pixel (R,), the float64 sum of the currents of rows x: see _fan_out_sums)."""
     fan, bias = info["fan_out"]
-    return float(x.sum(axis=0) @ fan) + bias * x.shape[0]
+    counts, colsum = np.empty(x.shape[0]), np.empty(x.shape[1])
+    input_stats(x, channels, counts, colsum)
+    return counts, float(colsum @ fan) + bias * x.shape[0]
 
 
 def _bound(info, m):
@@ -170,8 +190,9 @@ def dense_f32(node, x, o, state, threads) -> float:
         np.add(np.matmul(x[r0:r1].astype(np.float32), w), d["bias"], out=o[r0:r1])
     with blas_one_thread():
         run_tasks(product, len(parts), threads)
-    state[(node.name, "f32")] = (x, _bound(d["f32"], np.count_nonzero(x, axis=1)))
-    return _total(d["f32"], x)
+    counts, total = _stats(d["f32"], x, x.shape[1])
+    state[(node.name, "f32")] = (x, _bound(d["f32"], counts))
+    return total
 
 
 def conv_f32(node, x, o, state, threads, product_weights) -> float:
@@ -200,9 +221,9 @@ def conv_f32(node, x, o, state, threads, product_weights) -> float:
     with blas_one_thread():
         run_tasks(product, len(parts), threads)
     kh, kw = d["kernel"]
-    per_pixel = np.count_nonzero(x.reshape(x.shape[0], -1, dims[0] * dims[1]), axis=1).max(axis=1)
+    per_pixel, total = _stats(d["f32"], x, x.shape[1] // (dims[0] * dims[1]))
     state[(node.name, "f32")] = (x, _bound(d["f32"], kh * kw * np.minimum(per_pixel, d["c_grp"])))
-    return _total(d["f32"], x)
+    return total
 
 
 # -- the exact currents of chosen neurons ---------------------------------------------------------
@@ -269,31 +290,43 @@ def neuron_bound(node, state):
 
 
 @_jit
+def _checked_run(vb, eb, pb, cu, ou, bt, bs, leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input, dec, gain):
+    """One step of a run of neurons; neuron j's current bound is bt[j * bs] (bs 0: one channel)."""
+    hard = 1.0 - soft
+    for j in range(vb.size):
+        vv, xx = vb[j], cu[j]
+        hh = charge(vv, xx, leaky, inv_tau, v_rest, decay_input)
+        s = fire(hh, v_th)
+        e = (dec * eb[j] + gain * bt[j * bs]) * _GROW + _MARGIN * (
+            abs(vv) + abs(xx) + abs(hh) + abs(v_th) + abs(v_rest))
+        pb[j] |= abs(hh - v_th) <= e
+        vb[j] = reset(hh, s, v_th, v_reset, soft)
+        eb[j] = e * (1.0 - hard * s)
+        ou[j] = s
+
+
+@_jit
 def neuron_checked(k0, k1, cur, bnd, inner, v, err, pend, out, leaky, inv_tau, v_th, v_reset, v_rest, soft,
                    decay_input, dec, gain):
     """neuron_blocks with the error bound: err (B, N) carries e_t, pend (B, N) flags uncertain neurons.
-    bnd: (steps, B, C), neuron j's channel j // inner. Returns #spikes."""
+    bnd: (steps, B, C), neuron j's channel j // inner (a run of neurons per channel). Returns #spikes."""
     n = cur.shape[2]
     nblk = (n + NEURON_BLOCK - 1) // NEURON_BLOCK
-    hard = 1.0 - soft
     total = 0.0
     for k in range(k0, k1):
         b, j0 = k // nblk, (k % nblk) * NEURON_BLOCK
         j1 = min(n, j0 + NEURON_BLOCK)
-        vb, eb, pb = v[b, j0:j1], err[b, j0:j1], pend[b, j0:j1]
         for t in range(cur.shape[0]):
-            cu, ou, bt = cur[t, b, j0:j1], out[t, b, j0:j1], bnd[t, b]
-            for j in range(vb.size):
-                vv, xx = vb[j], cu[j]
-                hh = charge(vv, xx, leaky, inv_tau, v_rest, decay_input)
-                s = fire(hh, v_th)
-                e = (dec * eb[j] + gain * bt[(j0 + j) // inner]) * _GROW + _MARGIN * (
-                    abs(vv) + abs(xx) + abs(hh) + abs(v_th) + abs(v_rest))
-                pb[j] |= abs(hh - v_th) <= e
-                vb[j] = reset(hh, s, v_th, v_reset, soft)
-                eb[j] = e * (1.0 - hard * s)
-                ou[j] = s
-            total += vector_sum(ou)
+            if inner == 1:
+                _checked_run(v[b, j0:j1], err[b, j0:j1], pend[b, j0:j1], cur[t, b, j0:j1], out[t, b, j0:j1],
+                             bnd[t, b, j0:j1], 1, leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input, dec, gain)
+            else:
+                for c in range(j0 // inner, (j1 - 1) // inner + 1):
+                    s0, s1 = max(j0, c * inner), min(j1, (c + 1) * inner)
+                    _checked_run(v[b, s0:s1], err[b, s0:s1], pend[b, s0:s1], cur[t, b, s0:s1], out[t, b, s0:s1],
+                                 bnd[t, b, c:c + 1], 0, leaky, inv_tau, v_th, v_reset, v_rest, soft, decay_input,
+                                 dec, gain)
+            total += vector_sum(out[t, b, j0:j1])
     return total
 
 

@@ -79,6 +79,16 @@ class Plan:
         plan_float32(self, types)
         self._buffers = (None, {})
 
+    def float32_stats(self, reset: bool = False) -> dict:
+        """Neurons fed by float32 currents (sims/numba_f32.py) since the last reset: {"checked": neuron runs
+        (one neuron of one sample over one call) checked against the error bound, "recomputed": how many of
+        them were uncertain somewhere and recomputed exactly in float64}."""
+        got = [nd.data["f32"]["stats"] for nd in self.nodes.values() if "tree" in nd.data.get("f32", {})]
+        out = {"checked": sum(g[0] for g in got), "recomputed": sum(g[1] for g in got)}
+        for g in got if reset else ():
+            g[:] = [0, 0]
+        return out
+
     def _mark_static(self, direct: bool):
         """Same rule as the reference: values fed only by a direct-encoded input never
         change, so they are computed once (then copied to every step)."""
