@@ -31,7 +31,7 @@ from snncc.sims.numba_threads import PARALLEL_MIN_WORK, TASKS, blas_one_thread, 
 if __name__ not in ("snncc.sims.numba_f32", "__main__"):
     raise ImportError(f"import this module as snncc.sims.numba_f32, not {__name__}")
 
-__all__ = ["U32", "U64", "gamma", "plan_float32", "dense_f32", "conv_f32", "neuron_bound", "eval_checked",
+__all__ = ["U32", "U64", "gamma", "plan_float32", "dense_f32", "conv_f32", "record_conv", "neuron_bound", "eval_checked",
            "dense_exact", "conv_exact", "EXACT", "neuron_checked"]
 
 U32, U64 = 2.0 ** -24, 2.0 ** -53
@@ -220,7 +220,14 @@ def conv_f32(node, x, o, state, threads, product_weights) -> float:
                    out=o[c0:c0 + n].reshape(n, groups * c_og, p))
     with blas_one_thread():
         run_tasks(product, len(parts), threads)
-    kh, kw = d["kernel"]
+    return record_conv(node, x, state)
+
+
+def record_conv(node, x, state) -> float:
+    """After a conv formed float32 currents from input rows x: keep x and the bound for the neurons it feeds;
+    returns the float64 sum of the currents (the activity statistic)."""
+    d = node.data
+    (kh, kw), dims = d["kernel"], d["dims"]
     per_pixel, total = _stats(d["f32"], x, x.shape[1] // (dims[0] * dims[1]))
     state[(node.name, "f32")] = (x, _bound(d["f32"], kh * kw * np.minimum(per_pixel, d["c_grp"])))
     return total

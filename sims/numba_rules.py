@@ -18,7 +18,8 @@ import numpy as np
 
 from snncc import neuron as nrn
 from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, PoolMode, Readout
-from snncc.sims.numba_f32 import conv_f32, dense_f32, eval_checked, neuron_bound
+from snncc.sims.numba_events32 import conv_events32
+from snncc.sims.numba_f32 import conv_f32, dense_f32, eval_checked, neuron_bound, record_conv
 from snncc.sims.numba_kernels import (NEURON_BLOCK, conv_events, conv_rows, dense_tile, im2col, neuron_arrays,
                                       neuron_blocks, nonzero_share, pool)
 from snncc.sims.numba_threads import PARALLEL_MIN_WORK, TASKS, blas_one_thread, ranges, run_tasks, share
@@ -35,6 +36,7 @@ BLAS_MACS_PER_S = 26e9
 BLAS_BYTES_PER_S = 15e9
 SGEMM_MACS_PER_S = 52e9  # float32 products (numba_f32): twice the float64 rate
 CONV_MIN_DENSITY = 0.5
+F32_EVENTS = True  # the gather conv accumulates in float32 on the float32 path
 CONV_F32_MIN_DENSITY = 0.3  # float32 im2col + sgemm (binary inputs) vs the event convs: measured, see methods
 CONV_GATHER_EVENTS = 48
 ASSUMED_DENSITY = 1 / 8  # for the threading decision where the density was not estimated
@@ -185,8 +187,10 @@ def _eval_conv(node, ins, out, state, threads):
     work = int(x.size * (1 + d["w_f"][0].size * rho))  # kh * kw * C_out / groups adds per event
     field = d["w_g"].shape[0] * d["w_g"].shape[1] * d["c_grp"]  # kh * kw * c_grp inputs per output
     kernel, w = (conv_events, d["w_g"]) if rho * field >= CONV_GATHER_EVENTS else (conv_rows, d["w_f"])
-    return share(kernel, ranges(x.shape[0], TASKS * threads), (x, w, d["bias"], o, *d["dims"], d["c_grp"]),
-                 work, threads)
+    f32 = "f32" in d and kernel is conv_events and F32_EVENTS  # float32 accumulators (numba_events32)
+    total = share(conv_events32 if f32 else kernel, ranges(x.shape[0], TASKS * threads),
+                  (x, w, d["bias"], o, *d["dims"], d["c_grp"]), work, threads)
+    return record_conv(node, x, state) if f32 else total
 
 
 # -- the rest -------------------------------------------------------------------------

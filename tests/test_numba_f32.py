@@ -36,6 +36,19 @@ def force_f32(monkeypatch):
     monkeypatch.setattr(numba_rules, "CONV_F32_MIN_DENSITY", 0.0)
 
 
+@pytest.fixture(params=["product", "gather"])
+def f32_conv(request, monkeypatch):
+    """Float32 convs on either kernel: im2col + sgemm, or the event gather with float32 accumulators."""
+    if request.param == "product":
+        monkeypatch.setattr(numba_rules, "f32_product_wins", lambda *shape: True)
+        monkeypatch.setattr(numba_rules, "CONV_F32_MIN_DENSITY", 0.0)
+    else:
+        monkeypatch.setattr(numba_rules, "CONV_F32_MIN_DENSITY", 2.0)
+        monkeypatch.setattr(numba_rules, "CONV_MIN_DENSITY", 2.0)
+        monkeypatch.setattr(numba_rules, "CONV_GATHER_EVENTS", 0.0)
+    return request.param
+
+
 def _checked(plan):
     """{neuron: [neuron-steps checked, neurons recomputed]} of a plan's checked populations."""
     return {n: nd.data["f32"]["stats"] for n, nd in plan.nodes.items() if "tree" in nd.data.get("f32", {})}
@@ -68,7 +81,7 @@ def test_adversarial_dense_plain_float32_flips_the_fallback_does_not(force_f32):
     assert checked == 2 * n_out and recomputed == 2 * n_out  # every neuron was uncertain and recomputed
 
 
-def test_adversarial_conv_soft_reset_if(force_f32):
+def test_adversarial_conv_soft_reset_if(f32_conv):
     """A conv version, IF neurons with soft reset over several steps: the tiny weights accumulate into the
     membrane, so a float32 current that drops them changes when the neuron fires."""
     w = np.full((2, 16, 3, 3), 2.0 ** -26)
@@ -89,7 +102,7 @@ def test_adversarial_conv_soft_reset_if(force_f32):
 
 @pytest.mark.parametrize("groups, stride, pad, dilation", [(1, (1, 1), (1, 1), (1, 1)), (2, (2, 1), (0, 2), (1, 2)),
                                                            (4, (1, 2), (2, 1), (2, 1))])
-def test_conv_bound_holds_on_random_cases(rng, force_f32, groups, stride, pad, dilation):
+def test_conv_bound_holds_on_random_cases(rng, f32_conv, groups, stride, pad, dilation):
     """|float32 current - float64 current| <= the bound, per output, over random weights and spike inputs."""
     c_in, c_out = 8, 8
     w = np.float32(rng.normal(0, 1, (c_out, c_in // groups, 3, 3))).astype(np.float64)
@@ -135,7 +148,7 @@ def test_dense_bound_holds_on_random_cases(rng, force_f32):
 
 
 @pytest.mark.parametrize("name", ["mlp", "spike", "sew", "ms"])
-def test_shared_graphs_on_the_float32_path(rng, force_f32, name):
+def test_shared_graphs_on_the_float32_path(rng, f32_conv, name):
     r = F32Rng(rng)
     if name == "mlp":
         g, x = graphs.mlp(r), rng.random((3, 1, 8, 8))
@@ -149,7 +162,7 @@ def test_shared_graphs_on_the_float32_path(rng, force_f32, name):
         assert np.array_equal(got.trains[p], ref.trains[p]), p
 
 
-def test_grouped_strided_dilated_convs_and_delays(rng, force_f32):
+def test_grouped_strided_dilated_convs_and_delays(rng, f32_conv):
     """Float32 convs with groups, stride, padding and dilation; a recurrent loop and a delayed edge stay float64."""
     def conv(c_in, c_out, groups, stride, pad, dilation, gain):
         w = np.float32(rng.normal(0, gain / np.sqrt(9 * c_in // groups), (c_out, c_in // groups, 3, 3)))
