@@ -46,6 +46,7 @@ def f32_conv(request, monkeypatch):
         monkeypatch.setattr(numba_rules, "CONV_F32_MIN_DENSITY", 2.0)
         monkeypatch.setattr(numba_rules, "CONV_MIN_DENSITY", 2.0)
         monkeypatch.setattr(numba_rules, "CONV_GATHER_EVENTS", 0.0)
+        monkeypatch.setattr(numba_rules, "F32_EVENTS", True)
     return request.param
 
 
