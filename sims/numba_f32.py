@@ -114,8 +114,10 @@ def plan_float32(plan, types) -> None:
             kh, kw, c_in, c_og = d["w_g"].shape
             wg = np.abs(d["w_g"].astype(np.float64)).reshape(kh * kw, c_in // d["c_grp"], d["c_grp"], c_og)
             w = wg.transpose(1, 3, 0, 2).reshape(c_in // d["c_grp"] * c_og, -1)
-        d["f32"] = {"l1": w.sum(axis=1), "wmax": w.max(axis=1), "abs_bias": np.abs(d["bias"]),
-                    "field": w.shape[1], "fan_out": _fan_out_sums(d)}
+        top = np.zeros((w.shape[0], w.shape[1] + 1))  # top[c, m]: the m largest |w| of channel c, summed
+        np.cumsum(-np.sort(-w, axis=1), axis=1, out=top[:, 1:])
+        d["f32"] = {"top": np.ascontiguousarray(top.T), "abs_bias": np.abs(d["bias"]), "field": w.shape[1],
+                    "fan_out": _fan_out_sums(d)}
     for n, tree in trees.items():
         syns = _leaves(tree, "syn")
         if syns:
@@ -173,8 +175,9 @@ def _stats(info, x, channels):
 
 def _bound(info, m):
     """(R, C) bound on |c32 - c_ref| for rows with at most m (R,) active inputs per output."""
-    m = np.minimum(m, info["field"]).astype(np.float64)[:, None]
-    s = np.minimum(info["l1"][None, :], m * info["wmax"][None, :])
+    m = np.minimum(m, info["field"]).astype(np.int64)
+    s = info["top"][m]  # S <= the m largest |w| of the channel (R, C); m = field: ||w_row||_1
+    m = m.astype(np.float64)[:, None]
     return gamma(m, U32) * s + 2.0 * gamma(m + 2.0, U64) * (s + info["abs_bias"][None, :])
 
 
