@@ -227,16 +227,30 @@ def summed(ins):
     return total
 
 
+def _summed_scratch(node, ins):
+    """summed(ins), written into a buffer the node keeps (a fresh large array per call costs page faults)."""
+    if len(ins) == 1:
+        return ins[0]
+    buf = node.data.get("sum")
+    if buf is None or buf.shape != ins[0].shape:
+        buf = node.data["sum"] = np.empty(ins[0].shape)
+    np.add(ins[0], ins[1], out=buf)
+    for x in ins[2:]:
+        buf += x
+    return buf
+
+
 def _eval_neuron(node, ins, out, state, threads):
+    cur = _summed_scratch(node, ins)
     if "f32" in node.data and neuron_bound(node, state) is not None:  # fed by float32 currents this call
-        return eval_checked(node, out, state, threads, summed(ins))
+        return eval_checked(node, out, state, threads, cur)
     if "arrays" in node.data:  # per-neuron parameters and/or a CUBA synaptic current: one serial kernel
         v = state[node.name]
         isyn = state.setdefault((node.name, "i"), np.zeros_like(v))
-        return neuron_arrays(np.ascontiguousarray(summed(ins)), v, isyn, out, *node.data["arrays"])
+        return neuron_arrays(np.ascontiguousarray(cur), v, isyn, out, *node.data["arrays"])
     blocks = out.shape[1] * -(-out.shape[2] // NEURON_BLOCK)
     return share(neuron_blocks, ranges(blocks, TASKS * threads),
-                 (summed(ins), state[node.name], out, *node.data["params"]), 4 * out.size, threads)
+                 (cur, state[node.name], out, *node.data["params"]), 4 * out.size, threads)
 
 
 def _prep_integrator(op, tin, tout):

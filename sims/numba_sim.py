@@ -99,7 +99,8 @@ class Plan:
 
     def _chunk(self, batch: int, steps: int) -> int:
         per_sample = 8 * (steps + self.lead) * sum(nd.size for nd in self.nodes.values() if not nd.alias)
-        return max(1, min(batch, _BUFFER_BUDGET // per_sample))
+        most = max(1, min(batch, _BUFFER_BUDGET // per_sample))
+        return -(-batch // -(-batch // most))  # equal chunks: one buffer shape, reused across chunks and runs
 
     def _alloc(self, steps: int, batch: int) -> dict:
         """Node buffers, reused across calls of the same shape (fresh large arrays cost
