@@ -77,7 +77,7 @@ class Plan:
         self.schedule = graph.components()
         self.lead = max(1, graph.max_delay())  # leading zero rows
         plan_float32(self, types)
-        self._buffers = (None, {})
+        self._buffers = {}  # (steps, batch) -> node buffers
 
     def float32_stats(self, reset: bool = False) -> dict:
         """Neurons fed by float32 currents (sims/numba_f32.py) since the last reset: {"checked": neuron runs
@@ -105,8 +105,10 @@ class Plan:
     def _alloc(self, steps: int, batch: int) -> dict:
         """Node buffers, reused across calls of the same shape (fresh large arrays cost
         page faults comparable to a whole small-network run). The first ``lead`` rows stay zero."""
-        key, bufs = self._buffers
-        if key != (steps, batch):
+        bufs = self._buffers.get((steps, batch))
+        if bufs is None:  # two shapes kept: a batch's chunks and their remainder (at most one budget more)
+            if len(self._buffers) >= 2:
+                self._buffers.pop(next(iter(self._buffers)))
             bufs = {}
             for n in self.order:
                 nd = self.nodes[n]
@@ -115,7 +117,7 @@ class Plan:
                 else:
                     bufs[n] = np.empty((self.lead + steps, batch, nd.size))
                     bufs[n][:self.lead] = 0.0
-            self._buffers = ((steps, batch), bufs)
+            self._buffers[(steps, batch)] = bufs
         return bufs
 
     def _eval(self, nd, bufs, state, t0, t1) -> float:
