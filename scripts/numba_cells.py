@@ -15,4 +15,5 @@ for cell in sys.argv[2:]:
         for th in (2, 1):
             t0 = time.perf_counter(); plans[th].run(x, T); ts[th].append(time.perf_counter() - t0)
     out[cell] = [round(min(ts[2]) * 1e3 / B, 3), round(min(ts[1]) * 1e3 / B, 3)]
-print(json.dumps({"code": os.path.dirname(numba_sim.__file__), "ms_per_sample_2thr_1thr": out, "load": os.getloadavg()[0]}))
+print(json.dumps({"code": os.path.dirname(numba_sim.__file__), "ms_per_sample_2thr_1thr": out,
+                  "load": os.getloadavg()[0]}))

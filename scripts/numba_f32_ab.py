@@ -39,6 +39,7 @@ for cell in sys.argv[2:]:
     best = {k: min(v) * 1e3 / B for k, v in ts.items()}
     off, on_ = min(best[(False, 1)], best[(False, 2)]), min(best[(True, 1)], best[(True, 2)])
     rate_got = np.mean([t.mean() for t in trains[1].values()])
-    print(json.dumps({"cell": cell, "rate": round(float(rate_got), 3), "f64_ms": [round(best[(False, 2)], 2), round(best[(False, 1)], 2)],
+    print(json.dumps({"cell": cell, "rate": round(float(rate_got), 3),
+                      "f64_ms": [round(best[(False, 2)], 2), round(best[(False, 1)], 2)],
                       "f32_ms": [round(best[(True, 2)], 2), round(best[(True, 1)], 2)], "speedup": round(off / on_, 3),
                       "spikes_equal_f64_path": same, "float32_neurons": st, "load": os.getloadavg()[0]}), flush=True)

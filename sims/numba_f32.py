@@ -31,7 +31,8 @@ from snncc.sims.numba_threads import PARALLEL_MIN_WORK, TASKS, blas_one_thread, 
 if __name__ not in ("snncc.sims.numba_f32", "__main__"):
     raise ImportError(f"import this module as snncc.sims.numba_f32, not {__name__}")
 
-__all__ = ["U32", "U64", "gamma", "plan_float32", "dense_f32", "conv_f32", "record_conv", "neuron_bound", "eval_checked",
+__all__ = ["U32", "U64", "gamma", "plan_float32", "dense_f32", "conv_f32", "record_conv", "neuron_bound",
+           "eval_checked",
            "dense_exact", "conv_exact", "EXACT", "neuron_checked"]
 
 U32, U64 = 2.0 ** -24, 2.0 ** -53
