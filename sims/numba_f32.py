@@ -67,19 +67,19 @@ def _sink_ok(plan, name, looped) -> bool:
     return isinstance(nd.op, (Add, Flatten)) and _feeds_checked(plan, name, looped)
 
 
-def _tree(plan, name, f32):
-    """How a neuron's input value is formed: ("syn", name) for a float32 synapse, ("add", [subtrees])
-    for an Add (or the neuron's own ports) over one, ("buf", name) for an exact float64 value."""
+def _tree(plan, name, f32, delay=0):
+    """How a neuron's input value is formed: ("syn", name) for a float32 synapse, ("add", [subtrees]) for an Add
+    (or the neuron's own ports) over one, ("buf", (name, delay)) for an exact float64 value read ``delay`` steps
+    back (the delays along the path summed)."""
     nd = plan.nodes[name]
     if name in f32:
+        assert delay == 0, "a float32 synapse reaches its neurons through delay-0 edges only"
         return ("syn", name)
-    if isinstance(nd.op, Flatten):
-        return _tree(plan, nd.ports[0].src, f32)
-    if isinstance(nd.op, Add):
-        subs = [_tree(plan, p.src, f32) for p in nd.ports]
+    if isinstance(nd.op, (Add, Flatten)):
+        subs = [_tree(plan, p.src, f32, delay + p.delay) for p in nd.ports]
         if any(s[0] != "buf" for s in subs):
-            return ("add", subs)
-    return ("buf", name)
+            return ("add", subs) if len(subs) > 1 else subs[0]
+    return ("buf", (name, delay))
 
 
 def _leaves(tree, kind):
@@ -100,8 +100,8 @@ def plan_float32(plan, types) -> None:
         if types[nd.ports[0].src].kind is Kind.SPIKE and w.dtype == np.float32 and _feeds_checked(plan, name, looped):
             f32.add(name)
     while True:  # a neuron's float32 sources must share one channel layout (the bound's shape)
-        trees = {n: ("add", [_tree(plan, p.src, f32) for p in nd.ports]) for n, nd in plan.nodes.items()
-                 if isinstance(nd.op, Neuron)}
+        trees = {n: ("add", [_tree(plan, p.src, f32, p.delay) for p in nd.ports])
+                 for n, nd in plan.nodes.items() if isinstance(nd.op, Neuron)}
         bad = {s for t in trees.values() for s in _leaves(t, "syn")
                if len({plan.nodes[x].size // plan.nodes[x].data["bias"].size for x in _leaves(t, "syn")}) > 1}
         if not bad:
@@ -122,7 +122,8 @@ def plan_float32(plan, types) -> None:
     for n, tree in trees.items():
         syns = _leaves(tree, "syn")
         if syns:
-            plan.nodes[n].data["f32"] = {"tree": tree, "syns": syns, "leaves": syns + _leaves(tree, "buf"),
+            leaves = [(s, 0) for s in syns] + _leaves(tree, "buf")
+            plan.nodes[n].data["f32"] = {"tree": tree, "syns": syns, "leaves": leaves,
                                          "syn_data": {s: (plan.nodes[s].op, plan.nodes[s].data) for s in syns},
                                          "inner": plan.nodes[syns[0]].size // plan.nodes[syns[0]].data["bias"].size,
                                          "stats": [0, 0]}  # [neuron steps checked, neurons recomputed]
@@ -348,7 +349,7 @@ def _value(tree, syn_data, views, state, t_idx, b_idx, j_idx, batch):
         return views[arg][:, b_idx, j_idx]
     if kind == "syn":
         if state.get((arg, "f32")) is None:  # this call ran the synapse in float64: its values are exact
-            return views[arg][:, b_idx, j_idx]
+            return views[(arg, 0)][:, b_idx, j_idx]
         x = state[(arg, "f32")][0]
         op, d = syn_data[arg]
         rows = (t_idx[:, None] * batch + b_idx[None, :]).ravel()

@@ -125,7 +125,7 @@ class Plan:
         a, b = t0 + self.lead, t1 + self.lead
         ins = [bufs[p.src][a - p.delay:b - p.delay] for p in nd.ports]
         if "f32" in nd.data and "leaves" in nd.data["f32"]:  # a checked neuron may recompute from these
-            state[(nd.name, "views")] = {n: bufs[n][a:b] for n in nd.data["f32"]["leaves"]}
+            state[(nd.name, "views")] = {(n, d): bufs[n][a - d:b - d] for n, d in nd.data["f32"]["leaves"]}
         return RULES[type(nd.op)][1](nd, ins, bufs[nd.name][a:b], state, self.threads)
 
     def _simulate(self, x, steps: int) -> tuple:
