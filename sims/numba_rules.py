@@ -18,6 +18,8 @@ import numpy as np
 
 from snncc import neuron as nrn
 from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, PoolMode, Readout
+from snncc.sims.numba_events32 import conv_events32
+from snncc.sims.numba_f32 import conv_f32, dense_f32, eval_checked, neuron_bound, record_conv
 from snncc.sims.numba_kernels import (NEURON_BLOCK, conv_events, conv_rows, dense_tile, im2col, neuron_arrays,
                                       neuron_blocks, nonzero_share, pool)
 from snncc.sims.numba_threads import PARALLEL_MIN_WORK, TASKS, blas_one_thread, ranges, run_tasks, share
@@ -32,7 +34,10 @@ from snncc.sims.numba_threads import PARALLEL_MIN_WORK, TASKS, blas_one_thread, 
 EVENT_ADDS_PER_S = 20e9
 BLAS_MACS_PER_S = 26e9
 BLAS_BYTES_PER_S = 15e9
+SGEMM_MACS_PER_S = 52e9  # float32 products (numba_f32): twice the float64 rate
 CONV_MIN_DENSITY = 0.5
+F32_EVENTS = False  # float32 accumulators in the gather conv: 1.2x on the convs, slower overall (docs/methods.md)
+CONV_F32_MIN_DENSITY = 0.3  # float32 im2col + sgemm (binary inputs) vs the event convs: measured, see methods
 CONV_GATHER_EVENTS = 48
 ASSUMED_DENSITY = 1 / 8  # for the threading decision where the density was not estimated
 _COLS_BUDGET = 16 << 20  # bytes of unfolded conv input per chunk of samples
@@ -74,6 +79,12 @@ def dense_product_wins(rho: float, rows: int, n_in: int, n_out: int) -> bool:
     return macs / BLAS_MACS_PER_S + 8 * n_in * n_out / BLAS_BYTES_PER_S < rho * macs / EVENT_ADDS_PER_S
 
 
+def f32_product_wins(rho: float, rows: int, n_in: int, n_out: int) -> bool:
+    """Cost model: the float32 product (numba_f32, for binary inputs) beats the event kernel."""
+    macs = rows * n_in * n_out
+    return macs / SGEMM_MACS_PER_S + 4 * (n_in * n_out + rows * n_in) / BLAS_BYTES_PER_S < rho * macs / EVENT_ADDS_PER_S
+
+
 def _gemm_weights(d, make):
     """The float64 weight matrix of the dense product, made on first use (most graphs never need it)."""
     if "w_gemm" not in d:
@@ -86,7 +97,11 @@ def _eval_dense(node, ins, out, state, threads):
     d = node.data
     shape = (x.shape[0], x.shape[1], o.shape[1])
     # few rows: the product cannot win even on dense input, and the density is not worth estimating
-    rho = density(x) if dense_product_wins(1.0, *shape) else ASSUMED_DENSITY
+    f32 = "f32" in d
+    wins = f32_product_wins if f32 else dense_product_wins
+    rho = density(x) if wins(1.0, *shape) else ASSUMED_DENSITY
+    if f32 and f32_product_wins(rho, *shape):
+        return dense_f32(node, x, o, state, threads)
     if dense_product_wins(rho, *shape):
         w = _gemm_weights(d, lambda: d["w_t"])
         parts = ranges(x.shape[0], threads if x.size * o.shape[1] >= PARALLEL_MIN_WORK else 1)
@@ -165,13 +180,17 @@ def _eval_conv(node, ins, out, state, threads):
     d = node.data
     x, o = _rows(ins[0]), _rows(out)
     rho = density(x)
+    if "f32" in d and rho >= CONV_F32_MIN_DENSITY:
+        return conv_f32(node, x, o, state, threads, _product_weights)
     if rho >= CONV_MIN_DENSITY:
         return _conv_gemm(d, x, o, threads)
     work = int(x.size * (1 + d["w_f"][0].size * rho))  # kh * kw * C_out / groups adds per event
     field = d["w_g"].shape[0] * d["w_g"].shape[1] * d["c_grp"]  # kh * kw * c_grp inputs per output
     kernel, w = (conv_events, d["w_g"]) if rho * field >= CONV_GATHER_EVENTS else (conv_rows, d["w_f"])
-    return share(kernel, ranges(x.shape[0], TASKS * threads), (x, w, d["bias"], o, *d["dims"], d["c_grp"]),
-                 work, threads)
+    f32 = "f32" in d and kernel is conv_events and F32_EVENTS  # float32 accumulators (numba_events32)
+    total = share(conv_events32 if f32 else kernel, ranges(x.shape[0], TASKS * threads),
+                  (x, w, d["bias"], o, *d["dims"], d["c_grp"]), work, threads)
+    return record_conv(node, x, state) if f32 else total
 
 
 # -- the rest -------------------------------------------------------------------------
@@ -208,14 +227,30 @@ def summed(ins):
     return total
 
 
+def _summed_scratch(node, ins):
+    """summed(ins), written into a buffer the node keeps (a fresh large array per call costs page faults)."""
+    if len(ins) == 1:
+        return ins[0]
+    buf = node.data.get("sum")
+    if buf is None or buf.shape != ins[0].shape:
+        buf = node.data["sum"] = np.empty(ins[0].shape)
+    np.add(ins[0], ins[1], out=buf)
+    for x in ins[2:]:
+        buf += x
+    return buf
+
+
 def _eval_neuron(node, ins, out, state, threads):
+    cur = _summed_scratch(node, ins)
+    if "f32" in node.data and neuron_bound(node, state) is not None:  # fed by float32 currents this call
+        return eval_checked(node, out, state, threads, cur)
     if "arrays" in node.data:  # per-neuron parameters and/or a CUBA synaptic current: one serial kernel
         v = state[node.name]
         isyn = state.setdefault((node.name, "i"), np.zeros_like(v))
-        return neuron_arrays(np.ascontiguousarray(summed(ins)), v, isyn, out, *node.data["arrays"])
+        return neuron_arrays(np.ascontiguousarray(cur), v, isyn, out, *node.data["arrays"])
     blocks = out.shape[1] * -(-out.shape[2] // NEURON_BLOCK)
     return share(neuron_blocks, ranges(blocks, TASKS * threads),
-                 (summed(ins), state[node.name], out, *node.data["params"]), 4 * out.size, threads)
+                 (cur, state[node.name], out, *node.data["params"]), 4 * out.size, threads)
 
 
 def _prep_integrator(op, tin, tout):

@@ -32,6 +32,7 @@ from snncc.ir.graph import SpikeGraph
 from snncc.ir.ops import ReadoutMode
 from snncc.ir.types import Kind
 from snncc.runtime import RunResult, check_input
+from snncc.sims.numba_f32 import plan_float32
 from snncc.sims.numba_kernels import check_cache_once, time_sum
 from snncc.sims.numba_rules import RULES
 from snncc.sims.numba_threads import default_threads
@@ -75,7 +76,18 @@ class Plan:
         self._mark_static(types[self.input].kind is Kind.ANALOG)
         self.schedule = graph.components()
         self.lead = max(1, graph.max_delay())  # leading zero rows
-        self._buffers = (None, {})
+        plan_float32(self, types)
+        self._buffers = {}  # (steps, batch) -> node buffers
+
+    def float32_stats(self, reset: bool = False) -> dict:
+        """Neurons fed by float32 currents (sims/numba_f32.py) since the last reset: {"checked": neuron runs
+        (one neuron of one sample over one call) checked against the error bound, "recomputed": how many of
+        them were uncertain somewhere and recomputed exactly in float64}."""
+        got = [nd.data["f32"]["stats"] for nd in self.nodes.values() if "tree" in nd.data.get("f32", {})]
+        out = {"checked": sum(g[0] for g in got), "recomputed": sum(g[1] for g in got)}
+        for g in got if reset else ():
+            g[:] = [0, 0]
+        return out
 
     def _mark_static(self, direct: bool):
         """Same rule as the reference: values fed only by a direct-encoded input never
@@ -87,13 +99,16 @@ class Plan:
 
     def _chunk(self, batch: int, steps: int) -> int:
         per_sample = 8 * (steps + self.lead) * sum(nd.size for nd in self.nodes.values() if not nd.alias)
-        return max(1, min(batch, _BUFFER_BUDGET // per_sample))
+        most = max(1, min(batch, _BUFFER_BUDGET // per_sample))
+        return -(-batch // -(-batch // most))  # equal chunks: one buffer shape, reused across chunks and runs
 
     def _alloc(self, steps: int, batch: int) -> dict:
         """Node buffers, reused across calls of the same shape (fresh large arrays cost
         page faults comparable to a whole small-network run). The first ``lead`` rows stay zero."""
-        key, bufs = self._buffers
-        if key != (steps, batch):
+        bufs = self._buffers.get((steps, batch))
+        if bufs is None:  # two shapes kept: a batch's chunks and their remainder (at most one budget more)
+            if len(self._buffers) >= 2:
+                self._buffers.pop(next(iter(self._buffers)))
             bufs = {}
             for n in self.order:
                 nd = self.nodes[n]
@@ -102,13 +117,15 @@ class Plan:
                 else:
                     bufs[n] = np.empty((self.lead + steps, batch, nd.size))
                     bufs[n][:self.lead] = 0.0
-            self._buffers = ((steps, batch), bufs)
+            self._buffers[(steps, batch)] = bufs
         return bufs
 
     def _eval(self, nd, bufs, state, t0, t1) -> float:
         """Evaluate steps [t0, t1) of one node; returns the sum of the values written."""
         a, b = t0 + self.lead, t1 + self.lead
         ins = [bufs[p.src][a - p.delay:b - p.delay] for p in nd.ports]
+        if "f32" in nd.data and "leaves" in nd.data["f32"]:  # a checked neuron may recompute from these
+            state[(nd.name, "views")] = {(n, d): bufs[n][a - d:b - d] for n, d in nd.data["f32"]["leaves"]}
         return RULES[type(nd.op)][1](nd, ins, bufs[nd.name][a:b], state, self.threads)
 
     def _simulate(self, x, steps: int) -> tuple:

@@ -162,6 +162,7 @@ def time_cell(graph: SpikeGraph, plans: tuple, dense: DenseTorch, x: np.ndarray,
     if lava is not None and len(x) == 1:
         sides["lava"] = lava
     runs, first_s = {}, {}
+    plans[0].float32_stats(reset=True)
     for k, fn in sides.items():
         t0 = time.perf_counter()
         runs[k] = fn(x, timesteps, record=True)
@@ -191,6 +192,7 @@ def time_cell(graph: SpikeGraph, plans: tuple, dense: DenseTorch, x: np.ndarray,
             "ms_per_sample": {k: v[0] * 1e3 / len(x) for k, v in timed.items()},
             "numba_vs_dense": dense_s / numba_s,
             "agreement": agreement,
+            "float32_neurons": plans[0].float32_stats(),  # checked / recomputed exactly (one recorded run)
             "conv_events_per_s": events["conv"] / timed["numba"][0],  # on numba's threads (2 on cpu2)
             "dense_events_per_s": events["dense"] / timed["numba"][0],
             "load_average_1min": os.getloadavg()[0]}
