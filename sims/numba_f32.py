@@ -1,8 +1,8 @@
 """Float32 synaptic currents with a proven per-neuron error bound and an exact float64 fallback.
 
-A synapse whose input is binary spikes and whose weights are exactly float32 may form its current as
-a float32 product (numpy's sgemm; a conv after a float32 im2col). Each current is then a float32 sum of
-``m`` exact products ``w_i`` (the active inputs; zero terms add exactly), so whatever the summation
+A synapse with binary spike input and exactly float32 weights may form its current as a float32 product
+(torch's sgemm / direct conv, sims/numba_torch32.py; else numpy's, after a float32 im2col). Each current is a
+float32 sum of ``m`` exact products ``w_i`` (the active inputs; zero terms add exactly), so whatever the summation
 order, blocking or FMA use, ``|c32 - c| <= gamma32(m) * S`` with ``S = sum |w_i|`` over the active
 inputs and ``gamma_n = n u / (1 - n u)``, ``u = 2^-24`` (Higham, Accuracy and Stability of Numerical
 Algorithms, 2nd ed., eq. 3.5 / Lemma 3.1 for any order). ``S <= min(||w_row||_1, m * max|w_row|)``,
@@ -27,6 +27,7 @@ from snncc.ir.ops import Add, Conv, Dense, Flatten, Neuron
 from snncc.ir.types import Kind
 from snncc.sims.numba_kernels import NEURON_BLOCK, charge, conv_src, fire, im2col, reset, vector_sum
 from snncc.sims.numba_threads import PARALLEL_MIN_WORK, TASKS, blas_one_thread, ranges, run_tasks, share
+from snncc.sims.numba_torch32 import mm_product
 
 if __name__ not in ("snncc.sims.numba_f32", "__main__"):
     raise ImportError(f"import this module as snncc.sims.numba_f32, not {__name__}")
@@ -185,16 +186,20 @@ def _bound(info, m):
 
 # -- float32 synapses ----------------------------------------------------------------------------
 def dense_f32(node, x, o, state, threads) -> float:
-    """o = x @ w + bias with the product in float32 (sgemm), the bias added in float64."""
+    """o = x @ w + bias with the product in float32 (torch.mm, else numpy's sgemm), the bias added in float64."""
     d = node.data
     w = d.setdefault("w_f32", np.ascontiguousarray(d["w_t"]))
-    parts = ranges(x.shape[0], threads if x.size * o.shape[1] >= PARALLEL_MIN_WORK else 1)
+    prod = mm_product(x, w, threads)
+    if prod is not None:
+        np.add(prod, d["bias"], out=o)
+    else:
+        parts = ranges(x.shape[0], threads if x.size * o.shape[1] >= PARALLEL_MIN_WORK else 1)
 
-    def product(i):
-        r0, r1 = parts[i]
-        np.add(np.matmul(x[r0:r1].astype(np.float32), w), d["bias"], out=o[r0:r1])
-    with blas_one_thread():
-        run_tasks(product, len(parts), threads)
+        def product(i):
+            r0, r1 = parts[i]
+            np.add(np.matmul(x[r0:r1].astype(np.float32), w), d["bias"], out=o[r0:r1])
+        with blas_one_thread():
+            run_tasks(product, len(parts), threads)
     counts, total = _stats(d["f32"], x, x.shape[1])
     state[(node.name, "f32")] = (x, _bound(d["f32"], counts))
     return total

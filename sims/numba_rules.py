@@ -20,6 +20,7 @@ from snncc import neuron as nrn
 from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, PoolMode, Readout
 from snncc.sims.numba_events32 import conv_events32
 from snncc.sims.numba_f32 import conv_f32, dense_f32, eval_checked, neuron_bound, record_conv
+from snncc.sims.numba_torch32 import conv_product
 from snncc.sims.numba_kernels import (NEURON_BLOCK, conv_events, conv_rows, dense_tile, im2col, neuron_arrays,
                                       neuron_blocks, nonzero_share, pool)
 from snncc.sims.numba_threads import PARALLEL_MIN_WORK, TASKS, blas_one_thread, ranges, run_tasks, share
@@ -38,6 +39,7 @@ SGEMM_MACS_PER_S = 52e9  # float32 products (numba_f32): twice the float64 rate
 CONV_MIN_DENSITY = 0.5
 F32_EVENTS = False  # float32 accumulators in the gather conv: 1.2x on the convs, slower overall (docs/methods.md)
 CONV_F32_MIN_DENSITY = 0.3  # float32 im2col + sgemm (binary inputs) vs the event convs: measured, see methods
+CONV_F32_TORCH = True  # the float32 conv product by torch's direct conv where provably plain (numba_torch32)
 CONV_GATHER_EVENTS = 48
 ASSUMED_DENSITY = 1 / 8  # for the threading decision where the density was not estimated
 _COLS_BUDGET = 16 << 20  # bytes of unfolded conv input per chunk of samples
@@ -181,6 +183,8 @@ def _eval_conv(node, ins, out, state, threads):
     x, o = _rows(ins[0]), _rows(out)
     rho = density(x)
     if "f32" in d and rho >= CONV_F32_MIN_DENSITY:
+        if CONV_F32_TORCH and conv_product(d, x, o, threads, _product_weights):
+            return record_conv(node, x, state)
         return conv_f32(node, x, o, state, threads, _product_weights)
     if rho >= CONV_MIN_DENSITY:
         return _conv_gemm(d, x, o, threads)

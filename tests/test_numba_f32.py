@@ -11,7 +11,7 @@ from snncc.backends import torch_ref as torch_backend
 from snncc.ir.graph import Port, SpikeGraph
 from snncc.ir.ops import Conv, Dense, Flatten, Input, Neuron, Readout
 from snncc.neuron import NeuronParams
-from snncc.sims import numba_f32, numba_rules, numba_sim
+from snncc.sims import numba_f32, numba_rules, numba_sim, numba_torch32
 
 LIF = NeuronParams("lif", tau=2.0, v_th=0.5)
 
@@ -36,12 +36,14 @@ def force_f32(monkeypatch):
     monkeypatch.setattr(numba_rules, "CONV_F32_MIN_DENSITY", 0.0)
 
 
-@pytest.fixture(params=["product", "gather"])
+@pytest.fixture(params=["torch", "product", "gather"])
 def f32_conv(request, monkeypatch):
-    """Float32 convs on either kernel: im2col + sgemm, or the event gather with float32 accumulators."""
-    if request.param == "product":
+    """Float32 convs on each kernel: torch's direct conv, im2col + sgemm, or the event gather with float32
+    accumulators."""
+    if request.param in ("torch", "product"):
         monkeypatch.setattr(numba_rules, "f32_product_wins", lambda *shape: True)
         monkeypatch.setattr(numba_rules, "CONV_F32_MIN_DENSITY", 0.0)
+        monkeypatch.setattr(numba_rules, "CONV_F32_TORCH", request.param == "torch")
     else:
         monkeypatch.setattr(numba_rules, "CONV_F32_MIN_DENSITY", 2.0)
         monkeypatch.setattr(numba_rules, "CONV_MIN_DENSITY", 2.0)
@@ -231,3 +233,49 @@ def test_recomputing_every_neuron_gives_the_reference(rng, f32_conv, monkeypatch
         assert np.array_equal(got.trains[p], ref.trains[p]), p
     stats = _checked(plan)
     assert stats and all(s[0] > 0 and s[1] == s[0] for s in stats.values() if s[0])
+
+
+def _conv_net(rng, c_in, groups, stride, pad, dilation):
+    w = np.float32(rng.normal(0, 3.0 / np.sqrt(9 * c_in // groups), (6, c_in // groups, 3, 3)))
+    g = SpikeGraph("torch32")
+    g.add("x", Input((c_in, 11, 9), encoding="spike"))
+    g.add("c", Conv(w.astype(np.float64), rng.normal(0, 0.1, 6), stride, pad, dilation, groups), ["x"])
+    g.add("n", Neuron(LIF), ["c"])
+    g.add("out", Readout("count"), ["n"])
+    return g
+
+
+@pytest.mark.parametrize("groups, stride, pad, dilation", [(1, (1, 1), (1, 1), (1, 1)), (2, (2, 1), (0, 2), (1, 2)),
+                                                           (3, (1, 2), (2, 1), (2, 1)), (6, (2, 2), (1, 1), (1, 1))])
+def test_torch_product_spikes_equal_the_reference(rng, force_f32, groups, stride, pad, dilation):
+    """Torch's float32 conv as the product (stride, padding, dilation, groups): the reference's spikes, the torch
+    path really taken, torch's thread setting restored after a two-thread call."""
+    g = _conv_net(rng, 6, groups, stride, pad, dilation)
+    x = (rng.random((3, 10, 6, 11, 9)) < 0.4).astype(np.float64)
+    before = torch.get_num_threads()
+    plan = numba_sim.Plan(g, threads=2)
+    got = plan.run(x, 10, record=True)
+    assert torch.get_num_threads() == before
+    assert "w_torch32" in plan.nodes["c"].data and _checked(plan)["n"][0] > 0
+    ref = torch_backend.run(g, x, 10, record=True)
+    assert np.array_equal(got.trains["n"], ref.trains["n"]) and ref.trains["n"].sum() > 0
+
+
+def test_torch_product_refused_under_reduced_precision(rng, force_f32):
+    """With torch's float32 matmul precision lowered (implicit bf16/tf32 math, outside the bound), the float32
+    path falls back to im2col + numpy sgemm (Dense: numpy's sgemm) and still gives the reference's spikes."""
+    g = _conv_net(rng, 4, 2, (1, 1), (1, 1), (1, 1))
+    x = (rng.random((2, 8, 4, 11, 9)) < 0.4).astype(np.float64)
+    prev = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        assert not numba_torch32.direct_conv((2, 4, 11, 9), (6, 2, 3, 3), (1, 1), (1, 1), (1, 1), 2)
+        assert numba_torch32.mm_product(np.ones((2, 3)), np.ones((3, 4), np.float32), 1) is None
+        plan = numba_sim.Plan(g)
+        got = plan.run(x, 8, record=True)
+    finally:
+        torch.set_float32_matmul_precision(prev)
+    assert "w_torch32" not in plan.nodes["c"].data and "w_gemm32" in plan.nodes["c"].data
+    assert numba_torch32.direct_conv((2, 4, 11, 9), (6, 2, 3, 3), (1, 1), (1, 1), (1, 1), 2)
+    ref = torch_backend.run(g, x, 8, record=True)
+    assert np.array_equal(got.trains["n"], ref.trains["n"])
