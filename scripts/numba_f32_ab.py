@@ -3,8 +3,7 @@ kernels only, as before the float32 path), on bench-matrix cells, interleaved, m
 
     python scripts/numba_f32_ab.py REPEATS MODEL:INPUT:RATE:T:B ...
     environment: F32MIN (conv float32 product crossover density, default the rules' CONV_F32_MIN_DENSITY),
-                 TORCH32=0 (the float32 conv product by im2col + numpy sgemm instead of torch's direct conv),
-                 EV32=1 (float32 accumulators in the event gather conv when on; default the rules' F32_EVENTS)
+                 TORCH32=0 (the float32 conv product by im2col + numpy sgemm instead of torch's direct conv)
 
 Prints one JSON line per cell: ms/sample [2 threads, 1 thread] per side, the speedup (best off / best on), whether
 the two sides' spike trains are equal, dense float32 torch (DenseTorch, best of 1 and 2 torch threads, timed after
@@ -16,11 +15,9 @@ from snncc.backends import torch_ref
 from snncc.backends.dense_torch import DenseTorch
 import torch
 orig_wins, orig_min = numba_rules.f32_product_wins, numba_rules.CONV_F32_MIN_DENSITY
-orig_ev = numba_rules.F32_EVENTS
 
 
 def mode(on):
-    numba_rules.F32_EVENTS = (os.environ.get("EV32", "1" if orig_ev else "0") == "1") and on
     numba_rules.f32_product_wins = orig_wins if on else (lambda *a: False)
     numba_rules.CONV_F32_MIN_DENSITY = float(os.environ.get("F32MIN", orig_min)) if on else 2.0
     numba_rules.CONV_F32_TORCH = os.environ.get("TORCH32", "1") == "1"

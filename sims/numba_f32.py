@@ -25,7 +25,7 @@ import numpy as np
 from snncc import neuron as nrn
 from snncc.ir.ops import Add, Conv, Dense, Flatten, Neuron
 from snncc.ir.types import Kind
-from snncc.sims.numba_kernels import NEURON_BLOCK, charge, conv_src, fire, im2col, reset, vector_sum
+from snncc.sims.numba_kernels import NEURON_BLOCK, charge, conv_src, fire, reset, vector_sum
 from snncc.sims.numba_threads import PARALLEL_MIN_WORK, TASKS, blas_one_thread, ranges, run_tasks, share
 from snncc.sims.numba_torch32 import mm_product
 
@@ -39,7 +39,6 @@ __all__ = ["U32", "U64", "gamma", "plan_float32", "dense_f32", "conv_f32", "reco
 U32, U64 = 2.0 ** -24, 2.0 ** -53
 _MARGIN = 2.0 ** -40  # relative margin per step for the float64 membrane updates of both trajectories
 _GROW = 1.0 + 2.0 ** -30  # covers the rounding of the bound's own recursion
-_COLS_BUDGET = 16 << 20
 _jit = numba.njit(cache=True, nogil=True)
 
 
@@ -203,34 +202,6 @@ def dense_f32(node, x, o, state, threads) -> float:
     counts, total = _stats(d["f32"], x, x.shape[1])
     state[(node.name, "f32")] = (x, _bound(d["f32"], counts))
     return total
-
-
-def conv_f32(node, x, o, state, threads, product_weights) -> float:
-    """A conv as float32 im2col + one sgemm per sample and group, the bias added in float64."""
-    d = node.data
-    w = d.get("w_gemm32")
-    if w is None:
-        w = d["w_gemm32"] = np.ascontiguousarray(product_weights(d["w_g"], d["c_grp"]), dtype=np.float32)
-    bias, dims = d["bias"], d["dims"]
-    groups, c_og, k = w.shape
-    p = dims[2] * dims[3]
-    chunk = max(1, min(x.shape[0], _COLS_BUDGET // (4 * groups * k * p)))
-    parts = ranges(x.shape[0], threads if x.size * c_og * groups >= PARALLEL_MIN_WORK else 1)
-    cols = d.setdefault("cols32", {})
-
-    def product(i):
-        r0, r1 = parts[i]
-        if i not in cols or cols[i].shape[0] < min(chunk, r1 - r0):
-            cols[i] = np.empty((min(chunk, r1 - r0), groups * k, p), np.float32)
-        for c0 in range(r0, r1, chunk):
-            n = min(chunk, r1 - c0)
-            im2col(0, n, x[c0:c0 + n], cols[i], *d["kernel"], *dims)
-            prod = np.matmul(w, cols[i][:n].reshape(n, groups, k, p))
-            np.add(prod.reshape(n, groups * c_og, p), bias.reshape(-1, 1),
-                   out=o[c0:c0 + n].reshape(n, groups * c_og, p))
-    with blas_one_thread():
-        run_tasks(product, len(parts), threads)
-    return record_conv(node, x, state)
 
 
 def record_conv(node, x, state) -> float:

@@ -18,8 +18,7 @@ import numpy as np
 
 from snncc import neuron as nrn
 from snncc.ir.ops import Add, Conv, Dense, Flatten, Input, Integrator, Neuron, Pool, PoolMode, Readout
-from snncc.sims.numba_events32 import conv_events32
-from snncc.sims.numba_f32 import conv_f32, dense_f32, eval_checked, neuron_bound, record_conv
+from snncc.sims.numba_f32 import dense_f32, eval_checked, neuron_bound, record_conv
 from snncc.sims.numba_torch32 import conv_product
 from snncc.sims.numba_kernels import (NEURON_BLOCK, conv_events, conv_rows, dense_tile, im2col, neuron_arrays,
                                       neuron_blocks, nonzero_share, pool)
@@ -37,7 +36,6 @@ BLAS_MACS_PER_S = 26e9
 BLAS_BYTES_PER_S = 15e9
 SGEMM_MACS_PER_S = 52e9  # float32 products (numba_f32): twice the float64 rate
 CONV_MIN_DENSITY = 0.5
-F32_EVENTS = False  # float32 accumulators in the gather conv: 1.2x on the convs, slower overall (docs/methods.md)
 CONV_F32_MIN_DENSITY = 0.3  # float32 im2col + sgemm (binary inputs) vs the event convs: measured, see methods
 CONV_F32_TORCH = True  # the float32 conv product by torch's direct conv where provably plain (numba_torch32)
 CONV_GATHER_EVENTS = 48
@@ -149,30 +147,35 @@ def _product_weights(w_g, c_grp):
     return w_g.reshape(kh, kw, c_in // c_grp, c_grp, c_og).transpose(2, 4, 3, 0, 1).reshape(c_in // c_grp, c_og, -1)
 
 
-def _conv_gemm(d, x, o, threads) -> float:
-    """Per thread, a chunk of samples at a time: unfold, then one BLAS product per sample and group
-    (output channel-first), plus the bias."""
-    w = _gemm_weights(d, lambda: _product_weights(d["w_g"], d["c_grp"]))
-    bias, dims = d["bias"], d["dims"]
+def unfold_product(d, x, o, threads, dtype=np.float64) -> None:
+    """o = the conv of input rows x as im2col + one BLAS product per sample and group (output channel-first),
+    plus the float64 bias; per thread, a chunk of samples at a time. ``dtype``: the unfolded input's and the
+    product's precision (float64, or float32 for the checked float32 path of :mod:`snncc.sims.numba_f32`)."""
+    key = "w_gemm" if dtype == np.float64 else "w_gemm32"
+    if key not in d:
+        d[key] = np.ascontiguousarray(_product_weights(d["w_g"], d["c_grp"]), dtype=dtype)
+    w, bias, dims = d[key], d["bias"], d["dims"]
     groups, c_og, k = w.shape
     p = dims[2] * dims[3]
-    chunk = max(1, min(x.shape[0], _COLS_BUDGET // (8 * groups * k * p)))
+    chunk = max(1, min(x.shape[0], _COLS_BUDGET // (np.dtype(dtype).itemsize * groups * k * p)))
     parts = ranges(x.shape[0], threads if x.size * c_og * groups >= PARALLEL_MIN_WORK else 1)
-    cols = d.setdefault("cols", {})
+    cols = d.setdefault(("cols", key), {})
 
     def product(i):
         r0, r1 = parts[i]
         if i not in cols or cols[i].shape[0] < min(chunk, r1 - r0):
-            cols[i] = np.empty((min(chunk, r1 - r0), groups * k, p))
+            cols[i] = np.empty((min(chunk, r1 - r0), groups * k, p), dtype)
         for c0 in range(r0, r1, chunk):
             n = min(chunk, r1 - c0)
             im2col(0, n, x[c0:c0 + n], cols[i], *d["kernel"], *dims)
             block = o[c0:c0 + n].reshape(n, groups, c_og, p)
-            np.matmul(w, cols[i][:n].reshape(n, groups, k, p), out=block)
-            block += bias.reshape(groups, c_og, 1)
+            if dtype == np.float64:
+                np.matmul(w, cols[i][:n].reshape(n, groups, k, p), out=block)
+                block += bias.reshape(groups, c_og, 1)
+            else:  # float32 products, the bias added in float64
+                np.add(np.matmul(w, cols[i][:n].reshape(n, groups, k, p)), bias.reshape(groups, c_og, 1), out=block)
     with blas_one_thread():
         run_tasks(product, len(parts), threads)
-    return float(o.sum())
 
 
 def _eval_conv(node, ins, out, state, threads):
@@ -183,18 +186,17 @@ def _eval_conv(node, ins, out, state, threads):
     x, o = _rows(ins[0]), _rows(out)
     rho = density(x)
     if "f32" in d and rho >= CONV_F32_MIN_DENSITY:
-        if CONV_F32_TORCH and conv_product(d, x, o, threads, _product_weights):
-            return record_conv(node, x, state)
-        return conv_f32(node, x, o, state, threads, _product_weights)
+        if not (CONV_F32_TORCH and conv_product(d, x, o, threads, _product_weights)):
+            unfold_product(d, x, o, threads, np.float32)
+        return record_conv(node, x, state)
     if rho >= CONV_MIN_DENSITY:
-        return _conv_gemm(d, x, o, threads)
+        unfold_product(d, x, o, threads)
+        return float(o.sum())
     work = int(x.size * (1 + d["w_f"][0].size * rho))  # kh * kw * C_out / groups adds per event
     field = d["w_g"].shape[0] * d["w_g"].shape[1] * d["c_grp"]  # kh * kw * c_grp inputs per output
     kernel, w = (conv_events, d["w_g"]) if rho * field >= CONV_GATHER_EVENTS else (conv_rows, d["w_f"])
-    f32 = "f32" in d and kernel is conv_events and F32_EVENTS  # float32 accumulators (numba_events32)
-    total = share(conv_events32 if f32 else kernel, ranges(x.shape[0], TASKS * threads),
-                  (x, w, d["bias"], o, *d["dims"], d["c_grp"]), work, threads)
-    return record_conv(node, x, state) if f32 else total
+    return share(kernel, ranges(x.shape[0], TASKS * threads), (x, w, d["bias"], o, *d["dims"], d["c_grp"]), work,
+                 threads)
 
 
 # -- the rest -------------------------------------------------------------------------

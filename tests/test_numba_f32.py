@@ -36,19 +36,12 @@ def force_f32(monkeypatch):
     monkeypatch.setattr(numba_rules, "CONV_F32_MIN_DENSITY", 0.0)
 
 
-@pytest.fixture(params=["torch", "product", "gather"])
+@pytest.fixture(params=["torch", "product"])
 def f32_conv(request, monkeypatch):
-    """Float32 convs on each kernel: torch's direct conv, im2col + sgemm, or the event gather with float32
-    accumulators."""
-    if request.param in ("torch", "product"):
-        monkeypatch.setattr(numba_rules, "f32_product_wins", lambda *shape: True)
-        monkeypatch.setattr(numba_rules, "CONV_F32_MIN_DENSITY", 0.0)
-        monkeypatch.setattr(numba_rules, "CONV_F32_TORCH", request.param == "torch")
-    else:
-        monkeypatch.setattr(numba_rules, "CONV_F32_MIN_DENSITY", 2.0)
-        monkeypatch.setattr(numba_rules, "CONV_MIN_DENSITY", 2.0)
-        monkeypatch.setattr(numba_rules, "CONV_GATHER_EVENTS", 0.0)
-        monkeypatch.setattr(numba_rules, "F32_EVENTS", True)
+    """Float32 convs on each product kernel: torch's direct conv, or float32 im2col + numpy sgemm."""
+    monkeypatch.setattr(numba_rules, "f32_product_wins", lambda *shape: True)
+    monkeypatch.setattr(numba_rules, "CONV_F32_MIN_DENSITY", 0.0)
+    monkeypatch.setattr(numba_rules, "CONV_F32_TORCH", request.param == "torch")
     return request.param
 
 
