@@ -70,7 +70,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from snncc.models.layers import TimeDistributed
-from snncc.training.methods.bsd import fft_reco_loss, make_neuron, recon_mse, repeat_time
+from snncc.training.methods.bsd import make_neuron, repeat_time
+from snncc.training.methods.bsd_fft import fft_reco_loss, recon_mse
 
 ENCODER_CHANNELS = (128, 256, 512)
 

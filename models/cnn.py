@@ -46,8 +46,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from snncc.training.methods.bsd import (check_reco_pairs, check_top_loss, interlayer_loss, label_code, make_neuron,
-                                same_label, top_loss, weight_cosine)
+from snncc.training.methods.bsd import (check_reco_pairs, check_same_weight, check_top_loss, interlayer_loss,
+                                        label_code, make_neuron, same_label, top_loss, weight_cosine)
 from snncc.models.ann import ANNBase, identity, relu
 from snncc.models.layers import InputNormalize, TimeDistributed
 
@@ -198,10 +198,11 @@ class BSDCNN(_CNNBase):
     def __init__(self, input_shape, num_classes: int, width: float = 1.0, timesteps: int = 4,
                  v_th: float = 1.0, v_th_backward: float = 1.0, tau: float = 2.0, neuron_model: str = "lif",
                  surrogate: str = "atan", lam: float = 0.6, interlayer: str = "reco", temperature: float = 0.1,
-                 normalize: bool = False, top: str = "ce", reco_pairs: str = "all"):
+                 normalize: bool = False, top: str = "ce", reco_pairs: str = "all", reco_same_weight: float = 1.0):
         super().__init__()
         self.top = check_top_loss(top)
         self.reco_pairs = check_reco_pairs(reco_pairs)
+        self.reco_same_weight = check_same_weight(reco_pairs, reco_same_weight)
         type1 = lambda: make_neuron(v_th, tau, neuron_model, surrogate)  # noqa: E731
         type2 = lambda: make_neuron(v_th_backward, tau, neuron_model, surrogate)  # noqa: E731
         self._init_forward(input_shape, num_classes, width, timesteps, type1, normalize=normalize)
@@ -243,7 +244,8 @@ class BSDCNN(_CNNBase):
     def _align(self, v, target, same=None):
         # time-major (T, B, C*H*W) views: the same per-sample T*C*H*W vectors without a transposed copy
         return interlayer_loss(self.interlayer, v.flatten(2), target.detach().flatten(2),
-                               self.lam, self.temperature, pairs=self.reco_pairs, same=same)
+                               self.lam, self.temperature, pairs=self.reco_pairs, same=same,
+                               same_weight=self.reco_same_weight)
 
     def training_losses(self, x_seq: torch.Tensor, y: torch.Tensor):
         """({layer name: local loss}, info) as :meth:`BSDMLP.training_losses`."""
@@ -252,7 +254,7 @@ class BSDCNN(_CNNBase):
         s = [None, None] + spk  # s[i] = s_i (layer 1 is the analog input)
         vb, sb = self.backward_pass(y)
         big_l = self.num_layers
-        same = None if self.reco_pairs == "all" else same_label(y)
+        same = None if self.reco_pairs == "all" and self.reco_same_weight == 1.0 else same_label(y)
         losses = {f"forward layer {i} (W{i - 1})": self._align(v[i], vb[i], same) for i in range(2, big_l)}
         losses[f"forward layer {big_l} (W{big_l - 1})"] = top_loss(self.top, v[big_l], y, self.forward_path[-1].params)
         for i in range(1, big_l):

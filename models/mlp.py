@@ -15,8 +15,8 @@ from torch import nn
 
 from snncc.models.ann import ANNBase, identity, relu
 from snncc.models.layers import TimeDistributed
-from snncc.training.methods.bsd import (check_reco_pairs, check_top_loss, interlayer_loss, label_code, make_neuron,
-                                        same_label, top_loss, weight_cosine)
+from snncc.training.methods.bsd import (check_reco_pairs, check_same_weight, check_top_loss, interlayer_loss,
+                                        label_code, make_neuron, same_label, top_loss, weight_cosine)
 
 
 def build_forward_path(sizes, neuron_fn) -> nn.Sequential:
@@ -71,10 +71,11 @@ class BSDMLP(nn.Module):
     def __init__(self, sizes, timesteps: int = 4, v_th: float = 0.2, v_th_backward: float = 0.1,
                  tau: float = 2.0, neuron_model: str = "lif", surrogate: str = "atan", lam: float = 0.6,
                  interlayer: str = "reco", temperature: float = 0.1, share_label_path: bool = True,
-                 top: str = "ce", reco_pairs: str = "all"):
+                 top: str = "ce", reco_pairs: str = "all", reco_same_weight: float = 1.0):
         super().__init__()
         self.top = check_top_loss(top)
         self.reco_pairs = check_reco_pairs(reco_pairs)
+        self.reco_same_weight = check_same_weight(reco_pairs, reco_same_weight)
         self.share_label_path = bool(share_label_path)
         if len(sizes) < 2:
             raise ValueError(f"BSD needs at least an input and an output layer, got sizes {list(sizes)}")
@@ -143,7 +144,7 @@ class BSDMLP(nn.Module):
 
     def _align(self, v: torch.Tensor, target: torch.Tensor, rows=None, cols=None, same=None) -> torch.Tensor:
         return interlayer_loss(self.interlayer, v, target.detach(), self.lam, self.temperature, rows, cols,
-                               self.reco_pairs, same)
+                               self.reco_pairs, same, self.reco_same_weight)
 
     def training_losses(self, x_seq: torch.Tensor, y: torch.Tensor):
         """One combined pass of both paths -> ({layer name: local loss}, info).
@@ -159,7 +160,7 @@ class BSDMLP(nn.Module):
         v, s = run_forward_path(self.forward_path, x_seq, detach=True)  # v[i-1] = v_i
         index, vb, sb = self.label_path(y)
         big_l = self.num_layers
-        same = None if self.reco_pairs == "all" else same_label(y)
+        same = None if self.reco_pairs == "all" and self.reco_same_weight == 1.0 else same_label(y)
         losses = {f"forward layer {i} (W{i - 1})": self._align(v[i - 1], vb[i], cols=index, same=same)
                   for i in range(2, big_l)}
         losses[f"forward layer {big_l} (W{big_l - 1})"] = top_loss(self.top, v[-1], y, self.forward_path[-1].params)

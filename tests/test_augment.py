@@ -212,6 +212,8 @@ def test_config_defaults_follow_the_paper_and_reject_bad_values():
     assert TrainConfig(dataset="mnist", method="bptt").resolved().reco_pairs is None
     assert TrainConfig(dataset="mnist", interlayer_loss="infonce").resolved().reco_pairs is None
     assert TrainConfig(dataset="mnist", augment="none").resolved().ra_m is None
+    assert TrainConfig(dataset="mnist", reco_pairs="all", reco_same_weight=0.3).resolved().reco_same_weight == 0.3
+    assert TrainConfig(dataset="mnist", recipe="paper", reco_same_weight=0.0).resolved().reco_pairs == "all"
     for change, match in [(dict(augment="autoaugment"), "unknown augment 'autoaugment'"),
                           (dict(augment="randaugment", ra_n=0), "ra_n must be an integer in 1..10"),
                           (dict(augment="randaugment", ra_m=31), "ra_m must be an integer in 0..30"),
@@ -219,7 +221,10 @@ def test_config_defaults_follow_the_paper_and_reject_bad_values():
                           (dict(dataset="mnist", augment="none", ra_m=3), "only apply with augment"),
                           (dict(method="bptt", reco_pairs="all"), "reco_pairs applies to --method bsd"),
                           (dict(interlayer_loss="mse", reco_pairs="distinct-labels"), "applies to the reco"),
-                          (dict(reco_pairs="some"), "unknown reco_pairs")]:
+                          (dict(reco_pairs="some"), "unknown reco_pairs"),
+                          (dict(reco_same_weight=0.3), "pairs 'same-label-positive'"),  # the CPU recipe's pairs
+                          (dict(reco_pairs="all", reco_same_weight=-1.0), "reco_same_weight must be"),
+                          (dict(method="bptt", reco_same_weight=0.3), "applies to --method bsd")]:
         with pytest.raises(ConfigError, match=match):
             TrainConfig(**change).validate()
 

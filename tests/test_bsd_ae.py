@@ -9,7 +9,7 @@ import torch
 from snncc.data.datasets import load_split
 from snncc.training.methods.bsd import reco_loss
 from snncc.models.autoencoder import BPAutoencoder, BSDAutoencoder, ae_layer_shapes
-from snncc.training.methods.bsd import fft_reco_loss, fft_split, frequency_mask
+from snncc.training.methods.bsd_fft import fft_reco_loss, fft_split, frequency_mask
 from snncc.training.bsd_ae import AEConfig, load_ae_checkpoint, train_ae
 from snncc.training.train import ConfigError
 

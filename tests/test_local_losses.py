@@ -20,15 +20,24 @@ def _digits(n):
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
-def _mlp(pairs="all"):
+def _mlp(pairs="all", same_weight=1.0):
     x, y = _digits(48)
-    return BSDMLP((64, 32, 24, 10), timesteps=3, reco_pairs=pairs), (repeat_time(x, 3), y), 6
+    return (BSDMLP((64, 32, 24, 10), timesteps=3, reco_pairs=pairs, reco_same_weight=same_weight),
+            (repeat_time(x, 3), y), 6)
 
 
-def _cnn(pairs="all"):
+def _cnn(pairs="all", same_weight=1.0):
     x, y = _digits(16)
-    return (BSDCNN((1, 8, 8), 10, width=0.125, timesteps=2, v_th=0.5, v_th_backward=0.5, reco_pairs=pairs),
-            (repeat_time(x, 2), y), 12)
+    return (BSDCNN((1, 8, 8), 10, width=0.125, timesteps=2, v_th=0.5, v_th_backward=0.5, reco_pairs=pairs,
+                   reco_same_weight=same_weight), (repeat_time(x, 2), y), 12)
+
+
+def _mlp_same_weight():
+    return _mlp("all", 0.3)
+
+
+def _cnn_same_weight():
+    return _cnn("all", 0.3)
 
 
 def _mlp_distinct():
@@ -53,9 +62,10 @@ def _rnn():
     return BSDRNN(5, 5, hidden=12, v_th=0.1), (x, torch.randint(0, 5, (6, 7))), 4
 
 
-@pytest.mark.parametrize("build", [_mlp, _mlp_distinct, _mlp_positive, _cnn, _cnn_positive, _autoencoder, _rnn],
-                         ids=["mlp", "mlp-distinct-labels", "mlp-same-label-positive", "cnn",
-                              "cnn-same-label-positive", "autoencoder", "rnn"])
+@pytest.mark.parametrize("build", [_mlp, _mlp_distinct, _mlp_positive, _mlp_same_weight, _cnn, _cnn_positive,
+                                   _cnn_same_weight, _autoencoder, _rnn],
+                         ids=["mlp", "mlp-distinct-labels", "mlp-same-label-positive", "mlp-same-weight", "cnn",
+                              "cnn-same-label-positive", "cnn-same-weight", "autoencoder", "rnn"])
 def test_each_local_loss_reaches_only_its_own_layer(build):
     torch.manual_seed(0)
     model, inputs, n_layers = build()

@@ -61,6 +61,9 @@ def _model_kind(model: str) -> str:
               help="BSD ReCo (eq. 7) pairs: all (the paper: every other sample repelled, also those with the same "
                    "label), distinct-labels (same-label pairs ignored) or same-label-positive (same-label pairs "
                    "attracted; snncc's variant) [default: the recipe's: cpu same-label-positive, paper all]")
+@click.option("--reco-same-weight", type=float, default=None,
+              help="BSD ReCo with --reco-pairs all: the weight w >= 0 of the same-label pairs' repulsion (1: eq. 7 as "
+                   "written, 0: the same as distinct-labels; snncc's variant) [default: 1]")
 @click.option("--v-th", type=float, default=None, help="feedforward (Type 1) threshold")
 @click.option("--v-th-backward", type=float, default=None, help="BSD backward (Type 2) threshold")
 @click.option("--warmup-steps", type=click.IntRange(min=0), default=None, help="BSD: linear warm-up steps")
@@ -135,7 +138,7 @@ def _train_resnet(out_dir, quiet, threads, options, force=False):
 
     from snncc.training.mskd import MSKDConfig, train_mskd
     resume = options.pop("resume")
-    for key in ("interlayer_loss", "top_loss", "reco_pairs", "lam", "v_th", "v_th_backward", "warmup_steps", "augment",
+    for key in ("interlayer_loss", "top_loss", "reco_pairs", "reco_same_weight", "lam", "v_th", "v_th_backward", "warmup_steps", "augment",
                 "ra_n", "ra_m", "normalize", "schedule", "init_gain"):
         if options.pop(key) is not None:
             raise click.UsageError(f"--{key.replace('_', '-')} does not apply to --method {options['method']}")

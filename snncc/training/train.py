@@ -96,6 +96,7 @@ class TrainConfig:
     temperature: float = 0.1  # InfoNCE ablation only
     top_loss: str = "ce"  # BSD top layer: "ce" (eq. 9) or "firing" (snncc: per-class, vs the firing level)
     reco_pairs: str | None = None  # BSD ReCo pairs: "all" (eq. 7), "distinct-labels", "same-label-positive"
+    reco_same_weight: float | None = None  # BSD ReCo, pairs "all": weight of the same-label negatives (None: 1, eq. 7)
     grad_clip: float | None = 0.3  # None: no clipping
     weight_decay: float = 0.01
     width: float = 1.0  # CNN channel multiplier (e.g. 0.125 for CPU runs)
@@ -173,6 +174,12 @@ class TrainConfig:
             if self.reco_pairs != "all" and self.interlayer_loss != "reco":
                 raise ConfigError(f"reco_pairs {self.reco_pairs!r} applies to the reco inter-layer loss "
                                   f"(got {self.interlayer_loss!r})")
+        if self.reco_same_weight is not None:
+            check_float("reco_same_weight", self.reco_same_weight, positive=False)
+            pairs = self.reco_pairs or self.defaults().get("reco_pairs")
+            if self.method != Method.BSD or self.interlayer_loss != "reco" or pairs != "all":
+                raise ConfigError(f"reco_same_weight applies to --method bsd with the reco loss and --reco-pairs all "
+                                  f"(got method {self.method!r}, loss {self.interlayer_loss!r}, pairs {pairs!r})")
         check_run(self)
         if self.lr is not None:
             check_float("lr", self.lr, positive=True)
@@ -246,6 +253,8 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
         args.update(v_th_backward=cfg.v_th_backward, lam=cfg.lam, interlayer=cfg.interlayer_loss,
                     temperature=cfg.temperature, top=cfg.top_loss,
                     reco_pairs=cfg.reco_pairs if cfg.interlayer_loss == "reco" and cfg.reco_pairs else "all")
+        if cfg.reco_same_weight is not None:
+            args["reco_same_weight"] = cfg.reco_same_weight
     model = arch(**args)
     if cfg.init_gain != 1.0:
         with torch.no_grad():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from snncc.training.methods.base import Method, ModelKind, TrainingMethod, Variant
-from snncc.training.methods.bsd import recon_mse
+from snncc.training.methods.bsd_fft import recon_mse
 
 
 class ANN(TrainingMethod):

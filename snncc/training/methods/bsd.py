@@ -1,7 +1,8 @@
 """Bidirectional spike-based distillation (BSD; Lv et al., Sec. 4, Alg. 1): the method, its local losses, helpers.
 
 The architectures that use them (MLP, CNN, RNN, autoencoder) are in :mod:`snncc.models`; this module is
-the method: ReCo and its ablations, the top-layer losses, FFT-ReCo (autoencoder), label codes, readout.
+the method: ReCo and its ablations, the top-layer losses, label codes, readout (FFT-ReCo for the
+autoencoder: :mod:`snncc.training.methods.bsd_fft`).
 For the MLP (:class:`snncc.models.mlp.BSDMLP`):
 
 Two spiking paths with independent weights (criterion C1):
@@ -150,8 +151,28 @@ def same_label(y: torch.Tensor) -> torch.Tensor:
     return y[:, None] == y[None, :]
 
 
+def check_same_weight(pairs: str, same_weight: float) -> float:
+    """``same_weight`` (the repulsion weight of same-label pairs, :func:`negative_weights`) if valid for ``pairs``."""
+    w = float(same_weight)
+    if not w >= 0.0 or w == float("inf"):
+        raise ValueError(f"reco same-label weight must be a finite number >= 0, got {same_weight!r}")
+    if w != 1.0 and check_reco_pairs(pairs) != "all":
+        raise ValueError(f"a reco same-label weight applies to reco pairs 'all' (got {pairs!r})")
+    return w
+
+
+def negative_weights(neg: torch.Tensor, same_weight: float, same, dtype) -> torch.Tensor:
+    """The weight of each negative pair's lam * max(0, C_kj)^2: 1, except same-label pairs, ``same_weight``
+    (snncc's variant between eq. 7 as written, w = 1, and "distinct-labels", w = 0; the own-target cosine
+    then settles at 1 / (1 + lam * w * m), docs/methods.md). ``neg``: the negatives' mask."""
+    if same_weight != 1.0 and (same is None or same.shape != neg.shape):
+        raise ValueError(f"a reco same-label weight needs the {tuple(neg.shape)} same-label mask")
+    w = neg.to(dtype)
+    return w if same_weight == 1.0 else w.masked_fill(same & neg, same_weight)
+
+
 def reco_loss(v: torch.Tensor, v_hat: torch.Tensor, lam: float, rows=None, cols=None, pairs: str = "all",
-              same=None) -> torch.Tensor:
+              same=None, same_weight: float = 1.0) -> torch.Tensor:
     """Eq. 7 (ReCo): sum_k (1 - C_kk)^2 + lam * sum_{k != j} max(0, C_kj)^2 (``pairs="all"``).
 
     ``v_hat`` is the target; the caller detaches it. Summed (not averaged) over
@@ -159,7 +180,8 @@ def reco_loss(v: torch.Tensor, v_hat: torch.Tensor, lam: float, rows=None, cols=
     ``rows`` / ``cols`` (optional (B,) index tensors) say that ``v`` / ``v_hat``
     hold only distinct samples and sample k is row ``rows[k]`` / ``cols[k]``;
     the loss is then exactly that of the expanded batch (see BSDMLP).
-    ``pairs`` / ``same``: which pairs are positives and negatives (:data:`RECO_PAIRS`, :func:`pair_masks`).
+    ``pairs`` / ``same``: which pairs are positives and negatives (:data:`RECO_PAIRS`, :func:`pair_masks`);
+    ``same_weight``: the weight of the same-label negatives under ``pairs="all"`` (:func:`negative_weights`).
     """
     c = _gather(affinity(v, v_hat), rows, cols)
     pos, neg = pair_masks(pairs, len(c), same, c.device)
@@ -167,11 +189,13 @@ def reco_loss(v: torch.Tensor, v_hat: torch.Tensor, lam: float, rows=None, cols=
         attract = ((1.0 - torch.diagonal(c)) ** 2).sum()
     else:
         attract = ((1.0 - c) ** 2).masked_fill(~pos, 0.0).sum()
-    return attract + lam * (c.clamp(min=0.0) ** 2).masked_fill(~neg, 0.0).sum()
+    if check_same_weight(pairs, same_weight) == 1.0:
+        return attract + lam * (c.clamp(min=0.0) ** 2).masked_fill(~neg, 0.0).sum()
+    return attract + lam * (c.clamp(min=0.0) ** 2 * negative_weights(neg, same_weight, same, c.dtype)).sum()
 
 
 def _reco_grad_v(v: torch.Tensor, v_hat: torch.Tensor, lam: float, pairs: str = "all",
-                 same=None) -> torch.Tensor:
+                 same=None, same_weight: float = 1.0) -> torch.Tensor:
     """Eqs. 15-16: rows dL/dv_k for (B, D) voltages. Norms are floored at _EPS as in :func:`reco_loss`
     (a silent, all-zero row has C = 0 and a finite gradient, not NaN)."""
     n = v.norm(dim=1, keepdim=True)
@@ -179,7 +203,8 @@ def _reco_grad_v(v: torch.Tensor, v_hat: torch.Tensor, lam: float, pairs: str = 
     u, u_hat = v / norm, v_hat / v_hat.norm(dim=1, keepdim=True).clamp_min(_EPS)
     c = u @ u_hat.T
     pos, neg = pair_masks(pairs, len(c), same, c.device)
-    coef = (2.0 * lam * c.clamp(min=0.0)).masked_fill(~neg, 0.0)  # negative pairs of eq. 15
+    weight = negative_weights(neg, check_same_weight(pairs, same_weight), same, c.dtype)
+    coef = 2.0 * lam * c.clamp(min=0.0) * weight  # negative pairs of eq. 15
     coef = torch.where(pos, -2.0 * (1.0 - c), coef)  # positive pairs (the diagonal, eq. 15)
     # eq. 16: dC_kj/dv_k = (u_hat_j - C_kj u_k) / ||v_k||, weighted and summed over j; the second term is
     # absent where the norm is floored (as in _Affinity's backward)
@@ -188,16 +213,16 @@ def _reco_grad_v(v: torch.Tensor, v_hat: torch.Tensor, lam: float, pairs: str = 
 
 
 def reco_grad_closed_form(v: torch.Tensor, v_hat: torch.Tensor, s_prev: torch.Tensor,
-                          lam: float, pairs: str = "all", same=None) -> torch.Tensor:
+                          lam: float, pairs: str = "all", same=None, same_weight: float = 1.0) -> torch.Tensor:
     """Eq. 17: dL/dW = sum_k (dL/dv_k) s_{i-1,k}^T for v = W s_prev, as a (D, N) matrix.
 
     Takes (B, D) voltages with (B, N) spikes, or time-major (T, B, D) / (T, B, N)
     tensors flattened as in training, where the outer products also sum over T.
     """
     if v.dim() == 2:
-        return _reco_grad_v(v, v_hat, lam, pairs, same).T @ s_prev
+        return _reco_grad_v(v, v_hat, lam, pairs, same, same_weight).T @ s_prev
     t, b, d = v.shape
-    g = _reco_grad_v(flatten_time(v), flatten_time(v_hat), lam, pairs, same).reshape(b, t, d)
+    g = _reco_grad_v(flatten_time(v), flatten_time(v_hat), lam, pairs, same, same_weight).reshape(b, t, d)
     return torch.einsum("btd,tbn->dn", g, s_prev)
 
 
@@ -227,12 +252,12 @@ INTERLAYER_LOSSES = ("reco", "mse", "infonce")
 
 def interlayer_loss(name: str, v: torch.Tensor, v_hat: torch.Tensor, lam: float = 0.6,
                     temperature: float = 0.1, rows=None, cols=None, pairs: str = "all",
-                    same=None) -> torch.Tensor:
+                    same=None, same_weight: float = 1.0) -> torch.Tensor:
     """The local alignment loss between basal ``v`` and apical target ``v_hat``: (B, D) rows or
     time-major (T, B, D) currents flattened per sample; ``rows``/``cols``/``pairs``/``same`` as in
-    :func:`reco_loss` (``pairs`` applies to ReCo only)."""
+    :func:`reco_loss` (``pairs`` and ``same_weight`` apply to ReCo only)."""
     if name == "reco":
-        return reco_loss(v, v_hat, lam, rows, cols, pairs, same)
+        return reco_loss(v, v_hat, lam, rows, cols, pairs, same, same_weight)
     if name == "mse":
         return mse_loss(v, v_hat, rows, cols)
     if name == "infonce":
@@ -311,62 +336,6 @@ def weight_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     """cos(vec(a), vec(b)) in float64: App. F.4's W-Theta alignment (0 for a zero tensor)."""
     a, b = a.detach().flatten().double(), b.detach().flatten().double()
     return float(a @ b / (a.norm() * b.norm()).clamp_min(1e-12))
-
-
-# ---------------------------------------------------------------- FFT-ReCo (autoencoder, App. E.2.4)
-def frequency_mask(h: int, w: int, cutoff: float, device=None) -> torch.Tensor:
-    """Boolean (H, W) low-frequency mask in *unshifted* FFT order.
-
-    The mask is a disc centred at the zero frequency of the fftshift-ed spectrum:
-    with centred coordinates u = (k - H//2) / (H/2) and v = (l - W//2) / (W/2), both
-    in [-1, 1), bin (k, l) is low-frequency iff sqrt(u^2 + v^2) <= cutoff. It is
-    returned ifftshift-ed to match ``torch.fft.fft2`` output. The disc is symmetric
-    under k -> -k, so the low part of a real signal is real.
-    """
-    u = (torch.arange(h, device=device, dtype=torch.float64) - h // 2) / (h / 2)
-    v = (torch.arange(w, device=device, dtype=torch.float64) - w // 2) / (w / 2)
-    centred = (u[:, None] ** 2 + v[None, :] ** 2).sqrt() <= cutoff + 1e-12
-    return torch.fft.ifftshift(centred)
-
-
-def fft_split(x: torch.Tensor, cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(low, high) spatial-domain parts of ``x`` (..., H, W); low + high == x.
-
-    low = Re(ifft2(mask * fft2(x))), high = Re(ifft2((1 - mask) * fft2(x))).
-    """
-    h, w = x.shape[-2:]
-    mask = frequency_mask(h, w, cutoff, x.device)
-    spec = torch.fft.fft2(x)
-    low = torch.fft.ifft2(spec * mask).real
-    high = torch.fft.ifft2(spec * ~mask).real
-    return low.to(x.dtype), high.to(x.dtype)
-
-
-def fft_reco_loss(v: torch.Tensor, v_hat: torch.Tensor, cutoff: float, lam_low: float,
-                  lam_high: float) -> torch.Tensor:
-    """ReCo(low(v), low(v_hat), lam_low) + ReCo(high(v), high(v_hat), lam_high).
-
-    ``v``/``v_hat`` are (T, B, C, H, W) currents (or (B, C, H, W)); each band is
-    flattened per sample (T*C*H*W) before the cosine affinity. A band the mask
-    leaves empty (e.g. the high band of a 1x1 map, or any cutoff >= sqrt(2))
-    contributes 0 instead of ReCo's constant loss on all-zero vectors.
-    """
-    h, w = v.shape[-2:]
-    mask = frequency_mask(h, w, cutoff)
-    flat = flatten_time if v.dim() == 5 else (lambda t: t.reshape(t.shape[0], -1))
-    v_lo, v_hi = fft_split(v, cutoff)
-    t_lo, t_hi = fft_split(v_hat, cutoff)
-    loss = v.new_zeros(())
-    if bool(mask.any()):
-        loss = loss + reco_loss(flat(v_lo), flat(t_lo), lam_low)
-    if not bool(mask.all()):
-        loss = loss + reco_loss(flat(v_hi), flat(t_hi), lam_high)
-    return loss
-
-
-def recon_mse(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean squared error over pixels, summed over the batch (the top loss)."""
-    return F.mse_loss(out, x, reduction="none").flatten(1).mean(1).sum()
 
 
 # ---------------------------------------------------------------- the method
