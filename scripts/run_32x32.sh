@@ -6,8 +6,8 @@
 #   WIDTH=1 OUT=runs/set32-w1 scripts/run_32x32.sh
 #   SKIP_TRAIN=1 MODEL=path.snn.onnx scripts/run_32x32.sh   # time an existing graph only
 #
-# Environment: OUT (runs/set32), DATA_DIR (../shared/data), WIDTH (0.5), TIMESTEPS (4), TRAIN_SAMPLES (1024),
-# EPOCHS (1), LIMIT (all 10,000 test samples), BACKENDS ("numba dense"), THREADS (1: both backends single-threaded,
+# Environment: OUT (runs/set32), DATA_DIR (../shared/data), WIDTH (0.5), TIMESTEPS (4), TRAIN_SAMPLES (4096),
+# EPOCHS (2), LIMIT (all 10,000 test samples), BACKENDS ("numba dense"), THREADS (1: both backends single-threaded,
 # the fair choice on a shared 2-core machine where torch's 2-thread OpenMP loops stall under load; 0: each library's
 # default), SNNCC (.venv/bin/snncc).
 # Writes OUT/summary.txt (one line per timed command: wall s, samples/s, load before/after) and per-command logs.
@@ -18,8 +18,8 @@ OUT=${OUT:-runs/set32}
 DATA_DIR=${DATA_DIR:-../shared/data}
 WIDTH=${WIDTH:-0.5}
 TIMESTEPS=${TIMESTEPS:-4}
-TRAIN_SAMPLES=${TRAIN_SAMPLES:-1024}
-EPOCHS=${EPOCHS:-1}
+TRAIN_SAMPLES=${TRAIN_SAMPLES:-4096}
+EPOCHS=${EPOCHS:-2}
 BACKENDS=${BACKENDS:-numba dense}
 THREADS=${THREADS:-1}
 SNNCC=${SNNCC:-.venv/bin/snncc}
