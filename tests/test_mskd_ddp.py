@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from conftest import SHARED_DATA
+from snncc.data.datasets import load_split
 from snncc.training import distributed, mskd
 
 CFG = dict(method="mskd", model="spike-resnet18", dataset="mnist", epochs=1, timesteps=2, train_samples=64,
@@ -109,4 +110,14 @@ def test_ddp_two_ranks_match_single_process(tmp_path, one_thread):
     ta = torch.load(tmp_path / "ddp" / "teacher_logits.pt", weights_only=True)["logits"]
     tb = torch.load(tmp_path / "single" / "teacher_logits.pt", weights_only=True)["logits"]
     torch.testing.assert_close(ta, tb)  # sharded teacher pass + all_gather == one pass
-    assert single["test_accuracy"] == pytest.approx(m0["test_accuracy"], abs=1 / 32 + 1e-9)
+    # the BN running statistics differ by design (above), so the two runs' test accuracies need not agree on a
+    # 32-sample test set; what must hold: rank 0's recorded accuracy (a sharded evaluation, all-reduced) is the
+    # accuracy of the saved DDP model evaluated in one process, and the single run's weights with the DDP run's
+    # running statistics score the same
+    x_te, y_te = load_split("mnist", "test", data_dir, CFG["test_samples"], 0)
+    ddp_net, _ = mskd.load_mskd_checkpoint(tmp_path / "ddp" / "model.pt")
+    assert mskd.evaluate(ddp_net.eval(), x_te, y_te) == pytest.approx(m0["test_accuracy"], abs=1e-12)
+    single_net, _ = mskd.load_mskd_checkpoint(tmp_path / "single" / "model.pt")
+    single_net.load_state_dict({**b, **{k: v for k, v in a.items() if "running" in k or "num_batches" in k}})
+    assert mskd.evaluate(single_net.eval(), x_te, y_te) == pytest.approx(m0["test_accuracy"], abs=1 / 32 + 1e-9)
+    assert single["test_accuracy"] is not None

@@ -30,3 +30,12 @@ def dist_setup() -> Dist:
 
 def shard(idx: np.ndarray, d: Dist) -> np.ndarray:
     return np.array_split(idx, d.world)[d.rank] if d.world > 1 else idx
+
+
+def sync_buffers(module, d: Dist) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics). DDP broadcasts them at the start of each
+    training forward, but that forward then updates each rank's copy from its own shard, so after the last step
+    the ranks differ; a sharded evaluation must score the one model that rank 0 saves."""
+    if d.world > 1:
+        for buf in module.buffers():
+            dist.broadcast(buf, src=0)

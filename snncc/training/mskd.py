@@ -62,7 +62,7 @@ from snncc.data.datasets import dataset_info, load_split
 from snncc.models.mskd_net import AuxHead, MSKDNet, Reconstruction
 from snncc.models.resnet import SpikingResNet
 from snncc.training.config import is_int
-from snncc.training.distributed import Dist, dist_setup, shard
+from snncc.training.distributed import Dist, dist_setup, shard, sync_buffers
 from snncc.training.errors import MSKDError, TeacherError, TeacherNotFoundError
 from snncc.training.evaluation import LogitAccuracy
 from snncc.training.evaluation import evaluate as evaluate_metric
@@ -238,6 +238,7 @@ def _train(cfg, out, progress, teacher, resume, d, ghost_batches=1):
         stats = torch.tensor([loss_sum, correct, seen], dtype=torch.float64)
         if d.world > 1:
             dist.all_reduce(stats)
+        sync_buffers(student, d)  # the ranks evaluate rank 0's model, the one saved
         acc = evaluate(student, x_te, y_te, d=d)
         entry = {"epoch": epoch, "train_loss": float(stats[0] / stats[2]), "train_accuracy": float(stats[1] / stats[2]),
                  "test_accuracy": acc, "seconds": time.perf_counter() - start,
