@@ -74,9 +74,12 @@ def direct_conv(shape, wshape, stride, padding, dilation, groups) -> bool:
         return False
     key = (shape, wshape, stride, padding, dilation, groups)
     if key not in _backend_cache:
-        with torch.backends.nnpack.flags(enabled=False):
-            be = torch._C._select_conv_backend(torch.empty(shape), torch.empty(wshape), None, list(stride),
-                                               list(padding), list(dilation), False, [0, 0], groups, None)
+        try:  # an internal torch function: if another torch lacks it or changed it, use the numpy product
+            with torch.backends.nnpack.flags(enabled=False):
+                be = torch._C._select_conv_backend(torch.empty(shape), torch.empty(wshape), None, list(stride),
+                                                   list(padding), list(dilation), False, [0, 0], groups, None)
+        except (AttributeError, RuntimeError, TypeError):
+            be = None
         _backend_cache[key] = str(be).rsplit(".", 1)[-1] in _PLAIN
     return _backend_cache[key]
 

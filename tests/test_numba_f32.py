@@ -272,3 +272,20 @@ def test_torch_product_refused_under_reduced_precision(rng, force_f32):
     assert numba_torch32.direct_conv((2, 4, 11, 9), (6, 2, 3, 3), (1, 1), (1, 1), (1, 1), 2)
     ref = torch_backend.run(g, x, 8, record=True)
     assert np.array_equal(got.trains["n"], ref.trains["n"])
+
+
+def test_torch_without_its_backend_query_falls_back(rng, force_f32, monkeypatch):
+    """If torch lacks (or changed) the internal conv-backend query, the conv product falls back to im2col + numpy
+    sgemm instead of failing, with the reference's spikes."""
+    def broken(*args):
+        raise RuntimeError("changed signature")
+    monkeypatch.setattr(torch._C, "_select_conv_backend", broken)
+    monkeypatch.setattr(numba_torch32, "_backend_cache", {})
+    g = _conv_net(rng, 4, 2, (1, 1), (1, 1), (1, 1))
+    x = (rng.random((2, 8, 4, 11, 9)) < 0.4).astype(np.float64)
+    assert not numba_torch32.direct_conv((2, 4, 11, 9), (6, 2, 3, 3), (1, 1), (1, 1), (1, 1), 2)
+    plan = numba_sim.Plan(g)
+    got = plan.run(x, 8, record=True)
+    assert "w_torch32" not in plan.nodes["c"].data and "w_gemm32" in plan.nodes["c"].data
+    ref = torch_backend.run(g, x, 8, record=True)
+    assert np.array_equal(got.trains["n"], ref.trains["n"])
