@@ -32,7 +32,7 @@ from snncc.sims.numba_torch32 import mm_product
 if __name__ not in ("snncc.sims.numba_f32", "__main__"):
     raise ImportError(f"import this module as snncc.sims.numba_f32, not {__name__}")
 
-__all__ = ["U32", "U64", "gamma", "plan_float32", "dense_f32", "conv_f32", "record_conv", "neuron_bound",
+__all__ = ["U32", "U64", "gamma", "plan_float32", "dense_f32", "record_conv", "neuron_bound",
            "eval_checked",
            "dense_exact", "conv_exact", "EXACT", "neuron_checked"]
 
