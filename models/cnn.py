@@ -46,8 +46,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from snncc.training.methods.bsd import (check_reco_pairs, check_same_weight, check_top_loss, interlayer_loss,
-                                        label_code, make_neuron, same_label, top_loss, weight_cosine)
+from snncc.training.methods.bsd import (check_population, check_reco_pairs, check_same_weight, check_top_loss,
+                                        interlayer_loss, label_code, make_neuron, same_label, top_loss,
+                                        weight_cosine)
 from snncc.models.ann import ANNBase, identity, relu
 from snncc.models.layers import InputNormalize, TimeDistributed
 
@@ -198,9 +199,13 @@ class BSDCNN(_CNNBase):
     def __init__(self, input_shape, num_classes: int, width: float = 1.0, timesteps: int = 4,
                  v_th: float = 1.0, v_th_backward: float = 1.0, tau: float = 2.0, neuron_model: str = "lif",
                  surrogate: str = "atan", lam: float = 0.6, interlayer: str = "reco", temperature: float = 0.1,
-                 normalize: bool = False, top: str = "ce", reco_pairs: str = "all", reco_same_weight: float = 1.0):
+                 normalize: bool = False, top: str = "ce", reco_pairs: str = "all", reco_same_weight: float = 1.0,
+                 population: int = 1):
         super().__init__()
         self.top = check_top_loss(top)
+        # population P: output neurons per class (label_code); the forward path ends in classes x P neurons
+        self.population = check_population(population)
+        num_classes = int(num_classes) * self.population
         self.reco_pairs = check_reco_pairs(reco_pairs)
         self.reco_same_weight = check_same_weight(reco_pairs, reco_same_weight)
         type1 = lambda: make_neuron(v_th, tau, neuron_model, surrogate)  # noqa: E731
@@ -233,7 +238,7 @@ class BSDCNN(_CNNBase):
         """Currents and spikes of the Type 2 path, indexed by layer 1..L (None where absent)."""
         big_l = self.num_layers
         currents, spikes = [None] * (big_l + 1), [None] * (big_l + 1)
-        spikes[big_l] = label_code(y, self.num_classes, self.timesteps)
+        spikes[big_l] = label_code(y, self.num_classes // self.population, self.timesteps, self.population)
         for i in range(big_l - 1, 0, -1):
             currents[i] = self.theta[i - 1](spikes[i + 1].detach())
             if i > 1:
@@ -256,7 +261,8 @@ class BSDCNN(_CNNBase):
         big_l = self.num_layers
         same = None if self.reco_pairs == "all" and self.reco_same_weight == 1.0 else same_label(y)
         losses = {f"forward layer {i} (W{i - 1})": self._align(v[i], vb[i], same) for i in range(2, big_l)}
-        losses[f"forward layer {big_l} (W{big_l - 1})"] = top_loss(self.top, v[big_l], y, self.forward_path[-1].params)
+        losses[f"forward layer {big_l} (W{big_l - 1})"] = top_loss(self.top, v[big_l], y, self.forward_path[-1].params,
+                                                                   self.population)
         for i in range(1, big_l):
             losses[f"backward layer {i} (Theta{i})"] = self._align(vb[i], v[i], same)
         spikes = {f"s{i}": s[i] for i in range(2, big_l + 1)}

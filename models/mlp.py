@@ -15,8 +15,9 @@ from torch import nn
 
 from snncc.models.ann import ANNBase, identity, relu
 from snncc.models.layers import TimeDistributed
-from snncc.training.methods.bsd import (check_reco_pairs, check_same_weight, check_top_loss, interlayer_loss,
-                                        label_code, make_neuron, same_label, top_loss, weight_cosine)
+from snncc.training.methods.bsd import (check_population, check_reco_pairs, check_same_weight, check_top_loss,
+                                        interlayer_loss, label_code, make_neuron, same_label, top_loss,
+                                        weight_cosine)
 
 
 def build_forward_path(sizes, neuron_fn) -> nn.Sequential:
@@ -63,7 +64,8 @@ class BSDMLP(nn.Module):
     """Feedforward (W) and backward (Theta) spiking MLPs trained by mutual distillation.
 
     ``sizes`` = [n_1, ..., n_L] including the input (n_1 = flattened input) and the
-    label code (n_L = classes); App. E.2.1 uses [784, 1024, 1024, 512, 256, 10].
+    label code (n_L = classes x ``population``); App. E.2.1 uses [784, 1024, 1024, 512, 256, 10].
+    ``population`` P: output neurons per class (:func:`~snncc.training.methods.bsd.label_code`; 1 = the paper's).
     """
 
     local_clipping = True  # per-layer gradient clipping: a global norm would couple layers (C2)
@@ -71,7 +73,7 @@ class BSDMLP(nn.Module):
     def __init__(self, sizes, timesteps: int = 4, v_th: float = 0.2, v_th_backward: float = 0.1,
                  tau: float = 2.0, neuron_model: str = "lif", surrogate: str = "atan", lam: float = 0.6,
                  interlayer: str = "reco", temperature: float = 0.1, share_label_path: bool = True,
-                 top: str = "ce", reco_pairs: str = "all", reco_same_weight: float = 1.0):
+                 top: str = "ce", reco_pairs: str = "all", reco_same_weight: float = 1.0, population: int = 1):
         super().__init__()
         self.top = check_top_loss(top)
         self.reco_pairs = check_reco_pairs(reco_pairs)
@@ -80,6 +82,7 @@ class BSDMLP(nn.Module):
         if len(sizes) < 2:
             raise ValueError(f"BSD needs at least an input and an output layer, got sizes {list(sizes)}")
         self.sizes, self.timesteps = [int(n) for n in sizes], int(timesteps)
+        self.population = check_population(population, self.sizes[-1])
         self.lam, self.interlayer, self.temperature = lam, interlayer, temperature
         type1 = lambda: make_neuron(v_th, tau, neuron_model, surrogate)  # noqa: E731
         type2 = lambda: make_neuron(v_th_backward, tau, neuron_model, surrogate)  # noqa: E731
@@ -125,7 +128,7 @@ class BSDMLP(nn.Module):
             labels, index = y, None
         big_l = self.num_layers
         currents, spikes = [None] * (big_l + 1), [None] * (big_l + 1)
-        code = label_code(labels, self.sizes[-1], self.timesteps)
+        code = label_code(labels, self.sizes[-1] // self.population, self.timesteps, self.population)
         currents[big_l] = code.to(self.theta[-1].weight.dtype)  # v'_L = s_hat
         spikes[big_l] = self.backward_neurons[-1](currents[big_l])
         for i in range(big_l - 1, 0, -1):
@@ -163,7 +166,8 @@ class BSDMLP(nn.Module):
         same = None if self.reco_pairs == "all" and self.reco_same_weight == 1.0 else same_label(y)
         losses = {f"forward layer {i} (W{i - 1})": self._align(v[i - 1], vb[i], cols=index, same=same)
                   for i in range(2, big_l)}
-        losses[f"forward layer {big_l} (W{big_l - 1})"] = top_loss(self.top, v[-1], y, self.forward_path[-1].params)
+        losses[f"forward layer {big_l} (W{big_l - 1})"] = top_loss(self.top, v[-1], y, self.forward_path[-1].params,
+                                                                   self.population)
         for i in range(1, big_l):
             losses[f"backward layer {i} (Theta{i})"] = self._align(vb[i], v[i - 1], rows=index, same=same)
         spikes = {f"s{i}": s[i - 1] for i in range(1, big_l + 1)}

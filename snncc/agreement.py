@@ -163,5 +163,5 @@ def compare_runs(graph, a, b, names=("a", "b"), sample_offset: int = 0,
     if oa.shape != ob.shape:
         raise ValueError(f"readout outputs of shape {oa.shape} vs {ob.shape}")
     out.outputs_differ = int((~analog_close(oa, ob, rtol, atol).all(axis=1)).sum())
-    out.predictions_differ = int((a.predictions() != b.predictions()).sum())
+    out.predictions_differ = int((a.predictions(graph) != b.predictions(graph)).sum())
     return out

@@ -33,7 +33,7 @@ class _Tally:
         t = time.perf_counter()
         res = self.backend.run(self.program, x, timesteps, record=record)
         self.seconds += time.perf_counter() - t
-        self.correct += int((res.predictions() == y).sum())
+        self.correct += int((res.predictions(self.program.graph) == y).sum())
         for n, v in res.activity.items():
             self.activity[n] = self.activity.get(n, 0.0) + v
         return res

@@ -46,8 +46,9 @@ class RunResult:
     activity: dict = field(default_factory=dict)
     trains: dict = field(default_factory=dict)
 
-    def predictions(self) -> np.ndarray:
-        return self.output.reshape(self.batch, -1).argmax(axis=1)
+    def predictions(self, graph: SpikeGraph) -> np.ndarray:
+        """(B,) predicted classes by the rule of ``graph``'s readout (:meth:`snncc.ir.ops.Readout.predict`)."""
+        return graph.readout_op().predict(self.output.reshape(self.batch, -1))
 
     def layer_stats(self, graph: SpikeGraph) -> list[dict]:
         types = graph.infer()

@@ -77,7 +77,7 @@ def test_float_conformance(case):
         assert got.activity[n] == ref.activity[n]
     for n, v in ref.activity.items():
         assert got.activity[n] == pytest.approx(v, rel=1e-9, abs=1e-9)
-    assert np.array_equal(got.predictions(), ref.predictions())
+    assert np.array_equal(got.predictions(g), ref.predictions(g))
 
 
 def test_plan_alignment_and_params():

@@ -178,9 +178,9 @@ def test_digits_fixed_vs_float_accuracy(record_property):
     plan = lb.lower(g, lb.Options(fixed_point=True))
     flt = torch_backend.run(g, x, T)
     fix = lf.run_integer(g, x, T, plan=plan)
-    acc_f = float((flt.predictions() == y).mean())
-    acc_q = float((fix.predictions() == y).mean())
-    agree = float((flt.predictions() == fix.predictions()).mean())
+    acc_f = float((flt.predictions(g) == y).mean())
+    acc_q = float((fix.predictions(g) == y).mean())
+    agree = float((flt.predictions(g) == fix.predictions(g)).mean())
     record_property("digits_float_acc", acc_f)
     record_property("digits_fixed_acc", acc_q)
     print(f"\ndigits test (n={len(y)}, T={T}): float acc {acc_f:.3f}, fixed acc {acc_q:.3f}, "

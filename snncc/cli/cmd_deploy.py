@@ -259,9 +259,9 @@ def quantize(model, dataset, data_dir, limit, timesteps, input_bound, json_path,
     agreement = compare_runs(graph, flt, fix, names=("float", "fixed"))
     agree = {p: agreement.fraction(p) for p in graph.populations()}
     rep = {"samples": int(len(x)), "timesteps": t,
-           "float_accuracy": float((flt.predictions() == y).mean()),
-           "fixed_accuracy": float((fix.predictions() == y).mean()),
-           "prediction_agreement": float((flt.predictions() == fix.predictions()).mean()),
+           "float_accuracy": float((flt.predictions(graph) == y).mean()),
+           "fixed_accuracy": float((fix.predictions(graph) == y).mean()),
+           "prediction_agreement": float((flt.predictions(graph) == fix.predictions(graph)).mean()),
            "spike_agreement": agree, "layers": plan.fixed.report}
     click.echo(f"accuracy on {len(x)} samples: float {rep['float_accuracy']:.4f}, fixed point "
                f"{rep['fixed_accuracy']:.4f}; predictions agree on {rep['prediction_agreement']:.2%}")

@@ -80,6 +80,9 @@ def _model_kind(model: str) -> str:
 @click.option("--init-gain", type=float, default=None,
               help="mlp/cnn: multiply every weight layer's default initialisation by this gain (wakes the deep "
                    "layers at init) [default: 1]")
+@click.option("--population", type=int, default=None,
+              help="BSD mlp/cnn: output neurons per class; the label code gives each class P ones, the readout "
+                   "sums each class's P counts (snncc's option; 1 = the paper's one-hot) [default: 1]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(), required=True, help="run directory")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads for training")
@@ -139,7 +142,7 @@ def _train_resnet(out_dir, quiet, threads, options, force=False):
     from snncc.training.mskd import MSKDConfig, train_mskd
     resume = options.pop("resume")
     for key in ("interlayer_loss", "top_loss", "reco_pairs", "reco_same_weight", "lam", "v_th", "v_th_backward", "warmup_steps", "augment",
-                "ra_n", "ra_m", "normalize", "schedule", "init_gain"):
+                "ra_n", "ra_m", "normalize", "schedule", "init_gain", "population"):
         if options.pop(key) is not None:
             raise click.UsageError(f"--{key.replace('_', '-')} does not apply to --method {options['method']}")
     fields = {k: v for k, v in options.items() if v is not None}
@@ -177,7 +180,7 @@ def export_checkpoint(path, timesteps=None):
     meta = {"dataset": cfg.dataset, "method": cfg.method, "model": cfg.model, "timesteps": t,
             "num_classes": info.num_classes, "source": os.path.basename(str(path))}
     return export(model.forward_path, torch.zeros(t, 1, *info.input_shape), timesteps=t,
-                  name=f"{cfg.method}-{cfg.model}-{cfg.dataset}", metadata=meta)
+                  name=f"{cfg.method}-{cfg.model}-{cfg.dataset}", metadata=meta, population=cfg.population)
 
 
 @click.command("export")

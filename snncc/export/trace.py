@@ -167,12 +167,13 @@ def _flatten_call(node, multi_step):
 
 
 def export(module: nn.Module, example_input: torch.Tensor, timesteps: int | None = None,
-           name: str = "snn", metadata: dict | None = None) -> SpikeGraph:
+           name: str = "snn", metadata: dict | None = None, population: int = 1) -> SpikeGraph:
     """Export a spiking network to a SpikeGraph.
 
     ``example_input``: a batch shaped (B, *shape) for single-step modules, or
     (T, B, *shape) for multi-step ones (snncc's SpikingNeuron, spikingjelly step_mode='m').
     The input is direct-encoded (the analog sample is presented at every step).
+    ``population``: output neurons per class, in consecutive blocks (the readout's, :class:`Readout`).
     """
     module = module.eval()
     multi = any(isinstance(m, SpikingNeuron) or getattr(m, "step_mode", "s") == "m" for m in module.modules())
@@ -234,5 +235,5 @@ def export(module: nn.Module, example_input: torch.Tensor, timesteps: int | None
     for pending in list(b.pending):
         b.flush(pending)
     mode = "count" if isinstance(graph.op(out), Neuron) else "mean"
-    graph.add("readout", Readout(mode), [out])
+    graph.add("readout", Readout(mode, population), [out])
     return normalize(graph)

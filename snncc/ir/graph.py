@@ -129,6 +129,13 @@ class SpikeGraph:
     def output_nodes(self) -> list[str]:
         return [n for n in self.order() if self.op(n).is_readout]
 
+    def readout_op(self):
+        """The op of the graph's one Readout node (GraphError if there is not exactly one)."""
+        outs = self.output_nodes
+        if len(outs) != 1:
+            raise GraphError(f"graph must have exactly one Readout node, found {len(outs)}")
+        return self.op(outs[0])
+
     def synapses(self) -> list[str]:
         return [n for n in self.order() if is_synapse(self.op(n))]
 

@@ -356,9 +356,14 @@ class Readout(Op):
     """Network output, accumulated over the T steps.
     'count': spike counts of a population (prediction = argmax, which equals BSD's
     cosine similarity to one-hot label codes). 'mean': time-averaged analog value
-    (e.g. a synapse's current used directly as logits: an analog readout)."""
+    (e.g. a synapse's current used directly as logits: an analog readout).
+    ``population``: output neurons per class, in consecutive blocks (class j owns outputs
+    j*P .. j*P + P - 1); the prediction is the class whose block sums highest, which is the
+    cosine rule for label codes of P ones per class. 1 (the default) is one neuron per class.
+    The output values themselves are per neuron either way: backends never see the grouping."""
 
     mode: ReadoutMode = ReadoutMode.COUNT
+    population: int = 1
     arity = (1, 1)
     is_readout = True
     can_be_static = False
@@ -366,9 +371,28 @@ class Readout(Op):
 
     def __post_init__(self):
         object.__setattr__(self, "mode", ReadoutMode.coerce(self.mode))
+        p = self.population
+        if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1:
+            raise GraphError(f"readout population must be an integer >= 1, got {p!r}")
+        object.__setattr__(self, "population", int(p))
+
+    def class_scores(self, output: np.ndarray) -> np.ndarray:
+        """(B, ...) readout values -> (B, classes) scores: each class's block of ``population`` outputs summed."""
+        flat = np.asarray(output).reshape(len(output), -1)
+        if flat.shape[1] % self.population:
+            raise GraphError(f"a readout of {flat.shape[1]} values cannot be split into blocks of "
+                             f"{self.population} (population)")
+        return flat.reshape(len(flat), -1, self.population).sum(axis=2)
+
+    def predict(self, output: np.ndarray) -> np.ndarray:
+        """(B, ...) readout values -> (B,) predicted classes (argmax of :meth:`class_scores`; ties: lowest class)."""
+        return self.class_scores(output).argmax(axis=1)
 
     def infer(self, name, types):
         (t,) = types
+        if t.size % self.population:
+            raise GraphError(f"node {name!r}: a readout of {t.size} values cannot be split into blocks of "
+                             f"{self.population} (population)")
         if self.mode is ReadoutMode.COUNT:
             if t.kind is Kind.ANALOG:
                 raise GraphError(f"node {name!r}: a 'count' readout needs spikes, got {t.kind.value}")

@@ -107,7 +107,7 @@ OP_FIELDS = {
     "Neuron": {"tau": Array(None), "v_th": Array(None), "v_reset": Array(None), "tau_syn": Array(None)},
     "Integrator": {},  # params.* attributes: NEURON_FIELDS
     "Add": {},
-    "Readout": {"mode": Str(("count", "mean"))},
+    "Readout": {"mode": Str(("count", "mean")), "population": Int(1, MAX_DIM)},  # population: optional (older files)
 }
 INPUT_MAX_RANK = 3
 MAX_ARRAY_RANK = 4

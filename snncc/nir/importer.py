@@ -36,6 +36,7 @@ listed in :data:`RULES`), this module (:func:`from_nir`).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -102,3 +103,8 @@ def _carry_run_metadata(meta: dict, g: SpikeGraph) -> None:
         g.metadata["timesteps"] = int(t)
     if isinstance(ds, str) and 0 < len(ds) <= 64:
         g.metadata["dataset"] = ds
+    p = meta.get("readout_population")  # output neurons per class, written only when > 1
+    p = p.item() if isinstance(p, np.generic) or (isinstance(p, np.ndarray) and p.size == 1) else p
+    if isinstance(p, (int, np.integer)) and not isinstance(p, bool) and 1 < int(p) <= 1 << 16:
+        for n in g.output_nodes:
+            g.replace_op(n, dataclasses.replace(g.op(n), population=int(p)))

@@ -40,16 +40,17 @@ class Metric(ABC):
 
 
 class CountAccuracy(Metric):
-    """Argmax of the cosine between spike counts and the label codes (one-hot x T)."""
+    """Argmax of the cosine between spike counts and the label codes (one-hot x T; ``population`` P:
+    P ones per class, :func:`~snncc.training.methods.bsd.cosine_predict`)."""
 
-    def __init__(self, timesteps: int):
-        self.timesteps = timesteps
+    def __init__(self, timesteps: int, population: int = 1):
+        self.timesteps, self.population = timesteps, population
 
     def output(self, model, xb):
         return model(repeat_time(xb, self.timesteps)).sum(0)
 
     def score(self, out, yb):
-        return [int((cosine_predict(out) == yb).sum()), len(yb)]
+        return [int((cosine_predict(out, self.population) == yb).sum()), len(yb)]
 
     def result(self, sums):
         return {"test_accuracy": sums[0] / sums[1]}

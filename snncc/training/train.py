@@ -46,6 +46,7 @@ DEFAULT_SIZES = {
     "cifar100": (3072, 4096, 2048, 1024, 512, 100),
 }
 AUGMENTS = ("none", "randaugment")
+MAX_POPULATION = 1024  # output neurons per class (BSD label codes)
 
 
 @dataclass
@@ -70,6 +71,9 @@ class TrainConfig:
     (docs/results.md, "Firing at initialisation").
     ``augment="randaugment"`` applies RandAugment (snncc.data.augment) with ``ra_n``
     ops of magnitude ``ra_m`` to every training batch (never to test data).
+    ``population`` (BSD MLP / CNN; snncc's option, not in the paper) gives every class P output neurons,
+    trained on a label code of P ones per class and read out by the cosine rule on those codes (the argmax
+    of each class's summed block of counts): the default sizes end in classes x P, given sizes must.
     """
 
     method: str = "bsd"
@@ -106,6 +110,7 @@ class TrainConfig:
     ra_m: int | None = None  # RandAugment magnitude bin 0..30
     normalize: bool | None = None  # per-channel input normalisation (CNN only); None: on for the CNN
     init_gain: float = 1.0  # every weight layer's PyTorch default initialisation x this gain (wakes deep layers)
+    population: int = 1  # BSD: output neurons per class (label code of P ones per class; 1: the paper's one-hot)
 
     def to_dict(self) -> dict:
         """Plain python values only, so checkpoints load with ``weights_only=True``."""
@@ -130,7 +135,7 @@ class TrainConfig:
         if self.sizes is not None:
             return list(self.sizes)
         sizes = DEFAULT_SIZES[padded(self.dataset)[0]]   # a padded set: the base's hidden layers, its input size
-        return [math.prod(dataset_info(self.dataset).input_shape), *sizes[1:]]
+        return [math.prod(dataset_info(self.dataset).input_shape), *sizes[1:-1], sizes[-1] * self.population]
 
     def defaults(self) -> dict:
         """The recipe's values for this run's (method, model, dataset)."""
@@ -180,6 +185,10 @@ class TrainConfig:
             if self.method != Method.BSD or self.interlayer_loss != "reco" or pairs != "all":
                 raise ConfigError(f"reco_same_weight applies to --method bsd with the reco loss and --reco-pairs all "
                                   f"(got method {self.method!r}, loss {self.interlayer_loss!r}, pairs {pairs!r})")
+        check_int("population", self.population, 1, maximum=MAX_POPULATION)
+        if self.population != 1 and (self.method != Method.BSD or self.model not in ("mlp", "cnn")):
+            raise ConfigError(f"population applies to --method bsd with the mlp or cnn model "
+                              f"(got method {self.method!r}, model {self.model!r})")
         check_run(self)
         if self.lr is not None:
             check_float("lr", self.lr, positive=True)
@@ -223,9 +232,12 @@ class TrainConfig:
         if not sizes or len(sizes) < 2 or not all(is_int(n) and n >= 1 for n in sizes):
             raise ConfigError(f"sizes must list >= 2 positive layer sizes, got {self.sizes!r}")
         n_in, n_cls = math.prod(info.input_shape), info.num_classes
-        if sizes[0] != n_in or sizes[-1] != n_cls:
+        n_out = n_cls * self.population if is_int(self.population) else n_cls
+        if sizes[0] != n_in or sizes[-1] != n_out:
+            per = f" x {self.population} (population)" if n_out != n_cls else ""
             raise ConfigError(f"mlp sizes {sizes} do not fit {self.dataset}: the first must be {n_in} "
-                              f"(flattened {'x'.join(map(str, info.input_shape))} input), the last {n_cls} (classes)")
+                              f"(flattened {'x'.join(map(str, info.input_shape))} input), the last {n_out} "
+                              f"({n_cls} classes{per})")
 
 
 # ---------------------------------------------------------------- models
@@ -255,6 +267,7 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
                     reco_pairs=cfg.reco_pairs if cfg.interlayer_loss == "reco" and cfg.reco_pairs else "all")
         if cfg.reco_same_weight is not None:
             args["reco_same_weight"] = cfg.reco_same_weight
+        args["population"] = cfg.population
     model = arch(**args)
     if cfg.init_gain != 1.0:
         with torch.no_grad():
@@ -276,7 +289,8 @@ def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, grad_clip=0.3
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:
     """Test accuracy of the forward path with the cosine-to-label-code rule."""
-    return evaluate_metric(model, batches(x, y, batch_size), CountAccuracy(model.timesteps))["test_accuracy"]
+    return evaluate_metric(model, batches(x, y, batch_size),
+                           CountAccuracy(model.timesteps, getattr(model, "population", 1)))["test_accuracy"]
 
 
 # ---------------------------------------------------------------- epochs
@@ -302,7 +316,7 @@ def _train_epoch(model, optimizer, scheduler, data, cfg: TrainConfig, epoch: int
             raise TrainingDiverged(f"epoch {epoch}, step {step + 1}: {exc}", exc.layer) from None
         scheduler.step()
         loss_sum += loss
-        correct += int((cosine_predict(info["output"].detach().sum(0)) == yb).sum())
+        correct += int((cosine_predict(info["output"].detach().sum(0), getattr(model, "population", 1)) == yb).sum())
         for name, rate in firing_rates(info["spikes"]).items():
             rate_sums[name] = rate_sums.get(name, 0.0) + rate * len(yb)
         for name, sim in hamming_similarity(info["spikes"]).items():

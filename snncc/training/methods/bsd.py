@@ -269,6 +269,16 @@ def interlayer_loss(name: str, v: torch.Tensor, v_hat: torch.Tensor, lam: float 
 TOP_LOSSES = ("ce", "firing")
 
 
+def check_population(population, outputs: int | None = None) -> int:
+    """``population`` (output neurons per class) as an int >= 1, else ValueError; with ``outputs``, it must
+    divide the output layer's size."""
+    if isinstance(population, bool) or not isinstance(population, int) or population < 1:
+        raise ValueError(f"population must be an integer >= 1, got {population!r}")
+    if outputs is not None and outputs % population:
+        raise ValueError(f"an output layer of {outputs} neurons cannot hold blocks of {population} (population)")
+    return population
+
+
 def check_top_loss(kind: str) -> str:
     """``kind`` if it names a top loss, else ValueError listing them."""
     if kind not in TOP_LOSSES:
@@ -276,27 +286,31 @@ def check_top_loss(kind: str) -> str:
     return kind
 
 
-def top_loss(kind: str, v_top: torch.Tensor, y: torch.Tensor, neuron: NeuronParams) -> torch.Tensor:
-    """The top layer's loss on its (T, B, C) currents, summed over the batch (eq. 9); ``neuron``: the top
-    population's parameters.
+def top_loss(kind: str, v_top: torch.Tensor, y: torch.Tensor, neuron: NeuronParams,
+             population: int = 1) -> torch.Tensor:
+    """The top layer's loss on its (T, B, C·P) currents, summed over the batch (eq. 9); ``neuron``: the top
+    population's parameters; ``population`` P: output neurons per class (:func:`label_code`).
 
-    ``"ce"`` is the paper's: cross-entropy on the time-averaged currents v_L. It depends
+    ``"ce"`` is the paper's: cross-entropy on the time-averaged currents v_L (with P > 1, each class's
+    logit is the mean over its block of P neurons). It depends
     only on differences between classes, so the common level of the currents is left
     free, while the deployed readout counts spikes: a class is seen only if its current
     reaches the firing level, and two classes that both fire every step tie. Under AdamW
     the level drifts (docs/results.md) and the spike readout loses samples.
 
     ``"firing"`` (snncc's addition, not in the paper) is the spike readout's own
-    condition as a loss: a logistic loss per class on ``v_L,c - neuron.firing_current(T)``,
-    the smallest constant current that fires within the T steps, with target 1 for the label and 0 for every other
-    class, so the label's neuron is pushed above the firing level and the others below
-    it. Like CE it sees only the top layer's own current (C2: no other layer's
-    gradient changes).
+    condition as a loss: a logistic loss per output neuron on ``v_L,c - neuron.firing_current(T)``,
+    the smallest constant current that fires within the T steps, with target 1 for the label's
+    neurons and 0 for every other one (the label code itself), so the label's neurons are pushed
+    above the firing level and the others below it. Like CE it sees only the top layer's own current
+    (C2: no other layer's gradient changes).
     """
     logits = v_top.mean(0)
     if check_top_loss(kind) == "ce":
+        if population > 1:
+            logits = logits.reshape(len(logits), -1, population).mean(2)
         return F.cross_entropy(logits, y, reduction="sum")
-    target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
+    target = label_code(y, logits.shape[1] // population, 1, population)[0].to(logits.dtype)
     level = neuron.firing_current(v_top.shape[0])
     return F.binary_cross_entropy_with_logits(logits - level, target, reduction="sum")
 
@@ -312,19 +326,27 @@ def repeat_time(x: torch.Tensor, timesteps: int) -> torch.Tensor:
     return x.unsqueeze(0).expand(timesteps, *x.shape)
 
 
-def label_code(y: torch.Tensor, num_classes: int, timesteps: int) -> torch.Tensor:
-    """Spike code s_hat of the target (App. E.2.1): one-hot, repeated over T -> (T, B, C)."""
-    return F.one_hot(y, num_classes).float().unsqueeze(0).expand(timesteps, -1, -1)
+def label_code(y: torch.Tensor, num_classes: int, timesteps: int, population: int = 1) -> torch.Tensor:
+    """Spike code s_hat of the target (App. E.2.1): one-hot, repeated over T -> (T, B, C·P).
+
+    ``population`` P > 1 (snncc's option, not in the paper) gives each class a block of P
+    consecutive neurons that all fire for it: the one-hot code with every entry repeated P times."""
+    code = F.one_hot(y, num_classes).float()
+    if population > 1:
+        code = code.repeat_interleave(population, dim=1)
+    return code.unsqueeze(0).expand(timesteps, -1, -1)
 
 
-def cosine_predict(counts: torch.Tensor) -> torch.Tensor:
-    """Sec. 4.3 inference: argmax_j cos(spike counts, label code j) for (B, C) counts.
+def cosine_predict(counts: torch.Tensor, population: int = 1) -> torch.Tensor:
+    """Sec. 4.3 inference: argmax_j cos(spike counts, label code j) for (B, C·P) counts.
 
-    The codes are one-hot spike trains summed over T, i.e. T * e_j; for these the
-    rule equals argmax of counts, but the cosine form keeps richer codes possible.
+    The codes are the label codes summed over T, i.e. T times :func:`label_code`'s rows. All
+    have the same norm, so the rule is the argmax of each class's summed block of P counts
+    (of the counts themselves for the paper's one-hot codes, P = 1): the same rule as the
+    exported graph's readout (:meth:`snncc.ir.ops.Readout.predict`).
+    Computed as that argmax of block sums (exact for integer counts, so ties break alike: lowest class).
     """
-    codes = torch.eye(counts.shape[1], dtype=counts.dtype, device=counts.device)
-    return (F.normalize(counts, dim=1, eps=_EPS) @ F.normalize(codes, dim=1).T).argmax(1)
+    return counts.reshape(len(counts), -1, population).sum(2).argmax(1)
 
 
 def firing_rates(spikes: dict) -> dict:
