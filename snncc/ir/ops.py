@@ -378,11 +378,7 @@ class Readout(Op):
 
     def class_scores(self, output: np.ndarray) -> np.ndarray:
         """(B, ...) readout values -> (B, classes) scores: each class's block of ``population`` outputs summed."""
-        flat = np.asarray(output).reshape(len(output), -1)
-        if flat.shape[1] % self.population:
-            raise GraphError(f"a readout of {flat.shape[1]} values cannot be split into blocks of "
-                             f"{self.population} (population)")
-        return flat.reshape(len(flat), -1, self.population).sum(axis=2)
+        return np.asarray(output).reshape(len(output), -1, self.population).sum(axis=2)
 
     def predict(self, output: np.ndarray) -> np.ndarray:
         """(B, ...) readout values -> (B,) predicted classes (argmax of :meth:`class_scores`; ties: lowest class)."""

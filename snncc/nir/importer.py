@@ -42,6 +42,7 @@ import os
 import numpy as np
 
 from snncc.ir.graph import SpikeGraph
+from snncc.ir.schema import MAX_DIM
 from snncc.ir.types import GraphError
 from snncc.nir import neurons, synapses
 from snncc.nir.builder import Builder
@@ -105,6 +106,6 @@ def _carry_run_metadata(meta: dict, g: SpikeGraph) -> None:
         g.metadata["dataset"] = ds
     p = meta.get("readout_population")  # output neurons per class, written only when > 1
     p = p.item() if isinstance(p, np.generic) or (isinstance(p, np.ndarray) and p.size == 1) else p
-    if isinstance(p, (int, np.integer)) and not isinstance(p, bool) and 1 < int(p) <= 1 << 16:
+    if isinstance(p, (int, np.integer)) and not isinstance(p, bool) and 1 < int(p) <= MAX_DIM:
         for n in g.output_nodes:
             g.replace_op(n, dataclasses.replace(g.op(n), population=int(p)))

@@ -39,6 +39,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from snncc.ir.ops import Readout
 from snncc.neuron import HARD, NeuronParams
 from snncc.models.layers import SpikingNeuron
 from snncc.training.methods.base import Method, ModelKind, TrainingMethod, Variant
@@ -344,9 +345,10 @@ def cosine_predict(counts: torch.Tensor, population: int = 1) -> torch.Tensor:
     have the same norm, so the rule is the argmax of each class's summed block of P counts
     (of the counts themselves for the paper's one-hot codes, P = 1): the same rule as the
     exported graph's readout (:meth:`snncc.ir.ops.Readout.predict`).
-    Computed as that argmax of block sums (exact for integer counts, so ties break alike: lowest class).
+    It is computed by that readout (integer block sums, so ties break alike: lowest class).
     """
-    return counts.reshape(len(counts), -1, population).sum(2).argmax(1)
+    scores = Readout("count", population).predict(counts.detach().cpu().numpy())
+    return torch.as_tensor(scores, device=counts.device)
 
 
 def firing_rates(spikes: dict) -> dict:
