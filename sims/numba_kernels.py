@@ -22,7 +22,7 @@ if __name__ not in ("snncc.sims.numba_kernels", "__main__"):
 
 __all__ = ["NEURON_BLOCK", "charge", "fire", "reset", "step", "synapse", "vector_sum", "neuron_blocks",
            "neuron_arrays", "dense_tile",
-           "conv_tap", "conv_src", "conv_rows", "conv_events", "im2col", "nonzero_share", "pool", "time_sum",
+           "conv_tap", "conv_src", "conv_rows", "channels_first", "conv_events", "im2col", "nonzero_share", "pool", "time_sum",
            "check_cache_once"]
 
 NEURON_BLOCK = 256  # neurons per task unit: long enough to vectorise
@@ -166,6 +166,27 @@ def conv_src(o, k, s, p, d, n):
 
 
 @_jit
+def _fill_rows(acc, bias):
+    """acc (n * c, channels last) = bias in every row (row views and a plain loop: a slice assignment
+    per row costs three times as much, measured)."""
+    c = bias.size
+    a2 = acc.reshape(acc.size // c, c)
+    for q in range(a2.shape[0]):
+        row = a2[q]
+        for j in range(c):
+            row[j] = bias[j]
+
+
+@_jit
+def channels_first(acc, dst, c):
+    """dst (c * n, channel-first) = acc (n * c, channels last); returns the sum of dst (the activity statistic)."""
+    n = acc.size // c
+    for co in range(c):
+        for q in range(n):
+            dst[co * n + q] = acc[q * c + co]
+    return vector_sum(dst)
+
+@_jit
 def conv_rows(r0, r1, x, w_f, bias, out, h, w, ho, wo, sh, sw, ph, pw, dh, dw, c_grp):
     """Samples r0:r1 of a conv. x: (R, C_in*H*W), out: (R, C_out*Ho*Wo) channel-first;
     w_f: (C_in, kh, kw, C_out / groups) with kx reversed, an input channel's weights to the outputs
@@ -183,8 +204,7 @@ def conv_rows(r0, r1, x, w_f, bias, out, h, w, ho, wo, sh, sw, ph, pw, dh, dw, c
     idx = np.empty(x.shape[1], np.int64)
     total = 0.0
     for r in range(r0, r1):
-        for q in range(ho * wo):
-            acc[q * c_out:(q + 1) * c_out] = bias
+        _fill_rows(acc, bias)
         xrow = x[r]
         for q in range(_events(xrow, idx)):
             k = idx[q]
@@ -213,10 +233,7 @@ def conv_rows(r0, r1, x, w_f, bias, out, h, w, ho, wo, sh, sw, ph, pw, dh, dw, c
                     wv = wflat[taps + (kw - 1 - kx) * c_og:taps + (kw - kx) * c_og]
                     for co in range(c_og):
                         a[co] = a[co] + c * wv[co]
-        for co in range(c_out):
-            for q in range(ho * wo):
-                out[r, co * ho * wo + q] = acc[q * c_out + co]
-        total += vector_sum(out[r])
+        total += channels_first(acc, out[r], c_out)
     return total
 
 
@@ -265,10 +282,10 @@ def conv_events(r0, r1, x, w_g, bias, out, h, w, ho, wo, sh, sw, ph, pw, dh, dw,
                     idx[p, cnt[p]] = ci
                     cnt[p] += xr[ci * hw + p] != 0.0
             ends[g + 1] = cnt
+        _fill_rows(acc.reshape(acc.size), bias)
         for oy in range(ho):
             for ox in range(wo):
                 a = acc[oy * wo + ox]
-                a[:] = bias
                 for ky in range(kh):
                     iy = conv_src(oy, ky, sh, ph, dh, h)
                     if iy < 0:
@@ -284,10 +301,7 @@ def conv_events(r0, r1, x, w_g, bias, out, h, w, ho, wo, sh, sw, ph, pw, dh, dw,
                         for g in range(groups):
                             _gather(a[g * c_og:(g + 1) * c_og], xr, idx, ends[g, p], ends[g + 1, p], p, hw,
                                     w_g[ky, kx])
-        for co in range(bias.size):  # channel-first, written contiguously
-            for q in range(ho * wo):
-                out[r, co * ho * wo + q] = acc[q, co]
-        total += vector_sum(out[r])
+        total += channels_first(acc.reshape(acc.size), out[r], bias.size)
     return total
 
 

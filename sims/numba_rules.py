@@ -29,8 +29,7 @@ from snncc.sims.numba_threads import PARALLEL_MIN_WORK, TASKS, blas_one_thread, 
 # its float64 weights (~15 GB/s), so the product only wins for dense inputs in many rows (rho > ~0.8 at
 # 256 rows, > ~0.93 at 64, never at 16). Conv: im2col + BLAS wins near full density (12x for a
 # 3-channel analog stem); of the two event-driven convs the scatter has the smaller fixed cost, the
-# per-output gather (a fixed cost per output pixel) the faster events, from ~48 events per receptive
-# field on (e.g. 2 % of 512 channels x 3x3, 10 % of 64 channels).
+# per-output gather (a fixed cost per output pixel and tap) the faster events: see conv_gather_wins.
 EVENT_ADDS_PER_S = 20e9
 BLAS_MACS_PER_S = 26e9
 BLAS_BYTES_PER_S = 15e9
@@ -38,7 +37,9 @@ SGEMM_MACS_PER_S = 52e9  # float32 products (numba_f32): twice the float64 rate
 CONV_MIN_DENSITY = 0.5
 CONV_F32_MIN_DENSITY = 0.3  # float32 im2col + sgemm (binary inputs) vs the event convs: measured, see methods
 CONV_F32_TORCH = True  # the float32 conv product by torch's direct conv where provably plain (numba_torch32)
-CONV_GATHER_EVENTS = 48
+CONV_GATHER_EVENTS = 48  # grouped convs: events per receptive field from which the gather wins
+CONV_GATHER_PIXEL_EVENTS = 12  # whole-row scatter: events per input pixel (density x channels) from which the gather wins
+CONV_GATHER_DENSITY = 0.04  # other ungrouped convs (strided, dilated or 1-wide along x): input density
 ASSUMED_DENSITY = 1 / 8  # for the threading decision where the density was not estimated
 _COLS_BUDGET = 16 << 20  # bytes of unfolded conv input per chunk of samples
 
@@ -178,6 +179,23 @@ def unfold_product(d, x, o, threads, dtype=np.float64) -> None:
         run_tasks(product, len(parts), threads)
 
 
+def conv_gather_wins(rho: float, d: dict) -> bool:
+    """Cost model: the per-output gather (:func:`conv_events`) beats the scatter (:func:`conv_rows`) at input
+    density ``rho``. Measured per layer shape (one thread, 16 rows, binary input; docs/results.md section 2b): where
+    the scatter adds one contiguous run of kw * C_out values per event and kernel row (stride and dilation 1 along x,
+    no groups, kw > 1) it stays ahead up to ~12 events per input pixel (3x3: 32 channels beyond 40 % density, 64 to
+    ~20 %, 128 to ~10 %, 256 to ~3 %); with runs of C_out only (strided, dilated, 1x1) the gather wins from ~4 %
+    density; grouped convs pay the gather's per-group fixed cost and keep the old crossover (events per field)."""
+    kh, kw = d["kernel"]
+    c_grp, c_out = d["c_grp"], d["bias"].size
+    sw, dw = d["dims"][5], d["dims"][9]
+    if d["w_g"].shape[2] != c_grp:  # groups
+        return rho * kh * kw * c_grp >= CONV_GATHER_EVENTS
+    if sw == 1 and dw == 1 and kw > 1:
+        return rho * c_grp >= CONV_GATHER_PIXEL_EVENTS
+    return rho >= CONV_GATHER_DENSITY
+
+
 def _eval_conv(node, ins, out, state, threads):
     """All three kernels take dilation and groups. A group's outputs see only its c_grp input
     channels, so the receptive field is kh * kw * c_grp inputs: a depthwise conv (c_grp 1) never
@@ -193,8 +211,7 @@ def _eval_conv(node, ins, out, state, threads):
         unfold_product(d, x, o, threads)
         return float(o.sum())
     work = int(x.size * (1 + d["w_f"][0].size * rho))  # kh * kw * C_out / groups adds per event
-    field = d["w_g"].shape[0] * d["w_g"].shape[1] * d["c_grp"]  # kh * kw * c_grp inputs per output
-    kernel, w = (conv_events, d["w_g"]) if rho * field >= CONV_GATHER_EVENTS else (conv_rows, d["w_f"])
+    kernel, w = (conv_events, d["w_g"]) if conv_gather_wins(rho, d) else (conv_rows, d["w_f"])
     return share(kernel, ranges(x.shape[0], TASKS * threads), (x, w, d["bias"], o, *d["dims"], d["c_grp"]), work,
                  threads)
 

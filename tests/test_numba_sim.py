@@ -69,7 +69,7 @@ def kernel(request, monkeypatch):
     dense = request.param == "dense"
     monkeypatch.setattr(numba_rules, "dense_product_wins", lambda *shape: dense)
     monkeypatch.setattr(numba_rules, "CONV_MIN_DENSITY", 0.0 if dense else 2.0)
-    monkeypatch.setattr(numba_rules, "CONV_GATHER_EVENTS", 0.0 if request.param == "gather" else np.inf)
+    monkeypatch.setattr(numba_rules, "conv_gather_wins", lambda rho, d: request.param == "gather")
     return request.param
 
 
@@ -321,3 +321,22 @@ def test_simulator_refuses_a_second_module_name(monkeypatch):
     spec = importlib.util.spec_from_file_location("sims.numba_kernels", path)
     with pytest.raises(ImportError, match="snncc.sims.numba_kernels"):
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+def test_conv_kernel_choice_follows_the_geometry(rng):
+    """conv_gather_wins: whole-row scatter up to ~12 active channels per input pixel (3x3, stride 1), the gather from
+    4 % density where the scatter cannot add whole kernel rows (stride 2, 1x1), the old events-per-field rule for
+    grouped convs (the gather's fixed cost per group)."""
+    def data(c_in, c_out, k, stride, hw, groups=1):
+        op = Conv(rng.normal(size=(c_out, c_in // groups, k, k)), None, (stride, stride), (k // 2, k // 2),
+                  groups=groups)
+        ho = (hw + 2 * (k // 2) - k) // stride + 1
+        return numba_rules._prep_conv(op, TensorType(Kind.SPIKE, (c_in, hw, hw)), TensorType(Kind.SPIKE, (c_out, ho, ho)))
+    wins = numba_rules.conv_gather_wins
+    d32, d128 = data(32, 32, 3, 1, 32), data(128, 128, 3, 1, 8)
+    assert not wins(0.25, d32) and wins(0.4, d32)         # 8 vs 12.8 active channels per pixel
+    assert not wins(0.08, d128) and wins(0.1, d128)       # 10.2 vs 12.8
+    for d in (data(64, 128, 3, 2, 16), data(64, 128, 1, 2, 16), data(64, 64, 1, 1, 16)):
+        assert not wins(0.03, d) and wins(0.05, d)
+    grouped = data(64, 64, 3, 1, 16, groups=4)           # 16 inputs per group and tap: 144 per field
+    assert not wins(0.3, grouped) and wins(0.34, grouped)
