@@ -181,13 +181,13 @@ def unfold_product(d, x, o, threads, dtype=np.float64) -> None:
 
 def conv_gather_wins(rho: float, d: dict) -> bool:
     """Cost model: the per-output gather (:func:`conv_events`) beats the scatter (:func:`conv_rows`) at input
-    density ``rho``. Measured per layer shape (one thread, 16 rows, binary input; docs/results.md section 2b): where
+    density ``rho``. Measured per layer shape (`python scripts/conv_kernels.py choice`; docs/results.md section 2b): where
     the scatter adds one contiguous run of kw * C_out values per event and kernel row (stride and dilation 1 along x,
     no groups, kw > 1) it stays ahead up to ~12 events per input pixel (3x3: 32 channels beyond 40 % density, 64 to
     ~20 %, 128 to ~10 %, 256 to ~3 %); with runs of C_out only (strided, dilated, 1x1) the gather wins from ~4 %
     density; grouped convs pay the gather's per-group fixed cost and keep the old crossover (events per field)."""
     kh, kw = d["kernel"]
-    c_grp, c_out = d["c_grp"], d["bias"].size
+    c_grp = d["c_grp"]
     sw, dw = d["dims"][5], d["dims"][9]
     if d["w_g"].shape[2] != c_grp:  # groups
         return rho * kh * kw * c_grp >= CONV_GATHER_EVENTS

@@ -1,16 +1,20 @@
-"""How far can an exact (float64-accumulating) event-driven conv go against dense float32 torch on this CPU?
+"""Event-driven conv kernels against each other and against dense float32 torch, per layer shape (one thread).
 
-For each 3x3 conv shape of the bench matrix's Spike-ResNet-18 (width 1/2, 32x32 input), one thread, 32 rows
-(T 4 x 8 samples), binary input at density RHO:
-
-* torch: ``torch.nn.functional.conv2d`` in float32 on the dense input (what the dense baseline runs);
-* kernel: the simulator's event conv (the better of scatter and gather, float64 accumulation);
-* ideal: an upper bound for *any* float64 event kernel written in numba: weight rows (float32, in L1/L2) added
-  into one accumulator row four events per pass, with no conv geometry, compaction or output layout at all;
-  its rate (float64 adds/s) times the event work of the layer gives the least time such a kernel could take.
-
-Break-even density = the input density at which the event work (density x dense multiply-adds) at that rate
-takes as long as torch's dense float32 conv. Usage: python scripts/event_roofline.py [RHO] [--json FILE]"""
+    python scripts/conv_kernels.py choice
+        scatter (conv_rows) vs gather (conv_events) per shape and input density: the ratio of their times
+        (> 1: the gather is faster) and the kernel sims/numba_rules.py's conv_gather_wins picks (S or G);
+        16 rows of binary input, best of 5.
+    python scripts/conv_kernels.py roofline [DENSITY] [--json FILE]
+        how far an exact (float64-accumulating) event-driven conv can go against dense float32 torch. For each
+        3x3 conv shape of the bench matrix's Spike-ResNet-18 (width 1/2, 32x32 input), 32 rows (T 4 x 8 samples):
+        torch = torch.nn.functional.conv2d in float32 on the dense input (what the dense baseline runs);
+        kernel = the simulator's event conv (the better of scatter and gather);
+        ideal = a bound for any float64 event kernel written in numba: weight rows (float32, in cache) added into
+        one accumulator row four events per pass, with no conv geometry, compaction or output layout at all; its
+        rate (float64 adds/s) times the layer's event work gives the least time such a kernel could take.
+        Break-even density: where the event work (density x dense multiply-adds) at that rate takes as long as
+        torch's dense conv.
+"""
 import json
 import sys
 import time
@@ -20,7 +24,7 @@ import numpy as np
 import torch
 
 from snncc.sims.numba_kernels import conv_events, conv_rows
-from snncc.sims.numba_rules import _prep_conv
+from snncc.sims.numba_rules import _prep_conv, conv_gather_wins
 
 
 @numba.njit(nogil=True)
@@ -70,10 +74,10 @@ class _Type:
         self.shape = shape
 
 
-def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+def roofline(argv):
+    args = [a for a in argv if not a.startswith("--")]
     rho = float(args[0]) if args else 0.25
-    out_json = sys.argv[sys.argv.index("--json") + 1] if "--json" in sys.argv else None
+    out_json = argv[argv.index("--json") + 1] if "--json" in argv else None
     torch.set_num_threads(1)
     numba.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -115,5 +119,30 @@ def main():
             json.dump({"density": rho, "rows": rows, "shapes": results, "total": total}, f, indent=1)
 
 
+def choice(argv):
+    numba.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    rows = 16
+    densities = (0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
+    print("c_in c_out  hw  k  s | scatter/gather time at density " + " ".join(f"{r:>8}" for r in densities))
+    for c_in, c_out, hw, k, stride in [(16, 16, 32, 3, 1), (32, 32, 32, 3, 1), (64, 64, 16, 3, 1),
+                                       (128, 128, 8, 3, 1), (256, 256, 4, 3, 1), (512, 512, 4, 3, 1),
+                                       (32, 64, 32, 3, 2), (64, 128, 16, 3, 2), (128, 256, 8, 3, 2),
+                                       (32, 64, 32, 1, 2), (64, 128, 16, 1, 2), (128, 256, 8, 1, 2),
+                                       (64, 64, 16, 1, 1)]:
+        w = (rng.standard_normal((c_out, c_in, k, k)) * 0.1).astype(np.float32).astype(np.float64)
+        ho = hw // stride
+        d = _prep_conv(_Op(w, stride, k // 2), _Type((c_in, hw, hw)), _Type((c_out, ho, ho)))
+        cells = []
+        for rho in densities:
+            x = (rng.random((rows, c_in * hw * hw)) < rho).astype(np.float64)
+            o = np.empty((rows, c_out * ho * ho))
+            t_g = best_ms(lambda: conv_events(0, rows, x, d["w_g"], d["bias"], o, *d["dims"], d["c_grp"]))
+            t_s = best_ms(lambda: conv_rows(0, rows, x, d["w_f"], d["bias"], o, *d["dims"], d["c_grp"]))
+            cells.append(f"{t_s / t_g:6.2f} {'G' if conv_gather_wins(rho, d) else 'S'}")
+        print(f"{c_in:4d} {c_out:5d} {hw:3d} {k:2d} {stride:2d} | " + " ".join(cells), flush=True)
+
+
+
 if __name__ == "__main__":
-    main()
+    {"roofline": roofline, "choice": choice}[sys.argv[1]](sys.argv[2:])
