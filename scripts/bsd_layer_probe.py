@@ -3,8 +3,8 @@
 For each hidden layer i = 2..L-1 of the feedforward path: the mean cosine of a test sample's voltage vector v_i (its
 (T, D) currents flattened, as ReCo sees them) with its own label's apical target v'_i (the Type 2 path run on the
 label code), the mean of its largest cosine with another label's target, and the accuracy of the nearest label
-target (argmax of the cosine over the labels). Then the output layer: accuracy from the time-averaged currents and
-from the spike counts (the deployed readout).
+target (argmax of the cosine over the labels). Then the output layer: accuracy from the time-averaged currents (a
+class's block of P neurons averaged, with --population P) and from the spike counts (the deployed readout).
 
     python scripts/bsd_layer_probe.py runs/NAME [runs/NAME2 ...] [--samples 1024]
 """
@@ -27,7 +27,8 @@ def probe(run_dir: str, samples: int) -> dict:
     x, y = load_split(cfg.dataset, "test", cfg.data_dir, samples, cfg.seed)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     v, s = run_forward_path(model.forward_path, repeat_time(x, model.timesteps), detach=True)
-    labels = torch.arange(model.sizes[-1])
+    pop = getattr(model, "population", 1)
+    labels = torch.arange(model.sizes[-1] // pop)
     _, targets, _ = model.label_path(labels)  # one row per label, in label order
     rows = {}
     for i in range(2, model.num_layers):
@@ -35,8 +36,9 @@ def probe(run_dir: str, samples: int) -> dict:
         own = c.gather(1, y[:, None])[:, 0]
         other = c.masked_fill(torch.nn.functional.one_hot(y, len(labels)).bool(), -2.0).max(1).values
         rows[f"layer {i}"] = (float(own.mean()), float(other.mean()), float((c.argmax(1) == y).float().mean()))
-    currents = float((v[-1].mean(0).argmax(1) == y).float().mean())
-    spikes = float((cosine_predict(s[-1].sum(0)) == y).float().mean())
+    block_means = v[-1].mean(0).reshape(len(y), len(labels), pop).mean(2)  # a class's P neurons (--population)
+    currents = float((block_means.argmax(1) == y).float().mean())
+    spikes = float((cosine_predict(s[-1].sum(0), pop) == y).float().mean())
     return {"layers": rows, "output currents": currents, "output spikes": spikes}
 
 
