@@ -27,7 +27,7 @@ def probe(run_dir: str, samples: int) -> dict:
     x, y = load_split(cfg.dataset, "test", cfg.data_dir, samples, cfg.seed)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     v, s = run_forward_path(model.forward_path, repeat_time(x, model.timesteps), detach=True)
-    pop = getattr(model, "population", 1)
+    pop = model.population
     labels = torch.arange(model.sizes[-1] // pop)
     _, targets, _ = model.label_path(labels)  # one row per label, in label order
     rows = {}

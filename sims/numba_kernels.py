@@ -22,8 +22,8 @@ if __name__ not in ("snncc.sims.numba_kernels", "__main__"):
 
 __all__ = ["NEURON_BLOCK", "charge", "fire", "reset", "step", "synapse", "vector_sum", "neuron_blocks",
            "neuron_arrays", "dense_tile",
-           "conv_tap", "conv_src", "conv_rows", "channels_first", "conv_events", "im2col", "nonzero_share", "pool", "time_sum",
-           "check_cache_once"]
+           "conv_tap", "conv_src", "conv_rows", "channels_first", "conv_events", "im2col", "nonzero_share", "pool",
+           "time_sum", "check_cache_once"]
 
 NEURON_BLOCK = 256  # neurons per task unit: long enough to vectorise
 _jit = numba.njit(cache=True, nogil=True)  # nogil: kernels run on the worker threads
@@ -167,24 +167,23 @@ def conv_src(o, k, s, p, d, n):
 
 @_jit
 def _fill_rows(acc, bias):
-    """acc (n * c, channels last) = bias in every row (row views and a plain loop: a slice assignment
+    """acc (n, c), channels last, = bias in every row (row views and a plain loop: a slice assignment
     per row costs three times as much, measured)."""
-    c = bias.size
-    a2 = acc.reshape(acc.size // c, c)
-    for q in range(a2.shape[0]):
-        row = a2[q]
-        for j in range(c):
+    for q in range(acc.shape[0]):
+        row = acc[q]
+        for j in range(bias.size):
             row[j] = bias[j]
 
 
 @_jit
-def channels_first(acc, dst, c):
-    """dst (c * n, channel-first) = acc (n * c, channels last); returns the sum of dst (the activity statistic)."""
-    n = acc.size // c
+def channels_first(acc, dst):
+    """dst (c * n, channel-first) = acc (n, c), channels last; returns the sum of dst (the activity statistic)."""
+    n, c = acc.shape
     for co in range(c):
         for q in range(n):
-            dst[co * n + q] = acc[q * c + co]
+            dst[co * n + q] = acc[q, co]
     return vector_sum(dst)
+
 
 @_jit
 def conv_rows(r0, r1, x, w_f, bias, out, h, w, ho, wo, sh, sw, ph, pw, dh, dw, c_grp):
@@ -199,12 +198,13 @@ def conv_rows(r0, r1, x, w_f, bias, out, h, w, ho, wo, sh, sw, ph, pw, dh, dw, c
     kh, kw, c_og = w_f.shape[1], w_f.shape[2], w_f.shape[3]
     c_out = bias.size
     whole_rows = sw == 1 and dw == 1 and c_og == c_out
-    acc = np.empty(ho * wo * c_out)
+    acc2 = np.empty((ho * wo, c_out))  # channels last
+    acc = acc2.reshape(acc2.size)
     wflat = w_f.reshape(w_f.size)
     idx = np.empty(x.shape[1], np.int64)
     total = 0.0
     for r in range(r0, r1):
-        _fill_rows(acc, bias)
+        _fill_rows(acc2, bias)
         xrow = x[r]
         for q in range(_events(xrow, idx)):
             k = idx[q]
@@ -233,7 +233,7 @@ def conv_rows(r0, r1, x, w_f, bias, out, h, w, ho, wo, sh, sw, ph, pw, dh, dw, c
                     wv = wflat[taps + (kw - 1 - kx) * c_og:taps + (kw - kx) * c_og]
                     for co in range(c_og):
                         a[co] = a[co] + c * wv[co]
-        total += channels_first(acc, out[r], c_out)
+        total += channels_first(acc2, out[r])
     return total
 
 
@@ -282,7 +282,7 @@ def conv_events(r0, r1, x, w_g, bias, out, h, w, ho, wo, sh, sw, ph, pw, dh, dw,
                     idx[p, cnt[p]] = ci
                     cnt[p] += xr[ci * hw + p] != 0.0
             ends[g + 1] = cnt
-        _fill_rows(acc.reshape(acc.size), bias)
+        _fill_rows(acc, bias)
         for oy in range(ho):
             for ox in range(wo):
                 a = acc[oy * wo + ox]
@@ -301,7 +301,7 @@ def conv_events(r0, r1, x, w_g, bias, out, h, w, ho, wo, sh, sw, ph, pw, dh, dw,
                         for g in range(groups):
                             _gather(a[g * c_og:(g + 1) * c_og], xr, idx, ends[g, p], ends[g + 1, p], p, hw,
                                     w_g[ky, kx])
-        total += channels_first(acc.reshape(acc.size), out[r], bias.size)
+        total += channels_first(acc, out[r])
     return total
 
 

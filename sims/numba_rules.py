@@ -38,7 +38,7 @@ CONV_MIN_DENSITY = 0.5
 CONV_F32_MIN_DENSITY = 0.3  # float32 im2col + sgemm (binary inputs) vs the event convs: measured, see methods
 CONV_F32_TORCH = True  # the float32 conv product by torch's direct conv where provably plain (numba_torch32)
 CONV_GATHER_EVENTS = 48  # grouped convs: events per receptive field from which the gather wins
-CONV_GATHER_PIXEL_EVENTS = 12  # whole-row scatter: events per input pixel (density x channels) from which the gather wins
+CONV_GATHER_PIXEL_EVENTS = 12  # whole-row scatter: events per input pixel (density x channels) where the gather wins
 CONV_GATHER_DENSITY = 0.04  # other ungrouped convs (strided, dilated or 1-wide along x): input density
 ASSUMED_DENSITY = 1 / 8  # for the threading decision where the density was not estimated
 _COLS_BUDGET = 16 << 20  # bytes of unfolded conv input per chunk of samples
@@ -181,14 +181,15 @@ def unfold_product(d, x, o, threads, dtype=np.float64) -> None:
 
 def conv_gather_wins(rho: float, d: dict) -> bool:
     """Cost model: the per-output gather (:func:`conv_events`) beats the scatter (:func:`conv_rows`) at input
-    density ``rho``. Measured per layer shape (`python scripts/conv_kernels.py choice`; docs/results.md section 2b): where
-    the scatter adds one contiguous run of kw * C_out values per event and kernel row (stride and dilation 1 along x,
-    no groups, kw > 1) it stays ahead up to ~12 events per input pixel (3x3: 32 channels beyond 40 % density, 64 to
-    ~20 %, 128 to ~10 %, 256 to ~3 %); with runs of C_out only (strided, dilated, 1x1) the gather wins from ~4 %
-    density; grouped convs pay the gather's per-group fixed cost and keep the old crossover (events per field)."""
+    density ``rho``. Measured per layer shape (`python scripts/conv_kernels.py choice`; docs/results.md section
+    2b): where the scatter adds one contiguous run of kw * C_out values per event and kernel row (stride and
+    dilation 1 along x, no groups, kw > 1) it stays ahead up to ~12 events per input pixel (3x3: 32 channels beyond
+    40 % density, 64 to ~20 %, 128 to ~10 %, 256 to ~3 %); with runs of C_out only (strided, dilated, 1x1) the
+    gather wins from ~4 % density; grouped convs pay the gather's per-group fixed cost and keep the old crossover
+    (events per field)."""
     kh, kw = d["kernel"]
     c_grp = d["c_grp"]
-    sw, dw = d["dims"][5], d["dims"][9]
+    _, _, _, _, _, sw, _, _, _, dw = d["dims"]
     if d["w_g"].shape[2] != c_grp:  # groups
         return rho * kh * kw * c_grp >= CONV_GATHER_EVENTS
     if sw == 1 and dw == 1 and kw > 1:

@@ -331,7 +331,8 @@ def test_conv_kernel_choice_follows_the_geometry(rng):
         op = Conv(rng.normal(size=(c_out, c_in // groups, k, k)), None, (stride, stride), (k // 2, k // 2),
                   groups=groups)
         ho = (hw + 2 * (k // 2) - k) // stride + 1
-        return numba_rules._prep_conv(op, TensorType(Kind.SPIKE, (c_in, hw, hw)), TensorType(Kind.SPIKE, (c_out, ho, ho)))
+        return numba_rules._prep_conv(op, TensorType(Kind.SPIKE, (c_in, hw, hw)),
+                                      TensorType(Kind.SPIKE, (c_out, ho, ho)))
     wins = numba_rules.conv_gather_wins
     d32, d128 = data(32, 32, 3, 1, 32), data(128, 128, 3, 1, 8)
     assert not wins(0.25, d32) and wins(0.4, d32)         # 8 vs 12.8 active channels per pixel

@@ -174,8 +174,9 @@ def to_nir(graph: SpikeGraph, dt: float = 1e-4):
         (inp,) = graph.input_nodes
         meta = {"dt": dt, "producer": "snncc", "input_encoding": graph.op(inp).encoding}
         meta.update({k: graph.metadata[k] for k in ("timesteps", "dataset") if k in graph.metadata})
-        if graph.readout_op().population != 1:  # NIR's Output has no class grouping: snncc's own key
-            meta["readout_population"] = graph.readout_op().population
+        population = graph.readout_op().population
+        if population != 1:  # NIR's Output has no class grouping: snncc's own key
+            meta["readout_population"] = population
         # nir 1.0.8's type check takes a conv's input channels from weight.shape[1] (C_in / groups), so it
         # rejects every grouped conv: such graphs are built without it (read them with type_check=False)
         grouped = any(getattr(graph.op(n), "groups", 1) != 1 for n in graph.order())
